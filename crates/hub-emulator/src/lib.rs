@@ -1,0 +1,38 @@
+//! A Hugging Face Hub on loopback, for tests, benchmarks and offline demos.
+//!
+//! [`HubBuilder`] starts a real HTTP/1.1 server on `127.0.0.1` speaking the Hub's download
+//! protocol (resolve URLs, the JSON API, an LFS "CDN" on a second host name), with a
+//! [request log](HubEmulator::requests) and [fault injection](fault). The official Python
+//! client accepts it through `HF_ENDPOINT`.
+//!
+//! ```no_run
+//! use hub_emulator::{Fault, FaultRule, FaultTarget, HubBuilder, RepoSpec};
+//!
+//! let hub = HubBuilder::new()
+//!     .repo(
+//!         RepoSpec::new("org/model")
+//!             .file("config.json", r#"{"hidden_size": 8}"#)
+//!             .file("model.safetensors", hub_emulator::synth::safetensors(4096, 1)),
+//!     )
+//!     .start()?;
+//! hub.add_fault(FaultRule::new(FaultTarget::get("model.safetensors"), Fault::CutAfter { bytes: 100 }).times(1));
+//! // point the client under test at hub.endpoint() ...
+//! assert!(hub.requests().iter().all(|r| r.status < 500));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod api;
+pub mod fault;
+mod http;
+mod log;
+pub mod manifest;
+mod repo;
+mod routes;
+mod server;
+pub mod synth;
+
+pub use fault::{Fault, FaultRule, FaultTarget};
+pub use http::encode_component;
+pub use log::{Host, RequestRecord};
+pub use repo::{is_commit_sha, is_lfs_path, RepoSpec, LFS_EXTENSIONS};
+pub use server::{FileInfo, HubBuilder, HubEmulator};

@@ -1,0 +1,699 @@
+//! The server: [`HubBuilder`] binds the two loopback listeners and starts a thread with its own
+//! tokio runtime; [`HubEmulator`] is the handle tests hold. Each connection reads requests,
+//! routes them, lets the fault rules bend the answer, logs it, and writes it.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdListener};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::fault::{Fault, FaultBook, FaultRule, FaultSubject};
+use crate::http::{self, read_request, reason_phrase, ReadOutcome, Request, Response};
+use crate::log::{lock, Host, RequestLog, RequestRecord};
+use crate::repo::{RepoSpec, Store};
+use crate::routes::{self, RouteContext};
+
+/// Responses up to this size are written with their head in a single `write`.
+const SMALL_BODY: usize = 16 * 1024;
+/// Pieces a paced body is written in, at most.
+const PACED_CHUNK: u64 = 64 * 1024;
+
+/// State shared by the handle and every connection.
+struct Shared {
+    store: RwLock<Store>,
+    faults: Mutex<FaultBook>,
+    log: RequestLog,
+    cdn_redirect: bool,
+    hub_origin: String,
+    cdn_origin: String,
+}
+
+impl Shared {
+    fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Configures and starts a [`HubEmulator`].
+#[derive(Debug, Clone)]
+pub struct HubBuilder {
+    repos: Vec<RepoSpec>,
+    cdn_redirect: bool,
+    hub_port: u16,
+    cdn_port: u16,
+}
+
+impl Default for HubBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HubBuilder {
+    /// No repos, LFS files redirected to the CDN, ephemeral ports.
+    pub fn new() -> Self {
+        Self {
+            repos: Vec::new(),
+            cdn_redirect: true,
+            hub_port: 0,
+            cdn_port: 0,
+        }
+    }
+
+    /// Adds a repo (a later spec with the same id replaces an earlier one).
+    pub fn repo(mut self, spec: RepoSpec) -> Self {
+        self.repos.retain(|r| r.repo_id != spec.repo_id);
+        self.repos.push(spec);
+        self
+    }
+
+    /// Whether resolve requests for LFS files answer `302` to the CDN listener (default `true`)
+    /// or serve the bytes directly.
+    pub fn cdn_redirect(mut self, on: bool) -> Self {
+        self.cdn_redirect = on;
+        self
+    }
+
+    /// Fixed port for the Hub listener (default: ephemeral).
+    pub fn port(mut self, hub_port: u16) -> Self {
+        self.hub_port = hub_port;
+        self
+    }
+
+    /// Fixed port for the CDN listener (default: ephemeral).
+    pub fn cdn_port(mut self, port: u16) -> Self {
+        self.cdn_port = port;
+        self
+    }
+
+    /// Hashes the files (on all cores), binds `127.0.0.1` (and `[::1]` on the Hub port when
+    /// possible, since the endpoint says `localhost`), and serves on a thread of its own with its
+    /// own tokio runtime: usable from `#[test]`, `#[tokio::test]` of any flavor, or `main`.
+    pub fn start(self) -> io::Result<HubEmulator> {
+        let (hub_v4, hub_v6) = bind_hub(self.hub_port)?;
+        let cdn = StdListener::bind((Ipv4Addr::LOCALHOST, self.cdn_port))?;
+        let hub_port = hub_v4.local_addr()?.port();
+        let cdn_port = cdn.local_addr()?.port();
+        let shared = Arc::new(Shared {
+            store: RwLock::new(Store::from_specs(self.repos)),
+            faults: Mutex::new(FaultBook::default()),
+            log: RequestLog::default(),
+            cdn_redirect: self.cdn_redirect,
+            hub_origin: format!("http://localhost:{hub_port}"),
+            cdn_origin: format!("http://127.0.0.1:{cdn_port}"),
+        });
+        let mut listeners = vec![(hub_v4, Host::Hub), (cdn, Host::Cdn)];
+        listeners.extend(hub_v6.map(|l| (l, Host::Hub)));
+        for (listener, _) in &listeners {
+            listener.set_nonblocking(true)?;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("hub-emulator")
+            .enable_all()
+            .build()?;
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("hub-emulator".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    for (listener, host) in listeners {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                tokio::spawn(accept_loop(
+                                    listener,
+                                    host,
+                                    Arc::clone(&thread_shared),
+                                ));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                    // Resolves on `send` or when the handle is dropped.
+                    let _ = shutdown_rx.await;
+                });
+                runtime.shutdown_timeout(Duration::from_secs(2));
+            })?;
+        Ok(HubEmulator {
+            shared,
+            hub_port,
+            cdn_port,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Binds the Hub port on `127.0.0.1`, and the same port on `[::1]` when the host has IPv6, so
+/// that `localhost` reaches this emulator whichever address a client tries first. With an
+/// ephemeral port, retries until the port is free on both.
+fn bind_hub(port: u16) -> io::Result<(StdListener, Option<StdListener>)> {
+    let mut attempts = 0;
+    loop {
+        let v4 = StdListener::bind((Ipv4Addr::LOCALHOST, port))?;
+        let bound = v4.local_addr()?.port();
+        match StdListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, bound))) {
+            Ok(v6) => return Ok((v4, Some(v6))),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 && attempts < 20 => {
+                attempts += 1;
+            }
+            // No IPv6, or a fixed port someone else holds on `[::1]`: IPv4 only.
+            Err(_) => return Ok((v4, None)),
+        }
+    }
+}
+
+/// What the emulator serves for one file at one revision ([`HubEmulator::file_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Commit the revision resolved to (`X-Repo-Commit`).
+    pub commit: String,
+    /// Content length in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: String,
+    /// Git blob id of what git stores: the content, or the LFS pointer for LFS files
+    /// (the tree API's `oid`).
+    pub git_blob_id: String,
+    /// The etag clients name the cached blob after: `sha256` for LFS files, the git blob id of
+    /// the content for regular files.
+    pub etag: String,
+    /// Whether the file is stored with LFS (redirected to the CDN).
+    pub lfs: bool,
+}
+
+/// A running emulator. Dropping it stops the server and joins its thread.
+pub struct HubEmulator {
+    shared: Arc<Shared>,
+    hub_port: u16,
+    cdn_port: u16,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HubEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubEmulator")
+            .field("endpoint", &self.shared.hub_origin)
+            .field("cdn_origin", &self.shared.cdn_origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubEmulator {
+    /// `"http://localhost:<hub_port>"`: the Hub host, what `HF_ENDPOINT` should be.
+    pub fn endpoint(&self) -> String {
+        self.shared.hub_origin.clone()
+    }
+
+    /// `"http://127.0.0.1:<cdn_port>"`: the CDN host (a different host name than the Hub,
+    /// like the real CDN, so clients drop the token on the redirect).
+    pub fn cdn_origin(&self) -> String {
+        self.shared.cdn_origin.clone()
+    }
+
+    /// Port of the Hub listener.
+    pub fn hub_port(&self) -> u16 {
+        self.hub_port
+    }
+
+    /// Port of the CDN listener.
+    pub fn cdn_port(&self) -> u16 {
+        self.cdn_port
+    }
+
+    /// The resolve URL of a file, encoded like the official client does
+    /// (`{endpoint}/{repo_id}/resolve/{quote(rev, safe="")}/{quote(path)}`).
+    pub fn resolve_url(&self, repo_id: &str, revision: &str, path: &str) -> String {
+        let path: Vec<String> = path.split('/').map(http::encode_component).collect();
+        format!(
+            "{}/{repo_id}/resolve/{}/{}",
+            self.shared.hub_origin,
+            http::encode_component(revision),
+            path.join("/")
+        )
+    }
+
+    /// Every request received so far (since the last [`clear_requests`](Self::clear_requests)),
+    /// oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.log.snapshot()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.shared.log.clear();
+    }
+
+    /// Installs a fault rule; rules act in the order added (see [`crate::fault`]).
+    pub fn add_fault(&self, rule: FaultRule) {
+        lock(&self.shared.faults).add(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// The commit `revision` (branch, ref, or full sha) of `repo_id` points at.
+    pub fn commit_of(&self, repo_id: &str, revision: &str) -> Option<String> {
+        let store = self.shared.store();
+        let repo = store.repos.get(repo_id)?;
+        repo.resolve(revision).map(|c| c.sha.clone())
+    }
+
+    /// What is served for `path` at `revision` of `repo_id` (hashes of regular files' contents
+    /// are computed on the call).
+    pub fn file_info(&self, repo_id: &str, revision: &str, path: &str) -> Option<FileInfo> {
+        let store = self.shared.store();
+        let commit = store.repos.get(repo_id)?.resolve(revision)?;
+        let file = commit.files.get(path.trim_matches('/'))?;
+        Some(FileInfo {
+            commit: commit.sha.clone(),
+            size: file.size(),
+            sha256: file.lfs.as_ref().map_or_else(
+                || crate::synth::sha256_hex(&file.content),
+                |l| l.sha256.clone(),
+            ),
+            git_blob_id: file.git_oid.clone(),
+            etag: file.etag().to_owned(),
+            lfs: file.lfs.is_some(),
+        })
+    }
+
+    /// Makes a new commit on `main` with `path` replaced or added and returns its sha; older
+    /// commits stay resolvable by sha, other refs stay where they were.
+    ///
+    /// # Panics
+    ///
+    /// If `repo_id` is not a repo of this emulator.
+    pub fn set_file(&self, repo_id: &str, path: &str, content: impl Into<Bytes>) -> String {
+        let content = content.into();
+        let mut store = self
+            .shared
+            .store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        store
+            .set_file(repo_id, path, content)
+            .unwrap_or_else(|| panic!("set_file: no repo {repo_id:?} in the emulator"))
+    }
+}
+
+impl Drop for HubEmulator {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, host: Host, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, host, Arc::clone(&shared)));
+            }
+            // Out of file descriptors and the like: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Serves requests on one connection until either side closes it.
+async fn serve_connection(mut stream: TcpStream, host: Host, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut buffer = BytesMut::with_capacity(8 * 1024);
+    loop {
+        let request = match read_request(&mut stream, &mut buffer).await {
+            Ok(ReadOutcome::Request(request)) => request,
+            Ok(ReadOutcome::Closed) | Err(_) => return,
+            Ok(ReadOutcome::Reject(status, message)) => {
+                let response = Response::new(status).json(&serde_json::json!({ "error": message }));
+                let _ = write_plain(&mut stream, &response, false, false).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+        let exchange = prepare(&shared, host, &request);
+        let keep_open = match exchange.send(&mut stream, &shared, host, request).await {
+            Ok(keep_open) => keep_open,
+            Err(_) => return,
+        };
+        if !keep_open {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// A routed response with the faults that act on it.
+struct Exchange {
+    response: Response,
+    /// `ResetBeforeResponse`: close without answering.
+    reset: bool,
+    body_faults: Vec<Fault>,
+}
+
+/// Routes `request` and consults the fault rules.
+fn prepare(shared: &Shared, host: Host, request: &Request) -> Exchange {
+    let store = shared.store();
+    let ctx = RouteContext {
+        store: &store,
+        cdn_redirect: shared.cdn_redirect,
+        cdn_origin: &shared.cdn_origin,
+    };
+    let mut response = routes::route(&ctx, host, request, false);
+    let mut faults = lock(&shared.faults);
+    if faults.is_empty() {
+        return Exchange {
+            response,
+            reset: false,
+            body_faults: Vec::new(),
+        };
+    }
+    let paths = routes::fault_paths(&store, host, request);
+    let subject = FaultSubject {
+        host,
+        method: &request.method,
+        paths: paths.iter().map(String::as_str).collect(),
+    };
+    if let Some(fault) = faults.take(&subject, Fault::replaces_response, true).pop() {
+        let origin = match host {
+            Host::Hub => &shared.hub_origin,
+            Host::Cdn => &shared.cdn_origin,
+        };
+        return Exchange {
+            reset: fault == Fault::ResetBeforeResponse,
+            response: replacement(&fault, request, origin),
+            body_faults: Vec::new(),
+        };
+    }
+    let mut body_faults = Vec::new();
+    if !request.is_head() && response.file_offset.is_some() && !response.body.is_empty() {
+        let partial = response.status == 206;
+        if !faults
+            .take(&subject, |f| partial && *f == Fault::IgnoreRange, false)
+            .is_empty()
+        {
+            response = routes::route(&ctx, host, request, true);
+        }
+        let start = response.file_offset.unwrap_or(0);
+        let end = start + response.body.len() as u64;
+        body_faults = faults.take(
+            &subject,
+            |f| match f {
+                Fault::FlipByte { offset } => (start..end).contains(offset),
+                Fault::IgnoreRange => false,
+                other => !other.replaces_response(),
+            },
+            false,
+        );
+    }
+    Exchange {
+        response,
+        reset: false,
+        body_faults,
+    }
+}
+
+/// The answer a response-replacing fault gives instead of the real one.
+fn replacement(fault: &Fault, request: &Request, origin: &str) -> Response {
+    match fault {
+        Fault::Status {
+            code,
+            retry_after_secs,
+            ratelimit_reset_secs,
+        } => {
+            let message = format!("Emulated fault: HTTP {code}");
+            let mut response = Response::new(*code).header("X-Error-Message", message.clone());
+            if let Some(secs) = retry_after_secs {
+                response = response.header("Retry-After", secs.to_string());
+            }
+            if let Some(secs) = ratelimit_reset_secs {
+                response = response
+                    .header("RateLimit", format!("\"api\";r=0;t={secs}"))
+                    .header("RateLimit-Policy", "\"fixed window\";\"api\";q=500;w=300");
+            }
+            response.json(&serde_json::json!({ "error": message }))
+        }
+        Fault::RedirectLoop => {
+            let query = request
+                .query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            Response::new(302).header("Location", format!("{origin}{}{query}", request.path))
+        }
+        Fault::HtmlErrorPage200 => {
+            let mut response =
+                Response::new(200).header("Content-Type", "text/html; charset=utf-8");
+            response.body = Bytes::from_static(
+                b"<html><head><title>Error</title></head><body><h1>An error occurred</h1>\
+                  <p>The upstream server returned an error. Please try again later.</p></body></html>",
+            );
+            response
+        }
+        _ => Response::new(0),
+    }
+}
+
+impl Exchange {
+    /// Logs and writes the exchange; returns whether the connection may serve another request.
+    async fn send(
+        self,
+        stream: &mut TcpStream,
+        shared: &Shared,
+        host: Host,
+        request: Request,
+    ) -> io::Result<bool> {
+        let head_only = request.is_head() || self.response.status == 304;
+        let plan = BodyPlan::new(&self.body_faults, self.response.body.len() as u64);
+        let planned = if head_only || self.reset {
+            0
+        } else {
+            plan.limit
+        };
+        let record = RequestRecord {
+            host,
+            method: request.method.clone(),
+            path: request.path.clone(),
+            query: request.query.clone(),
+            headers: request.headers.clone(),
+            status: if self.reset { 0 } else { self.response.status },
+            body_bytes_sent: planned,
+        };
+        // Logged before writing, so a client that has the answer also finds it in the log.
+        let seq = shared.log.push(record);
+        if self.reset {
+            return Ok(false);
+        }
+        let keep_open = request.keep_alive() && !plan.closes;
+        if head_only || (self.body_faults.is_empty() && self.response.body.len() <= SMALL_BODY) {
+            write_plain(stream, &self.response, head_only, keep_open).await?;
+            return Ok(keep_open);
+        }
+        let head = render_head(&self.response, plan.announced_length, keep_open);
+        stream.write_all(&head).await?;
+        let mut sent = 0;
+        let result = plan.write_body(stream, &self.response, &mut sent).await;
+        if result.is_err() || sent != planned {
+            shared.log.set_body_bytes_sent(seq, sent);
+        }
+        result?;
+        Ok(keep_open)
+    }
+}
+
+/// Writes a response without body faults (head and small body in one `write`).
+async fn write_plain(
+    stream: &mut TcpStream,
+    response: &Response,
+    head_only: bool,
+    keep_open: bool,
+) -> io::Result<()> {
+    let mut out = render_head(response, response.body.len() as u64, keep_open);
+    if !head_only {
+        if response.body.len() <= SMALL_BODY {
+            out.extend_from_slice(&response.body);
+        } else {
+            stream.write_all(&out).await?;
+            return stream.write_all(&response.body).await;
+        }
+    }
+    stream.write_all(&out).await
+}
+
+/// Status line and headers, with `Content-Length` = `content_length` (left out on 304).
+fn render_head(response: &Response, content_length: u64, keep_open: bool) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(512);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\nServer: hub-emulator\r\n",
+        response.status,
+        reason_phrase(response.status)
+    );
+    for (name, value) in &response.headers {
+        // Header values can echo request paths: keep them on one line.
+        let value: String = value
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    if response.status != 304 {
+        let _ = write!(head, "Content-Length: {content_length}\r\n");
+    }
+    let connection = if keep_open { "keep-alive" } else { "close" };
+    let _ = write!(head, "Connection: {connection}\r\n\r\n");
+    head.into_bytes()
+}
+
+/// How body faults shape the bytes of one response.
+struct BodyPlan {
+    /// Body bytes sent before the connection is closed or the body ends.
+    limit: u64,
+    /// Value of the `Content-Length` header.
+    announced_length: u64,
+    /// Close the connection after this response.
+    closes: bool,
+    /// Pause after this many body bytes.
+    stall: Option<(u64, Duration)>,
+    /// Body offsets (relative to the response body) whose byte is inverted.
+    flips: Vec<u64>,
+    bytes_per_sec: Option<u64>,
+}
+
+impl BodyPlan {
+    fn new(faults: &[Fault], body_len: u64) -> Self {
+        let mut plan = BodyPlan {
+            limit: body_len,
+            announced_length: body_len,
+            closes: false,
+            stall: None,
+            flips: Vec::new(),
+            bytes_per_sec: None,
+        };
+        for fault in faults {
+            match fault {
+                Fault::CutAfter { bytes } => {
+                    plan.limit = plan.limit.min(*bytes);
+                    plan.closes = true;
+                }
+                Fault::StallAfter { bytes, stall } => plan.stall = Some((*bytes, *stall)),
+                Fault::FlipByte { offset } => plan.flips.push(*offset),
+                Fault::ContentLengthDelta { delta } => {
+                    plan.announced_length = body_len.saturating_add_signed(*delta);
+                    plan.closes = true;
+                }
+                Fault::BandwidthCap { bytes_per_sec } => {
+                    plan.bytes_per_sec = Some((*bytes_per_sec).max(1));
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    /// Writes the body of `response` under this plan; `sent` counts bytes written.
+    async fn write_body(
+        &self,
+        stream: &mut TcpStream,
+        response: &Response,
+        sent: &mut u64,
+    ) -> io::Result<()> {
+        let body = &response.body;
+        let base = response.file_offset.unwrap_or(0);
+        // Events in body order: a stall at N happens before the byte at N is sent.
+        let mut events: Vec<(u64, Option<Duration>)> = self
+            .flips
+            .iter()
+            .map(|offset| (offset - base, None))
+            .chain(self.stall.map(|(at, pause)| (at, Some(pause))))
+            .filter(|(at, _)| *at < self.limit)
+            .collect();
+        events.sort_by_key(|(at, pause)| (*at, pause.is_none()));
+        events.dedup();
+        let mut pacer = Pacer::new(self.bytes_per_sec);
+        let mut position = 0u64;
+        for (at, pause) in events {
+            pacer
+                .write(stream, &body[position as usize..at as usize], sent)
+                .await?;
+            position = at;
+            match pause {
+                Some(pause) => tokio::time::sleep(pause).await,
+                None => {
+                    let flipped = [!body[at as usize]];
+                    pacer.write(stream, &flipped, sent).await?;
+                    position = at + 1;
+                }
+            }
+        }
+        pacer
+            .write(stream, &body[position as usize..self.limit as usize], sent)
+            .await?;
+        stream.flush().await
+    }
+}
+
+/// Writes body pieces, optionally no faster than a rate.
+struct Pacer {
+    bytes_per_sec: Option<u64>,
+    start: Instant,
+    paced: u64,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: Option<u64>) -> Self {
+        Self {
+            bytes_per_sec,
+            start: Instant::now(),
+            paced: 0,
+        }
+    }
+
+    async fn write(
+        &mut self,
+        stream: &mut TcpStream,
+        mut data: &[u8],
+        sent: &mut u64,
+    ) -> io::Result<()> {
+        let Some(rate) = self.bytes_per_sec else {
+            while !data.is_empty() {
+                let n = stream.write(data).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                *sent += n as u64;
+                data = &data[n..];
+            }
+            return Ok(());
+        };
+        // Pieces of about 1/20 s, so pacing is smooth even at low rates.
+        let piece = (rate / 20).clamp(1, PACED_CHUNK) as usize;
+        while !data.is_empty() {
+            let due = self.start + Duration::from_secs_f64(self.paced as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let chunk = &data[..piece.min(data.len())];
+            stream.write_all(chunk).await?;
+            *sent += chunk.len() as u64;
+            self.paced += chunk.len() as u64;
+            data = &data[chunk.len()..];
+        }
+        Ok(())
+    }
+}
