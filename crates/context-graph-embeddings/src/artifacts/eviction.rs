@@ -1,0 +1,190 @@
+//! Cache size limits: which blobs may go, in which order, and removing them safely.
+//!
+//! Only blobs that no entry of the active manifest needs are candidates, least recently used
+//! first (the later of access and modification time, so file systems mounted `noatime` still
+//! order by age). A blob goes together with the snapshot links that point at it and our
+//! stamps of them, under the blob's lock, so no other process is mid-download of it.
+//! Partial downloads of blobs nobody needs are candidates too.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::cache::{remove_empty_parents, remove_entry, snapshot_link_blob_name, CacheLayout, INCOMPLETE_SUFFIX};
+use crate::error::EmbeddingResult;
+
+/// A blob (or partial download) that eviction may remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvictionCandidate {
+    /// The repo folder, e.g. `models--org--name`.
+    pub repo_folder: String,
+    /// The file name in `blobs/`.
+    pub blob_name: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Last use, seconds since the epoch.
+    pub last_used: u64,
+    /// Whether it is an unfinished download.
+    pub partial: bool,
+}
+
+/// What an eviction did (or, on a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvictionReport {
+    /// Removed (or to be removed) files, in removal order.
+    pub removed: Vec<EvictionCandidate>,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// Cache size before.
+    pub size_before: u64,
+    /// Cache size after (estimated on a dry run).
+    pub size_after: u64,
+    /// Whether nothing was removed because it was a dry run.
+    pub dry_run: bool,
+}
+
+/// Blobs of the cache that are not in `protected` (pairs of repo folder and blob name),
+/// least recently used first.
+pub fn candidates(layout: &CacheLayout, protected: &HashSet<(String, String)>) -> Vec<EvictionCandidate> {
+    let mut found = Vec::new();
+    for repo_dir in layout.repo_dirs() {
+        let repo_folder = repo_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(entries) = fs::read_dir(repo_dir.join("blobs")) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let partial = name.ends_with(INCOMPLETE_SUFFIX);
+            let blob_name = if partial {
+                name.split('.').next().unwrap_or_default().to_owned()
+            } else {
+                name.clone()
+            };
+            if protected.contains(&(repo_folder.clone(), blob_name)) {
+                continue;
+            }
+            let last_used = [meta.accessed().ok(), meta.modified().ok()]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            found.push(EvictionCandidate {
+                repo_folder: repo_folder.clone(),
+                blob_name: name,
+                path: entry.path(),
+                bytes: meta.len(),
+                last_used,
+                partial,
+            });
+        }
+    }
+    found.sort_by(|a, b| a.last_used.cmp(&b.last_used).then_with(|| a.path.cmp(&b.path)));
+    found
+}
+
+/// Picks candidates, oldest first, until at least `bytes_to_free` would be freed.
+pub fn select(candidates: Vec<EvictionCandidate>, bytes_to_free: u64) -> Vec<EvictionCandidate> {
+    let mut chosen = Vec::new();
+    let mut freed = 0u64;
+    for candidate in candidates {
+        if freed >= bytes_to_free {
+            break;
+        }
+        freed += candidate.bytes;
+        chosen.push(candidate);
+    }
+    chosen
+}
+
+/// Removes one candidate: the blob, the snapshot links of its repo that point to it (and our
+/// stamps, which become invalid by themselves). Links are removed, never followed.
+pub fn remove_candidate(layout: &CacheLayout, candidate: &EvictionCandidate) -> EmbeddingResult<()> {
+    let repo_dir = layout.root().join(&candidate.repo_folder);
+    remove_entry(&candidate.path)?;
+    if !candidate.partial {
+        for link in snapshot_links_to(&repo_dir, &candidate.blob_name) {
+            remove_entry(&link)?;
+            remove_empty_parents(&link, &repo_dir.join("snapshots"));
+        }
+    }
+    Ok(())
+}
+
+/// Snapshot entries of a repo that are links to `blob_name`.
+pub fn snapshot_links_to(repo_dir: &Path, blob_name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, blob_name: &str, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                if snapshot_link_blob_name(&path).as_deref() == Some(blob_name) {
+                    out.push(path);
+                }
+            } else if meta.is_dir() {
+                walk(&path, blob_name, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo_dir.join("snapshots"), blob_name, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn set_times(path: &Path, secs: u64) {
+        let time = UNIX_EPOCH + Duration::from_secs(secs);
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_times(fs::FileTimes::new().set_accessed(time).set_modified(time))
+            .unwrap();
+    }
+
+    #[test]
+    fn oldest_unprotected_blobs_go_first_with_their_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path());
+        let commit = "d".repeat(40);
+        for (repo, blob, age) in [("a/x", "b1", 100), ("a/x", "b2", 300), ("b/y", "b3", 200)] {
+            fs::create_dir_all(layout.blobs_dir(repo)).unwrap();
+            fs::write(layout.blob_path(repo, blob), vec![1u8; 10]).unwrap();
+            set_times(&layout.blob_path(repo, blob), age);
+            layout.link_snapshot(repo, &commit, &format!("{blob}.bin"), blob, true).unwrap();
+        }
+        let protected: HashSet<_> = [("models--a--x".to_owned(), "b2".to_owned())].into();
+        let order: Vec<_> = candidates(&layout, &protected)
+            .into_iter()
+            .map(|c| c.blob_name)
+            .collect();
+        assert_eq!(order, ["b1", "b3"]);
+        let chosen = select(candidates(&layout, &protected), 5);
+        assert_eq!(chosen.len(), 1);
+        remove_candidate(&layout, &chosen[0]).unwrap();
+        assert!(!layout.blob_path("a/x", "b1").exists());
+        assert!(layout.snapshot_path("a/x", &commit, "b1.bin").symlink_metadata().is_err());
+        assert!(layout.snapshot_path("a/x", &commit, "b2.bin").exists());
+    }
+}

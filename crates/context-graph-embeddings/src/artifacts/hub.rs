@@ -1,0 +1,622 @@
+//! The Hub's HTTP protocol, client side: resolve URLs, metadata from `HEAD` (`X-Repo-Commit`,
+//! `X-Linked-Etag`, `X-Linked-Size`), redirects, ranged `GET`s, the JSON API used to pin
+//! manifests, and the mapping of the Hub's answers (`X-Error-Code`) to errors.
+//!
+//! Redirects are followed by hand so that the token goes to the Hub's own origin (scheme,
+//! host and port of the endpoint) and never to a CDN or any other host.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Response, StatusCode, Url};
+
+use super::retry::{classify_status, parse_ratelimit, parse_retry_after, StatusClass};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
+
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
+
+/// Longest error body read to extract the Hub's message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A secret that never shows itself in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What the Hub says about one file at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// The commit the revision resolved to (`X-Repo-Commit`).
+    pub commit: String,
+    /// The normalised etag: the blob name in the cache (SHA-256 for LFS files).
+    pub etag: String,
+    /// The SHA-256 the Hub advertises (`X-Linked-Etag`), when it is one.
+    pub sha256: Option<String>,
+    /// The size the Hub advertises (`X-Linked-Size`, or `Content-Length` of a final 200).
+    pub size: Option<u64>,
+    /// Where the bytes are (the resolve URL or the CDN location it redirects to).
+    pub download_url: String,
+    /// A validator for `If-Range` when the bytes come from the resolve URL itself.
+    pub validator: Option<String>,
+}
+
+/// The client side of the Hub protocol.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    client: reqwest::Client,
+    endpoint: String,
+    endpoint_url: Url,
+    token: Option<Secret>,
+    metadata_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl HubClient {
+    /// A client for `endpoint`, with a connect timeout, an idle (read) timeout and no
+    /// automatic redirects.
+    pub fn new(
+        endpoint: &str,
+        token: Option<Secret>,
+        connect_timeout: Duration,
+        metadata_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> EmbeddingResult<Self> {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let endpoint_url = Url::parse(&endpoint).map_err(|e| {
+            EmbeddingError::Config(format!("endpoint `{endpoint}` is not a URL: {e}"))
+        })?;
+        if !matches!(endpoint_url.scheme(), "http" | "https") {
+            return Err(EmbeddingError::Config(format!(
+                "endpoint `{endpoint}` must start with http:// or https://"
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(connect_timeout)
+            .read_timeout(idle_timeout)
+            .user_agent(concat!(
+                "cg-models/",
+                env!("CARGO_PKG_VERSION"),
+                "; hf_hub_compatible"
+            ))
+            .build()
+            .map_err(|e| EmbeddingError::Client(e.to_string()))?;
+        Ok(HubClient {
+            client,
+            endpoint,
+            endpoint_url,
+            token,
+            metadata_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// The endpoint, without trailing slash.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether a token is configured.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The idle timeout of body reads.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// `{endpoint}/{repo}/resolve/{revision}/{filename}`, encoded like `huggingface_hub`
+    /// (revision fully escaped, so `refs/pr/1` is one segment; file path segments escaped).
+    pub fn resolve_url(&self, repo_id: &str, revision: &str, filename: &str) -> String {
+        let path: Vec<String> = filename.split('/').map(percent_encode).collect();
+        format!(
+            "{}/{}/resolve/{}/{}",
+            self.endpoint,
+            repo_id,
+            percent_encode(revision),
+            path.join("/")
+        )
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder, url: &Url) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) if url.origin() == self.endpoint_url.origin() => {
+                request.bearer_auth(token.expose())
+            }
+            _ => request,
+        }
+    }
+
+    /// `HEAD` of the resolve URL: follows redirects within the Hub's origin, stops at a
+    /// redirect elsewhere (the CDN), and reads the file's metadata from the last answer.
+    pub async fn head_file(&self, location: &FileLocation) -> EmbeddingResult<RemoteFile> {
+        let start = self.resolve_url(&location.repo_id, &location.revision, &location.filename);
+        let mut url = parse_url(&start, location)?;
+        for _ in 0..=MAX_REDIRECTS {
+            let request = self
+                .authorize(self.client.head(url.clone()), &url)
+                .header(header::ACCEPT_ENCODING, "identity")
+                .timeout(self.metadata_timeout);
+            let response = request
+                .send()
+                .await
+                .map_err(|e| network_error(&url, &e, self.metadata_timeout))?;
+            let status = response.status();
+            if status.is_redirection() {
+                let next = redirect_target(&response, &url, location)?;
+                if next.origin() == self.endpoint_url.origin() {
+                    url = next;
+                    continue;
+                }
+                return metadata_from(response.headers(), next.as_str(), true, location);
+            }
+            if status.is_success() {
+                let validator = strong_etag(response.headers());
+                let mut remote = metadata_from(response.headers(), url.as_str(), false, location)?;
+                remote.validator = validator;
+                return Ok(remote);
+            }
+            return Err(error_from_response(response, &url, location, self.has_token()).await);
+        }
+        Err(EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("more than {MAX_REDIRECTS} redirects (redirect loop) starting at {}", strip_query(&start)),
+        })
+    }
+
+    /// `GET` of `url` from byte `start` (with `Range` and, when given, `If-Range`), following
+    /// redirects; the token is sent only to the Hub's origin. Returns the response after
+    /// checking its status: 200 or 206, or 416 passed through for the caller to judge.
+    pub async fn get_from(
+        &self,
+        url: &str,
+        start: u64,
+        if_range: Option<&str>,
+        location: &FileLocation,
+    ) -> EmbeddingResult<Response> {
+        let mut current = parse_url(url, location)?;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self
+                .authorize(self.client.get(current.clone()), &current)
+                .header(header::ACCEPT_ENCODING, "identity");
+            if start > 0 {
+                request = request.header(header::RANGE, format!("bytes={start}-"));
+                if let Some(validator) = if_range {
+                    request = request.header(header::IF_RANGE, validator);
+                }
+            }
+            let response = tokio::time::timeout(self.idle_timeout, request.send())
+                .await
+                .map_err(|_| EmbeddingError::IdleTimeout {
+                    url: strip_query(current.as_str()),
+                    idle: self.idle_timeout,
+                })?
+                .map_err(|e| network_error(&current, &e, self.idle_timeout))?;
+            let status = response.status();
+            if status.is_redirection() {
+                current = redirect_target(&response, &current, location)?;
+                continue;
+            }
+            if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
+                return Ok(response);
+            }
+            return Err(error_from_response(response, &current, location, self.has_token()).await);
+        }
+        Err(EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("more than {MAX_REDIRECTS} redirects (redirect loop) starting at {}", strip_query(url)),
+        })
+    }
+
+    /// The commit a revision points to, from `GET /api/models/{repo}/revision/{rev}`.
+    pub async fn resolve_revision(&self, location: &FileLocation) -> EmbeddingResult<String> {
+        let url = format!(
+            "{}/api/models/{}/revision/{}",
+            self.endpoint,
+            location.repo_id,
+            percent_encode(&location.revision)
+        );
+        let value = self.get_json(&url, None, location).await?;
+        value
+            .get("sha")
+            .and_then(|s| s.as_str())
+            .filter(|s| super::manifest::is_commit_hash(s))
+            .map(str::to_owned)
+            .ok_or_else(|| EmbeddingError::Protocol {
+                location: location.clone(),
+                reason: "the revision API answer has no 40-hex `sha`".to_owned(),
+            })
+    }
+
+    /// The SHA-256 and size of an LFS file at a commit, from
+    /// `POST /api/models/{repo}/paths-info/{commit}`.
+    pub async fn lfs_info(
+        &self,
+        location: &FileLocation,
+        commit: &str,
+    ) -> EmbeddingResult<(String, u64)> {
+        let url = format!(
+            "{}/api/models/{}/paths-info/{}",
+            self.endpoint, location.repo_id, commit
+        );
+        let body = serde_json::json!({ "paths": [location.filename] });
+        let value = self.get_json(&url, Some(body), location).await?;
+        let entry = value
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|i| i.get("path").and_then(|p| p.as_str()) == Some(&location.filename))
+            })
+            .ok_or_else(|| EmbeddingError::EntryNotFound {
+                location: location.clone(),
+                refusal: HubRefusal {
+                    status: 200,
+                    error_code: None,
+                    message: Some("paths-info did not list the file".to_owned()),
+                    url: strip_query(&url),
+                },
+            })?;
+        let lfs = entry.get("lfs");
+        let sha = lfs
+            .and_then(|l| l.get("oid").or_else(|| l.get("sha256")))
+            .and_then(|o| o.as_str())
+            .and_then(|o| super::manifest::validate_sha256(o).ok());
+        let size = lfs
+            .and_then(|l| l.get("size"))
+            .or_else(|| entry.get("size"))
+            .and_then(|s| s.as_u64());
+        match (sha, size) {
+            (Some(sha), Some(size)) => Ok((sha, size)),
+            _ => Err(EmbeddingError::Protocol {
+                location: location.clone(),
+                reason: "the file is not stored with LFS, so the Hub gives no SHA-256 for it"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    async fn get_json(
+        &self,
+        url: &str,
+        post_body: Option<serde_json::Value>,
+        location: &FileLocation,
+    ) -> EmbeddingResult<serde_json::Value> {
+        let parsed = parse_url(url, location)?;
+        let request = match &post_body {
+            Some(body) => self
+                .client
+                .post(parsed.clone())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+            None => self.client.get(parsed.clone()),
+        };
+        let response = self
+            .authorize(request, &parsed)
+            .timeout(self.metadata_timeout)
+            .send()
+            .await
+            .map_err(|e| network_error(&parsed, &e, self.metadata_timeout))?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response, &parsed, location, self.has_token()).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| network_error(&parsed, &e, self.metadata_timeout))?;
+        serde_json::from_slice(&bytes).map_err(|e| EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("the API answer of {} is not JSON: {e}", strip_query(url)),
+        })
+    }
+}
+
+fn parse_url(url: &str, location: &FileLocation) -> EmbeddingResult<Url> {
+    Url::parse(url).map_err(|e| EmbeddingError::Protocol {
+        location: location.clone(),
+        reason: format!("bad URL {}: {e}", strip_query(url)),
+    })
+}
+
+fn redirect_target(
+    response: &Response,
+    current: &Url,
+    location: &FileLocation,
+) -> EmbeddingResult<Url> {
+    let target = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!(
+                "redirect {} without a Location header from {}",
+                response.status().as_u16(),
+                strip_query(current.as_str())
+            ),
+        })?;
+    let next = current.join(target).map_err(|e| EmbeddingError::Protocol {
+        location: location.clone(),
+        reason: format!("redirect to a bad URL: {e}"),
+    })?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("redirect to a non-HTTP URL ({})", next.scheme()),
+        });
+    }
+    Ok(next)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Strips `W/` and quotes from an etag, as `huggingface_hub._normalize_etag` does.
+pub fn normalize_etag(raw: &str) -> String {
+    raw.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_owned()
+}
+
+fn strong_etag(headers: &HeaderMap) -> Option<String> {
+    let raw = header_str(headers, "etag")?;
+    (!raw.starts_with("W/") && raw.len() > 2).then(|| raw.to_owned())
+}
+
+fn metadata_from(
+    headers: &HeaderMap,
+    download_url: &str,
+    is_redirect: bool,
+    location: &FileLocation,
+) -> EmbeddingResult<RemoteFile> {
+    let protocol = |reason: String| EmbeddingError::Protocol {
+        location: location.clone(),
+        reason,
+    };
+    let commit = header_str(headers, "x-repo-commit")
+        .map(str::to_ascii_lowercase)
+        .filter(|c| super::manifest::is_commit_hash(c))
+        .ok_or_else(|| {
+            protocol("the Hub's answer has no X-Repo-Commit header (is the endpoint a Hugging Face Hub?)".to_owned())
+        })?;
+    let etag = header_str(headers, "x-linked-etag")
+        .or_else(|| header_str(headers, "etag"))
+        .map(normalize_etag)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| protocol("the Hub's answer has no X-Linked-Etag or ETag header".to_owned()))?;
+    if etag.contains(['/', '\\', '\0']) || etag.starts_with('.') || etag.len() > 128 {
+        return Err(protocol(format!("the Hub sent an unusable etag `{}`", etag.chars().take(80).collect::<String>())));
+    }
+    let sha256 = super::manifest::validate_sha256(&etag).ok();
+    let size = header_str(headers, "x-linked-size")
+        .and_then(|s| s.parse::<u64>().ok())
+        .or_else(|| {
+            if is_redirect {
+                None
+            } else {
+                header_str(headers, "content-length").and_then(|s| s.parse::<u64>().ok())
+            }
+        });
+    Ok(RemoteFile {
+        commit,
+        etag,
+        sha256,
+        size,
+        download_url: download_url.to_owned(),
+        validator: None,
+    })
+}
+
+async fn error_from_response(
+    response: Response,
+    url: &Url,
+    location: &FileLocation,
+    token_sent: bool,
+) -> EmbeddingError {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let error_code = header_str(&headers, "x-error-code").map(str::to_owned);
+    let mut message = header_str(&headers, "x-error-message").map(str::to_owned);
+    if message.is_none() {
+        message = read_error_body(response).await;
+    }
+    let refusal = HubRefusal {
+        status,
+        error_code: error_code.clone(),
+        message,
+        url: strip_query(url.as_str()),
+    };
+    let location = location.clone();
+    match error_code.as_deref() {
+        Some("RevisionNotFound") => return EmbeddingError::RevisionNotFound { location, refusal },
+        Some("EntryNotFound") => return EmbeddingError::EntryNotFound { location, refusal },
+        Some("GatedRepo") => {
+            return EmbeddingError::GatedRepo {
+                location,
+                refusal,
+                token_sent,
+            }
+        }
+        Some("RepoNotFound") => return EmbeddingError::RepoNotFound { location, refusal },
+        _ => {}
+    }
+    match classify_status(status) {
+        StatusClass::Transient => {
+            let retry_after = header_str(&headers, "ratelimit")
+                .and_then(parse_ratelimit)
+                .or_else(|| header_str(&headers, "retry-after").and_then(parse_retry_after));
+            EmbeddingError::TransientStatus {
+                refusal,
+                retry_after,
+            }
+        }
+        StatusClass::Fatal => EmbeddingError::HubRefused { location, refusal },
+    }
+}
+
+async fn read_error_body(mut response: Response) -> Option<String> {
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("html"));
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ERROR_BODY {
+            break;
+        }
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
+        if let Some(text) = value.get("error").and_then(|e| e.as_str()) {
+            return Some(text.to_owned());
+        }
+    }
+    if is_html || body.is_empty() {
+        return None;
+    }
+    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// A network error (connect, reset, timeout) with a message that walks the cause chain.
+pub fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> EmbeddingError {
+    if error.is_timeout() {
+        return EmbeddingError::IdleTimeout {
+            url: strip_query(url.as_str()),
+            idle,
+        };
+    }
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    // reqwest names the URL in its message; the query of a signed URL must not leak.
+    if let Some(query) = url.query() {
+        message = message.replace(query, "…");
+    }
+    EmbeddingError::Network {
+        url: strip_query(url.as_str()),
+        message,
+    }
+}
+
+/// A URL without its query string (signed CDN URLs carry credentials there).
+pub fn strip_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_owned()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses `Content-Range: bytes a-b/total`.
+pub fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let total = if total.trim() == "*" {
+        None
+    } else {
+        Some(total.trim().parse().ok()?)
+    };
+    Some((start.trim().parse().ok()?, end.trim().parse().ok()?, total))
+}
+
+/// A header value from a string known to be valid.
+pub fn header_value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_encoded_like_huggingface_hub() {
+        let client = HubClient::new(
+            "http://localhost:1/",
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(
+            client.resolve_url("org/name", "refs/pr/1", "sub dir/model.safetensors"),
+            "http://localhost:1/org/name/resolve/refs%2Fpr%2F1/sub%20dir/model.safetensors"
+        );
+    }
+
+    #[test]
+    fn etags_are_normalised() {
+        assert_eq!(normalize_etag("W/\"abc\""), "abc");
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+    }
+
+    #[test]
+    fn secrets_do_not_debug() {
+        let secret = Secret::new("hf_abc".to_owned());
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+        let client = HubClient::new(
+            "http://localhost:1",
+            Some(secret),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!format!("{client:?}").contains("hf_abc"));
+    }
+
+    #[test]
+    fn content_range_parses() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 10-99/100"));
+        assert_eq!(parse_content_range(&headers), Some((10, 99, Some(100))));
+        headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes */100"));
+        assert_eq!(parse_content_range(&headers), None);
+    }
+
+    #[test]
+    fn query_strings_are_stripped() {
+        assert_eq!(strip_query("http://cdn/x?X-Amz-Signature=abc"), "http://cdn/x");
+    }
+}

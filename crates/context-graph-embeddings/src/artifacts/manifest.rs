@@ -1,0 +1,629 @@
+//! The model manifest: which file of which Hub repo at which revision backs each model, and
+//! what its bytes must hash to. Owns parsing, strict validation and serialisation.
+//!
+//! Unlike the spec's sketch, `sha256` and `size_bytes` are optional: the real manifest has
+//! entries whose hash nobody here could read, and an invented value would be worse than none.
+//! An unpinned entry is verified against the hash the Hub advertises at the pinned commit
+//! (`X-Linked-Etag`), and `cg-models lock` fills the gaps. Built-in models (computed in-process)
+//! are entries of their own kind with no file at all.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{EmbeddingError, EmbeddingResult};
+use crate::model_id::ModelId;
+
+/// The manifest compiled into the binary (`manifests.json` beside this file).
+pub const EMBEDDED_MANIFEST: &str = include_str!("manifests.json");
+
+/// The revision used when an entry names none.
+pub const DEFAULT_REVISION: &str = "main";
+
+/// Largest file size a manifest may pin (1 TiB); anything above is a typo or hostile.
+pub const MAX_PINNED_SIZE: u64 = 1 << 40;
+
+/// Model artifact metadata: one weight file on the Hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// The model slot this file backs.
+    pub model_id: ModelId,
+    /// `org/name` (or `name`) on the Hub, e.g. `intfloat/e5-large-v2`.
+    pub repo_id: String,
+    /// Path of the file inside the repo, e.g. `model.safetensors`.
+    pub filename: String,
+    /// Expected SHA-256 (64 lower-case hex digits), or `None` when not pinned: then the Hub's
+    /// advertised hash at the revision is used. (The spec has `String`; an unknown hash is not one.)
+    pub sha256: Option<String>,
+    /// Expected size in bytes, or `None` when not pinned. (The spec has `u64`.)
+    pub size_bytes: Option<u64>,
+    /// Git revision: a 40-hex commit (recommended: content never changes), a branch or a tag.
+    /// `None` means `main`.
+    pub revision: Option<String>,
+}
+
+impl ModelArtifact {
+    /// The revision to ask for: the entry's, or `main`.
+    pub fn revision_or_default(&self) -> &str {
+        self.revision.as_deref().unwrap_or(DEFAULT_REVISION)
+    }
+
+    /// Whether the revision is a full commit id, so the snapshot can be found without a ref.
+    pub fn revision_is_commit(&self) -> bool {
+        is_commit_hash(self.revision_or_default())
+    }
+
+    /// Whether both hash and size are pinned.
+    pub fn is_fully_pinned(&self) -> bool {
+        self.sha256.is_some() && self.size_bytes.is_some()
+    }
+
+    /// The file format, from the file name: it decides which structural checks apply.
+    pub fn format(&self) -> WeightFormat {
+        WeightFormat::from_filename(&self.filename)
+    }
+}
+
+/// The format of a weight file, as far as the artifact manager cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// `.safetensors`: header and tensor ranges are checked before use.
+    Safetensors,
+    /// PyTorch pickle (`.bin`, `.pt`, `.pth`): can run code when loaded by PyTorch; only the
+    /// checksum applies.
+    PytorchPickle,
+    /// Anything else: only the checksum applies.
+    Other,
+}
+
+impl WeightFormat {
+    /// Guesses the format from a file name's extension.
+    pub fn from_filename(filename: &str) -> Self {
+        let lower = filename.to_ascii_lowercase();
+        if lower.ends_with(".safetensors") {
+            WeightFormat::Safetensors
+        } else if lower.ends_with(".bin") || lower.ends_with(".pt") || lower.ends_with(".pth") {
+            WeightFormat::PytorchPickle
+        } else {
+            WeightFormat::Other
+        }
+    }
+}
+
+/// One manifest entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestEntry {
+    /// A model computed in-process: no file, always ready.
+    Builtin(ModelId),
+    /// A model backed by a file on the Hub.
+    Artifact(ModelArtifact),
+}
+
+impl ManifestEntry {
+    /// The model this entry is for.
+    pub fn model_id(&self) -> ModelId {
+        match self {
+            ManifestEntry::Builtin(id) => *id,
+            ManifestEntry::Artifact(artifact) => artifact.model_id,
+        }
+    }
+}
+
+/// A validated manifest: every model exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Where it came from: a path, or `built-in manifest`.
+    pub origin: String,
+    /// Entries in file order.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl Manifest {
+    /// The manifest compiled into the binary.
+    pub fn embedded() -> EmbeddingResult<Self> {
+        Self::parse(EMBEDDED_MANIFEST, "built-in manifest")
+    }
+
+    /// Reads and validates a manifest file.
+    pub fn from_path(path: &Path) -> EmbeddingResult<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| EmbeddingError::ManifestRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates manifest JSON. `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> EmbeddingResult<Self> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| EmbeddingError::ManifestSyntax {
+                origin: origin.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let Value::Array(items) = value else {
+            return Err(EmbeddingError::ManifestSyntax {
+                origin: origin.to_owned(),
+                reason: "the top level must be a JSON array of entries".to_owned(),
+            });
+        };
+        let mut entries = Vec::with_capacity(items.len());
+        let mut seen = HashSet::new();
+        for (index, item) in items.iter().enumerate() {
+            let entry = parse_entry(item, index, origin)?;
+            if !seen.insert(entry.model_id()) {
+                return Err(EmbeddingError::ManifestEntry {
+                    origin: origin.to_owned(),
+                    entry: format!("#{index} ({})", entry.model_id()),
+                    field: "model_id",
+                    reason: "appears twice; each model must have exactly one entry".to_owned(),
+                });
+            }
+            entries.push(entry);
+        }
+        if let Some(missing) = ModelId::ALL.into_iter().find(|m| !seen.contains(m)) {
+            return Err(EmbeddingError::ManifestEntry {
+                origin: origin.to_owned(),
+                entry: format!("for {missing}"),
+                field: "model_id",
+                reason: format!(
+                    "has no entry; the manifest must list all 12 models (use {{\"model_id\": \"{missing}\", \"builtin\": true}} for one computed in-process)"
+                ),
+            });
+        }
+        Ok(Manifest {
+            origin: origin.to_owned(),
+            entries,
+        })
+    }
+
+    /// The artifacts (downloadable entries), in manifest order.
+    pub fn artifacts(&self) -> impl Iterator<Item = &ModelArtifact> {
+        self.entries.iter().filter_map(|e| match e {
+            ManifestEntry::Artifact(a) => Some(a),
+            ManifestEntry::Builtin(_) => None,
+        })
+    }
+
+    /// The built-in models, in manifest order.
+    pub fn builtins(&self) -> impl Iterator<Item = ModelId> + '_ {
+        self.entries.iter().filter_map(|e| match e {
+            ManifestEntry::Builtin(id) => Some(*id),
+            ManifestEntry::Artifact(_) => None,
+        })
+    }
+
+    /// The entry for a model.
+    pub fn entry(&self, model_id: ModelId) -> Option<&ManifestEntry> {
+        self.entries.iter().find(|e| e.model_id() == model_id)
+    }
+
+    /// Serialises the manifest in the same format it is read from (pretty JSON, trailing newline).
+    pub fn to_json_pretty(&self) -> String {
+        let items: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|entry| match entry {
+                ManifestEntry::Builtin(id) => {
+                    serde_json::json!({ "model_id": id.as_str(), "builtin": true })
+                }
+                ManifestEntry::Artifact(a) => serde_json::json!({
+                    "model_id": a.model_id.as_str(),
+                    "repo_id": a.repo_id,
+                    "filename": a.filename,
+                    "sha256": a.sha256,
+                    "size_bytes": a.size_bytes,
+                    "revision": a.revision,
+                }),
+            })
+            .collect();
+        let mut text =
+            serde_json::to_string_pretty(&Value::Array(items)).unwrap_or_else(|_| "[]".to_owned());
+        text.push('\n');
+        text
+    }
+}
+
+const ARTIFACT_FIELDS: [&str; 6] = [
+    "model_id",
+    "repo_id",
+    "filename",
+    "sha256",
+    "size_bytes",
+    "revision",
+];
+
+fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<ManifestEntry> {
+    let mut label = format!("#{index}");
+    let fail = |label: &str, field: &'static str, reason: String| EmbeddingError::ManifestEntry {
+        origin: origin.to_owned(),
+        entry: label.to_owned(),
+        field,
+        reason,
+    };
+    let Value::Object(object) = item else {
+        return Err(fail(&label, "model_id", "entry is not a JSON object".to_owned()));
+    };
+    let model_id = match object.get("model_id") {
+        Some(Value::String(name)) => name
+            .parse::<ModelId>()
+            .ok()
+            .filter(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                fail(
+                    &label,
+                    "model_id",
+                    format!(
+                        "`{}` is not a known model (expected one of {})",
+                        truncate(name),
+                        ModelId::ALL.map(|m| m.as_str()).join(", ")
+                    ),
+                )
+            })?,
+        Some(_) => return Err(fail(&label, "model_id", "must be a string".to_owned())),
+        None => return Err(fail(&label, "model_id", "is missing".to_owned())),
+    };
+    label = format!("#{index} ({model_id})");
+
+    match object.get("builtin") {
+        Some(Value::Bool(true)) => {
+            if let Some(extra) = object.keys().find(|k| *k != "model_id" && *k != "builtin") {
+                return Err(fail(
+                    &label,
+                    "builtin",
+                    format!("a built-in entry takes no other fields, found `{}`", truncate(extra)),
+                ));
+            }
+            return Ok(ManifestEntry::Builtin(model_id));
+        }
+        Some(Value::Bool(false)) | None => {}
+        Some(_) => return Err(fail(&label, "builtin", "must be true or false".to_owned())),
+    }
+
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !ARTIFACT_FIELDS.contains(&k.as_str()) && *k != "builtin")
+    {
+        return Err(fail(
+            &label,
+            "model_id",
+            format!(
+                "entry has unknown field `{}` (allowed: {})",
+                truncate(unknown),
+                ARTIFACT_FIELDS.join(", ")
+            ),
+        ));
+    }
+
+    let repo_id = required_string(object, "repo_id").map_err(|r| fail(&label, "repo_id", r))?;
+    validate_repo_id(&repo_id).map_err(|r| fail(&label, "repo_id", r))?;
+    let filename = required_string(object, "filename").map_err(|r| fail(&label, "filename", r))?;
+    validate_filename(&filename).map_err(|r| fail(&label, "filename", r))?;
+    let sha256 = optional_string(object, "sha256")
+        .map_err(|r| fail(&label, "sha256", r))?
+        .map(|s| validate_sha256(&s).map_err(|r| fail(&label, "sha256", r)))
+        .transpose()?;
+    let size_bytes = match object.get("size_bytes") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            let size = n.as_u64().ok_or_else(|| {
+                fail(
+                    &label,
+                    "size_bytes",
+                    format!("`{n}` is not a whole number of bytes"),
+                )
+            })?;
+            if size == 0 || size > MAX_PINNED_SIZE {
+                return Err(fail(
+                    &label,
+                    "size_bytes",
+                    format!("{size} is outside 1..={MAX_PINNED_SIZE}"),
+                ));
+            }
+            Some(size)
+        }
+        Some(_) => {
+            return Err(fail(
+                &label,
+                "size_bytes",
+                "must be a number or null".to_owned(),
+            ))
+        }
+    };
+    let revision = optional_string(object, "revision")
+        .map_err(|r| fail(&label, "revision", r))?
+        .map(|r| validate_revision(&r).map(|()| r))
+        .transpose()
+        .map_err(|r| fail(&label, "revision", r))?;
+    let revision = revision.map(|r| {
+        if is_commit_hash(&r.to_ascii_lowercase()) {
+            r.to_ascii_lowercase()
+        } else {
+            r
+        }
+    });
+
+    Ok(ManifestEntry::Artifact(ModelArtifact {
+        model_id,
+        repo_id,
+        filename,
+        sha256,
+        size_bytes,
+        revision,
+    }))
+}
+
+fn required_string(object: &Map<String, Value>, field: &str) -> Result<String, String> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Null) | None => Err("is missing".to_owned()),
+        Some(_) => Err("must be a string".to_owned()),
+    }
+}
+
+fn optional_string(object: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err("must be a string or null".to_owned()),
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let mut out: String = text.chars().take(80).filter(|c| !c.is_control()).collect();
+    if text.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+/// Whether `text` is a full 40-hex git commit id (lower case).
+pub fn is_commit_hash(text: &str) -> bool {
+    text.len() == 40
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Checks a repo id: `name` or `org/name`, each part of letters, digits, `-`, `_`, `.`, not
+/// starting or ending with `-` or `.`, without `--` or `..` (which would break the cache
+/// folder name `models--org--name` or escape it).
+pub fn validate_repo_id(repo_id: &str) -> Result<(), String> {
+    let shown = truncate(repo_id);
+    if repo_id.is_empty() || repo_id.len() > 96 {
+        return Err(format!(
+            "`{shown}` must be 1 to 96 characters, `name` or `org/name`"
+        ));
+    }
+    let parts: Vec<&str> = repo_id.split('/').collect();
+    if parts.len() > 2 {
+        return Err(format!("`{shown}` has more than one `/`; expected `name` or `org/name`"));
+    }
+    for part in parts {
+        let valid_chars = part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let bad_edge = part.starts_with(['-', '.']) || part.ends_with(['-', '.']);
+        if part.is_empty() || !valid_chars || bad_edge || part.contains("--") || part.contains("..")
+        {
+            return Err(format!(
+                "`{shown}` is not a valid repo id: each part uses letters, digits, `-`, `_`, `.`, without `--` or `..` and not starting or ending with `-` or `.`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a file path inside a repo: relative, `/`-separated, no `..` or `.` segment, no
+/// backslash, no empty segment, no control characters.
+pub fn validate_filename(filename: &str) -> Result<(), String> {
+    let shown = truncate(filename);
+    if filename.is_empty() || filename.len() > 1024 {
+        return Err("must be 1 to 1024 characters".to_owned());
+    }
+    if filename.starts_with('/') || Path::new(filename).is_absolute() {
+        return Err(format!("`{shown}` is absolute; it must be a path inside the repo"));
+    }
+    if filename.contains('\\') {
+        return Err(format!("`{shown}` contains a backslash; use `/` between folders"));
+    }
+    if filename.chars().any(char::is_control) {
+        return Err("contains control characters".to_owned());
+    }
+    for segment in filename.split('/') {
+        match segment {
+            "" => return Err(format!("`{shown}` has an empty path segment")),
+            "." | ".." => {
+                return Err(format!(
+                    "`{shown}` contains `{segment}`; it must stay inside the repo"
+                ))
+            }
+            _ if segment.len() > 255 => {
+                return Err("has a path segment longer than 255 bytes".to_owned())
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks a SHA-256 and returns it in lower case.
+pub fn validate_sha256(sha256: &str) -> Result<String, String> {
+    if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(sha256.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{}` is not a SHA-256 (64 hex digits); use null when it is not known",
+            truncate(sha256)
+        ))
+    }
+}
+
+/// Checks a revision: a commit id, or a branch/tag name such as `main`, `v1.0` or `refs/pr/1`.
+pub fn validate_revision(revision: &str) -> Result<(), String> {
+    let shown = truncate(revision);
+    let valid_chars = revision
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    if revision.is_empty()
+        || revision.len() > 255
+        || !valid_chars
+        || revision.starts_with(['/', '.', '-'])
+        || revision.ends_with(['/', '.'])
+        || revision.ends_with(".lock")
+        || revision.contains("..")
+        || revision.contains("//")
+        || revision.split('/').any(|s| s.starts_with('.'))
+    {
+        return Err(format!(
+            "`{shown}` is not a valid revision: use a 40-hex commit id, or a branch or tag name of letters, digits, `-`, `_`, `.`, `/`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(text: &str) -> (String, String) {
+        match Manifest::parse(text, "test.json") {
+            Err(EmbeddingError::ManifestEntry { entry, field, .. }) => (entry, field.to_owned()),
+            other => panic!("expected an entry rejection, got {other:?}"),
+        }
+    }
+
+    fn with_entry(entry: &str) -> String {
+        let mut items: Vec<String> = ModelId::ALL[1..]
+            .iter()
+            .map(|m| format!("{{\"model_id\":\"{m}\",\"builtin\":true}}"))
+            .collect();
+        items.insert(0, entry.to_owned());
+        format!("[{}]", items.join(","))
+    }
+
+    const GOOD: &str = r#"{"model_id":"Semantic","repo_id":"org/name","filename":"model.safetensors","sha256":null,"size_bytes":null,"revision":"main"}"#;
+
+    #[test]
+    fn embedded_manifest_has_all_twelve_models_and_no_placeholders() {
+        let manifest = Manifest::embedded().unwrap();
+        assert_eq!(manifest.entries.len(), 12);
+        assert_eq!(manifest.artifacts().count(), 8);
+        assert_eq!(
+            manifest.builtins().collect::<Vec<_>>(),
+            [
+                ModelId::TemporalRecent,
+                ModelId::TemporalPeriodic,
+                ModelId::TemporalPositional,
+                ModelId::Hdc
+            ]
+        );
+        let pinned: Vec<_> = manifest
+            .artifacts()
+            .filter(|a| a.is_fully_pinned())
+            .map(|a| a.model_id)
+            .collect();
+        assert_eq!(
+            pinned,
+            [ModelId::Semantic, ModelId::Multimodal, ModelId::Entity]
+        );
+        for artifact in manifest.artifacts() {
+            assert!(artifact.revision_is_commit(), "{artifact:?}");
+            assert_eq!(artifact.sha256.is_some(), artifact.size_bytes.is_some());
+        }
+        let entity = manifest.entry(ModelId::Entity).unwrap();
+        let ManifestEntry::Artifact(entity) = entity else {
+            panic!("Entity must be an artifact")
+        };
+        assert_eq!(entity.repo_id, "sentence-transformers/all-MiniLM-L6-v2");
+        assert_eq!(entity.size_bytes, Some(90_868_376));
+    }
+
+    #[test]
+    fn round_trips_through_its_own_serialisation() {
+        let manifest = Manifest::embedded().unwrap();
+        let again = Manifest::parse(&manifest.to_json_pretty(), "built-in manifest").unwrap();
+        assert_eq!(manifest, again);
+    }
+
+    #[test]
+    fn good_entry_parses() {
+        let manifest = Manifest::parse(&with_entry(GOOD), "t").unwrap();
+        assert_eq!(manifest.artifacts().count(), 1);
+    }
+
+    #[test]
+    fn rejections_name_entry_and_field() {
+        let cases: [(&str, &str); 16] = [
+            (r#"{"model_id":"Nope","builtin":true}"#, "model_id"),
+            (r#"{"model_id":"semantic","builtin":true}"#, "model_id"),
+            (r#"{"builtin":true}"#, "model_id"),
+            (&GOOD.replace("\"sha256\":null", "\"sha256\":\"abc123...\""), "sha256"),
+            (&GOOD.replace("\"sha256\":null", &format!("\"sha256\":\"{}\"", "g".repeat(64))), "sha256"),
+            (&GOOD.replace("model.safetensors", "/etc/passwd"), "filename"),
+            (&GOOD.replace("model.safetensors", "../../x"), "filename"),
+            (&GOOD.replace("model.safetensors", "a\\\\b"), "filename"),
+            (&GOOD.replace("org/name", "org/../x"), "repo_id"),
+            (&GOOD.replace("org/name", "a/b/c"), "repo_id"),
+            (&GOOD.replace("org/name", "org--x/name"), "repo_id"),
+            (&GOOD.replace("\"main\"", "\"../main\""), "revision"),
+            (&GOOD.replace("\"main\"", "\"a b\""), "revision"),
+            (&GOOD.replace("\"size_bytes\":null", "\"size_bytes\":-1"), "size_bytes"),
+            (&GOOD.replace("\"size_bytes\":null", "\"size_bytes\":99999999999999999"), "size_bytes"),
+            (&GOOD.replace("\"revision\"", "\"revison\""), "model_id"),
+        ];
+        for (entry, field) in cases {
+            let (label, got_field) = rejection(&with_entry(entry));
+            assert_eq!(got_field, field, "for {entry}");
+            assert!(label.starts_with("#0"), "label {label} for {entry}");
+        }
+    }
+
+    #[test]
+    fn duplicate_and_missing_models_are_rejected() {
+        let duplicate = with_entry(GOOD).replacen(
+            "{\"model_id\":\"TemporalRecent\"",
+            "{\"model_id\":\"Semantic\"",
+            1,
+        );
+        let (label, field) = rejection(&duplicate);
+        assert_eq!(field, "model_id");
+        assert!(label.contains("Semantic"), "{label}");
+
+        let missing = format!(
+            "[{}]",
+            ModelId::ALL[..11]
+                .iter()
+                .map(|m| format!("{{\"model_id\":\"{m}\",\"builtin\":true}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let err = Manifest::parse(&missing, "t").unwrap_err().to_string();
+        assert!(err.contains("LateInteraction"), "{err}");
+        assert!(err.contains("all 12 models"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_not_panicked() {
+        for text in ["", "{", "{}", "[1]", "null", "[[]]"] {
+            assert!(Manifest::parse(text, "t").is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn commit_revisions_are_normalised_to_lower_case() {
+        let upper = GOOD.replace("\"main\"", &format!("\"{}\"", "ABCDEF0123".repeat(4)));
+        let manifest = Manifest::parse(&with_entry(&upper), "t").unwrap();
+        let artifact = manifest.artifacts().next().unwrap();
+        assert!(artifact.revision_is_commit());
+    }
+
+    #[test]
+    fn formats_follow_the_extension() {
+        assert_eq!(WeightFormat::from_filename("a/model.safetensors"), WeightFormat::Safetensors);
+        assert_eq!(WeightFormat::from_filename("pytorch_model.bin"), WeightFormat::PytorchPickle);
+        assert_eq!(WeightFormat::from_filename("model.onnx"), WeightFormat::Other);
+    }
+}

@@ -1,0 +1,40 @@
+//! Model artifacts: the manifest of weight files, the Hugging Face cache they live in, and
+//! the manager that downloads, verifies and reports them.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`manifest`] | the manifest format and its validation |
+//! | [`manager`] | the public [`ModelArtifactManager`]: ensure, status, readiness, clear, limits |
+//! | [`downloader`] | streaming one blob: resume, retries, hashing, atomic placement |
+//! | [`verification`] | SHA-256 of files and verification stamps |
+//! | [`hub`] | the Hub's HTTP protocol and error codes |
+//! | [`cache`] | the Hugging Face cache layout |
+//! | [`lock`] | cross-process blob locks compatible with `huggingface_hub` |
+//! | [`eviction`] | the cache size limit and LRU eviction |
+//! | [`retry`] | retry policy and failure classification |
+//! | [`progress`] | typed progress events |
+//! | [`environment`] | `HF_*` environment variables |
+//! | [`config`] | [`ArtifactManagerConfig`] |
+
+pub mod cache;
+pub mod config;
+pub mod downloader;
+pub mod environment;
+pub mod eviction;
+pub mod hub;
+pub mod lock;
+pub mod manager;
+pub mod manifest;
+pub mod progress;
+pub mod retry;
+pub mod verification;
+
+pub use config::ArtifactManagerConfig;
+pub use eviction::{EvictionCandidate, EvictionReport};
+pub use manager::{
+    available_space, DownloadStatus, HashSource, ModelArtifactManager, ModelReadiness,
+    ReadinessReport, ReadinessState, VerifyOutcome,
+};
+pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
+pub use progress::{Outcome, ProgressEvent, ProgressKind};
+pub use retry::RetryPolicy;

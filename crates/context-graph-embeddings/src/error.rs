@@ -1,0 +1,346 @@
+//! The crate's one error type. Each variant names what failed and carries what a user needs
+//! to act on it: model, repo, revision, file, expected and actual values, and what to do next.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model_id::ModelId;
+
+/// Result alias used throughout the crate.
+pub type EmbeddingResult<T> = Result<T, EmbeddingError>;
+
+/// Where in the Hub a file lives; shown in errors so users can find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLocation {
+    /// The model slot.
+    pub model_id: ModelId,
+    /// `org/name` on the Hub.
+    pub repo_id: String,
+    /// Branch, tag or commit asked for.
+    pub revision: String,
+    /// Path of the file inside the repo.
+    pub filename: String,
+}
+
+impl fmt::Display for FileLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}@{}/{})",
+            self.model_id, self.repo_id, self.revision, self.filename
+        )
+    }
+}
+
+/// What the Hub said when it refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRefusal {
+    /// HTTP status code.
+    pub status: u16,
+    /// The Hub's `X-Error-Code`, e.g. `GatedRepo`, `RepoNotFound`.
+    pub error_code: Option<String>,
+    /// The Hub's `X-Error-Message` or JSON `error`.
+    pub message: Option<String>,
+    /// The URL, with any query string removed (signed CDN URLs carry credentials there).
+    pub url: String,
+}
+
+impl fmt::Display for HubRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}", self.status)?;
+        if let Some(code) = &self.error_code {
+            write!(f, " {code}")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        write!(f, " (from {})", self.url)
+    }
+}
+
+/// Everything that can go wrong in the embedding crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddingError {
+    /// The manifest file could not be read.
+    #[error("cannot read manifest {path}: {source}")]
+    ManifestRead {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON of the expected shape.
+    #[error("manifest {origin} is not valid: {reason}")]
+    ManifestSyntax {
+        /// Path of the manifest or `built-in manifest`.
+        origin: String,
+        /// What the JSON parser said.
+        reason: String,
+    },
+    /// One manifest entry has a bad field.
+    #[error("manifest {origin}, entry {entry}: field `{field}` {reason}")]
+    ManifestEntry {
+        /// Path of the manifest or `built-in manifest`.
+        origin: String,
+        /// The entry, as `#index (model_id)`.
+        entry: String,
+        /// The offending field.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Models required by the pipeline are not on disk (or not verified).
+    #[error("models not ready: {}; run `cg-models ensure` (or enable auto_download) to fetch and verify them", join_models(.0))]
+    MissingModels(Vec<ModelId>),
+    /// A model was asked for that the manifest has no downloadable artifact for.
+    #[error("model {0} has no downloadable artifact in the manifest (it is built-in or absent)")]
+    NotAnArtifact(ModelId),
+    /// Offline mode is on and the file is not in the cache.
+    #[error("{location} is not in the cache and offline mode is on (HF_HUB_OFFLINE or --offline); go online once to fetch it")]
+    OfflineMissing {
+        /// The file.
+        location: FileLocation,
+    },
+    /// The repository does not exist or is private.
+    #[error("{location}: repository not found on the Hub ({refusal}); check the repo_id, or give a token if it is private (HF_TOKEN, --token)")]
+    RepoNotFound {
+        /// The file.
+        location: FileLocation,
+        /// The Hub's answer.
+        refusal: HubRefusal,
+    },
+    /// The revision (branch, tag, commit) does not exist.
+    #[error("{location}: revision `{}` not found on the Hub ({refusal})", .location.revision)]
+    RevisionNotFound {
+        /// The file.
+        location: FileLocation,
+        /// The Hub's answer.
+        refusal: HubRefusal,
+    },
+    /// The file does not exist at that revision.
+    #[error("{location}: file not found at that revision ({refusal})")]
+    EntryNotFound {
+        /// The file.
+        location: FileLocation,
+        /// The Hub's answer.
+        refusal: HubRefusal,
+    },
+    /// The repository is gated and the token is missing or lacks access.
+    #[error("{location}: gated repository ({refusal}); accept its terms on https://huggingface.co/{}, then give a token with access via HF_TOKEN, the token file ($HF_HOME/token) or --token", .location.repo_id)]
+    GatedRepo {
+        /// The file.
+        location: FileLocation,
+        /// The Hub's answer.
+        refusal: HubRefusal,
+        /// Whether a token was sent.
+        token_sent: bool,
+    },
+    /// The Hub refused with a status that retrying cannot fix (401, 403, 4xx).
+    #[error("{location}: the Hub refused the request ({refusal})")]
+    HubRefused {
+        /// The file.
+        location: FileLocation,
+        /// The Hub's answer.
+        refusal: HubRefusal,
+    },
+    /// The server kept failing with transient errors until the retries ran out.
+    #[error("{location}: gave up after {attempts} attempts; last error: {last}")]
+    RetriesExhausted {
+        /// The file.
+        location: FileLocation,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: Box<EmbeddingError>,
+    },
+    /// A transient HTTP status (408, 429, 5xx).
+    #[error("server busy or failing: {refusal}")]
+    TransientStatus {
+        /// The answer.
+        refusal: HubRefusal,
+        /// What `Retry-After` or `RateLimit` asked for.
+        retry_after: Option<Duration>,
+    },
+    /// The connection failed, was reset, or the body ended early.
+    #[error("network error talking to {url}: {message}")]
+    Network {
+        /// URL without query string.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The server's answer cannot be used for this attempt (a range that does not match, an
+    /// HTML page instead of the file, a body shorter or longer than announced); retried.
+    #[error("unusable answer from {url}: {reason}")]
+    BadResponse {
+        /// URL without query string.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No byte arrived for longer than the idle timeout.
+    #[error("no data from {url} for {:.0?} (idle timeout; raise download_timeout or HF_HUB_DOWNLOAD_TIMEOUT on slow links)", .idle)]
+    IdleTimeout {
+        /// URL without query string.
+        url: String,
+        /// The idle time limit.
+        idle: Duration,
+    },
+    /// The server's answer broke the protocol (missing header, bad range, redirect loop, HTML page).
+    #[error("{location}: unexpected answer from the server: {reason}")]
+    Protocol {
+        /// The file.
+        location: FileLocation,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The manifest pins a value that disagrees with what the Hub advertises.
+    #[error("{location}: the manifest pins {field} {pinned} but the Hub advertises {advertised}; nothing was downloaded. If the Hub is right, re-pin with `cg-models lock --force`")]
+    PinMismatch {
+        /// The file.
+        location: FileLocation,
+        /// `sha256` or `size`.
+        field: &'static str,
+        /// The manifest's value.
+        pinned: String,
+        /// The Hub's value.
+        advertised: String,
+    },
+    /// Neither the manifest nor the Hub gives a SHA-256 for the file, so it cannot be verified.
+    #[error("{location}: no SHA-256 is known (the manifest has none and the Hub sent no X-Linked-Etag); pin it in the manifest to download it")]
+    NoExpectedHash {
+        /// The file.
+        location: FileLocation,
+    },
+    /// The downloaded or cached bytes do not have the expected SHA-256.
+    #[error("{location}: SHA-256 mismatch in {path}: expected {expected}, got {actual}; the file was not used")]
+    HashMismatch {
+        /// The file.
+        location: FileLocation,
+        /// The file checked.
+        path: PathBuf,
+        /// Expected hex digest.
+        expected: String,
+        /// Actual hex digest.
+        actual: String,
+    },
+    /// The downloaded or cached bytes do not have the expected size.
+    #[error("{location}: size mismatch in {path}: expected {expected} bytes, got {actual}; the file was not used")]
+    SizeMismatch {
+        /// The file.
+        location: FileLocation,
+        /// The file checked.
+        path: PathBuf,
+        /// Expected size in bytes.
+        expected: u64,
+        /// Actual size in bytes.
+        actual: u64,
+    },
+    /// The batch does not fit under the configured cache size limit.
+    #[error("cache limit exceeded: the cache holds {current} bytes, the missing models need {needed} more, the limit is {limit} bytes and only {evictable} bytes could be evicted; raise max_cache_bytes (--max-cache-size) or clear other models")]
+    CacheLimitExceeded {
+        /// Bytes still to download.
+        needed: u64,
+        /// The limit.
+        limit: u64,
+        /// Bytes in the cache now.
+        current: u64,
+        /// Bytes that eviction could free.
+        evictable: u64,
+    },
+    /// The disk has less free space than the batch needs.
+    #[error("not enough disk space in {path}: need {needed} bytes, {available} bytes free; free some space or point the cache elsewhere (HF_HUB_CACHE, --cache-dir)")]
+    InsufficientDisk {
+        /// The cache directory.
+        path: PathBuf,
+        /// Bytes still to download.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A file system operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. `cannot write`.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Some models of a batch failed; the others completed.
+    #[error("{} of the requested models failed:{}", .0.len(), format_failures(.0))]
+    DownloadsFailed(Vec<(ModelId, EmbeddingError)>),
+    /// The safetensors file is malformed.
+    #[error("{path}: invalid safetensors file: {reason}")]
+    InvalidSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl EmbeddingError {
+    /// Builds an [`EmbeddingError::Io`].
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EmbeddingError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether retrying the same request could succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EmbeddingError::TransientStatus { .. }
+            | EmbeddingError::Network { .. }
+            | EmbeddingError::BadResponse { .. }
+            | EmbeddingError::IdleTimeout { .. } => true,
+            EmbeddingError::RetriesExhausted { .. } => false,
+            _ => false,
+        }
+    }
+
+    /// Whether the error says the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            EmbeddingError::InsufficientDisk { .. } => true,
+            EmbeddingError::Io { source, .. } => is_disk_full_io(source),
+            EmbeddingError::RetriesExhausted { last, .. } => last.is_disk_full(),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error means "no space left on device" or "quota exceeded".
+pub(crate) fn is_disk_full_io(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+fn join_models(models: &[ModelId]) -> String {
+    models
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn format_failures(failures: &[(ModelId, EmbeddingError)]) -> String {
+    failures
+        .iter()
+        .map(|(model, error)| format!("\n  - {model}: {error}"))
+        .collect()
+}
