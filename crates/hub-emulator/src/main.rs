@@ -27,6 +27,10 @@ enum Command {
     /// `revision` is a 40-hex sha) holding a synthetic safetensors file at `filename` plus a small
     /// `config.json`. Files are generated in memory at start-up. Point clients at it with
     /// `HF_ENDPOINT=http://localhost:PORT`.
+    #[command(after_long_help = "Examples:\n  \
+        hub-emulator serve --write-manifest /tmp/synthetic-manifest.json\n  \
+        hub-emulator serve --scale 1 --port 9000 --manifest my-models.json\n  \
+        HF_ENDPOINT=http://localhost:8765 hf download intfloat/e5-large-v2")]
     Serve(ServeArgs),
 }
 
