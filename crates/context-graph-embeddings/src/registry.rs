@@ -73,7 +73,15 @@ impl ModelRegistry {
                 } else {
                     None
                 };
-                Ok::<_, EmbeddingError>((readiness.model_id, RegisteredModel::Weights { path, format, size_bytes, tensor_count }))
+                Ok::<_, EmbeddingError>((
+                    readiness.model_id,
+                    RegisteredModel::Weights {
+                        path,
+                        format,
+                        size_bytes,
+                        tensor_count,
+                    },
+                ))
             }));
         }
         for task in opened {

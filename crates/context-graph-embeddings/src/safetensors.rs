@@ -61,15 +61,19 @@ pub fn check_file(path: &Path) -> EmbeddingResult<SafetensorsSummary> {
         .map_err(|e| EmbeddingError::io("cannot read", path, e))?
         .len();
     let mut prefix = [0u8; 8];
-    file.read_exact(&mut prefix)
-        .map_err(|_| invalid(format!("file of {file_len} bytes is too short for a header")))?;
+    file.read_exact(&mut prefix).map_err(|_| {
+        invalid(format!(
+            "file of {file_len} bytes is too short for a header"
+        ))
+    })?;
     let header_len = u64::from_le_bytes(prefix);
     if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
         return Err(invalid(format!(
             "header length {header_len} is larger than the file ({file_len} bytes) or the {MAX_HEADER_BYTES}-byte limit"
         )));
     }
-    let mut header = vec![0u8; usize::try_from(header_len).map_err(|_| invalid("header too large".to_owned()))?];
+    let mut header =
+        vec![0u8; usize::try_from(header_len).map_err(|_| invalid("header too large".to_owned()))?];
     file.read_exact(&mut header)
         .map_err(|e| EmbeddingError::io("cannot read", path, e))?;
     parse_header(&header, file_len - 8 - header_len).map_err(invalid)
@@ -77,7 +81,8 @@ pub fn check_file(path: &Path) -> EmbeddingResult<SafetensorsSummary> {
 
 /// Checks a header's JSON against a data area of `data_bytes`.
 pub fn parse_header(header: &[u8], data_bytes: u64) -> Result<SafetensorsSummary, String> {
-    let value: Value = serde_json::from_slice(header).map_err(|e| format!("header is not JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(header).map_err(|e| format!("header is not JSON: {e}"))?;
     let Value::Object(entries) = value else {
         return Err("header is not a JSON object".to_owned());
     };
@@ -93,21 +98,30 @@ pub fn parse_header(header: &[u8], data_bytes: u64) -> Result<SafetensorsSummary
             .get("dtype")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("tensor `{name}` has no dtype"))?;
-        let element = dtype_size(dtype).ok_or_else(|| format!("tensor `{name}` has unknown dtype {dtype}"))?;
+        let element = dtype_size(dtype)
+            .ok_or_else(|| format!("tensor `{name}` has unknown dtype {dtype}"))?;
         let shape: Vec<u64> = entry
             .get("shape")
             .and_then(Value::as_array)
             .ok_or_else(|| format!("tensor `{name}` has no shape"))?
             .iter()
-            .map(|d| d.as_u64().ok_or_else(|| format!("tensor `{name}` has a negative or non-integer dimension")))
+            .map(|d| {
+                d.as_u64().ok_or_else(|| {
+                    format!("tensor `{name}` has a negative or non-integer dimension")
+                })
+            })
             .collect::<Result<_, _>>()?;
         let offsets = entry
             .get("data_offsets")
             .and_then(Value::as_array)
             .filter(|o| o.len() == 2)
             .ok_or_else(|| format!("tensor `{name}` has no [begin, end] data_offsets"))?;
-        let begin = offsets[0].as_u64().ok_or_else(|| format!("tensor `{name}` has a negative offset"))?;
-        let end = offsets[1].as_u64().ok_or_else(|| format!("tensor `{name}` has a negative offset"))?;
+        let begin = offsets[0]
+            .as_u64()
+            .ok_or_else(|| format!("tensor `{name}` has a negative offset"))?;
+        let end = offsets[1]
+            .as_u64()
+            .ok_or_else(|| format!("tensor `{name}` has a negative offset"))?;
         if end < begin || end > data_bytes {
             return Err(format!(
                 "tensor `{name}` spans [{begin}, {end}), outside the data area of {data_bytes} bytes"
@@ -146,7 +160,9 @@ pub fn parse_header(header: &[u8], data_bytes: u64) -> Result<SafetensorsSummary
             return Err(format!("tensor `{name}` overlaps the previous tensor"));
         }
         if begin > cursor {
-            return Err(format!("gap in the data area before tensor `{name}` (bytes {cursor}..{begin})"));
+            return Err(format!(
+                "gap in the data area before tensor `{name}` (bytes {cursor}..{begin})"
+            ));
         }
         cursor = end;
     }
@@ -190,15 +206,47 @@ mod tests {
     #[test]
     fn malformed_headers_are_rejected_with_reasons() {
         let cases = [
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#, 16, "spans 16"),
-            (r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8, "outside"),
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, 8, "outside"),
-            (r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, 8, "negative"),
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 12, "overlaps"),
-            (r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, 8, "unknown dtype"),
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 9, "cover"),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#,
+                16,
+                "spans 16",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+                8,
+                "outside",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#,
+                8,
+                "outside",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
+                8,
+                "negative",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                12,
+                "overlaps",
+            ),
+            (
+                r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#,
+                8,
+                "unknown dtype",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                9,
+                "cover",
+            ),
             (r#"[1,2]"#, 0, "not a JSON object"),
-            (r#"{"a":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#, 8, "overflows"),
+            (
+                r#"{"a":{"dtype":"U8","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+                8,
+                "overflows",
+            ),
         ];
         for (header, data, needle) in cases {
             let (_d, path) = file_with(header, data);

@@ -356,8 +356,13 @@ mod tests {
         let commit = "a".repeat(40);
         fs::create_dir_all(layout.blobs_dir("o/n")).unwrap();
         fs::write(layout.blob_path("o/n", "e1"), b"data").unwrap();
-        let top = layout.link_snapshot("o/n", &commit, "f.bin", "e1", true).unwrap();
-        assert_eq!(fs::read_link(&top).unwrap(), PathBuf::from("../../blobs/e1"));
+        let top = layout
+            .link_snapshot("o/n", &commit, "f.bin", "e1", true)
+            .unwrap();
+        assert_eq!(
+            fs::read_link(&top).unwrap(),
+            PathBuf::from("../../blobs/e1")
+        );
         assert_eq!(fs::read(&top).unwrap(), b"data");
         let deep = layout
             .link_snapshot("o/n", &commit, "a/b/f.bin", "e1", true)
@@ -367,7 +372,9 @@ mod tests {
             PathBuf::from("../../../../blobs/e1")
         );
         assert_eq!(snapshot_link_blob_name(&deep).as_deref(), Some("e1"));
-        let copy = layout.link_snapshot("o/n", &commit, "c.bin", "e1", false).unwrap();
+        let copy = layout
+            .link_snapshot("o/n", &commit, "c.bin", "e1", false)
+            .unwrap();
         assert!(!copy.symlink_metadata().unwrap().file_type().is_symlink());
         assert_eq!(fs::read(&copy).unwrap(), b"data");
     }
@@ -389,7 +396,10 @@ mod tests {
         let layout = CacheLayout::new(dir.path());
         let commit = "b".repeat(40);
         layout.write_ref("o/n", "main", &commit).unwrap();
-        assert_eq!(fs::read_to_string(layout.ref_path("o/n", "main")).unwrap(), commit);
+        assert_eq!(
+            fs::read_to_string(layout.ref_path("o/n", "main")).unwrap(),
+            commit
+        );
         layout.write_ref("o/n", &commit, &commit).unwrap();
         assert!(!layout.ref_path("o/n", &commit).exists());
         assert_eq!(layout.resolve_commit("o/n", "main"), Some(commit.clone()));
@@ -403,8 +413,14 @@ mod tests {
         let commit = "c".repeat(40);
         fs::create_dir_all(layout.blobs_dir("o/n")).unwrap();
         fs::write(layout.blob_path("o/n", "e"), vec![0u8; 1000]).unwrap();
-        fs::write(layout.blobs_dir("o/n").join("x.1234.incomplete"), vec![0u8; 10]).unwrap();
-        layout.link_snapshot("o/n", &commit, "f", "e", true).unwrap();
+        fs::write(
+            layout.blobs_dir("o/n").join("x.1234.incomplete"),
+            vec![0u8; 10],
+        )
+        .unwrap();
+        layout
+            .link_snapshot("o/n", &commit, "f", "e", true)
+            .unwrap();
         assert_eq!(layout.total_size(), 1010);
     }
 }

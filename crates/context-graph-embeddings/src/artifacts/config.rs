@@ -31,6 +31,9 @@ pub struct ArtifactManagerConfig {
     /// The Hub token. `None` falls back to `HF_TOKEN`, then the token file. Never printed:
     /// this type's `Debug` redacts it.
     pub hf_token: Option<String>,
+    /// Whether `HF_TOKEN` and the token file are consulted when `hf_token` is `None`
+    /// (off with `HF_HUB_DISABLE_IMPLICIT_TOKEN`).
+    pub implicit_token: bool,
     /// The Hub's base URL (`HF_ENDPOINT`, default `https://huggingface.co`).
     pub endpoint: String,
     /// Timeout for establishing a connection.
@@ -72,6 +75,7 @@ impl ArtifactManagerConfig {
                 .unwrap_or(Duration::from_secs(30)),
             retry_attempts: 5,
             hf_token: None,
+            implicit_token: !environment::is_true(env, "HF_HUB_DISABLE_IMPLICIT_TOKEN"),
             endpoint: environment::endpoint(env),
             connect_timeout: Duration::from_secs(10),
             metadata_timeout: environment::seconds(env, "HF_HUB_ETAG_TIMEOUT")
@@ -110,10 +114,8 @@ impl fmt::Debug for ArtifactManagerConfig {
             .field("max_concurrent_downloads", &self.max_concurrent_downloads)
             .field("download_timeout", &self.download_timeout)
             .field("retry_attempts", &self.retry_attempts)
-            .field(
-                "hf_token",
-                &self.hf_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("hf_token", &self.hf_token.as_ref().map(|_| "<redacted>"))
+            .field("implicit_token", &self.implicit_token)
             .field("endpoint", &self.endpoint)
             .field("connect_timeout", &self.connect_timeout)
             .field("metadata_timeout", &self.metadata_timeout)

@@ -112,7 +112,12 @@ pub async fn fetch_blob(
             .map_err(|e| EmbeddingError::io("cannot prepare download in", &request.blobs_dir, e))?
     };
     let resumed_from = partial.len;
-    emitter.send(model, partial.len, total, ProgressKind::Started { resumed_from });
+    emitter.send(
+        model,
+        partial.len,
+        total,
+        ProgressKind::Started { resumed_from },
+    );
     on_bytes(partial.len, total);
 
     let mut transferred = 0u64;
@@ -143,7 +148,10 @@ pub async fn fetch_blob(
                             resumed_from,
                         })
                     }
-                    Err(error @ (EmbeddingError::HashMismatch { .. } | EmbeddingError::SizeMismatch { .. })) => {
+                    Err(
+                        error @ (EmbeddingError::HashMismatch { .. }
+                        | EmbeddingError::SizeMismatch { .. }),
+                    ) => {
                         integrity_failures += 1;
                         let path = partial.path.clone();
                         if integrity_failures > 1 {
@@ -219,7 +227,12 @@ async fn attempt(
     }
     let url_shown = strip_query(&request.url);
     let mut response = client
-        .get_from(&request.url, partial.len, request.validator.as_deref(), &request.location)
+        .get_from(
+            &request.url,
+            partial.len,
+            request.validator.as_deref(),
+            &request.location,
+        )
         .await?;
     let status = response.status();
     let headers = response.headers().clone();
@@ -232,7 +245,10 @@ async fn attempt(
     if is_html && !expects_html {
         return Err(EmbeddingError::BadResponse {
             url: url_shown,
-            reason: format!("HTTP {} with an HTML page instead of the file", status.as_u16()),
+            reason: format!(
+                "HTTP {} with an HTML page instead of the file",
+                status.as_u16()
+            ),
         });
     }
 
@@ -241,7 +257,9 @@ async fn attempt(
         blocking_reset(partial).await?;
         return Err(EmbeddingError::BadResponse {
             url: url_shown,
-            reason: format!("416 Range Not Satisfiable for bytes={had}-; the partial file was discarded"),
+            reason: format!(
+                "416 Range Not Satisfiable for bytes={had}-; the partial file was discarded"
+            ),
         });
     }
 
@@ -275,14 +293,21 @@ async fn attempt(
             if length != size {
                 return Err(EmbeddingError::BadResponse {
                     url: url_shown,
-                    reason: format!("200 with Content-Length {length}, but the file has {size} bytes"),
+                    reason: format!(
+                        "200 with Content-Length {length}, but the file has {size} bytes"
+                    ),
                 });
             }
         }
         if partial.len > 0 {
             tracing::info!(model = %model, had = partial.len, "server ignored Range; restarting from zero");
             blocking_reset(partial).await?;
-            emitter.send(model, 0, request.expected_size.unwrap_or(0), ProgressKind::Started { resumed_from: 0 });
+            emitter.send(
+                model,
+                0,
+                request.expected_size.unwrap_or(0),
+                ProgressKind::Started { resumed_from: 0 },
+            );
         }
     }
 
@@ -321,7 +346,11 @@ async fn attempt(
             Ok(Err(e)) => {
                 break Err(EmbeddingError::Network {
                     url: url_shown.clone(),
-                    message: format!("body interrupted after {} bytes: {}", start_len + received_this_body, chain(&e)),
+                    message: format!(
+                        "body interrupted after {} bytes: {}",
+                        start_len + received_this_body,
+                        chain(&e)
+                    ),
                 })
             }
             Ok(Ok(None)) => break Ok(()),
@@ -358,15 +387,23 @@ async fn attempt(
         }
     };
     drop(sender);
-    let (hasher, written, write_result) = writer
-        .await
-        .map_err(|e| EmbeddingError::io("writer thread failed for", &partial.path, io::Error::other(e)))?;
+    let (hasher, written, write_result) = writer.await.map_err(|e| {
+        EmbeddingError::io(
+            "writer thread failed for",
+            &partial.path,
+            io::Error::other(e),
+        )
+    })?;
     partial.hasher = hasher;
     partial.len = start_len + written;
     if let Err(error) = write_result {
         let full = is_disk_full_io(&error);
         let err = EmbeddingError::io(
-            if full { "disk full while writing" } else { "cannot write" },
+            if full {
+                "disk full while writing"
+            } else {
+                "cannot write"
+            },
             &partial.path,
             error,
         );
@@ -393,7 +430,9 @@ async fn attempt(
         if received_this_body < length {
             return Err(EmbeddingError::BadResponse {
                 url: url_shown,
-                reason: format!("the body ended after {received_this_body} of {length} announced bytes"),
+                reason: format!(
+                    "the body ended after {received_this_body} of {length} announced bytes"
+                ),
             });
         }
     }
@@ -401,7 +440,10 @@ async fn attempt(
 }
 
 /// Size and hash check, fsync, rename into place.
-async fn check_and_persist(request: &FetchRequest, partial: &mut Partial) -> EmbeddingResult<PathBuf> {
+async fn check_and_persist(
+    request: &FetchRequest,
+    partial: &mut Partial,
+) -> EmbeddingResult<PathBuf> {
     let actual = hex::encode(partial.hasher.clone().finalize());
     let blob_path = request.blobs_dir.join(&request.etag);
     if let Some(size) = request.expected_size {

@@ -154,27 +154,47 @@ mod tests {
     #[test]
     fn cache_dir_follows_huggingface_hub_precedence() {
         let e = env(&[("HOME", "/home/u")]);
-        assert_eq!(hub_cache_dir(&e), PathBuf::from("/home/u/.cache/huggingface/hub"));
+        assert_eq!(
+            hub_cache_dir(&e),
+            PathBuf::from("/home/u/.cache/huggingface/hub")
+        );
         let e = env(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg")]);
         assert_eq!(hub_cache_dir(&e), PathBuf::from("/xdg/huggingface/hub"));
-        let e = env(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg"), ("HF_HOME", "~/hf")]);
+        let e = env(&[
+            ("HOME", "/home/u"),
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("HF_HOME", "~/hf"),
+        ]);
         assert_eq!(hub_cache_dir(&e), PathBuf::from("/home/u/hf/hub"));
         let e = env(&[("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/legacy")]);
         assert_eq!(hub_cache_dir(&e), PathBuf::from("/legacy"));
-        let e = env(&[("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/legacy"), ("HF_HUB_CACHE", "/new")]);
+        let e = env(&[
+            ("HF_HOME", "/hf"),
+            ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+            ("HF_HUB_CACHE", "/new"),
+        ]);
         assert_eq!(hub_cache_dir(&e), PathBuf::from("/new"));
         let e = env(&[("HF_HOME", ""), ("HOME", "/h")]);
-        assert_eq!(hub_cache_dir(&e), PathBuf::from("/h/.cache/huggingface/hub"));
+        assert_eq!(
+            hub_cache_dir(&e),
+            PathBuf::from("/h/.cache/huggingface/hub")
+        );
     }
 
     #[test]
     fn endpoint_and_flags() {
         assert_eq!(endpoint(&env(&[])), DEFAULT_ENDPOINT);
-        assert_eq!(endpoint(&env(&[("HF_ENDPOINT", "http://localhost:1/")])), "http://localhost:1");
+        assert_eq!(
+            endpoint(&env(&[("HF_ENDPOINT", "http://localhost:1/")])),
+            "http://localhost:1"
+        );
         assert!(offline(&env(&[("HF_HUB_OFFLINE", "yes")])));
         assert!(offline(&env(&[("TRANSFORMERS_OFFLINE", "1")])));
         assert!(!offline(&env(&[("HF_HUB_OFFLINE", "0")])));
-        assert_eq!(seconds(&env(&[("T", "2.5")]), "T"), Some(Duration::from_millis(2500)));
+        assert_eq!(
+            seconds(&env(&[("T", "2.5")]), "T"),
+            Some(Duration::from_millis(2500))
+        );
         assert_eq!(seconds(&env(&[("T", "-1")]), "T"), None);
         assert_eq!(seconds(&env(&[("T", "x")]), "T"), None);
     }
@@ -185,14 +205,30 @@ mod tests {
         let home = dir.path().to_str().unwrap().to_owned();
         std::fs::write(dir.path().join("token"), "  hf_file\n").unwrap();
         let e = env(&[("HF_HOME", &home)]);
-        assert_eq!(implicit_token(&e), Some(("hf_file".to_owned(), TokenSource::File)));
+        assert_eq!(
+            implicit_token(&e),
+            Some(("hf_file".to_owned(), TokenSource::File))
+        );
         let e = env(&[("HF_HOME", &home), ("HF_TOKEN", "hf_env")]);
-        assert_eq!(implicit_token(&e), Some(("hf_env".to_owned(), TokenSource::Environment)));
+        assert_eq!(
+            implicit_token(&e),
+            Some(("hf_env".to_owned(), TokenSource::Environment))
+        );
         let other = dir.path().join("other");
         std::fs::write(&other, "hf_other").unwrap();
-        let e = env(&[("HF_HOME", &home), ("HF_TOKEN_PATH", other.to_str().unwrap())]);
-        assert_eq!(implicit_token(&e), Some(("hf_other".to_owned(), TokenSource::File)));
-        let e = env(&[("HF_HOME", &home), ("HF_TOKEN", "x"), ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")]);
+        let e = env(&[
+            ("HF_HOME", &home),
+            ("HF_TOKEN_PATH", other.to_str().unwrap()),
+        ]);
+        assert_eq!(
+            implicit_token(&e),
+            Some(("hf_other".to_owned(), TokenSource::File))
+        );
+        let e = env(&[
+            ("HF_HOME", &home),
+            ("HF_TOKEN", "x"),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+        ]);
         assert_eq!(implicit_token(&e), None);
         let e = env(&[("HF_HOME", "/nonexistent-dir-for-test")]);
         assert_eq!(implicit_token(&e), None);

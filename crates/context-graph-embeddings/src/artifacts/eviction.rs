@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::cache::{remove_empty_parents, remove_entry, snapshot_link_blob_name, CacheLayout, INCOMPLETE_SUFFIX};
+use super::cache::{
+    remove_empty_parents, remove_entry, snapshot_link_blob_name, CacheLayout, INCOMPLETE_SUFFIX,
+};
 use crate::error::EmbeddingResult;
 
 /// A blob (or partial download) that eviction may remove.
@@ -50,7 +52,10 @@ pub struct EvictionReport {
 
 /// Blobs of the cache that are not in `protected` (pairs of repo folder and blob name),
 /// least recently used first.
-pub fn candidates(layout: &CacheLayout, protected: &HashSet<(String, String)>) -> Vec<EvictionCandidate> {
+pub fn candidates(
+    layout: &CacheLayout,
+    protected: &HashSet<(String, String)>,
+) -> Vec<EvictionCandidate> {
     let mut found = Vec::new();
     for repo_dir in layout.repo_dirs() {
         let repo_folder = repo_dir
@@ -94,7 +99,11 @@ pub fn candidates(layout: &CacheLayout, protected: &HashSet<(String, String)>) -
             });
         }
     }
-    found.sort_by(|a, b| a.last_used.cmp(&b.last_used).then_with(|| a.path.cmp(&b.path)));
+    found.sort_by(|a, b| {
+        a.last_used
+            .cmp(&b.last_used)
+            .then_with(|| a.path.cmp(&b.path))
+    });
     found
 }
 
@@ -114,7 +123,10 @@ pub fn select(candidates: Vec<EvictionCandidate>, bytes_to_free: u64) -> Vec<Evi
 
 /// Removes one candidate: the blob, the snapshot links of its repo that point to it (and our
 /// stamps, which become invalid by themselves). Links are removed, never followed.
-pub fn remove_candidate(layout: &CacheLayout, candidate: &EvictionCandidate) -> EmbeddingResult<()> {
+pub fn remove_candidate(
+    layout: &CacheLayout,
+    candidate: &EvictionCandidate,
+) -> EmbeddingResult<()> {
     let repo_dir = layout.root().join(&candidate.repo_folder);
     remove_entry(&candidate.path)?;
     if !candidate.partial {
@@ -172,7 +184,9 @@ mod tests {
             fs::create_dir_all(layout.blobs_dir(repo)).unwrap();
             fs::write(layout.blob_path(repo, blob), vec![1u8; 10]).unwrap();
             set_times(&layout.blob_path(repo, blob), age);
-            layout.link_snapshot(repo, &commit, &format!("{blob}.bin"), blob, true).unwrap();
+            layout
+                .link_snapshot(repo, &commit, &format!("{blob}.bin"), blob, true)
+                .unwrap();
         }
         let protected: HashSet<_> = [("models--a--x".to_owned(), "b2".to_owned())].into();
         let order: Vec<_> = candidates(&layout, &protected)
@@ -184,7 +198,10 @@ mod tests {
         assert_eq!(chosen.len(), 1);
         remove_candidate(&layout, &chosen[0]).unwrap();
         assert!(!layout.blob_path("a/x", "b1").exists());
-        assert!(layout.snapshot_path("a/x", &commit, "b1.bin").symlink_metadata().is_err());
+        assert!(layout
+            .snapshot_path("a/x", &commit, "b1.bin")
+            .symlink_metadata()
+            .is_err());
         assert!(layout.snapshot_path("a/x", &commit, "b2.bin").exists());
     }
 }

@@ -179,7 +179,10 @@ impl HubClient {
         }
         Err(EmbeddingError::Protocol {
             location: location.clone(),
-            reason: format!("more than {MAX_REDIRECTS} redirects (redirect loop) starting at {}", strip_query(&start)),
+            reason: format!(
+                "more than {MAX_REDIRECTS} redirects (redirect loop) starting at {}",
+                strip_query(&start)
+            ),
         })
     }
 
@@ -223,7 +226,10 @@ impl HubClient {
         }
         Err(EmbeddingError::Protocol {
             location: location.clone(),
-            reason: format!("more than {MAX_REDIRECTS} redirects (redirect loop) starting at {}", strip_query(url)),
+            reason: format!(
+                "more than {MAX_REDIRECTS} redirects (redirect loop) starting at {}",
+                strip_query(url)
+            ),
         })
     }
 
@@ -368,7 +374,10 @@ fn redirect_target(
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Strips `W/` and quotes from an etag, as `huggingface_hub._normalize_etag` does.
@@ -404,9 +413,14 @@ fn metadata_from(
         .or_else(|| header_str(headers, "etag"))
         .map(normalize_etag)
         .filter(|e| !e.is_empty())
-        .ok_or_else(|| protocol("the Hub's answer has no X-Linked-Etag or ETag header".to_owned()))?;
+        .ok_or_else(|| {
+            protocol("the Hub's answer has no X-Linked-Etag or ETag header".to_owned())
+        })?;
     if etag.contains(['/', '\\', '\0']) || etag.starts_with('.') || etag.len() > 128 {
-        return Err(protocol(format!("the Hub sent an unusable etag `{}`", etag.chars().take(80).collect::<String>())));
+        return Err(protocol(format!(
+            "the Hub sent an unusable etag `{}`",
+            etag.chars().take(80).collect::<String>()
+        )));
     }
     let sha256 = super::manifest::validate_sha256(&etag).ok();
     let size = header_str(headers, "x-linked-size")
@@ -609,14 +623,23 @@ mod tests {
     #[test]
     fn content_range_parses() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes 10-99/100"));
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 10-99/100"),
+        );
         assert_eq!(parse_content_range(&headers), Some((10, 99, Some(100))));
-        headers.insert(header::CONTENT_RANGE, HeaderValue::from_static("bytes */100"));
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes */100"),
+        );
         assert_eq!(parse_content_range(&headers), None);
     }
 
     #[test]
     fn query_strings_are_stripped() {
-        assert_eq!(strip_query("http://cdn/x?X-Amz-Signature=abc"), "http://cdn/x");
+        assert_eq!(
+            strip_query("http://cdn/x?X-Amz-Signature=abc"),
+            "http://cdn/x"
+        );
     }
 }

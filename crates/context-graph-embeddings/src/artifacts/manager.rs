@@ -197,6 +197,7 @@ impl ModelArtifactManager {
             Some(token) if !token.trim().is_empty() => {
                 (Some(token.trim().to_owned()), Some(TokenSource::Explicit))
             }
+            _ if !config.implicit_token => (None, None),
             _ => match environment::implicit_token(&ProcessEnv) {
                 Some((token, source)) => (Some(token), Some(source)),
                 None => (None, None),
@@ -306,7 +307,9 @@ impl ModelArtifactManager {
 
     fn inspect(&self, artifact: &ModelArtifact) -> LocalState {
         let repo = &artifact.repo_id;
-        let commit = self.layout.resolve_commit(repo, artifact.revision_or_default());
+        let commit = self
+            .layout
+            .resolve_commit(repo, artifact.revision_or_default());
         let mut state = LocalState {
             commit: commit.clone(),
             snapshot: None,
@@ -322,7 +325,11 @@ impl ModelArtifactManager {
                 if meta.is_file() {
                     state.size = Some(meta.len());
                     state.blob_name = snapshot_link_blob_name(&path);
-                    let stamp = VerificationStamp::read(&self.layout.stamp_path(repo, commit, &artifact.filename));
+                    let stamp = VerificationStamp::read(&self.layout.stamp_path(
+                        repo,
+                        commit,
+                        &artifact.filename,
+                    ));
                     if let Some(stamp) = stamp {
                         state.stamp_valid = stamp.is_valid_for(&path, artifact.sha256.as_deref());
                         state.stamp = Some(stamp);
@@ -347,7 +354,11 @@ impl ModelArtifactManager {
         if let Some(sha) = &artifact.sha256 {
             return (Some(sha.clone()), HashSource::Pinned);
         }
-        if let Some(name) = state.blob_name.as_deref().and_then(|n| super::manifest::validate_sha256(n).ok()) {
+        if let Some(name) = state
+            .blob_name
+            .as_deref()
+            .and_then(|n| super::manifest::validate_sha256(n).ok())
+        {
             return (Some(name), HashSource::HubAdvertised);
         }
         if let Some(stamp) = &state.stamp {
@@ -376,13 +387,21 @@ impl ModelArtifactManager {
         let (actual, length) = blocking(move || hash_file(&hashed_path))
             .await
             .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
-        let stamp_path = self.layout.stamp_path(&artifact.repo_id, &commit, &artifact.filename);
+        let stamp_path = self
+            .layout
+            .stamp_path(&artifact.repo_id, &commit, &artifact.filename);
         let size_ok = artifact.size_bytes.is_none_or(|s| s == length);
         if actual == expected && size_ok {
             let stamp = VerificationStamp::now(&path, &actual)
                 .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
             stamp.write(&stamp_path)?;
-            self.set_status(model_id, DownloadStatus::Completed { path, verified: true });
+            self.set_status(
+                model_id,
+                DownloadStatus::Completed {
+                    path,
+                    verified: true,
+                },
+            );
             Ok(true)
         } else {
             let _ = cache::remove_entry(&stamp_path);
@@ -415,24 +434,48 @@ impl ModelArtifactManager {
     /// Re-hashes every present artifact file, `parallelism` files at once (each on its own
     /// blocking thread), and reports each result. With `only_unverified`, files with a valid
     /// stamp are skipped (start-up path: no re-hash of known-good files).
-    pub async fn verify_present(&self, parallelism: usize, only_unverified: bool) -> Vec<VerifyOutcome> {
+    pub async fn verify_present(
+        &self,
+        parallelism: usize,
+        only_unverified: bool,
+    ) -> Vec<VerifyOutcome> {
         let artifacts: Vec<&ModelArtifact> = self.manifest.artifacts().collect();
         let results = stream::iter(artifacts)
             .map(|artifact| async move {
                 let state = self.inspect(artifact);
                 let model_id = artifact.model_id;
                 let Some(path) = state.snapshot.clone() else {
-                    return VerifyOutcome { model_id, path: None, verified: None, detail: None };
+                    return VerifyOutcome {
+                        model_id,
+                        path: None,
+                        verified: None,
+                        detail: None,
+                    };
                 };
                 if only_unverified && state.stamp_valid {
-                    return VerifyOutcome { model_id, path: Some(path), verified: Some(true), detail: None };
+                    return VerifyOutcome {
+                        model_id,
+                        path: Some(path),
+                        verified: Some(true),
+                        detail: None,
+                    };
                 }
                 match self.verify_checksum(model_id).await {
                     Ok(verified) => {
                         let detail = (!verified).then(|| self.failure_text(model_id)).flatten();
-                        VerifyOutcome { model_id, path: Some(path), verified: Some(verified), detail }
+                        VerifyOutcome {
+                            model_id,
+                            path: Some(path),
+                            verified: Some(verified),
+                            detail,
+                        }
                     }
-                    Err(error) => VerifyOutcome { model_id, path: Some(path), verified: None, detail: Some(error.to_string()) },
+                    Err(error) => VerifyOutcome {
+                        model_id,
+                        path: Some(path),
+                        verified: None,
+                        detail: Some(error.to_string()),
+                    },
                 }
             })
             .buffer_unordered(parallelism.max(1))
@@ -477,14 +520,33 @@ impl ModelArtifactManager {
         let model_id = artifact.model_id;
         let result = self.download_inner(artifact, remote).await;
         match &result {
-            Ok(path) => self.set_status(model_id, DownloadStatus::Completed { path: path.clone(), verified: true }),
+            Ok(path) => self.set_status(
+                model_id,
+                DownloadStatus::Completed {
+                    path: path.clone(),
+                    verified: true,
+                },
+            ),
             Err(error) => {
                 let retries = match error {
                     EmbeddingError::RetriesExhausted { attempts, .. } => attempts.saturating_sub(1),
                     _ => 0,
                 };
-                self.set_status(model_id, DownloadStatus::Failed { error: error.to_string(), retries });
-                self.emitter.send(model_id, 0, artifact.size_bytes.unwrap_or(0), ProgressKind::Failed { error: error.to_string() });
+                self.set_status(
+                    model_id,
+                    DownloadStatus::Failed {
+                        error: error.to_string(),
+                        retries,
+                    },
+                );
+                self.emitter.send(
+                    model_id,
+                    0,
+                    artifact.size_bytes.unwrap_or(0),
+                    ProgressKind::Failed {
+                        error: error.to_string(),
+                    },
+                );
             }
         }
         result
@@ -528,7 +590,13 @@ impl ModelArtifactManager {
             .acquire()
             .await
             .map_err(|_| EmbeddingError::Config("download slots closed".to_owned()))?;
-        self.set_status(model_id, DownloadStatus::InProgress { bytes_downloaded: 0, total_bytes: artifact.size_bytes.unwrap_or(0) });
+        self.set_status(
+            model_id,
+            DownloadStatus::InProgress {
+                bytes_downloaded: 0,
+                total_bytes: artifact.size_bytes.unwrap_or(0),
+            },
+        );
         let remote = match remote {
             Some(remote) => remote,
             None => self.head_with_retries(&location).await?,
@@ -541,7 +609,14 @@ impl ModelArtifactManager {
         let emitter = self.emitter.clone();
         let lock_for_event = lock_path.clone();
         let _lock = BlobLock::acquire(&lock_path, move || {
-            emitter.send(model_id, 0, expected_size.unwrap_or(0), ProgressKind::WaitingForLock { lock_path: lock_for_event });
+            emitter.send(
+                model_id,
+                0,
+                expected_size.unwrap_or(0),
+                ProgressKind::WaitingForLock {
+                    lock_path: lock_for_event,
+                },
+            );
         })
         .await?;
         let _ = self.layout.ensure_cachedir_tag();
@@ -553,7 +628,9 @@ impl ModelArtifactManager {
             let checked = blob_path.clone();
             let hashed = blocking(move || hash_file(&checked)).await;
             match hashed {
-                Ok((sha, length)) if sha == expected_sha256 && expected_size.is_none_or(|s| s == length) => {
+                Ok((sha, length))
+                    if sha == expected_sha256 && expected_size.is_none_or(|s| s == length) =>
+                {
                     outcome = Some(Outcome::Reused);
                 }
                 _ => {
@@ -578,29 +655,66 @@ impl ModelArtifactManager {
                 progress_interval: self.config.progress_interval,
             };
             let on_bytes = |bytes: u64, total: u64| {
-                self.set_status(model_id, DownloadStatus::InProgress { bytes_downloaded: bytes, total_bytes: total });
+                self.set_status(
+                    model_id,
+                    DownloadStatus::InProgress {
+                        bytes_downloaded: bytes,
+                        total_bytes: total,
+                    },
+                );
             };
-            let fetched = fetch_blob(&self.client, &request, &settings, &self.emitter, &on_bytes).await?;
+            let fetched =
+                fetch_blob(&self.client, &request, &settings, &self.emitter, &on_bytes).await?;
             transferred = fetched.transferred;
-            outcome = Some(if fetched.resumed_from > 0 { Outcome::Resumed } else { Outcome::Downloaded });
+            outcome = Some(if fetched.resumed_from > 0 {
+                Outcome::Resumed
+            } else {
+                Outcome::Downloaded
+            });
         }
-        let snapshot = self.layout.link_snapshot(repo, &remote.commit, &artifact.filename, &etag, self.config.use_symlinks)?;
-        self.layout.write_ref(repo, artifact.revision_or_default(), &remote.commit)?;
+        let snapshot = self.layout.link_snapshot(
+            repo,
+            &remote.commit,
+            &artifact.filename,
+            &etag,
+            self.config.use_symlinks,
+        )?;
+        self.layout
+            .write_ref(repo, artifact.revision_or_default(), &remote.commit)?;
         let stamp = VerificationStamp::now(&snapshot, &expected_sha256)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
-        stamp.write(&self.layout.stamp_path(repo, &remote.commit, &artifact.filename))?;
-        self.completed(artifact, &snapshot, outcome.unwrap_or(Outcome::Downloaded), transferred);
+        stamp.write(
+            &self
+                .layout
+                .stamp_path(repo, &remote.commit, &artifact.filename),
+        )?;
+        self.completed(
+            artifact,
+            &snapshot,
+            outcome.unwrap_or(Outcome::Downloaded),
+            transferred,
+        );
         Ok(snapshot)
     }
 
     fn completed(&self, artifact: &ModelArtifact, path: &Path, outcome: Outcome, transferred: u64) {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        self.set_status(artifact.model_id, DownloadStatus::Completed { path: path.to_path_buf(), verified: true });
+        self.set_status(
+            artifact.model_id,
+            DownloadStatus::Completed {
+                path: path.to_path_buf(),
+                verified: true,
+            },
+        );
         self.emitter.send(
             artifact.model_id,
             size,
             size,
-            ProgressKind::Completed { path: path.to_path_buf(), outcome, bytes_transferred: transferred },
+            ProgressKind::Completed {
+                path: path.to_path_buf(),
+                outcome,
+                bytes_transferred: transferred,
+            },
         );
     }
 
@@ -614,7 +728,11 @@ impl ModelArtifactManager {
         if artifact.revision_is_commit() && remote.commit != artifact.revision_or_default() {
             return Err(EmbeddingError::Protocol {
                 location: location.clone(),
-                reason: format!("asked for commit {} but the Hub answered for commit {}", artifact.revision_or_default(), remote.commit),
+                reason: format!(
+                    "asked for commit {} but the Hub answered for commit {}",
+                    artifact.revision_or_default(),
+                    remote.commit
+                ),
             });
         }
         if let (Some(pinned), Some(advertised)) = (&artifact.sha256, &remote.sha256) {
@@ -641,7 +759,9 @@ impl ModelArtifactManager {
             .sha256
             .clone()
             .or_else(|| remote.sha256.clone())
-            .ok_or_else(|| EmbeddingError::NoExpectedHash { location: location.clone() })?;
+            .ok_or_else(|| EmbeddingError::NoExpectedHash {
+                location: location.clone(),
+            })?;
         Ok((sha, artifact.size_bytes.or(remote.size)))
     }
 
@@ -657,7 +777,10 @@ impl ModelArtifactManager {
                         EmbeddingError::TransientStatus { retry_after, .. } => *retry_after,
                         _ => None,
                     };
-                    let delay = self.config.retry_policy.delay(retry, hint, rand::random::<f64>());
+                    let delay = self
+                        .config
+                        .retry_policy
+                        .delay(retry, hint, rand::random::<f64>());
                     self.emitter.send(
                         location.model_id,
                         0,
@@ -702,7 +825,9 @@ impl ModelArtifactManager {
                 Some(ManifestEntry::Artifact(artifact)) => {
                     let state = self.inspect(artifact);
                     match state.snapshot {
-                        Some(path) if state.stamp_valid => self.completed(artifact, &path, Outcome::AlreadyPresent, 0),
+                        Some(path) if state.stamp_valid => {
+                            self.completed(artifact, &path, Outcome::AlreadyPresent, 0)
+                        }
                         Some(path) if self.verify_checksum(*model_id).await.unwrap_or(false) => {
                             self.completed(artifact, &path, Outcome::Verified, 0);
                         }
@@ -717,9 +842,24 @@ impl ModelArtifactManager {
         }
         if self.config.offline {
             for artifact in todo {
-                let error = EmbeddingError::OfflineMissing { location: Self::location(artifact) };
-                self.emitter.send(artifact.model_id, 0, 0, ProgressKind::Failed { error: error.to_string() });
-                self.set_status(artifact.model_id, DownloadStatus::Failed { error: error.to_string(), retries: 0 });
+                let error = EmbeddingError::OfflineMissing {
+                    location: Self::location(artifact),
+                };
+                self.emitter.send(
+                    artifact.model_id,
+                    0,
+                    0,
+                    ProgressKind::Failed {
+                        error: error.to_string(),
+                    },
+                );
+                self.set_status(
+                    artifact.model_id,
+                    DownloadStatus::Failed {
+                        error: error.to_string(),
+                        retries: 0,
+                    },
+                );
                 failures.push((artifact.model_id, error));
             }
             return Self::batch_result(failures);
@@ -743,18 +883,36 @@ impl ModelArtifactManager {
             match remote {
                 Ok(remote) => plan.push((artifact, remote)),
                 Err(error) => {
-                    self.set_status(artifact.model_id, DownloadStatus::Failed { error: error.to_string(), retries: 0 });
-                    self.emitter.send(artifact.model_id, 0, 0, ProgressKind::Failed { error: error.to_string() });
+                    self.set_status(
+                        artifact.model_id,
+                        DownloadStatus::Failed {
+                            error: error.to_string(),
+                            retries: 0,
+                        },
+                    );
+                    self.emitter.send(
+                        artifact.model_id,
+                        0,
+                        0,
+                        ProgressKind::Failed {
+                            error: error.to_string(),
+                        },
+                    );
                     failures.push((artifact.model_id, error));
                 }
             }
         }
         self.check_space(&plan).await?;
 
-        plan.sort_by_key(|(artifact, remote)| std::cmp::Reverse(artifact.size_bytes.or(remote.size).unwrap_or(0)));
+        plan.sort_by_key(|(artifact, remote)| {
+            std::cmp::Reverse(artifact.size_bytes.or(remote.size).unwrap_or(0))
+        });
         let results: Vec<(ModelId, EmbeddingResult<PathBuf>)> = stream::iter(plan)
             .map(|(artifact, remote)| async move {
-                (artifact.model_id, self.download_artifact(artifact, Some(remote)).await)
+                (
+                    artifact.model_id,
+                    self.download_artifact(artifact, Some(remote)).await,
+                )
             })
             .buffer_unordered(self.config.max_concurrent_downloads)
             .collect()
@@ -780,11 +938,19 @@ impl ModelArtifactManager {
         plan.iter()
             .map(|(artifact, remote)| {
                 let size = artifact.size_bytes.or(remote.size).unwrap_or(0);
-                let blob_present = self.layout.blob_path(&artifact.repo_id, &remote.etag).exists();
-                let partial = partial_files(&self.layout.blobs_dir(&artifact.repo_id), &remote.etag)
-                    .first()
-                    .map_or(0, |p| p.1);
-                if blob_present { 0 } else { size.saturating_sub(partial) }
+                let blob_present = self
+                    .layout
+                    .blob_path(&artifact.repo_id, &remote.etag)
+                    .exists();
+                let partial =
+                    partial_files(&self.layout.blobs_dir(&artifact.repo_id), &remote.etag)
+                        .first()
+                        .map_or(0, |p| p.1);
+                if blob_present {
+                    0
+                } else {
+                    size.saturating_sub(partial)
+                }
             })
             .sum()
     }
@@ -807,7 +973,12 @@ impl ModelArtifactManager {
                 let evictable: u64 = candidates.iter().map(|c| c.bytes).sum();
                 let to_free = current.saturating_add(needed) - limit;
                 if evictable < to_free {
-                    return Err(EmbeddingError::CacheLimitExceeded { needed, limit, current, evictable });
+                    return Err(EmbeddingError::CacheLimitExceeded {
+                        needed,
+                        limit,
+                        current,
+                        evictable,
+                    });
                 }
                 for candidate in eviction::select(candidates, to_free) {
                     self.remove_candidate_locked(&candidate).await?;
@@ -819,14 +990,21 @@ impl ModelArtifactManager {
             cache::create_dir_all(&root)?;
             if let Some(available) = available_space(&root) {
                 if needed > available {
-                    return Err(EmbeddingError::InsufficientDisk { path: root, needed, available });
+                    return Err(EmbeddingError::InsufficientDisk {
+                        path: root,
+                        needed,
+                        available,
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    async fn remove_candidate_locked(&self, candidate: &eviction::EvictionCandidate) -> EmbeddingResult<()> {
+    async fn remove_candidate_locked(
+        &self,
+        candidate: &eviction::EvictionCandidate,
+    ) -> EmbeddingResult<()> {
         let etag = candidate.blob_name.split('.').next().unwrap_or_default();
         let lock_path = self
             .layout
@@ -859,14 +1037,31 @@ impl ModelArtifactManager {
 
     /// Evicts least recently used blobs until the cache is at most `max_bytes`. Blobs the
     /// manifest needs are kept unless `include_manifest` is set. With `dry_run`, only reports.
-    pub async fn collect_garbage(&self, max_bytes: u64, include_manifest: bool, dry_run: bool) -> EmbeddingResult<EvictionReport> {
+    pub async fn collect_garbage(
+        &self,
+        max_bytes: u64,
+        include_manifest: bool,
+        dry_run: bool,
+    ) -> EmbeddingResult<EvictionReport> {
         let size_before = self.cache_size();
-        let mut report = EvictionReport { size_before, size_after: size_before, dry_run, ..EvictionReport::default() };
+        let mut report = EvictionReport {
+            size_before,
+            size_after: size_before,
+            dry_run,
+            ..EvictionReport::default()
+        };
         if size_before <= max_bytes {
             return Ok(report);
         }
-        let protected = if include_manifest { HashSet::new() } else { self.protected_blobs() };
-        let chosen = eviction::select(eviction::candidates(&self.layout, &protected), size_before - max_bytes);
+        let protected = if include_manifest {
+            HashSet::new()
+        } else {
+            self.protected_blobs()
+        };
+        let chosen = eviction::select(
+            eviction::candidates(&self.layout, &protected),
+            size_before - max_bytes,
+        );
         for candidate in chosen {
             if !dry_run {
                 self.remove_candidate_locked(&candidate).await?;
@@ -874,7 +1069,11 @@ impl ModelArtifactManager {
             report.freed_bytes += candidate.bytes;
             report.removed.push(candidate);
         }
-        report.size_after = if dry_run { size_before.saturating_sub(report.freed_bytes) } else { self.cache_size() };
+        report.size_after = if dry_run {
+            size_before.saturating_sub(report.freed_bytes)
+        } else {
+            self.cache_size()
+        };
         Ok(report)
     }
 
@@ -922,10 +1121,13 @@ impl ModelArtifactManager {
             };
             let state = self.inspect(artifact);
             let (expected, source) = Self::expected_hash(artifact, &state);
-            let size = artifact.size_bytes.or(state.stamp.as_ref().map(|s| s.fingerprint.size));
+            let size = artifact
+                .size_bytes
+                .or(state.stamp.as_ref().map(|s| s.fingerprint.size));
             let ready = state.snapshot.is_some()
                 && (state.stamp_valid
-                    || (!self.config.verify_checksums && artifact.size_bytes.is_none_or(|s| state.size == Some(s))));
+                    || (!self.config.verify_checksums
+                        && artifact.size_bytes.is_none_or(|s| state.size == Some(s))));
             let failure = match self.status(artifact.model_id) {
                 DownloadStatus::Failed { error, .. } => Some(error),
                 _ => None,
@@ -945,7 +1147,9 @@ impl ModelArtifactManager {
                     report.downloaded_bytes += state.size.unwrap_or(0);
                 }
                 ReadinessState::Failed => {
-                    report.failed_models.push((artifact.model_id, failure.clone().unwrap_or_default()));
+                    report
+                        .failed_models
+                        .push((artifact.model_id, failure.clone().unwrap_or_default()));
                     report.downloaded_bytes += state.partial_bytes;
                 }
                 _ => {
@@ -990,7 +1194,9 @@ impl ModelArtifactManager {
     pub async fn clear_models(&self, models: &[ModelId]) -> EmbeddingResult<u64> {
         let before = self.cache_size();
         for model_id in models {
-            let Ok(artifact) = self.artifact(*model_id) else { continue };
+            let Ok(artifact) = self.artifact(*model_id) else {
+                continue;
+            };
             let state = self.inspect(artifact);
             let repo = artifact.repo_id.as_str();
             let repo_dir = self.layout.repo_dir(repo);
@@ -1006,9 +1212,15 @@ impl ModelArtifactManager {
                 cache::remove_empty_parents(&snapshot, &repo_dir.join("snapshots"));
                 let stamp = self.layout.stamp_path(repo, commit, &artifact.filename);
                 cache::remove_entry(&stamp)?;
-                if !self.layout.snapshot_path(repo, commit, "x").parent().is_some_and(Path::exists) {
+                if !self
+                    .layout
+                    .snapshot_path(repo, commit, "x")
+                    .parent()
+                    .is_some_and(Path::exists)
+                {
                     let reference = self.layout.ref_path(repo, artifact.revision_or_default());
-                    if std::fs::read_to_string(&reference).ok().as_deref() == Some(commit.as_str()) {
+                    if std::fs::read_to_string(&reference).ok().as_deref() == Some(commit.as_str())
+                    {
                         cache::remove_entry(&reference)?;
                         cache::remove_empty_parents(&reference, &repo_dir.join("refs"));
                     }

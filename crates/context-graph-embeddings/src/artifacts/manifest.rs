@@ -129,10 +129,11 @@ impl Manifest {
 
     /// Reads and validates a manifest file.
     pub fn from_path(path: &Path) -> EmbeddingResult<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| EmbeddingError::ManifestRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| EmbeddingError::ManifestRead {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -244,7 +245,11 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
         reason,
     };
     let Value::Object(object) = item else {
-        return Err(fail(&label, "model_id", "entry is not a JSON object".to_owned()));
+        return Err(fail(
+            &label,
+            "model_id",
+            "entry is not a JSON object".to_owned(),
+        ));
     };
     let model_id = match object.get("model_id") {
         Some(Value::String(name)) => name
@@ -273,7 +278,10 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
                 return Err(fail(
                     &label,
                     "builtin",
-                    format!("a built-in entry takes no other fields, found `{}`", truncate(extra)),
+                    format!(
+                        "a built-in entry takes no other fields, found `{}`",
+                        truncate(extra)
+                    ),
                 ));
             }
             return Ok(ManifestEntry::Builtin(model_id));
@@ -399,7 +407,9 @@ pub fn validate_repo_id(repo_id: &str) -> Result<(), String> {
     }
     let parts: Vec<&str> = repo_id.split('/').collect();
     if parts.len() > 2 {
-        return Err(format!("`{shown}` has more than one `/`; expected `name` or `org/name`"));
+        return Err(format!(
+            "`{shown}` has more than one `/`; expected `name` or `org/name`"
+        ));
     }
     for part in parts {
         let valid_chars = part
@@ -424,10 +434,14 @@ pub fn validate_filename(filename: &str) -> Result<(), String> {
         return Err("must be 1 to 1024 characters".to_owned());
     }
     if filename.starts_with('/') || Path::new(filename).is_absolute() {
-        return Err(format!("`{shown}` is absolute; it must be a path inside the repo"));
+        return Err(format!(
+            "`{shown}` is absolute; it must be a path inside the repo"
+        ));
     }
     if filename.contains('\\') {
-        return Err(format!("`{shown}` contains a backslash; use `/` between folders"));
+        return Err(format!(
+            "`{shown}` contains a backslash; use `/` between folders"
+        ));
     }
     if filename.chars().any(char::is_control) {
         return Err("contains control characters".to_owned());
@@ -560,9 +574,21 @@ mod tests {
             (r#"{"model_id":"Nope","builtin":true}"#, "model_id"),
             (r#"{"model_id":"semantic","builtin":true}"#, "model_id"),
             (r#"{"builtin":true}"#, "model_id"),
-            (&GOOD.replace("\"sha256\":null", "\"sha256\":\"abc123...\""), "sha256"),
-            (&GOOD.replace("\"sha256\":null", &format!("\"sha256\":\"{}\"", "g".repeat(64))), "sha256"),
-            (&GOOD.replace("model.safetensors", "/etc/passwd"), "filename"),
+            (
+                &GOOD.replace("\"sha256\":null", "\"sha256\":\"abc123...\""),
+                "sha256",
+            ),
+            (
+                &GOOD.replace(
+                    "\"sha256\":null",
+                    &format!("\"sha256\":\"{}\"", "g".repeat(64)),
+                ),
+                "sha256",
+            ),
+            (
+                &GOOD.replace("model.safetensors", "/etc/passwd"),
+                "filename",
+            ),
             (&GOOD.replace("model.safetensors", "../../x"), "filename"),
             (&GOOD.replace("model.safetensors", "a\\\\b"), "filename"),
             (&GOOD.replace("org/name", "org/../x"), "repo_id"),
@@ -570,8 +596,14 @@ mod tests {
             (&GOOD.replace("org/name", "org--x/name"), "repo_id"),
             (&GOOD.replace("\"main\"", "\"../main\""), "revision"),
             (&GOOD.replace("\"main\"", "\"a b\""), "revision"),
-            (&GOOD.replace("\"size_bytes\":null", "\"size_bytes\":-1"), "size_bytes"),
-            (&GOOD.replace("\"size_bytes\":null", "\"size_bytes\":99999999999999999"), "size_bytes"),
+            (
+                &GOOD.replace("\"size_bytes\":null", "\"size_bytes\":-1"),
+                "size_bytes",
+            ),
+            (
+                &GOOD.replace("\"size_bytes\":null", "\"size_bytes\":99999999999999999"),
+                "size_bytes",
+            ),
             (&GOOD.replace("\"revision\"", "\"revison\""), "model_id"),
         ];
         for (entry, field) in cases {
@@ -622,8 +654,17 @@ mod tests {
 
     #[test]
     fn formats_follow_the_extension() {
-        assert_eq!(WeightFormat::from_filename("a/model.safetensors"), WeightFormat::Safetensors);
-        assert_eq!(WeightFormat::from_filename("pytorch_model.bin"), WeightFormat::PytorchPickle);
-        assert_eq!(WeightFormat::from_filename("model.onnx"), WeightFormat::Other);
+        assert_eq!(
+            WeightFormat::from_filename("a/model.safetensors"),
+            WeightFormat::Safetensors
+        );
+        assert_eq!(
+            WeightFormat::from_filename("pytorch_model.bin"),
+            WeightFormat::PytorchPickle
+        );
+        assert_eq!(
+            WeightFormat::from_filename("model.onnx"),
+            WeightFormat::Other
+        );
     }
 }

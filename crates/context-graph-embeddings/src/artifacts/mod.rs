@@ -10,6 +10,7 @@
 //! | [`hub`] | the Hub's HTTP protocol and error codes |
 //! | [`cache`] | the Hugging Face cache layout |
 //! | [`lock`] | cross-process blob locks compatible with `huggingface_hub` |
+//! | [`pinning`] | filling a manifest's pins from the Hub |
 //! | [`eviction`] | the cache size limit and LRU eviction |
 //! | [`retry`] | retry policy and failure classification |
 //! | [`progress`] | typed progress events |
@@ -25,6 +26,7 @@ pub mod hub;
 pub mod lock;
 pub mod manager;
 pub mod manifest;
+pub mod pinning;
 pub mod progress;
 pub mod retry;
 pub mod verification;
@@ -36,5 +38,6 @@ pub use manager::{
     ReadinessReport, ReadinessState, VerifyOutcome,
 };
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
+pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
 pub use retry::RetryPolicy;

@@ -130,13 +130,18 @@ mod tests {
             max_delay: Duration::from_secs(8),
             max_server_delay: Duration::from_secs(60),
         };
-        let full: Vec<u64> = (1..=6).map(|r| policy.delay(r, None, 1.0).as_secs()).collect();
+        let full: Vec<u64> = (1..=6)
+            .map(|r| policy.delay(r, None, 1.0).as_secs())
+            .collect();
         assert_eq!(full, [1, 2, 4, 8, 8, 8]);
         let low = policy.delay(3, None, 0.0);
         assert_eq!(low, Duration::from_secs(2));
         for jitter in [0.0, 0.3, 0.99] {
             let d = policy.delay(4, None, jitter);
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
         }
     }
 
@@ -159,14 +164,20 @@ mod tests {
             policy.delay(1, Some(Duration::from_secs(100_000)), 0.0),
             policy.max_server_delay
         );
-        assert_eq!(RetryPolicy::immediate().delay(5, Some(Duration::from_secs(9)), 0.5), Duration::ZERO);
+        assert_eq!(
+            RetryPolicy::immediate().delay(5, Some(Duration::from_secs(9)), 0.5),
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn parses_retry_after_and_ratelimit() {
         assert_eq!(parse_retry_after(" 12 "), Some(Duration::from_secs(12)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_ratelimit("\"api\";r=0;t=55"), Some(Duration::from_secs(56)));
+        assert_eq!(
+            parse_ratelimit("\"api\";r=0;t=55"),
+            Some(Duration::from_secs(56))
+        );
         assert_eq!(parse_ratelimit("\"api\";r=3;t=55"), None);
         assert_eq!(parse_ratelimit("garbage"), None);
     }

@@ -34,7 +34,11 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Feeds at most `limit` bytes of `reader` into `hasher`; returns how many were read.
-pub fn hash_reader_into(reader: &mut impl Read, hasher: &mut Sha256, limit: u64) -> io::Result<u64> {
+pub fn hash_reader_into(
+    reader: &mut impl Read,
+    hasher: &mut Sha256,
+    limit: u64,
+) -> io::Result<u64> {
     let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     let mut total = 0u64;
     while total < limit {

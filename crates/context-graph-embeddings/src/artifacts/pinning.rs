@@ -1,0 +1,122 @@
+//! Pinning a manifest from the Hub: each entry's revision resolved to a commit, and the
+//! file's SHA-256 and size read from the Hub's `paths-info` API at that commit. Gaps are
+//! filled; a known pin that the Hub contradicts is reported as a change for the caller to
+//! refuse or accept (a commit's content never changes, so a changed pin is a red flag).
+
+use serde::Serialize;
+
+use super::manager::ModelArtifactManager;
+use super::manifest::{is_commit_hash, Manifest, ManifestEntry};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
+use crate::model_id::ModelId;
+
+/// One field of one entry that pinning fills or changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinChange {
+    /// The model.
+    pub model_id: ModelId,
+    /// `revision`, `sha256` or `size_bytes`.
+    pub field: &'static str,
+    /// The manifest's value (`None` when unknown).
+    pub old: Option<String>,
+    /// The Hub's value.
+    pub new: String,
+}
+
+/// The result of pinning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinOutcome {
+    /// The manifest with every value taken from the Hub.
+    pub manifest: Manifest,
+    /// Unknown values now known, and branches resolved to commits.
+    pub filled: Vec<PinChange>,
+    /// Known values the Hub contradicts.
+    pub changed: Vec<PinChange>,
+}
+
+impl ModelArtifactManager {
+    /// Asks the Hub for every artifact's commit, SHA-256 and size, and returns a fully pinned
+    /// manifest with the differences. Writes nothing. Fails in offline mode.
+    pub async fn pin_manifest(&self) -> EmbeddingResult<PinOutcome> {
+        let mut manifest = self.manifest().clone();
+        let mut filled = Vec::new();
+        let mut changed = Vec::new();
+        let mut failures = Vec::new();
+        for entry in &mut manifest.entries {
+            let ManifestEntry::Artifact(artifact) = entry else {
+                continue;
+            };
+            let location = FileLocation {
+                model_id: artifact.model_id,
+                repo_id: artifact.repo_id.clone(),
+                revision: artifact.revision_or_default().to_owned(),
+                filename: artifact.filename.clone(),
+            };
+            if self.config().offline {
+                failures.push((
+                    artifact.model_id,
+                    EmbeddingError::OfflineMissing { location },
+                ));
+                continue;
+            }
+            let result = async {
+                let commit = if is_commit_hash(&location.revision) {
+                    location.revision.clone()
+                } else {
+                    self.hub().resolve_revision(&location).await?
+                };
+                let (sha256, size) = self.hub().lfs_info(&location, &commit).await?;
+                Ok::<_, EmbeddingError>((commit, sha256, size))
+            }
+            .await;
+            let (commit, sha256, size) = match result {
+                Ok(values) => values,
+                Err(error) => {
+                    failures.push((artifact.model_id, error));
+                    continue;
+                }
+            };
+            let model_id = artifact.model_id;
+            if artifact.revision.as_deref() != Some(commit.as_str()) {
+                filled.push(PinChange {
+                    model_id,
+                    field: "revision",
+                    old: artifact.revision.clone(),
+                    new: commit.clone(),
+                });
+                artifact.revision = Some(commit);
+            }
+            let mut record = |field: &'static str, old: Option<String>, new: String| match old {
+                None => filled.push(PinChange {
+                    model_id,
+                    field,
+                    old: None,
+                    new,
+                }),
+                Some(old) if old != new => changed.push(PinChange {
+                    model_id,
+                    field,
+                    old: Some(old),
+                    new,
+                }),
+                Some(_) => {}
+            };
+            record("sha256", artifact.sha256.clone(), sha256.clone());
+            record(
+                "size_bytes",
+                artifact.size_bytes.map(|s| s.to_string()),
+                size.to_string(),
+            );
+            artifact.sha256 = Some(sha256);
+            artifact.size_bytes = Some(size);
+        }
+        if !failures.is_empty() {
+            return Err(EmbeddingError::DownloadsFailed(failures));
+        }
+        Ok(PinOutcome {
+            manifest,
+            filled,
+            changed,
+        })
+    }
+}

@@ -1,0 +1,5 @@
+mod cache_limits;
+mod faults;
+mod pipeline;
+mod resume;
+mod spec;

@@ -1,0 +1,5 @@
+//! Integration tests of the artifact manager against the loopback Hub emulator.
+//! Test names start with `artifacts::` so that `cargo test artifacts` runs them.
+
+mod artifacts;
+mod support;

@@ -1,0 +1,213 @@
+//! Test fixtures: a Hub emulator serving small synthetic models, a 12-entry manifest that
+//! points at them, and a manager configuration with a private cache and fast retries.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use context_graph_embeddings::artifacts::{
+    ArtifactManagerConfig, ModelArtifactManager, ProgressEvent, RetryPolicy,
+};
+use context_graph_embeddings::ModelId;
+use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
+
+/// One served model file.
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    pub repo_id: String,
+    pub filename: String,
+    pub commit: String,
+    pub content: Vec<u8>,
+    pub sha256: String,
+    pub pinned: bool,
+}
+
+/// A running emulator plus a manifest and cache for one test.
+pub struct Fixture {
+    pub hub: HubEmulator,
+    pub dir: tempfile::TempDir,
+    pub manifest_path: PathBuf,
+    pub files: BTreeMap<ModelId, ServedFile>,
+}
+
+/// What to serve for one model.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    pub id: ModelId,
+    pub size: u64,
+    pub pinned: bool,
+}
+
+pub fn model(id: ModelId, size: u64, pinned: bool) -> Model {
+    Model { id, size, pinned }
+}
+
+pub fn commit_for(id: ModelId) -> String {
+    synth::sha256_hex(id.as_str().as_bytes())[..40].to_owned()
+}
+
+impl Fixture {
+    /// Serves each model from its own repo `test-org/<name>` at a fixed commit.
+    pub fn new(models: &[Model]) -> Fixture {
+        Self::with(models, |b, _| b)
+    }
+
+    /// Like `new`, with a hook to adjust each repo (e.g. gating) and the builder.
+    pub fn with(models: &[Model], adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec) -> Fixture {
+        let mut builder = HubBuilder::new();
+        let mut files = BTreeMap::new();
+        for (i, m) in models.iter().enumerate() {
+            let repo_id = format!("test-org/{}", m.id.as_str().to_ascii_lowercase());
+            let filename = if m.id == ModelId::Causal {
+                "pytorch_model.bin"
+            } else {
+                "model.safetensors"
+            };
+            let content = synth::safetensors(m.size, 1000 + i as u64);
+            let commit = commit_for(m.id);
+            let spec = RepoSpec::new(&repo_id)
+                .lfs_file(filename, content.clone())
+                .regular_file("config.json", format!("{{\"model\":\"{}\"}}", m.id))
+                .commit_sha(&commit);
+            builder = builder.repo(adjust(spec, m.id));
+            files.insert(
+                m.id,
+                ServedFile {
+                    repo_id,
+                    filename: filename.to_owned(),
+                    commit,
+                    sha256: synth::sha256_hex(&content),
+                    content,
+                    pinned: m.pinned,
+                },
+            );
+        }
+        let hub = builder.start().expect("emulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifest_path = dir.path().join("manifest.json");
+        let fixture = Fixture {
+            hub,
+            dir,
+            manifest_path,
+            files,
+        };
+        fixture.write_manifest(|_, _| {});
+        fixture
+    }
+
+    /// Writes the manifest, letting `edit` change each artifact entry.
+    pub fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
+        let entries: Vec<serde_json::Value> = ModelId::ALL
+            .iter()
+            .map(|id| match self.files.get(id) {
+                Some(f) => {
+                    let mut entry = serde_json::json!({
+                        "model_id": id.as_str(),
+                        "repo_id": f.repo_id,
+                        "filename": f.filename,
+                        "sha256": if f.pinned { Some(f.sha256.clone()) } else { None },
+                        "size_bytes": if f.pinned { Some(f.content.len() as u64) } else { None },
+                        "revision": f.commit,
+                    });
+                    edit(*id, &mut entry);
+                    entry
+                }
+                None => serde_json::json!({ "model_id": id.as_str(), "builtin": true }),
+            })
+            .collect();
+        std::fs::write(
+            &self.manifest_path,
+            serde_json::to_string_pretty(&entries).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("hub")
+    }
+
+    /// A configuration against the emulator: private cache, no implicit token, fast retries.
+    pub fn config(&self) -> ArtifactManagerConfig {
+        ArtifactManagerConfig {
+            cache_dir: self.cache_dir(),
+            endpoint: self.hub.endpoint(),
+            manifest_path: Some(self.manifest_path.clone()),
+            hf_token: None,
+            implicit_token: false,
+            offline: false,
+            use_symlinks: true,
+            max_concurrent_downloads: 4,
+            retry_attempts: 4,
+            download_timeout: Duration::from_secs(5),
+            retry_policy: RetryPolicy {
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+                max_server_delay: Duration::from_millis(50),
+            },
+            progress_interval: Duration::from_millis(1),
+            ..ArtifactManagerConfig::from_env()
+        }
+    }
+
+    pub fn manager(&self) -> ModelArtifactManager {
+        ModelArtifactManager::new(self.config()).expect("manager")
+    }
+
+    pub fn file(&self, id: ModelId) -> &ServedFile {
+        &self.files[&id]
+    }
+
+    pub fn blob_path(&self, id: ModelId) -> PathBuf {
+        let f = self.file(id);
+        self.cache_dir()
+            .join(format!("models--{}", f.repo_id.replace('/', "--")))
+            .join("blobs")
+            .join(&f.sha256)
+    }
+
+    pub fn blobs_dir(&self, id: ModelId) -> PathBuf {
+        self.blob_path(id).parent().unwrap().to_path_buf()
+    }
+
+    pub fn snapshot_path(&self, id: ModelId) -> PathBuf {
+        let f = self.file(id);
+        self.cache_dir()
+            .join(format!("models--{}", f.repo_id.replace('/', "--")))
+            .join("snapshots")
+            .join(&f.commit)
+            .join(&f.filename)
+    }
+
+    /// GET requests whose path contains `needle`.
+    pub fn gets(&self, needle: &str) -> Vec<hub_emulator::RequestRecord> {
+        self.hub
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.contains(needle))
+            .collect()
+    }
+}
+
+/// Collects every event already sent.
+pub fn drain(receiver: &mut tokio::sync::broadcast::Receiver<ProgressEvent>) -> Vec<ProgressEvent> {
+    let mut events = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        events.push(event);
+    }
+    events
+}
+
+/// Names of the partial downloads in a folder.
+pub fn partials(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".incomplete"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
