@@ -243,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn default_manifest_is_servable() {
+        let manifest: Value = serde_json::from_str(DEFAULT_MANIFEST).expect("valid JSON");
+        let options = ManifestOptions {
+            scale: 1e-6,
+            gate_token: None,
+        };
+        let served = hub_from_manifest(&manifest, &options).expect("servable");
+        if DEFAULT_MANIFEST_FOUND {
+            assert!(!served.models.is_empty());
+            assert!(served.notes.is_empty(), "{:?}", served.notes);
+        }
+    }
+
+    #[test]
     fn rejects_bad_manifests() {
         let options = ManifestOptions::default();
         assert!(hub_from_manifest(&serde_json::json!({}), &options).is_err());

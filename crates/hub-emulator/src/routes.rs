@@ -237,21 +237,23 @@ fn resolve(
     segments: &[&str],
     ignore_range: bool,
 ) -> Response {
-    let candidates = [
+    // `org/name/resolve/...` or `name/resolve/...`; prefer the reading that names a known repo.
+    let candidates: Vec<(String, usize)> = [
         (segments.get(2) == Some(&"resolve")).then(|| (segments[..2].join("/"), 3)),
         (segments.get(1) == Some(&"resolve")).then(|| (segments[0].to_owned(), 2)),
-    ];
-    let mut candidates = candidates
-        .into_iter()
-        .flatten()
-        .map(|(id, rest)| (percent_decode(&id, false), rest));
-    let Some(first) = candidates.next() else {
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(id, rest)| (percent_decode(&id, false), rest))
+    .collect();
+    let Some((repo_id, rest)) = candidates
+        .iter()
+        .find(|(id, _)| ctx.store.repos.contains_key(id))
+        .or(candidates.first())
+        .cloned()
+    else {
         return not_found();
     };
-    let (repo_id, rest) = std::iter::once(first.clone())
-        .chain(candidates)
-        .find(|(id, _)| ctx.store.repos.contains_key(id))
-        .unwrap_or(first);
     if !is_get_or_head(request) {
         return method_not_allowed("GET, HEAD");
     }
