@@ -126,6 +126,7 @@ impl CacheLayout {
         if fs::read_to_string(&path).ok().as_deref() == Some(commit) {
             return Ok(());
         }
+        super::failpoint::hit("ref.before_write");
         write_atomic(&path, commit.as_bytes())
     }
 
@@ -172,10 +173,12 @@ impl CacheLayout {
             fs::copy(&blob, &temporary)
                 .map_err(|e| EmbeddingError::io("cannot copy blob to", &temporary, e))?;
         }
+        super::failpoint::hit("snapshot.before_link");
         fs::rename(&temporary, &target).map_err(|e| {
             let _ = fs::remove_file(&temporary);
             EmbeddingError::io("cannot place snapshot entry", &target, e)
         })?;
+        super::failpoint::hit("snapshot.after_link");
         Ok(target)
     }
 

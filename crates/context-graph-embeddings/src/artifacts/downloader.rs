@@ -470,7 +470,9 @@ async fn check_and_persist(
         let file = OpenOptions::new().write(true).open(&from)?;
         file.sync_all()?;
         drop(file);
+        super::failpoint::hit("download.before_rename");
         fs::rename(&from, &to)?;
+        super::failpoint::hit("download.after_rename");
         if let Some(dir) = to.parent() {
             if let Ok(dir) = File::open(dir) {
                 let _ = dir.sync_all();
@@ -547,6 +549,7 @@ fn write_and_hash(
         }
         hasher.update(&chunk);
         written += chunk.len() as u64;
+        super::failpoint::hit("download.chunk");
     }
     (hasher, written, file.flush())
 }

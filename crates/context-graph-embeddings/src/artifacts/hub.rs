@@ -196,13 +196,27 @@ impl HubClient {
         if_range: Option<&str>,
         location: &FileLocation,
     ) -> EmbeddingResult<Response> {
+        self.get_range(url, start, None, if_range, location).await
+    }
+
+    /// `GET` of bytes `start..=end` (`end` `None`: to the end of the file); see
+    /// [`get_from`](Self::get_from).
+    pub async fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        end: Option<u64>,
+        if_range: Option<&str>,
+        location: &FileLocation,
+    ) -> EmbeddingResult<Response> {
         let mut current = parse_url(url, location)?;
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self
                 .authorize(self.client.get(current.clone()), &current)
                 .header(header::ACCEPT_ENCODING, "identity");
-            if start > 0 {
-                request = request.header(header::RANGE, format!("bytes={start}-"));
+            if start > 0 || end.is_some() {
+                let end = end.map(|e| e.to_string()).unwrap_or_default();
+                request = request.header(header::RANGE, format!("bytes={start}-{end}"));
                 if let Some(validator) = if_range {
                     request = request.header(header::IF_RANGE, validator);
                 }

@@ -12,6 +12,7 @@
 //! | [`lock`] | cross-process blob locks compatible with `huggingface_hub` |
 //! | [`pinning`] | filling a manifest's pins from the Hub |
 //! | [`eviction`] | the cache size limit and LRU eviction |
+//! | [`failpoint`] | crash points for crash-safety tests |
 //! | [`retry`] | retry policy and failure classification |
 //! | [`progress`] | typed progress events |
 //! | [`environment`] | `HF_*` environment variables |
@@ -22,6 +23,7 @@ pub mod config;
 pub mod downloader;
 pub mod environment;
 pub mod eviction;
+pub mod failpoint;
 pub mod hub;
 pub mod lock;
 pub mod manager;
