@@ -50,33 +50,37 @@ impl RequestRecord {
 /// can correct its own entry (bytes sent) after the client went away.
 #[derive(Default)]
 pub(crate) struct RequestLog {
-    entries: Mutex<Vec<(u64, RequestRecord)>>,
-    next_seq: Mutex<u64>,
+    inner: Mutex<LogInner>,
+}
+
+#[derive(Default)]
+struct LogInner {
+    last_seq: u64,
+    entries: Vec<(u64, RequestRecord)>,
 }
 
 impl RequestLog {
     /// Appends `record` and returns its sequence number.
     pub(crate) fn push(&self, record: RequestRecord) -> u64 {
-        let seq = {
-            let mut next = lock(&self.next_seq);
-            *next += 1;
-            *next
-        };
-        lock(&self.entries).push((seq, record));
+        let mut inner = lock(&self.inner);
+        inner.last_seq += 1;
+        let seq = inner.last_seq;
+        inner.entries.push((seq, record));
         seq
     }
 
     /// Sets the bytes-sent count of entry `seq`, if it is still in the log.
     pub(crate) fn set_body_bytes_sent(&self, seq: u64, sent: u64) {
-        let mut entries = lock(&self.entries);
-        if let Some((_, record)) = entries.iter_mut().rev().find(|(s, _)| *s == seq) {
+        let mut inner = lock(&self.inner);
+        if let Some((_, record)) = inner.entries.iter_mut().rev().find(|(s, _)| *s == seq) {
             record.body_bytes_sent = sent;
         }
     }
 
     /// A copy of every entry, oldest first.
     pub(crate) fn snapshot(&self) -> Vec<RequestRecord> {
-        lock(&self.entries)
+        lock(&self.inner)
+            .entries
             .iter()
             .map(|(_, record)| record.clone())
             .collect()
@@ -84,7 +88,7 @@ impl RequestLog {
 
     /// Forgets every entry.
     pub(crate) fn clear(&self) {
-        lock(&self.entries).clear();
+        lock(&self.inner).entries.clear();
     }
 }
 

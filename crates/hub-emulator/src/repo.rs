@@ -442,23 +442,28 @@ fn hash_parallel(files: &[&SpecFile]) -> Vec<FileEntry> {
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<FileEntry>> =
-        std::iter::repeat_with(|| None).take(files.len()).collect();
-    let done = std::sync::Mutex::new(&mut results);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(file) = files.get(i) else { break };
-                let entry = FileEntry::new(file.path.clone(), file.content.clone(), file.lfs);
-                crate::log::lock(&done)[i] = Some(entry);
-            });
-        }
+    let mut hashed: Vec<(usize, FileEntry)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(file) = files.get(i) else { break done };
+                        let entry =
+                            FileEntry::new(file.path.clone(), file.content.clone(), file.lfs);
+                        done.push((i, entry));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("hashing thread panicked"))
+            .collect()
     });
-    results
-        .into_iter()
-        .map(|e| e.expect("every file was hashed"))
-        .collect()
+    hashed.sort_unstable_by_key(|(i, _)| *i);
+    hashed.into_iter().map(|(_, entry)| entry).collect()
 }
 
 #[cfg(test)]

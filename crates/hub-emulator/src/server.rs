@@ -480,6 +480,7 @@ impl Exchange {
         request: Request,
     ) -> io::Result<bool> {
         let head_only = request.is_head() || self.response.status == 304;
+        let keep_alive = request.keep_alive();
         let plan = BodyPlan::new(&self.body_faults, self.response.body.len() as u64);
         let planned = if head_only || self.reset {
             0
@@ -488,10 +489,10 @@ impl Exchange {
         };
         let record = RequestRecord {
             host,
-            method: request.method.clone(),
-            path: request.path.clone(),
-            query: request.query.clone(),
-            headers: request.headers.clone(),
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
             status: if self.reset { 0 } else { self.response.status },
             body_bytes_sent: planned,
         };
@@ -500,7 +501,7 @@ impl Exchange {
         if self.reset {
             return Ok(false);
         }
-        let keep_open = request.keep_alive() && !plan.closes;
+        let keep_open = keep_alive && !plan.closes;
         if head_only || (self.body_faults.is_empty() && self.response.body.len() <= SMALL_BODY) {
             write_plain(stream, &self.response, head_only, keep_open).await?;
             return Ok(keep_open);
@@ -517,7 +518,8 @@ impl Exchange {
     }
 }
 
-/// Writes a response without body faults (head and small body in one `write`).
+/// Writes a response without body faults whose body is small (or left out): head and body in
+/// one `write`.
 async fn write_plain(
     stream: &mut TcpStream,
     response: &Response,
@@ -526,12 +528,8 @@ async fn write_plain(
 ) -> io::Result<()> {
     let mut out = render_head(response, response.body.len() as u64, keep_open);
     if !head_only {
-        if response.body.len() <= SMALL_BODY {
-            out.extend_from_slice(&response.body);
-        } else {
-            stream.write_all(&out).await?;
-            return stream.write_all(&response.body).await;
-        }
+        debug_assert!(response.body.len() <= SMALL_BODY);
+        out.extend_from_slice(&response.body);
     }
     stream.write_all(&out).await
 }
