@@ -163,29 +163,48 @@ fn stall_is_observable_between_bytes() {
     ));
     let mut stream =
         std::net::TcpStream::connect(hub.cdn_origin().trim_start_matches("http://")).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", cdn_path()).as_bytes(),
-    )
-    .unwrap();
+    let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", cdn_path());
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut received = Vec::new();
     let mut chunk = [0u8; 65536];
-    // Read until the stall makes a read time out.
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(n) if n > 0 => received.extend_from_slice(&chunk[..n]),
-            _ => break,
-        }
+    let body_len = |received: &[u8]| {
+        received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| received.len() - (i + 4))
+    };
+    while body_len(&received).is_none_or(|n| n < 100) {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early");
+        received.extend_from_slice(&chunk[..n]);
     }
-    let head_len = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert_eq!(
-        received.len() - head_len,
-        100,
+        body_len(&received),
+        Some(100),
         "exactly 100 body bytes before the stall"
     );
+    // Nothing more arrives for a while...
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        stream.read(&mut chunk).is_err(),
+        "data arrived during the stall"
+    );
+    // ...then the rest of the body.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while body_len(&received) < Some(WEIGHTS_LEN as usize) {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let head_len = received.len() - WEIGHTS_LEN as usize;
+    assert_eq!(&received[head_len..], weights());
 }
 
 #[test]
