@@ -392,18 +392,24 @@ impl Store {
         store
     }
 
-    /// Makes a new commit on `main` of `repo_id` with `path` replaced or added; returns its sha.
-    /// An existing path keeps its storage kind (LFS or not); a new one follows [`is_lfs_path`].
-    pub(crate) fn set_file(&mut self, repo_id: &str, path: &str, content: Bytes) -> Option<String> {
-        let path = path.trim_matches('/').to_owned();
+    /// Whether `path` in `repo_id` is stored with LFS: as it is on `main` if it exists there,
+    /// else by [`is_lfs_path`]. `None` if there is no such repo.
+    pub(crate) fn stores_with_lfs(&self, repo_id: &str, path: &str) -> Option<bool> {
+        let main = self.repos.get(repo_id)?.main();
+        Some(
+            main.files
+                .get(path)
+                .map_or_else(|| is_lfs_path(path), |f| f.lfs.is_some()),
+        )
+    }
+
+    /// Makes a new commit on `main` of `repo_id` with `entry` replacing or adding its path;
+    /// returns the new sha. `None` if there is no such repo.
+    pub(crate) fn commit_file(&mut self, repo_id: &str, entry: FileEntry) -> Option<String> {
         let repo = self.repos.get(repo_id)?;
         let parent = repo.main();
-        let lfs = parent
-            .files
-            .get(&path)
-            .map_or_else(|| is_lfs_path(&path), |f| f.lfs.is_some());
         let mut files = parent.files.clone();
-        files.insert(path.clone(), Arc::new(FileEntry::new(path, content, lfs)));
+        files.insert(entry.path.clone(), Arc::new(entry));
         let mut sha = Commit::derive_sha(repo_id, Some(&parent.sha), &files);
         // Setting identical content twice must still yield a new commit id.
         while repo.commits.contains_key(&sha) {
@@ -522,22 +528,29 @@ mod tests {
         assert!(main.entry("su").is_none());
     }
 
+    fn set_file(store: &mut Store, repo_id: &str, path: &str, content: Bytes) -> Option<String> {
+        let lfs = store.stores_with_lfs(repo_id, path)?;
+        store.commit_file(repo_id, FileEntry::new(path.to_owned(), content, lfs))
+    }
+
     #[test]
     fn set_file_makes_new_commits() {
         let mut store = store();
         let first = store.repos["org/m"].main().sha.clone();
-        let second = store
-            .set_file("org/m", "config.json", Bytes::from("{}"))
-            .unwrap();
-        let third = store
-            .set_file("org/m", "config.json", Bytes::from("{}"))
-            .unwrap();
+        let second = set_file(&mut store, "org/m", "config.json", Bytes::from("{}")).unwrap();
+        let third = set_file(&mut store, "org/m", "config.json", Bytes::from("{}")).unwrap();
         assert_ne!(first, second);
         assert_ne!(second, third);
         let repo = &store.repos["org/m"];
         assert_eq!(repo.resolve("main").unwrap().sha, third);
         assert_eq!(repo.resolve("refs/pr/1").unwrap().sha, first);
         assert_eq!(repo.resolve(&first.to_uppercase()).unwrap().sha, first);
-        assert!(store.set_file("nope", "a", Bytes::new()).is_none());
+        assert!(set_file(&mut store, "nope", "a", Bytes::new()).is_none());
+        assert_eq!(
+            store.stores_with_lfs("org/m", "model.safetensors"),
+            Some(true)
+        );
+        assert_eq!(store.stores_with_lfs("org/m", "new.bin"), Some(true));
+        assert_eq!(store.stores_with_lfs("org/m", "config.json"), Some(false));
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use crate::fault::{Fault, FaultBook, FaultRule, FaultSubject};
 use crate::http::{self, read_request, reason_phrase, ReadOutcome, Request, Response};
 use crate::log::{lock, Host, RequestLog, RequestRecord};
-use crate::repo::{RepoSpec, Store};
+use crate::repo::{FileEntry, RepoSpec, Store};
 use crate::routes::{self, RouteContext};
 
 /// Responses up to this size are written with their head in a single `write`.
@@ -297,15 +297,21 @@ impl HubEmulator {
     ///
     /// If `repo_id` is not a repo of this emulator.
     pub fn set_file(&self, repo_id: &str, path: &str, content: impl Into<Bytes>) -> String {
-        let content = content.into();
-        let mut store = self
+        let no_repo = format!("set_file: no repo {repo_id:?} in the emulator");
+        let path = path.trim_matches('/');
+        let lfs = self
             .shared
+            .store()
+            .stores_with_lfs(repo_id, path)
+            .expect(&no_repo);
+        // Hashed outside the lock: requests keep being served meanwhile.
+        let entry = FileEntry::new(path.to_owned(), content.into(), lfs);
+        self.shared
             .store
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        store
-            .set_file(repo_id, path, content)
-            .unwrap_or_else(|| panic!("set_file: no repo {repo_id:?} in the emulator"))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .commit_file(repo_id, entry)
+            .expect(&no_repo)
     }
 }
 
