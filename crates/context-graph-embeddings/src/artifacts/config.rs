@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::environment::{self, EnvLookup, ProcessEnv};
+use super::ranged::ParallelSettings;
 use super::retry::RetryPolicy;
 
 /// Configuration for the artifact manager.
@@ -54,6 +55,8 @@ pub struct ArtifactManagerConfig {
     pub retry_policy: RetryPolicy,
     /// Smallest interval between two progress events of one download.
     pub progress_interval: Duration,
+    /// Parallel ranged download of large files (connections per file, thresholds).
+    pub parallel: ParallelSettings,
 }
 
 impl ArtifactManagerConfig {
@@ -87,6 +90,7 @@ impl ArtifactManagerConfig {
             check_disk_space: true,
             retry_policy: RetryPolicy::default(),
             progress_interval: Duration::from_millis(100),
+            parallel: ParallelSettings::default(),
         }
     }
 
@@ -126,6 +130,7 @@ impl fmt::Debug for ArtifactManagerConfig {
             .field("check_disk_space", &self.check_disk_space)
             .field("retry_policy", &self.retry_policy)
             .field("progress_interval", &self.progress_interval)
+            .field("parallel", &self.parallel)
             .finish()
     }
 }

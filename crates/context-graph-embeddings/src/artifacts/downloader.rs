@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use super::cache::{new_partial_path, partial_files};
 use super::hub::{parse_content_range, strip_query, HubClient};
 use super::progress::{ProgressEmitter, ProgressKind, ProgressMeter};
+use super::ranged::{fetch_ranged, sidecar_path, ParallelSettings, RangeProgress, RangedEnd};
 use super::retry::RetryPolicy;
 use super::verification::hash_reader_into;
 use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult, FileLocation};
@@ -68,6 +69,8 @@ pub struct FetchSettings {
     pub retry_policy: RetryPolicy,
     /// Smallest interval between progress events.
     pub progress_interval: std::time::Duration,
+    /// Parallel ranged download of large files.
+    pub parallel: ParallelSettings,
 }
 
 /// A fetched, verified blob.
@@ -103,7 +106,8 @@ pub async fn fetch_blob(
 ) -> EmbeddingResult<FetchedBlob> {
     let model = request.location.model_id;
     let total = request.expected_size.unwrap_or(0);
-    let mut partial = {
+    let parallel = settings.parallel.applies_to(request.expected_size);
+    let adopted = {
         let blobs_dir = request.blobs_dir.clone();
         let etag = request.etag.clone();
         let expected_size = request.expected_size;
@@ -111,19 +115,109 @@ pub async fn fetch_blob(
             .await
             .map_err(|e| EmbeddingError::io("cannot prepare download in", &request.blobs_dir, e))?
     };
-    let resumed_from = partial.len;
-    emitter.send(
-        model,
-        partial.len,
-        total,
-        ProgressKind::Started { resumed_from },
-    );
-    on_bytes(partial.len, total);
-
     let mut transferred = 0u64;
+    let mut integrity_failures = 0u32;
+    let mut resumed_from = adopted.bytes_on_disk();
+
+    let mut partial = match (adopted, parallel, request.expected_size) {
+        (adopted, true, Some(size)) => {
+            let path = adopted.path().to_path_buf();
+            let progress = match adopted {
+                Adopted::Ranged { progress, .. } => progress,
+                Adopted::Contiguous { len, .. } => {
+                    RangeProgress::new(size, settings.parallel.chunk_for(size), len)
+                }
+            };
+            emitter.send(
+                model,
+                progress.total(),
+                total,
+                ProgressKind::Started { resumed_from },
+            );
+            on_bytes(progress.total(), total);
+            let (ended, received) = fetch_ranged(
+                client, request, settings, emitter, on_bytes, &path, progress,
+            )
+            .await?;
+            transferred += received;
+            match ended {
+                RangedEnd::Complete { hasher } => {
+                    let mut complete = Partial {
+                        path: path.clone(),
+                        len: size,
+                        hasher,
+                    };
+                    emitter.send(model, size, total, ProgressKind::Verifying);
+                    match check_and_persist(request, &mut complete).await {
+                        Ok(blob_path) => {
+                            let sidecar = sidecar_path(&path);
+                            let _ = blocking(move || fs::remove_file(sidecar)).await;
+                            return Ok(FetchedBlob {
+                                blob_path,
+                                transferred,
+                                resumed_from,
+                            });
+                        }
+                        Err(
+                            error @ (EmbeddingError::HashMismatch { .. }
+                            | EmbeddingError::SizeMismatch { .. }),
+                        ) => {
+                            integrity_failures += 1;
+                            let sidecar = sidecar_path(&path);
+                            let _ = blocking(move || fs::remove_file(sidecar)).await;
+                            blocking_reset(&mut complete).await?;
+                            emitter.send(
+                                model,
+                                0,
+                                total,
+                                ProgressKind::Retrying {
+                                    attempt: 1,
+                                    delay_ms: 0,
+                                    reason: format!("{error}; fetching the file again"),
+                                },
+                            );
+                            emitter.send(
+                                model,
+                                0,
+                                total,
+                                ProgressKind::Started { resumed_from: 0 },
+                            );
+                            complete
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                RangedEnd::SingleStream { len, hasher } => {
+                    emitter.send(
+                        model,
+                        len,
+                        total,
+                        ProgressKind::Started { resumed_from: len },
+                    );
+                    Partial { path, len, hasher }
+                }
+            }
+        }
+        (adopted, _, _) => {
+            let partial = blocking(move || adopted.into_contiguous())
+                .await
+                .map_err(|e| {
+                    EmbeddingError::io("cannot read partial download in", &request.blobs_dir, e)
+                })?;
+            resumed_from = partial.len;
+            emitter.send(
+                model,
+                partial.len,
+                total,
+                ProgressKind::Started { resumed_from },
+            );
+            on_bytes(partial.len, total);
+            partial
+        }
+    };
+
     let mut retries = 0u32;
     let mut attempts = 0u32;
-    let mut integrity_failures = 0u32;
     loop {
         attempts += 1;
         let before = partial.len;
@@ -485,45 +579,95 @@ async fn check_and_persist(
     Ok(blob_path)
 }
 
-fn adopt_partial(blobs_dir: &Path, etag: &str, expected_size: Option<u64>) -> io::Result<Partial> {
-    fs::create_dir_all(blobs_dir)?;
-    let ours = new_partial_path(blobs_dir, etag);
-    let mut adopted = false;
-    for (candidate, _) in partial_files(blobs_dir, etag) {
-        if !adopted && fs::rename(&candidate, &ours).is_ok() {
-            adopted = true;
-        } else if !adopted {
-            // Taken by another writer between listing and renaming: try the next.
-        } else {
-            // Stale leftovers of killed runs; the blob lock is ours, so nobody writes them.
-            let _ = fs::remove_file(&candidate);
+/// A partial download taken over by this writer.
+enum Adopted {
+    /// Bytes from the start without gaps (single-stream downloads, other clients' partials).
+    Contiguous { path: PathBuf, len: u64 },
+    /// A parallel download's file with its per-chunk progress.
+    Ranged {
+        path: PathBuf,
+        progress: RangeProgress,
+    },
+}
+
+impl Adopted {
+    fn path(&self) -> &Path {
+        match self {
+            Adopted::Contiguous { path, .. } | Adopted::Ranged { path, .. } => path,
         }
     }
-    if !adopted {
+
+    fn bytes_on_disk(&self) -> u64 {
+        match self {
+            Adopted::Contiguous { len, .. } => *len,
+            Adopted::Ranged { progress, .. } => progress.total(),
+        }
+    }
+
+    /// The gap-free prefix, hashed: what a single stream can continue from.
+    fn into_contiguous(self) -> io::Result<Partial> {
+        let (path, len) = match self {
+            Adopted::Contiguous { path, len } => (path, len),
+            Adopted::Ranged { path, progress } => {
+                let prefix = progress.contiguous_prefix();
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(prefix)?;
+                let _ = fs::remove_file(sidecar_path(&path));
+                (path, prefix)
+            }
+        };
+        let mut file = File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let hashed = hash_reader_into(&mut file, &mut hasher, len)?;
+        Ok(Partial {
+            path,
+            len: hashed,
+            hasher,
+        })
+    }
+}
+
+fn adopt_partial(blobs_dir: &Path, etag: &str, expected_size: Option<u64>) -> io::Result<Adopted> {
+    fs::create_dir_all(blobs_dir)?;
+    let ours = new_partial_path(blobs_dir, etag);
+    let mut adopted: Option<PathBuf> = None;
+    for (candidate, _) in partial_files(blobs_dir, etag) {
+        let sidecar = sidecar_path(&candidate);
+        if adopted.is_none() && fs::rename(&candidate, &ours).is_ok() {
+            let _ = fs::rename(&sidecar, sidecar_path(&ours));
+            adopted = Some(candidate);
+        } else if adopted.is_some() {
+            // Stale leftovers of killed runs; the blob lock is ours, so nobody writes them.
+            let _ = fs::remove_file(&candidate);
+            let _ = fs::remove_file(&sidecar);
+        }
+        // Else: taken by another writer between listing and renaming; try the next.
+    }
+    if adopted.is_none() {
         File::create(&ours)?;
-        return Ok(Partial {
-            path: ours,
-            len: 0,
-            hasher: Sha256::new(),
-        });
+        return Ok(Adopted::Contiguous { path: ours, len: 0 });
     }
-    let mut file = File::open(&ours)?;
-    let length = file.metadata()?.len();
-    if expected_size.is_some_and(|s| length > s) {
-        drop(file);
+    let length = fs::metadata(&ours)?.len();
+    if let Some(progress) = RangeProgress::read(&sidecar_path(&ours)) {
+        if Some(progress.size) == expected_size && length == progress.size {
+            return Ok(Adopted::Ranged {
+                path: ours,
+                progress,
+            });
+        }
+        let _ = fs::remove_file(sidecar_path(&ours));
         OpenOptions::new().write(true).open(&ours)?.set_len(0)?;
-        return Ok(Partial {
-            path: ours,
-            len: 0,
-            hasher: Sha256::new(),
-        });
+        return Ok(Adopted::Contiguous { path: ours, len: 0 });
     }
-    let mut hasher = Sha256::new();
-    let hashed = hash_reader_into(&mut file, &mut hasher, length)?;
-    Ok(Partial {
+    if expected_size.is_some_and(|s| length > s) {
+        OpenOptions::new().write(true).open(&ours)?.set_len(0)?;
+        return Ok(Adopted::Contiguous { path: ours, len: 0 });
+    }
+    Ok(Adopted::Contiguous {
         path: ours,
-        len: hashed,
-        hasher,
+        len: length,
     })
 }
 
@@ -601,7 +745,10 @@ mod tests {
         fs::write(blobs.join("e.aaaa0000.incomplete"), b"hello wor").unwrap();
         fs::write(blobs.join("e.bbbb0000.incomplete"), b"hel").unwrap();
         fs::write(blobs.join("other.cccc0000.incomplete"), b"x").unwrap();
-        let partial = adopt_partial(blobs, "e", Some(11)).unwrap();
+        let partial = adopt_partial(blobs, "e", Some(11))
+            .unwrap()
+            .into_contiguous()
+            .unwrap();
         assert_eq!(partial.len, 9);
         assert_eq!(
             hex::encode(partial.hasher.clone().finalize()),
@@ -616,7 +763,10 @@ mod tests {
     fn a_partial_longer_than_the_file_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("e.aaaa0000.incomplete"), b"0123456789").unwrap();
-        let partial = adopt_partial(dir.path(), "e", Some(4)).unwrap();
+        let partial = adopt_partial(dir.path(), "e", Some(4))
+            .unwrap()
+            .into_contiguous()
+            .unwrap();
         assert_eq!(partial.len, 0);
         assert_eq!(fs::metadata(&partial.path).unwrap().len(), 0);
     }

@@ -653,6 +653,7 @@ impl ModelArtifactManager {
                 retry_attempts: self.config.retry_attempts,
                 retry_policy: self.config.retry_policy.clone(),
                 progress_interval: self.config.progress_interval,
+                parallel: self.config.parallel.clone(),
             };
             let on_bytes = |bytes: u64, total: u64| {
                 self.set_status(

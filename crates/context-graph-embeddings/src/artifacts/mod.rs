@@ -6,6 +6,7 @@
 //! | [`manifest`] | the manifest format and its validation |
 //! | [`manager`] | the public [`ModelArtifactManager`]: ensure, status, readiness, clear, limits |
 //! | [`downloader`] | streaming one blob: resume, retries, hashing, atomic placement |
+//! | [`ranged`] | parallel ranged download of one large file |
 //! | [`verification`] | SHA-256 of files and verification stamps |
 //! | [`hub`] | the Hub's HTTP protocol and error codes |
 //! | [`cache`] | the Hugging Face cache layout |
@@ -30,6 +31,7 @@ pub mod manager;
 pub mod manifest;
 pub mod pinning;
 pub mod progress;
+pub mod ranged;
 pub mod retry;
 pub mod verification;
 
@@ -42,4 +44,5 @@ pub use manager::{
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
 pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
+pub use ranged::ParallelSettings;
 pub use retry::RetryPolicy;

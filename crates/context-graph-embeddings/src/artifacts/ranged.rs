@@ -1,0 +1,679 @@
+//! Parallel ranged download of one large file: several connections each fetch chunks
+//! (`Range: bytes=a-b`) and a single writer thread puts the bytes at their offsets while the
+//! SHA-256 still runs over the file in order.
+//!
+//! The hash follows the contiguous prefix: a piece that continues it is hashed from memory as
+//! it is written; pieces that arrive ahead of it are written to disk and hashed later by
+//! reading them back from the page cache when the prefix reaches them. Memory stays bounded
+//! by the write queue, whatever the order of arrival.
+//!
+//! Progress survives restarts: a sidecar `<partial>.ranges` records, per chunk, how many bytes
+//! are on disk (written after the bytes, so it never claims more than is there). A server
+//! that ignores ranges (answers 200), or refuses parallel ranges (403, 429, 416), drops the
+//! download to one stream: the file is cut back to its hashed contiguous prefix and the
+//! ordinary resume path continues from there.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::{header, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::downloader::{blocking, FetchRequest, FetchSettings};
+use super::hub::{parse_content_range, strip_query, HubClient};
+use super::progress::{ProgressEmitter, ProgressEvent, ProgressKind, ProgressMeter};
+use super::verification::hash_reader_into;
+use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult};
+
+/// Pieces queued between the connections and the writer thread.
+const WRITE_QUEUE_PIECES: usize = 128;
+
+/// Read size when hashing bytes back from disk.
+const READ_BACK_BYTES: usize = 1 << 20;
+
+/// How one file is split and fetched in parallel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParallelSettings {
+    /// Connections for one file (1 turns parallel download off).
+    pub connections: usize,
+    /// Smallest file fetched in parallel.
+    pub min_file_bytes: u64,
+    /// Smallest chunk; larger files get larger chunks (at most 1024 chunks per file).
+    pub chunk_bytes: u64,
+}
+
+impl Default for ParallelSettings {
+    fn default() -> Self {
+        ParallelSettings {
+            connections: 8,
+            min_file_bytes: 64 * 1024 * 1024,
+            chunk_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl ParallelSettings {
+    /// Whether a file of `size` bytes is fetched in parallel.
+    pub fn applies_to(&self, size: Option<u64>) -> bool {
+        self.connections > 1
+            && size.is_some_and(|s| s >= self.min_file_bytes && s > self.chunk_bytes)
+    }
+
+    /// The chunk size for a file of `size` bytes.
+    pub fn chunk_for(&self, size: u64) -> u64 {
+        self.chunk_bytes.max(size.div_ceil(1024)).max(1)
+    }
+}
+
+/// The sidecar recording per-chunk progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeProgress {
+    /// File size.
+    pub size: u64,
+    /// Chunk size.
+    pub chunk: u64,
+    /// Bytes on disk from the start of each chunk.
+    pub written: Vec<u64>,
+}
+
+impl RangeProgress {
+    /// Fresh progress for a file; `prefix` bytes from the start are already on disk.
+    pub fn new(size: u64, chunk: u64, prefix: u64) -> Self {
+        let count = usize::try_from(size.div_ceil(chunk)).unwrap_or(usize::MAX);
+        let written = (0..count)
+            .map(|c| {
+                let start = c as u64 * chunk;
+                prefix.saturating_sub(start).min(chunk_len(size, chunk, c))
+            })
+            .collect();
+        RangeProgress {
+            size,
+            chunk,
+            written,
+        }
+    }
+
+    /// Reads a sidecar; `None` when missing, unreadable or inconsistent.
+    pub fn read(path: &Path) -> Option<Self> {
+        let progress: RangeProgress = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        let count = progress.size.div_ceil(progress.chunk.max(1));
+        let consistent = progress.chunk > 0
+            && progress.written.len() as u64 == count
+            && progress
+                .written
+                .iter()
+                .enumerate()
+                .all(|(c, w)| *w <= chunk_len(progress.size, progress.chunk, c));
+        consistent.then_some(progress)
+    }
+
+    fn write(&self, path: &Path) -> io::Result<()> {
+        let temporary = path.with_extension("ranges.tmp");
+        fs::write(&temporary, serde_json::to_vec(self).unwrap_or_default())?;
+        fs::rename(&temporary, path)
+    }
+
+    /// Bytes on disk in all.
+    pub fn total(&self) -> u64 {
+        self.written.iter().sum()
+    }
+
+    /// Bytes from the start that are on disk without a gap.
+    pub fn contiguous_prefix(&self) -> u64 {
+        let mut prefix = 0;
+        for (c, w) in self.written.iter().enumerate() {
+            prefix += w;
+            if *w < chunk_len(self.size, self.chunk, c) {
+                break;
+            }
+        }
+        prefix
+    }
+}
+
+fn chunk_len(size: u64, chunk: u64, index: usize) -> u64 {
+    let start = index as u64 * chunk;
+    chunk.min(size.saturating_sub(start))
+}
+
+/// The sidecar path of a partial file.
+pub fn sidecar_path(partial: &Path) -> PathBuf {
+    let mut name = partial.as_os_str().to_owned();
+    name.push(".ranges");
+    PathBuf::from(name)
+}
+
+/// How a parallel download ended.
+pub enum RangedEnd {
+    /// Every byte is on disk and hashed in order.
+    Complete {
+        /// The running hash over the whole file.
+        hasher: Sha256,
+    },
+    /// The server does not do parallel ranges: the file was cut back to its hashed
+    /// contiguous prefix; continue with one stream from `len`.
+    SingleStream {
+        /// Bytes kept.
+        len: u64,
+        /// Their hash.
+        hasher: Sha256,
+    },
+}
+
+struct Piece {
+    chunk: usize,
+    offset: u64,
+    bytes: Bytes,
+}
+
+enum PieceError {
+    RangesUnsupported(String),
+    Failed(EmbeddingError),
+}
+
+struct Shared<'a> {
+    request: &'a FetchRequest,
+    settings: &'a FetchSettings,
+    client: &'a HubClient,
+    emitter: &'a ProgressEmitter,
+    on_bytes: &'a (dyn Fn(u64, u64) + Send + Sync),
+    size: u64,
+    chunk: u64,
+    queue: Mutex<VecDeque<usize>>,
+    /// Per chunk, bytes handed to the writer: where a retry of the chunk continues.
+    sent: Mutex<Vec<u64>>,
+    on_disk: AtomicU64,
+    transferred: AtomicU64,
+    stop: AtomicBool,
+    unsupported: Mutex<Option<String>>,
+    meter: Mutex<ProgressMeter>,
+}
+
+/// Fetches `request` (whose size is known) in parallel into the partial file at `path`,
+/// continuing from `progress`. Returns when every byte is on disk, or when the server turned
+/// out not to support parallel ranges, with the bytes received. Errors keep the partial and
+/// its sidecar for resume.
+pub async fn fetch_ranged(
+    client: &HubClient,
+    request: &FetchRequest,
+    settings: &FetchSettings,
+    emitter: &ProgressEmitter,
+    on_bytes: &(dyn Fn(u64, u64) + Send + Sync),
+    path: &Path,
+    progress: RangeProgress,
+) -> EmbeddingResult<(RangedEnd, u64)> {
+    let size = progress.size;
+    let chunk = progress.chunk;
+    let sidecar = sidecar_path(path);
+    {
+        let target = path.to_path_buf();
+        let sidecar = sidecar.clone();
+        let progress = progress.clone();
+        blocking(move || {
+            let file = OpenOptions::new().write(true).open(&target)?;
+            file.set_len(size)?;
+            progress.write(&sidecar)
+        })
+        .await
+        .map_err(|e| EmbeddingError::io("cannot prepare", path, e))?;
+    }
+    let pending: VecDeque<usize> = progress
+        .written
+        .iter()
+        .enumerate()
+        .filter(|(c, w)| **w < chunk_len(size, chunk, *c))
+        .map(|(c, _)| c)
+        .collect();
+    let connections = settings.parallel.connections.min(pending.len()).max(1);
+    let shared = Shared {
+        request,
+        settings,
+        client,
+        emitter,
+        on_bytes,
+        size,
+        chunk,
+        queue: Mutex::new(pending),
+        sent: Mutex::new(progress.written.clone()),
+        on_disk: AtomicU64::new(progress.total()),
+        transferred: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        unsupported: Mutex::new(None),
+        meter: Mutex::new(ProgressMeter::new(
+            settings.progress_interval,
+            progress.total(),
+        )),
+    };
+
+    let (sender, receiver) = mpsc::channel::<Piece>(WRITE_QUEUE_PIECES);
+    let writer = {
+        let path = path.to_path_buf();
+        let file = blocking({
+            let path = path.clone();
+            move || OpenOptions::new().read(true).write(true).open(&path)
+        })
+        .await
+        .map_err(|e| EmbeddingError::io("cannot open", &path, e))?;
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || write_pieces(file, progress, &sidecar, receiver))
+    };
+
+    let workers = (0..connections).map(|_| worker(&shared, sender.clone()));
+    let results = futures_util::future::join_all(workers).await;
+    drop(sender);
+    let (hasher, hashed, write_result) = writer
+        .await
+        .map_err(|e| EmbeddingError::io("writer thread failed for", path, io::Error::other(e)))?;
+    let transferred = shared.transferred.load(Ordering::Relaxed);
+    if let Err(error) = write_result {
+        let full = is_disk_full_io(&error);
+        return Err(EmbeddingError::io(
+            if full {
+                "disk full while writing"
+            } else {
+                "cannot write"
+            },
+            path,
+            error,
+        ));
+    }
+    let unsupported = shared.unsupported.lock().ok().and_then(|u| u.clone());
+    if let Some(reason) = unsupported {
+        tracing::info!(file = %request.location, %reason, "parallel ranges refused; continuing with one stream");
+        let path = path.to_path_buf();
+        let sidecar = sidecar_path(&path);
+        blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(hashed)?;
+            match fs::remove_file(&sidecar) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| EmbeddingError::io("cannot truncate", &request.blobs_dir, e))?;
+        return Ok((
+            RangedEnd::SingleStream {
+                len: hashed,
+                hasher,
+            },
+            transferred,
+        ));
+    }
+    if let Some(error) = results.into_iter().find_map(Result::err) {
+        return Err(error);
+    }
+    if hashed != size {
+        return Err(EmbeddingError::BadResponse {
+            url: strip_query(&request.url),
+            reason: format!("parallel download ended with {hashed} of {size} bytes in order"),
+        });
+    }
+    let on_disk = shared.on_disk.load(Ordering::Relaxed);
+    emitter.emit(ProgressEvent {
+        model_id: request.location.model_id,
+        bytes_downloaded: on_disk,
+        total_bytes: size,
+        speed_bps: shared.meter.lock().map_or(0, |m| m.speed()),
+        kind: ProgressKind::Progress,
+    });
+    on_bytes(on_disk, size);
+    Ok((RangedEnd::Complete { hasher }, transferred))
+}
+
+async fn worker(shared: &Shared<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingResult<()> {
+    let mut retries = 0u32;
+    let mut attempts = 0u32;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(chunk) = shared.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+            return Ok(());
+        };
+        let already = shared.sent.lock().map_or(0, |sent| sent[chunk]);
+        let chunk_start = chunk as u64 * shared.chunk;
+        let end = chunk_start + chunk_len(shared.size, shared.chunk, chunk) - 1;
+        let start = chunk_start + already;
+        if start > end {
+            continue;
+        }
+        attempts += 1;
+        let before = shared.transferred.load(Ordering::Relaxed);
+        match fetch_piece(shared, &sender, chunk, start, end).await {
+            Ok(()) => retries = 0,
+            Err(PieceError::RangesUnsupported(reason)) => {
+                if let Ok(mut unsupported) = shared.unsupported.lock() {
+                    unsupported.get_or_insert(reason);
+                }
+                shared.stop.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(PieceError::Failed(error)) => {
+                if let Ok(mut queue) = shared.queue.lock() {
+                    queue.push_front(chunk);
+                }
+                if !error.is_transient() {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    return Err(error);
+                }
+                if shared.transferred.load(Ordering::Relaxed) > before {
+                    retries = 0;
+                }
+                retries += 1;
+                if retries > shared.settings.retry_attempts {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    return Err(EmbeddingError::RetriesExhausted {
+                        location: shared.request.location.clone(),
+                        attempts,
+                        last: Box::new(error),
+                    });
+                }
+                let hint = match &error {
+                    EmbeddingError::TransientStatus { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let delay = shared
+                    .settings
+                    .retry_policy
+                    .delay(retries, hint, rand::rng().random());
+                shared.emitter.send(
+                    shared.request.location.model_id,
+                    shared.on_disk.load(Ordering::Relaxed),
+                    shared.size,
+                    ProgressKind::Retrying {
+                        attempt: retries,
+                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        reason: error.to_string(),
+                    },
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn fetch_piece(
+    shared: &Shared<'_>,
+    sender: &mpsc::Sender<Piece>,
+    chunk: usize,
+    start: u64,
+    end: u64,
+) -> Result<(), PieceError> {
+    let request = shared.request;
+    let url = strip_query(&request.url);
+    let response = shared
+        .client
+        .get_range(
+            &request.url,
+            start,
+            Some(end),
+            request.validator.as_deref(),
+            &request.location,
+        )
+        .await;
+    let mut response = match response {
+        Ok(response) => response,
+        Err(EmbeddingError::TransientStatus { refusal, .. }) if refusal.status == 429 => {
+            return Err(PieceError::RangesUnsupported(format!(
+                "HTTP 429 to parallel ranges ({refusal})"
+            )))
+        }
+        Err(EmbeddingError::HubRefused { refusal, .. }) if refusal.status == 403 => {
+            return Err(PieceError::RangesUnsupported(format!(
+                "HTTP 403 to parallel ranges ({refusal})"
+            )))
+        }
+        Err(error) => return Err(PieceError::Failed(error)),
+    };
+    let status = response.status();
+    if status == StatusCode::OK {
+        return Err(PieceError::RangesUnsupported(
+            "the server answered 200 to a Range request".to_owned(),
+        ));
+    }
+    if status == StatusCode::RANGE_NOT_SATISFIABLE {
+        return Err(PieceError::RangesUnsupported(
+            "the server answered 416 to a Range request".to_owned(),
+        ));
+    }
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().contains("text/html"));
+    let range = parse_content_range(response.headers());
+    if is_html || range != Some((start, end, Some(shared.size))) {
+        return Err(PieceError::Failed(EmbeddingError::BadResponse {
+            url,
+            reason: format!(
+                "206 with Content-Range {range:?} for bytes={start}-{end} of {}",
+                shared.size
+            ),
+        }));
+    }
+    let idle = shared.client.idle_timeout();
+    let mut offset = start;
+    while offset <= end {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let next = tokio::time::timeout(idle, response.chunk()).await;
+        let mut bytes = match next {
+            Err(_) => {
+                return Err(PieceError::Failed(EmbeddingError::IdleTimeout {
+                    url,
+                    idle,
+                }))
+            }
+            Ok(Err(e)) => {
+                return Err(PieceError::Failed(EmbeddingError::Network {
+                    url,
+                    message: format!("range body interrupted at byte {offset}: {e}"),
+                }))
+            }
+            Ok(Ok(None)) => {
+                return Err(PieceError::Failed(EmbeddingError::BadResponse {
+                    url,
+                    reason: format!("range body ended at byte {offset} of {start}-{end}"),
+                }))
+            }
+            Ok(Ok(Some(bytes))) => bytes,
+        };
+        let room = end + 1 - offset;
+        if bytes.len() as u64 > room {
+            bytes.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+        }
+        let length = bytes.len() as u64;
+        if length == 0 {
+            continue;
+        }
+        if sender
+            .send(Piece {
+                chunk,
+                offset,
+                bytes,
+            })
+            .await
+            .is_err()
+        {
+            // The writer stopped (disk error); it reports why.
+            shared.stop.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        offset += length;
+        if let Ok(mut sent) = shared.sent.lock() {
+            sent[chunk] = offset - chunk as u64 * shared.chunk;
+        }
+        shared.transferred.fetch_add(length, Ordering::Relaxed);
+        let on_disk = shared.on_disk.fetch_add(length, Ordering::Relaxed) + length;
+        let due = shared
+            .meter
+            .lock()
+            .ok()
+            .and_then(|mut m| m.due(Instant::now(), on_disk));
+        if let Some(speed) = due {
+            shared.emitter.emit(ProgressEvent {
+                model_id: request.location.model_id,
+                bytes_downloaded: on_disk,
+                total_bytes: shared.size,
+                speed_bps: speed,
+                kind: ProgressKind::Progress,
+            });
+            (shared.on_bytes)(on_disk, shared.size);
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread: writes pieces at their offsets, keeps the in-order hash, records
+/// progress in the sidecar whenever a chunk completes.
+fn write_pieces(
+    file: File,
+    mut progress: RangeProgress,
+    sidecar: &Path,
+    mut receiver: mpsc::Receiver<Piece>,
+) -> (Sha256, u64, io::Result<()>) {
+    let mut hasher = Sha256::new();
+    let mut hashed = 0u64;
+    if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
+        return (hasher, hashed, Err(error));
+    }
+    while let Some(piece) = receiver.blocking_recv() {
+        if let Err(error) = file.write_all_at(&piece.bytes, piece.offset) {
+            return (hasher, hashed, Err(error));
+        }
+        super::failpoint::hit("download.chunk");
+        let chunk_start = piece.chunk as u64 * progress.chunk;
+        let end = piece.offset + piece.bytes.len() as u64 - chunk_start;
+        let written = &mut progress.written[piece.chunk];
+        if piece.offset <= chunk_start + *written {
+            *written = (*written).max(end);
+        }
+        let complete = *written == chunk_len(progress.size, progress.chunk, piece.chunk);
+        if piece.offset == hashed {
+            hasher.update(&piece.bytes);
+            hashed += piece.bytes.len() as u64;
+        }
+        if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
+            return (hasher, hashed, Err(error));
+        }
+        if complete {
+            if let Err(error) = progress.write(sidecar) {
+                return (hasher, hashed, Err(error));
+            }
+        }
+    }
+    let result = progress.write(sidecar);
+    (hasher, hashed, result)
+}
+
+/// Hashes bytes on disk that continue the hashed prefix.
+fn catch_up(
+    file: &File,
+    progress: &RangeProgress,
+    hasher: &mut Sha256,
+    hashed: &mut u64,
+) -> io::Result<()> {
+    while *hashed < progress.size {
+        let chunk = usize::try_from(*hashed / progress.chunk).unwrap_or(usize::MAX);
+        let available = chunk as u64 * progress.chunk + progress.written[chunk];
+        if available <= *hashed {
+            break;
+        }
+        let mut reader = ReadAt {
+            file,
+            offset: *hashed,
+        };
+        let want = available - *hashed;
+        let got = hash_reader_into(&mut reader, hasher, want)?;
+        *hashed += got;
+        if got < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "partial file shorter than recorded",
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct ReadAt<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl io::Read for ReadAt<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let limit = buffer.len().min(READ_BACK_BYTES);
+        let read = self.file.read_at(&mut buffer[..limit], self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_tracks_prefixes_and_gaps() {
+        let progress = RangeProgress::new(1000, 300, 450);
+        assert_eq!(progress.written, [300, 150, 0, 0]);
+        assert_eq!(progress.contiguous_prefix(), 450);
+        let mut gap = progress.clone();
+        gap.written[2] = 300;
+        assert_eq!(gap.contiguous_prefix(), 450);
+        assert_eq!(gap.total(), 750);
+        let full = RangeProgress::new(1000, 300, 1000);
+        assert_eq!(full.written, [300, 300, 300, 100]);
+        assert_eq!(full.contiguous_prefix(), 1000);
+    }
+
+    #[test]
+    fn sidecars_round_trip_and_reject_nonsense() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.ranges");
+        let progress = RangeProgress::new(1000, 300, 450);
+        progress.write(&path).unwrap();
+        assert_eq!(RangeProgress::read(&path), Some(progress));
+        fs::write(&path, br#"{"size":1000,"chunk":300,"written":[301,0,0,0]}"#).unwrap();
+        assert_eq!(RangeProgress::read(&path), None);
+        fs::write(&path, br#"{"size":1000,"chunk":0,"written":[]}"#).unwrap();
+        assert_eq!(RangeProgress::read(&path), None);
+    }
+
+    #[test]
+    fn hashing_catches_up_over_out_of_order_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut progress = RangeProgress::new(1000, 300, 0);
+        progress.written = vec![300, 0, 300, 100];
+        let mut hasher = Sha256::new();
+        let mut hashed = 0;
+        catch_up(&file, &progress, &mut hasher, &mut hashed).unwrap();
+        assert_eq!(hashed, 300, "stops at the gap");
+        progress.written[1] = 300;
+        catch_up(&file, &progress, &mut hasher, &mut hashed).unwrap();
+        assert_eq!(hashed, 1000);
+        assert_eq!(
+            hex::encode(hasher.finalize()),
+            super::super::verification::sha256_hex(&data)
+        );
+    }
+}

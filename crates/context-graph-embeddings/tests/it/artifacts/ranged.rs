@@ -1,0 +1,294 @@
+//! Parallel ranged download of one large file.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use context_graph_embeddings::artifacts::{
+    ArtifactManagerConfig, ModelArtifactManager, Outcome, ParallelSettings, ProgressKind,
+};
+use context_graph_embeddings::ModelId;
+use hub_emulator::{Fault, FaultRule, FaultTarget, RequestRecord};
+
+use crate::support::{drain, model, partials, Fixture};
+
+const CHUNK: u64 = 256 * 1024;
+const CHILD_ENV: &str = "CG_TEST_CHILD_RANGED";
+
+fn parallel() -> ParallelSettings {
+    ParallelSettings {
+        connections: 4,
+        min_file_bytes: 1024 * 1024,
+        chunk_bytes: CHUNK,
+    }
+}
+
+fn manager(fx: &Fixture) -> ModelArtifactManager {
+    let mut config = fx.config();
+    config.parallel = parallel();
+    ModelArtifactManager::new(config).unwrap()
+}
+
+fn body_bytes(requests: &[RequestRecord]) -> u64 {
+    requests
+        .iter()
+        .filter(|r| r.status == 200 || r.status == 206)
+        .map(|r| r.body_bytes_sent)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_large_file_comes_in_parallel_ranges_and_verifies() {
+    let size = 3_000_000;
+    let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
+    let served = fx.file(ModelId::Multimodal).clone();
+    let manager = manager(&fx);
+    let mut events = manager.subscribe_progress();
+    manager.download(ModelId::Multimodal).await.unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    assert_eq!(
+        gets.len() as u64,
+        size.div_ceil(CHUNK),
+        "one request per chunk"
+    );
+    assert!(gets
+        .iter()
+        .all(|r| r.status == 206 && r.range().is_some_and(|r| r.contains('-'))));
+    let mut starts: Vec<u64> = gets
+        .iter()
+        .map(|r| {
+            r.range()
+                .unwrap()
+                .trim_start_matches("bytes=")
+                .split('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(
+        starts,
+        (0..size.div_ceil(CHUNK))
+            .map(|c| c * CHUNK)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(body_bytes(&gets), size, "no byte fetched twice");
+    let events = drain(&mut events);
+    let progress: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == ProgressKind::Progress)
+        .map(|e| e.bytes_downloaded)
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(progress.last(), Some(&size));
+    assert!(partials(&fx.blobs_dir(ModelId::Multimodal)).is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(fx.blobs_dir(ModelId::Multimodal))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the blob, no sidecar: {leftovers:?}"
+    );
+}
+
+#[tokio::test]
+async fn servers_that_ignore_or_refuse_ranges_drop_to_one_stream() {
+    for fault in [Fault::IgnoreRange, Fault::status(429), Fault::status(403)] {
+        let size = 2_000_000;
+        let fx = Fixture::new(&[model(ModelId::Multimodal, size, false)]);
+        let served = fx.file(ModelId::Multimodal).clone();
+        // Let two ranges through, then refuse: the download must still complete, correctly.
+        fx.hub.add_fault(
+            FaultRule::new(FaultTarget::get(&served.sha256), fault.clone())
+                .skip(2)
+                .times(2),
+        );
+        manager(&fx)
+            .download(ModelId::Multimodal)
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        assert_eq!(
+            std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+            served.content,
+            "{fault:?}"
+        );
+        let gets = fx.gets(&served.sha256);
+        let open_ended: Vec<_> = gets
+            .iter()
+            .filter(|r| r.range().is_some_and(|r| r.ends_with('-')))
+            .collect();
+        assert!(
+            !open_ended.is_empty() || gets.iter().any(|r| r.range().is_none()),
+            "{fault:?}: fell back to one stream: {gets:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cut_ranges_resume_where_they_stopped() {
+    let size = 2_000_000;
+    let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
+    let served = fx.file(ModelId::Multimodal).clone();
+    fx.hub.add_fault(
+        FaultRule::new(
+            FaultTarget::get(&served.sha256),
+            Fault::CutAfter { bytes: 100_000 },
+        )
+        .times(3),
+    );
+    manager(&fx).download(ModelId::Multimodal).await.unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    let continued = gets
+        .iter()
+        .filter_map(|r| r.range())
+        .filter_map(|r| {
+            r.trim_start_matches("bytes=")
+                .split('-')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .filter(|start| start % CHUNK != 0)
+        .count();
+    assert_eq!(continued, 3, "each cut range continues mid-chunk: {gets:?}");
+    assert_eq!(body_bytes(&gets), size, "nothing fetched twice");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_one_range_is_caught_and_the_file_fetched_again() {
+    let size = 2_000_000;
+    let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
+    let served = fx.file(ModelId::Multimodal).clone();
+    fx.hub.add_fault(
+        FaultRule::new(
+            FaultTarget::get(&served.sha256),
+            Fault::FlipByte { offset: 1_500_000 },
+        )
+        .times(1),
+    );
+    let manager = manager(&fx);
+    let mut events = manager.subscribe_progress();
+    manager.download(ModelId::Multimodal).await.unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    let events = drain(&mut events);
+    assert!(events.iter().any(|e| matches!(&e.kind, ProgressKind::Retrying { reason, .. } if reason.contains("SHA-256 mismatch"))));
+}
+
+/// Body of the child process of the kill test (does nothing unless the parent set the variable).
+#[test]
+fn child_ranged_download_for_kill_test() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let manager = ModelArtifactManager::new(ArtifactManagerConfig {
+            cache_dir: spec["cache_dir"].as_str().unwrap().into(),
+            endpoint: spec["endpoint"].as_str().unwrap().to_owned(),
+            manifest_path: Some(spec["manifest"].as_str().unwrap().into()),
+            implicit_token: false,
+            parallel: parallel(),
+            ..ArtifactManagerConfig::from_env()
+        })
+        .unwrap();
+        let _ = manager.download(ModelId::Multimodal).await;
+    });
+}
+
+#[tokio::test]
+async fn completed_ranges_survive_a_killed_process() {
+    let size = 8 * CHUNK * 4;
+    let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
+    let served = fx.file(ModelId::Multimodal).clone();
+    fx.hub.add_fault(FaultRule::new(
+        FaultTarget::get(&served.sha256),
+        Fault::BandwidthCap {
+            bytes_per_sec: 1_000_000,
+        },
+    ));
+    let spec = serde_json::json!({
+        "cache_dir": fx.cache_dir(),
+        "endpoint": fx.hub.endpoint(),
+        "manifest": fx.manifest_path,
+    });
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "artifacts::ranged::child_ranged_download_for_kill_test",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, spec.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let blobs = fx.blobs_dir(ModelId::Multimodal);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = partials(&blobs)
+            .first()
+            .and_then(|p| {
+                context_graph_embeddings::artifacts::ranged::RangeProgress::read(
+                    &context_graph_embeddings::artifacts::ranged::sidecar_path(p),
+                )
+            })
+            .map_or(0, |p| p.written.iter().filter(|w| **w == CHUNK).count());
+        if done >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "child made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = partials(&blobs).pop().unwrap();
+    let recorded = context_graph_embeddings::artifacts::ranged::RangeProgress::read(
+        &context_graph_embeddings::artifacts::ranged::sidecar_path(&partial),
+    )
+    .unwrap()
+    .total();
+    assert!(recorded >= 4 * CHUNK && recorded < size);
+    assert!(!fx.blob_path(ModelId::Multimodal).exists());
+
+    fx.hub.clear_faults();
+    fx.hub.clear_requests();
+    let manager = manager(&fx);
+    let mut events = manager.subscribe_progress();
+    manager.download(ModelId::Multimodal).await.unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    assert_eq!(
+        body_bytes(&fx.gets(&served.sha256)),
+        size - recorded,
+        "only what the sidecar did not record"
+    );
+    let events = drain(&mut events);
+    assert!(events.iter().any(
+        |e| matches!(e.kind, ProgressKind::Started { resumed_from } if resumed_from == recorded)
+    ));
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        ProgressKind::Completed {
+            outcome: Outcome::Resumed,
+            ..
+        }
+    )));
+}
