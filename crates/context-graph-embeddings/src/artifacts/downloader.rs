@@ -24,16 +24,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::header;
-use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::cache::{new_partial_path, partial_files};
-use super::hub::{parse_content_range, strip_query, HubClient};
 use super::progress::{ProgressEmitter, ProgressKind, ProgressMeter};
 use super::ranged::{fetch_ranged, sidecar_path, ParallelSettings, RangeProgress, RangedEnd};
 use super::retry::RetryPolicy;
+use super::source::{ByteSource, Opened};
 use super::verification::hash_reader_into;
 use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult, FileLocation};
 
@@ -54,10 +52,6 @@ pub struct FetchRequest {
     pub expected_sha256: String,
     /// The size the bytes must have, when known.
     pub expected_size: Option<u64>,
-    /// Where to GET the bytes.
-    pub url: String,
-    /// `If-Range` validator for `url`, if known.
-    pub validator: Option<String>,
 }
 
 /// How to fetch.
@@ -98,7 +92,7 @@ enum AttemptEnd {
 
 /// Fetches one blob with retries and resume; returns once it is verified and in place.
 pub async fn fetch_blob(
-    client: &HubClient,
+    source: &dyn ByteSource,
     request: &FetchRequest,
     settings: &FetchSettings,
     emitter: &ProgressEmitter,
@@ -136,7 +130,7 @@ pub async fn fetch_blob(
             );
             on_bytes(progress.total(), total);
             let (ended, received) = fetch_ranged(
-                client, request, settings, emitter, on_bytes, &path, progress,
+                source, request, settings, emitter, on_bytes, &path, progress,
             )
             .await?;
             transferred += received;
@@ -222,7 +216,7 @@ pub async fn fetch_blob(
         attempts += 1;
         let before = partial.len;
         let result = attempt(
-            client,
+            source,
             request,
             settings,
             emitter,
@@ -305,7 +299,7 @@ pub async fn fetch_blob(
 }
 
 async fn attempt(
-    client: &HubClient,
+    source: &dyn ByteSource,
     request: &FetchRequest,
     settings: &FetchSettings,
     emitter: &ProgressEmitter,
@@ -319,91 +313,68 @@ async fn attempt(
         // all, which also avoids the 416 a `Range` past the end would get.
         return Ok(AttemptEnd::Complete);
     }
-    let url_shown = strip_query(&request.url);
-    let mut response = client
-        .get_from(
-            &request.url,
-            partial.len,
-            request.validator.as_deref(),
-            &request.location,
-        )
-        .await?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let content_length = response.content_length();
-    let is_html = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.to_ascii_lowercase().contains("text/html"));
-    let expects_html = request.location.filename.ends_with(".html");
-    if is_html && !expects_html {
-        return Err(EmbeddingError::BadResponse {
-            url: url_shown,
-            reason: format!(
-                "HTTP {} with an HTML page instead of the file",
-                status.as_u16()
-            ),
-        });
-    }
-
-    if status == StatusCode::RANGE_NOT_SATISFIABLE {
-        let had = partial.len;
-        blocking_reset(partial).await?;
-        return Err(EmbeddingError::BadResponse {
-            url: url_shown,
-            reason: format!(
-                "416 Range Not Satisfiable for bytes={had}-; the partial file was discarded"
-            ),
-        });
-    }
-
-    if status == StatusCode::PARTIAL_CONTENT {
-        let range = parse_content_range(&headers);
-        let expected_end = request.expected_size.map(|s| s.saturating_sub(1));
-        let matches = match range {
-            Some((start, end, range_total)) => {
-                start == partial.len
-                    && expected_end.is_none_or(|e| e == end)
-                    && request
-                        .expected_size
-                        .is_none_or(|s| range_total.is_none_or(|t| t == s))
-            }
-            None => false,
-        };
-        if !matches {
+    let url_shown = source.name();
+    let opened = source.open(partial.len, None).await?;
+    let (mut body, content_length) = match opened {
+        Opened::Unsatisfiable => {
             let had = partial.len;
             blocking_reset(partial).await?;
             return Err(EmbeddingError::BadResponse {
                 url: url_shown,
                 reason: format!(
-                    "206 with Content-Range {:?} does not continue bytes={had}-; the partial file was discarded",
-                    headers.get(header::CONTENT_RANGE)
+                    "416 Range Not Satisfiable for bytes={had}-; the partial file was discarded"
                 ),
             });
         }
-    } else {
-        // 200: the whole file. Check it is plausibly the file before throwing away a partial.
-        if let (Some(length), Some(size)) = (content_length, request.expected_size) {
-            if length != size {
+        Opened::Range {
+            body,
+            start,
+            end,
+            total,
+        } => {
+            let expected_end = request.expected_size.map(|s| s.saturating_sub(1));
+            let matches = start == partial.len
+                && expected_end.is_none_or(|e| e == end)
+                && request
+                    .expected_size
+                    .is_none_or(|s| total.is_none_or(|t| t == s));
+            if !matches {
+                let had = partial.len;
+                blocking_reset(partial).await?;
                 return Err(EmbeddingError::BadResponse {
                     url: url_shown,
                     reason: format!(
-                        "200 with Content-Length {length}, but the file has {size} bytes"
+                        "206 with Content-Range bytes {start}-{end}/{total:?} does not continue bytes={had}-; the partial file was discarded"
                     ),
                 });
             }
+            (body, Some(end + 1 - start))
         }
-        if partial.len > 0 {
-            tracing::info!(model = %model, had = partial.len, "server ignored Range; restarting from zero");
-            blocking_reset(partial).await?;
-            emitter.send(
-                model,
-                0,
-                request.expected_size.unwrap_or(0),
-                ProgressKind::Started { resumed_from: 0 },
-            );
+        Opened::Whole { body, length } => {
+            // The whole file. Check it is plausibly the file before throwing away a partial.
+            if let (Some(length), Some(size)) = (length, request.expected_size) {
+                if length != size {
+                    return Err(EmbeddingError::BadResponse {
+                        url: url_shown,
+                        reason: format!(
+                            "200 with Content-Length {length}, but the file has {size} bytes"
+                        ),
+                    });
+                }
+            }
+            if partial.len > 0 {
+                tracing::info!(model = %model, had = partial.len, "server ignored Range; restarting from zero");
+                blocking_reset(partial).await?;
+                emitter.send(
+                    model,
+                    0,
+                    request.expected_size.unwrap_or(0),
+                    ProgressKind::Started { resumed_from: 0 },
+                );
+            }
+            (body, length)
         }
-    }
+    };
 
     let body_length = content_length;
     let total = request
@@ -427,28 +398,12 @@ async fn attempt(
     let start_len = partial.len;
     let mut received_this_body = 0u64;
     let limit = request.expected_size.map(|s| s - start_len);
-    let idle = client.idle_timeout();
+    let idle = source.idle_timeout();
     let read_outcome: EmbeddingResult<()> = loop {
-        let next = tokio::time::timeout(idle, response.chunk()).await;
-        let chunk = match next {
-            Err(_) => {
-                break Err(EmbeddingError::IdleTimeout {
-                    url: url_shown.clone(),
-                    idle,
-                })
-            }
-            Ok(Err(e)) => {
-                break Err(EmbeddingError::Network {
-                    url: url_shown.clone(),
-                    message: format!(
-                        "body interrupted after {} bytes: {}",
-                        start_len + received_this_body,
-                        chain(&e)
-                    ),
-                })
-            }
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Ok(Some(chunk))) => chunk,
+        let chunk = match body.next_chunk(idle, &url_shown).await {
+            Err(error) => break Err(error),
+            Ok(None) => break Ok(()),
+            Ok(Some(chunk)) => chunk,
         };
         let mut chunk = chunk;
         if let Some(limit) = limit {
@@ -718,20 +673,6 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
-}
-
-fn chain(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::hub::{HubClient, RemoteFile, Secret};
 use super::lock::BlobLock;
 use super::manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
 use super::progress::{Outcome, ProgressEmitter, ProgressEvent, ProgressKind};
+use super::source::HubSource;
 use super::verification::{hash_file, VerificationStamp};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
@@ -646,8 +647,12 @@ impl ModelArtifactManager {
                 etag: etag.clone(),
                 expected_sha256: expected_sha256.clone(),
                 expected_size,
+            };
+            let source = HubSource {
+                client: self.client.clone(),
                 url: remote.download_url.clone(),
                 validator: remote.validator.clone(),
+                location: location.clone(),
             };
             let settings = FetchSettings {
                 retry_attempts: self.config.retry_attempts,
@@ -665,7 +670,7 @@ impl ModelArtifactManager {
                 );
             };
             let fetched =
-                fetch_blob(&self.client, &request, &settings, &self.emitter, &on_bytes).await?;
+                fetch_blob(&source, &request, &settings, &self.emitter, &on_bytes).await?;
             transferred = fetched.transferred;
             outcome = Some(if fetched.resumed_from > 0 {
                 Outcome::Resumed

@@ -7,6 +7,7 @@
 //! | [`manager`] | the public [`ModelArtifactManager`]: ensure, status, readiness, clear, limits |
 //! | [`downloader`] | streaming one blob: resume, retries, hashing, atomic placement |
 //! | [`ranged`] | parallel ranged download of one large file |
+//! | [`source`] | where blob bytes are read from (the Hub, a mirror) |
 //! | [`verification`] | SHA-256 of files and verification stamps |
 //! | [`hub`] | the Hub's HTTP protocol and error codes |
 //! | [`cache`] | the Hugging Face cache layout |
@@ -33,6 +34,7 @@ pub mod pinning;
 pub mod progress;
 pub mod ranged;
 pub mod retry;
+pub mod source;
 pub mod verification;
 
 pub use config::ArtifactManagerConfig;

@@ -24,14 +24,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rand::Rng;
-use reqwest::{header, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::downloader::{blocking, FetchRequest, FetchSettings};
-use super::hub::{parse_content_range, strip_query, HubClient};
 use super::progress::{ProgressEmitter, ProgressEvent, ProgressKind, ProgressMeter};
+use super::source::{ByteSource, Opened};
 use super::verification::hash_reader_into;
 use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult};
 
@@ -184,7 +183,7 @@ enum PieceError {
 struct Shared<'a> {
     request: &'a FetchRequest,
     settings: &'a FetchSettings,
-    client: &'a HubClient,
+    source: &'a dyn ByteSource,
     emitter: &'a ProgressEmitter,
     on_bytes: &'a (dyn Fn(u64, u64) + Send + Sync),
     size: u64,
@@ -204,7 +203,7 @@ struct Shared<'a> {
 /// out not to support parallel ranges, with the bytes received. Errors keep the partial and
 /// its sidecar for resume.
 pub async fn fetch_ranged(
-    client: &HubClient,
+    source: &dyn ByteSource,
     request: &FetchRequest,
     settings: &FetchSettings,
     emitter: &ProgressEmitter,
@@ -238,7 +237,7 @@ pub async fn fetch_ranged(
     let shared = Shared {
         request,
         settings,
-        client,
+        source,
         emitter,
         on_bytes,
         size,
@@ -317,7 +316,7 @@ pub async fn fetch_ranged(
     }
     if hashed != size {
         return Err(EmbeddingError::BadResponse {
-            url: strip_query(&request.url),
+            url: source.name(),
             reason: format!("parallel download ended with {hashed} of {size} bytes in order"),
         });
     }
@@ -413,84 +412,57 @@ async fn fetch_piece(
     end: u64,
 ) -> Result<(), PieceError> {
     let request = shared.request;
-    let url = strip_query(&request.url);
-    let response = shared
-        .client
-        .get_range(
-            &request.url,
-            start,
-            Some(end),
-            request.validator.as_deref(),
-            &request.location,
-        )
-        .await;
-    let mut response = match response {
-        Ok(response) => response,
-        Err(EmbeddingError::TransientStatus { refusal, .. }) if refusal.status == 429 => {
-            return Err(PieceError::RangesUnsupported(format!(
-                "HTTP 429 to parallel ranges ({refusal})"
-            )))
+    let url = shared.source.name();
+    let mut body = match shared.source.open(start, Some(end)).await {
+        Ok(Opened::Range {
+            body,
+            start: got_start,
+            end: got_end,
+            total,
+        }) => {
+            if (got_start, got_end, total) != (start, end, Some(shared.size)) {
+                return Err(PieceError::Failed(EmbeddingError::BadResponse {
+                    url,
+                    reason: format!(
+                        "206 with Content-Range bytes {got_start}-{got_end}/{total:?} for bytes={start}-{end} of {}",
+                        shared.size
+                    ),
+                }));
+            }
+            body
         }
-        Err(EmbeddingError::HubRefused { refusal, .. }) if refusal.status == 403 => {
+        Ok(Opened::Whole { .. }) => {
+            return Err(PieceError::RangesUnsupported(
+                "the server answered 200 to a Range request".to_owned(),
+            ))
+        }
+        Ok(Opened::Unsatisfiable) => {
+            return Err(PieceError::RangesUnsupported(
+                "the server answered 416 to a Range request".to_owned(),
+            ))
+        }
+        Err(error) if shared.source.is_range_refusal(&error) => {
             return Err(PieceError::RangesUnsupported(format!(
-                "HTTP 403 to parallel ranges ({refusal})"
+                "parallel ranges refused: {error}"
             )))
         }
         Err(error) => return Err(PieceError::Failed(error)),
     };
-    let status = response.status();
-    if status == StatusCode::OK {
-        return Err(PieceError::RangesUnsupported(
-            "the server answered 200 to a Range request".to_owned(),
-        ));
-    }
-    if status == StatusCode::RANGE_NOT_SATISFIABLE {
-        return Err(PieceError::RangesUnsupported(
-            "the server answered 416 to a Range request".to_owned(),
-        ));
-    }
-    let is_html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.to_ascii_lowercase().contains("text/html"));
-    let range = parse_content_range(response.headers());
-    if is_html || range != Some((start, end, Some(shared.size))) {
-        return Err(PieceError::Failed(EmbeddingError::BadResponse {
-            url,
-            reason: format!(
-                "206 with Content-Range {range:?} for bytes={start}-{end} of {}",
-                shared.size
-            ),
-        }));
-    }
-    let idle = shared.client.idle_timeout();
+    let idle = shared.source.idle_timeout();
     let mut offset = start;
     while offset <= end {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let next = tokio::time::timeout(idle, response.chunk()).await;
-        let mut bytes = match next {
-            Err(_) => {
-                return Err(PieceError::Failed(EmbeddingError::IdleTimeout {
-                    url,
-                    idle,
-                }))
-            }
-            Ok(Err(e)) => {
-                return Err(PieceError::Failed(EmbeddingError::Network {
-                    url,
-                    message: format!("range body interrupted at byte {offset}: {e}"),
-                }))
-            }
-            Ok(Ok(None)) => {
+        let mut bytes = match body.next_chunk(idle, &url).await {
+            Err(error) => return Err(PieceError::Failed(error)),
+            Ok(None) => {
                 return Err(PieceError::Failed(EmbeddingError::BadResponse {
                     url,
                     reason: format!("range body ended at byte {offset} of {start}-{end}"),
                 }))
             }
-            Ok(Ok(Some(bytes))) => bytes,
+            Ok(Some(bytes)) => bytes,
         };
         let room = end + 1 - offset;
         if bytes.len() as u64 > room {
