@@ -2,7 +2,12 @@
 //! them, so that one cache, one token and one endpoint serve Python tools and ours alike.
 //!
 //! Everything here takes a variable lookup function, so the rules are testable without
-//! touching the process environment.
+//! touching the process environment. `tests/python_compat.rs` checks every rule against
+//! `huggingface_hub.constants` itself.
+//!
+//! One deliberate difference: an empty variable counts as unset here. `huggingface_hub` takes
+//! an empty `HF_HOME` or `HF_HUB_CACHE` literally (a cache relative to the working directory),
+//! which is never what anyone means.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +15,7 @@ use std::time::Duration;
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
-/// Reads one environment variable; empty values count as unset, as in `huggingface_hub`.
+/// Reads one environment variable; empty values count as unset.
 pub trait EnvLookup {
     /// The variable's value, if set and not empty.
     fn var(&self, name: &str) -> Option<String>;
@@ -35,11 +40,11 @@ impl<F: Fn(&str) -> Option<String>> EnvLookup for F {
 /// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
 pub fn hf_home(env: &dyn EnvLookup) -> PathBuf {
     if let Some(home) = env.var("HF_HOME") {
-        return expand_user(&home, env);
+        return expand_path(&home, env);
     }
     let cache = env
         .var("XDG_CACHE_HOME")
-        .map(|x| expand_user(&x, env))
+        .map(|x| expand_path(&x, env))
         .unwrap_or_else(|| home_dir(env).join(".cache"));
     cache.join("huggingface")
 }
@@ -48,7 +53,7 @@ pub fn hf_home(env: &dyn EnvLookup) -> PathBuf {
 pub fn hub_cache_dir(env: &dyn EnvLookup) -> PathBuf {
     env.var("HF_HUB_CACHE")
         .or_else(|| env.var("HUGGINGFACE_HUB_CACHE"))
-        .map(|p| expand_user(&p, env))
+        .map(|p| expand_path(&p, env))
         .unwrap_or_else(|| hf_home(env).join("hub"))
 }
 
@@ -61,17 +66,25 @@ pub fn endpoint(env: &dyn EnvLookup) -> String {
 
 /// Whether a boolean variable is true (`1`, `ON`, `YES`, `TRUE`, any case), as in `huggingface_hub`.
 pub fn is_true(env: &dyn EnvLookup, name: &str) -> bool {
-    env.var(name).is_some_and(|v| {
-        matches!(
-            v.trim().to_ascii_uppercase().as_str(),
-            "1" | "ON" | "YES" | "TRUE"
-        )
-    })
+    env.var(name).is_some_and(|v| is_true_value(&v))
 }
 
-/// `HF_HUB_OFFLINE` (or the legacy `TRANSFORMERS_OFFLINE`).
+/// `huggingface_hub`'s `_is_true`: the value itself, upper-cased, with no trimming (`" 1"` is
+/// not true there, so it is not true here either).
+fn is_true_value(value: &str) -> bool {
+    matches!(
+        value.to_ascii_uppercase().as_str(),
+        "1" | "ON" | "YES" | "TRUE"
+    )
+}
+
+/// `HF_HUB_OFFLINE`, or when it is unset the legacy `TRANSFORMERS_OFFLINE`: a set
+/// `HF_HUB_OFFLINE=0` wins over `TRANSFORMERS_OFFLINE=1`, as in `huggingface_hub`
+/// (`_is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))`).
 pub fn offline(env: &dyn EnvLookup) -> bool {
-    is_true(env, "HF_HUB_OFFLINE") || is_true(env, "TRANSFORMERS_OFFLINE")
+    env.var("HF_HUB_OFFLINE")
+        .or_else(|| env.var("TRANSFORMERS_OFFLINE"))
+        .is_some_and(|v| is_true_value(&v))
 }
 
 /// A whole number of seconds from a variable such as `HF_HUB_DOWNLOAD_TIMEOUT`.
@@ -110,7 +123,7 @@ pub fn implicit_token(env: &dyn EnvLookup) -> Option<(String, TokenSource)> {
     }
     let path = env
         .var("HF_TOKEN_PATH")
-        .map(|p| expand_user(&p, env))
+        .map(|p| expand_path(&p, env))
         .unwrap_or_else(|| hf_home(env).join("token"));
     read_token_file(&path).map(|t| (t, TokenSource::File))
 }
@@ -126,6 +139,48 @@ fn home_dir(env: &dyn EnvLookup) -> PathBuf {
     env.var("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `os.path.expandvars(os.path.expanduser(path))`, the way `huggingface_hub` expands
+/// `HF_HOME`, `HF_HUB_CACHE` and `HF_TOKEN_PATH`.
+fn expand_path(path: &str, env: &dyn EnvLookup) -> PathBuf {
+    PathBuf::from(expand_vars(&expand_user(path, env).to_string_lossy(), env))
+}
+
+/// `os.path.expandvars` (POSIX): `$NAME` (ASCII letters, digits, `_`) and `${NAME}` are
+/// replaced by the variable's value; unknown variables are left as written. Values are not
+/// expanded again.
+fn expand_vars(text: &str, env: &dyn EnvLookup) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        let (name, consumed) = match after.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match env.var(name).filter(|_| !name.is_empty()) {
+            Some(value) => {
+                out.push_str(&value);
+                rest = &after[consumed..];
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn expand_user(path: &str, env: &dyn EnvLookup) -> PathBuf {
@@ -191,12 +246,34 @@ mod tests {
         assert!(offline(&env(&[("HF_HUB_OFFLINE", "yes")])));
         assert!(offline(&env(&[("TRANSFORMERS_OFFLINE", "1")])));
         assert!(!offline(&env(&[("HF_HUB_OFFLINE", "0")])));
+        assert!(!offline(&env(&[
+            ("HF_HUB_OFFLINE", "0"),
+            ("TRANSFORMERS_OFFLINE", "1")
+        ])));
+        assert!(!offline(&env(&[("HF_HUB_OFFLINE", " 1")])));
+        assert!(offline(&env(&[
+            ("HF_HUB_OFFLINE", ""),
+            ("TRANSFORMERS_OFFLINE", "on")
+        ])));
         assert_eq!(
             seconds(&env(&[("T", "2.5")]), "T"),
             Some(Duration::from_millis(2500))
         );
         assert_eq!(seconds(&env(&[("T", "-1")]), "T"), None);
         assert_eq!(seconds(&env(&[("T", "x")]), "T"), None);
+    }
+
+    #[test]
+    fn paths_expand_variables_like_os_path_expandvars() {
+        let e = env(&[("HOME", "/h"), ("ROOT", "/data"), ("HF_HOME", "${ROOT}/hf")]);
+        assert_eq!(hub_cache_dir(&e), PathBuf::from("/data/hf/hub"));
+        let e = env(&[
+            ("ROOT", "/data"),
+            ("HF_HUB_CACHE", "$ROOT/c/$NOPE/${ROOT}x"),
+        ]);
+        assert_eq!(hub_cache_dir(&e), PathBuf::from("/data/c/$NOPE//datax"));
+        let e = env(&[("HOME", "/h"), ("HF_HUB_CACHE", "~/$HOME-${}-${open-$")]);
+        assert_eq!(hub_cache_dir(&e), PathBuf::from("/h//h-${}-${open-$"));
     }
 
     #[test]
