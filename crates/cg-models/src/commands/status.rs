@@ -1,0 +1,161 @@
+//! `cg-models status`: the library's readiness report as a table (or JSON), after hashing
+//! once any file that is present but was never verified here; exit 1 when a model is not
+//! ready, so it serves as a container readiness check.
+
+use std::path::Path;
+
+use context_graph_embeddings::artifacts::{
+    HashSource, ModelArtifactManager, ModelReadiness, ReadinessState,
+};
+
+use crate::failure::{CliError, EXIT_FAILURE, EXIT_OK};
+use crate::output::{Output, Style};
+use crate::progress::truncate;
+use crate::size::format_size;
+
+/// Runs `status`.
+pub async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, CliError> {
+    let before = manager.readiness_report();
+    let unverified = before
+        .models
+        .iter()
+        .filter(|m| m.state == ReadinessState::Unverified)
+        .count();
+    if unverified > 0 {
+        output.info(format!(
+            "Verifying {unverified} file(s) found on disk but not verified yet…"
+        ));
+        let outcomes = manager.verify_present(parallelism(), true).await;
+        for outcome in outcomes.iter().filter(|o| o.verified == Some(false)) {
+            output.warn(format!(
+                "{}: {}",
+                outcome.model_id,
+                outcome
+                    .detail
+                    .as_deref()
+                    .unwrap_or("the file does not match its hash")
+            ));
+        }
+    }
+    let report = manager.readiness_report();
+    print_table(manager, output, &report.models);
+
+    let not_ready: Vec<&str> = report
+        .models
+        .iter()
+        .filter(|m| !matches!(m.state, ReadinessState::Ready | ReadinessState::Builtin))
+        .map(|m| m.model_id.as_str())
+        .collect();
+    let code = if not_ready.is_empty() {
+        output.info(format!("All {} models are ready.", report.models.len()));
+        EXIT_OK
+    } else {
+        output.info(format!(
+            "{} of {} models are not ready ({}); run `cg-models ensure` to fetch them.",
+            not_ready.len(),
+            report.models.len(),
+            not_ready.join(", ")
+        ));
+        EXIT_FAILURE
+    };
+    super::emit_report(manager, output, "status", code);
+    Ok(code)
+}
+
+/// How many files are hashed at once: one per core.
+pub fn parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn print_table(manager: &ModelArtifactManager, output: &Output, models: &[ModelReadiness]) {
+    let cache = &manager.config().cache_dir;
+    output.result_line(format!(
+        "{} {}  {} {}",
+        output.paint_stdout(Style::Bold, "Cache:"),
+        cache.display(),
+        output.paint_stdout(Style::Bold, "Manifest:"),
+        manager.manifest().origin
+    ));
+    output.result_line(output.paint_stdout(
+        Style::Bold,
+        format!(
+            "{:<18} {:<10} {:>8}  {:<12}  {:<21}  {}",
+            "MODEL", "STATE", "SIZE", "REVISION", "SHA-256", "PATH / ERROR"
+        ),
+    ));
+    for model in models {
+        let (state, style) = state_label(model);
+        let size = model.size_bytes.map(format_size).unwrap_or_else(|| {
+            if model.state == ReadinessState::Builtin {
+                "-"
+            } else {
+                "?"
+            }
+            .to_owned()
+        });
+        let revision = model
+            .commit
+            .as_deref()
+            .or(model.revision.as_deref())
+            .map_or_else(|| "-".to_owned(), |r| short(r, 12));
+        let hash = match (&model.expected_sha256, model.hash_source) {
+            (Some(sha), HashSource::Pinned) => format!("{} pinned", short(sha, 12)),
+            (Some(sha), HashSource::HubAdvertised) => format!("{} hub", short(sha, 12)),
+            _ if model.state == ReadinessState::Builtin => "-".to_owned(),
+            _ => "unknown".to_owned(),
+        };
+        let location = location_text(model, cache);
+        let row = format!(
+            "{:<18} {} {:>8}  {:<12}  {:<21}",
+            model.model_id.as_str(),
+            output.paint_stdout(style, format!("{state:<10}")),
+            size,
+            revision,
+            hash,
+        );
+        if output.stdout_is_terminal {
+            // On a terminal the long part goes on its own line, so rows stay readable.
+            output.result_line(row.trim_end());
+            if !location.is_empty() {
+                output.result_line(output.paint_stdout(Style::Dim, format!("    {location}")));
+            }
+        } else {
+            output.result_line(format!("{row}  {location}").trim_end());
+        }
+    }
+}
+
+fn state_label(model: &ModelReadiness) -> (String, Style) {
+    match model.state {
+        ReadinessState::Builtin => ("builtin".to_owned(), Style::Dim),
+        ReadinessState::Ready => ("ready".to_owned(), Style::Green),
+        ReadinessState::Unverified => ("unverified".to_owned(), Style::Yellow),
+        ReadinessState::Missing if model.partial_bytes > 0 => ("partial".to_owned(), Style::Yellow),
+        ReadinessState::Missing => ("missing".to_owned(), Style::Yellow),
+        ReadinessState::Failed => ("failed".to_owned(), Style::Red),
+    }
+}
+
+fn location_text(model: &ModelReadiness, cache: &Path) -> String {
+    if let Some(error) = &model.error {
+        return format!("error: {}", truncate(error, 300));
+    }
+    match (&model.path, model.state) {
+        (Some(path), _) => path.display().to_string(),
+        (None, ReadinessState::Builtin) => "computed in-process".to_owned(),
+        (None, ReadinessState::Missing) if model.partial_bytes > 0 => format!(
+            "{} downloaded so far in {}",
+            format_size(model.partial_bytes),
+            cache.display()
+        ),
+        (None, _) => format!(
+            "{}/{}",
+            model.repo_id.as_deref().unwrap_or("?"),
+            model.filename.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
+fn short(text: &str, width: usize) -> String {
+    text.chars().take(width).collect()
+}

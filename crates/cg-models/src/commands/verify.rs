@@ -1,0 +1,132 @@
+//! `cg-models verify [--repair]`: has the library re-hash every present file, reports each
+//! result, and with `--repair` has it download again what failed.
+
+use std::collections::HashMap;
+
+use context_graph_embeddings::artifacts::ModelArtifactManager;
+use context_graph_embeddings::ModelId;
+
+use crate::cli::VerifyArgs;
+use crate::failure::{CliError, EXIT_FAILURE, EXIT_OK};
+use crate::output::{Output, Style};
+use crate::progress::track;
+
+/// Runs `verify`.
+pub async fn run(
+    manager: &ModelArtifactManager,
+    output: &Output,
+    args: &VerifyArgs,
+) -> Result<u8, CliError> {
+    let parallelism = super::status::parallelism();
+    output.info(format!(
+        "Re-hashing every model file on disk ({parallelism} at a time)…"
+    ));
+    let results = manager.verify_present(parallelism, false).await;
+    let mut bad: Vec<ModelId> = Vec::new();
+    let mut missing: Vec<ModelId> = Vec::new();
+    for result in &results {
+        output.json("verify", result);
+        let name = result.model_id.as_str();
+        match (&result.path, result.verified) {
+            (Some(path), Some(true)) => output.result_line(format!(
+                "{} {name:<16} ok       {}",
+                output.paint_stdout(Style::Green, "✓"),
+                path.display()
+            )),
+            (Some(path), Some(false)) => {
+                bad.push(result.model_id);
+                output.result_line(format!(
+                    "{} {name:<16} CORRUPT  {}",
+                    output.paint_stdout(Style::Red, "✗"),
+                    result
+                        .detail
+                        .as_deref()
+                        .map_or_else(|| path.display().to_string(), str::to_owned)
+                ));
+            }
+            (Some(path), None) => {
+                bad.push(result.model_id);
+                output.result_line(format!(
+                    "{} {name:<16} UNCHECKED {}",
+                    output.paint_stdout(Style::Red, "?"),
+                    result
+                        .detail
+                        .as_deref()
+                        .map_or_else(|| path.display().to_string(), str::to_owned)
+                ));
+            }
+            (None, _) => {
+                missing.push(result.model_id);
+                output.result_line(format!(
+                    "{} {name:<16} missing  not on disk",
+                    output.paint_stdout(Style::Dim, "-")
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        output.info(format!(
+            "{} model(s) not on disk; `cg-models ensure` fetches them.",
+            missing.len()
+        ));
+    }
+
+    let mut still_bad = bad.clone();
+    if args.repair && !bad.is_empty() {
+        still_bad = repair(manager, output, &bad).await;
+    }
+
+    let code = if still_bad.is_empty() {
+        let checked = results.len() - missing.len();
+        if bad.is_empty() {
+            output.info(format!("All {checked} file(s) on disk are intact."));
+        } else {
+            output.info(format!(
+                "Repaired {}; all files on disk are intact now.",
+                join(&bad)
+            ));
+        }
+        EXIT_OK
+    } else {
+        if !args.repair {
+            output.error(&CliError::failure(format!(
+                "{} file(s) failed verification ({}); run `cg-models verify --repair` to download them again",
+                still_bad.len(),
+                join(&still_bad)
+            )));
+        }
+        EXIT_FAILURE
+    };
+    super::emit_report(manager, output, "verify", code);
+    Ok(code)
+}
+
+/// Downloads the bad models again, one after the other; returns those still bad.
+async fn repair(manager: &ModelArtifactManager, output: &Output, bad: &[ModelId]) -> Vec<ModelId> {
+    output.info(format!("Repairing {}…", join(bad)));
+    let work = async {
+        let mut failures = Vec::new();
+        for model in bad {
+            if let Err(error) = manager.download(*model).await {
+                failures.push((*model, error));
+            }
+        }
+        failures
+    };
+    let (failures, _) = track(manager.subscribe_progress(), output, HashMap::new(), work).await;
+    let still_bad: Vec<ModelId> = failures.iter().map(|(m, _)| *m).collect();
+    for (model, error) in failures {
+        output.error(&CliError::failure(format!(
+            "cannot repair {model}: {error}"
+        )));
+    }
+    still_bad
+}
+
+fn join(models: &[ModelId]) -> String {
+    models
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
