@@ -180,6 +180,20 @@ pub enum EmbeddingError {
         /// What was wrong.
         reason: String,
     },
+    /// The mirror does not hold the object.
+    #[error("{url} is not in the mirror")]
+    MirrorMissing {
+        /// The object.
+        url: String,
+    },
+    /// The mirror failed (unreachable, refusing, throttling beyond its retries).
+    #[error("mirror {url} failed: {message}")]
+    Mirror {
+        /// The object.
+        url: String,
+        /// What failed.
+        message: String,
+    },
     /// No byte arrived for longer than the idle timeout.
     #[error("no data from {url} for {:.0?} (idle timeout; raise download_timeout or HF_HUB_DOWNLOAD_TIMEOUT on slow links)", .idle)]
     IdleTimeout {

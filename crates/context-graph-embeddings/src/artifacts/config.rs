@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::environment::{self, EnvLookup, ProcessEnv};
+use super::mirror::MirrorConfig;
 use super::ranged::ParallelSettings;
 use super::retry::RetryPolicy;
 
@@ -57,6 +58,8 @@ pub struct ArtifactManagerConfig {
     pub progress_interval: Duration,
     /// Parallel ranged download of large files (connections per file, thresholds).
     pub parallel: ParallelSettings,
+    /// A content-addressed mirror tried before the Hub (`CG_MODELS_MIRROR`).
+    pub mirror: Option<MirrorConfig>,
 }
 
 impl ArtifactManagerConfig {
@@ -91,6 +94,7 @@ impl ArtifactManagerConfig {
             retry_policy: RetryPolicy::default(),
             progress_interval: Duration::from_millis(100),
             parallel: ParallelSettings::default(),
+            mirror: MirrorConfig::from_env(env),
         }
     }
 
@@ -131,6 +135,7 @@ impl fmt::Debug for ArtifactManagerConfig {
             .field("retry_policy", &self.retry_policy)
             .field("progress_interval", &self.progress_interval)
             .field("parallel", &self.parallel)
+            .field("mirror", &self.mirror)
             .finish()
     }
 }

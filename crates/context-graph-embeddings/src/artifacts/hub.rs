@@ -56,6 +56,24 @@ pub struct RemoteFile {
     pub download_url: String,
     /// A validator for `If-Range` when the bytes come from the resolve URL itself.
     pub validator: Option<String>,
+    /// Whether the Hub said this (false: built from a fully pinned manifest entry without
+    /// asking, for a mirror-first download that need not reach the Hub at all).
+    pub from_hub: bool,
+}
+
+impl RemoteFile {
+    /// What a fully pinned entry at a commit says, without asking the Hub.
+    pub fn from_pins(commit: &str, sha256: &str, size: Option<u64>) -> Self {
+        RemoteFile {
+            commit: commit.to_owned(),
+            etag: sha256.to_owned(),
+            sha256: Some(sha256.to_owned()),
+            size,
+            download_url: String::new(),
+            validator: None,
+            from_hub: false,
+        }
+    }
 }
 
 /// The client side of the Hub protocol.
@@ -453,6 +471,7 @@ fn metadata_from(
         size,
         download_url: download_url.to_owned(),
         validator: None,
+        from_hub: true,
     })
 }
 

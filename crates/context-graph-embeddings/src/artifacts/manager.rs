@@ -18,8 +18,9 @@ use super::eviction::{self, EvictionReport};
 use super::hub::{HubClient, RemoteFile, Secret};
 use super::lock::BlobLock;
 use super::manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
+use super::mirror::Mirror;
 use super::progress::{Outcome, ProgressEmitter, ProgressEvent, ProgressKind};
-use super::source::HubSource;
+use super::source::{ByteSource, HubSource};
 use super::verification::{hash_file, VerificationStamp};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
@@ -109,6 +110,8 @@ pub struct ModelReadiness {
     pub partial_bytes: u64,
     /// The error of a failed model.
     pub error: Option<String>,
+    /// Where the verified file came from (`hub`, the mirror object, `cache`), when recorded.
+    pub source: Option<String>,
 }
 
 /// Overall readiness report.
@@ -171,6 +174,7 @@ pub struct ModelArtifactManager {
     layout: CacheLayout,
     emitter: ProgressEmitter,
     download_slots: Arc<Semaphore>,
+    mirror: Option<Mirror>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -211,7 +215,9 @@ impl ModelArtifactManager {
             config.metadata_timeout,
             config.download_timeout,
         )?;
+        let mirror = config.mirror.as_ref().map(Mirror::connect).transpose()?;
         let mut manager = ModelArtifactManager {
+            mirror,
             layout: CacheLayout::new(&config.cache_dir),
             download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
             config,
@@ -598,9 +604,16 @@ impl ModelArtifactManager {
                 total_bytes: artifact.size_bytes.unwrap_or(0),
             },
         );
+        // What the bytes must be. With a mirror and a fully pinned entry at a commit, that is
+        // known without asking the Hub (air-gapped nodes never reach it).
         let remote = match remote {
             Some(remote) => remote,
-            None => self.head_with_retries(&location).await?,
+            None => match (&self.mirror, &artifact.sha256) {
+                (Some(_), Some(sha)) if artifact.revision_is_commit() => {
+                    RemoteFile::from_pins(artifact.revision_or_default(), sha, artifact.size_bytes)
+                }
+                _ => self.head_with_retries(&location).await?,
+            },
         };
         let (expected_sha256, expected_size) = Self::expectations(artifact, &remote, &location)?;
         let repo = artifact.repo_id.as_str();
@@ -623,8 +636,7 @@ impl ModelArtifactManager {
         let _ = self.layout.ensure_cachedir_tag();
 
         // After the lock: another process (or Python) may have placed the blob meanwhile.
-        let mut outcome = None;
-        let mut transferred = 0;
+        let mut fetched: Option<(Outcome, u64, String)> = None;
         if tokio::fs::symlink_metadata(&blob_path).await.is_ok() {
             let checked = blob_path.clone();
             let hashed = blocking(move || hash_file(&checked)).await;
@@ -632,7 +644,7 @@ impl ModelArtifactManager {
                 Ok((sha, length))
                     if sha == expected_sha256 && expected_size.is_none_or(|s| s == length) =>
                 {
-                    outcome = Some(Outcome::Reused);
+                    fetched = Some((Outcome::Reused, 0, "cache".to_owned()));
                 }
                 _ => {
                     tracing::warn!(blob = %blob_path.display(), "cached blob does not match its expected hash; fetching it again");
@@ -640,44 +652,105 @@ impl ModelArtifactManager {
                 }
             }
         }
-        if outcome.is_none() {
-            let request = FetchRequest {
-                location: location.clone(),
-                blobs_dir: self.layout.blobs_dir(repo),
-                etag: etag.clone(),
-                expected_sha256: expected_sha256.clone(),
-                expected_size,
-            };
-            let source = HubSource {
-                client: self.client.clone(),
-                url: remote.download_url.clone(),
-                validator: remote.validator.clone(),
-                location: location.clone(),
-            };
-            let settings = FetchSettings {
-                retry_attempts: self.config.retry_attempts,
-                retry_policy: self.config.retry_policy.clone(),
-                progress_interval: self.config.progress_interval,
-                parallel: self.config.parallel.clone(),
-            };
-            let on_bytes = |bytes: u64, total: u64| {
-                self.set_status(
-                    model_id,
-                    DownloadStatus::InProgress {
-                        bytes_downloaded: bytes,
-                        total_bytes: total,
-                    },
-                );
-            };
-            let fetched =
-                fetch_blob(&source, &request, &settings, &self.emitter, &on_bytes).await?;
-            transferred = fetched.transferred;
-            outcome = Some(if fetched.resumed_from > 0 {
+        let request = FetchRequest {
+            location: location.clone(),
+            blobs_dir: self.layout.blobs_dir(repo),
+            etag: etag.clone(),
+            expected_sha256: expected_sha256.clone(),
+            expected_size,
+        };
+        let settings = FetchSettings {
+            retry_attempts: self.config.retry_attempts,
+            retry_policy: self.config.retry_policy.clone(),
+            progress_interval: self.config.progress_interval,
+            parallel: self.config.parallel.clone(),
+        };
+        let on_bytes = |bytes: u64, total: u64| {
+            self.set_status(
+                model_id,
+                DownloadStatus::InProgress {
+                    bytes_downloaded: bytes,
+                    total_bytes: total,
+                },
+            );
+        };
+        let outcome_of = |resumed_from: u64| {
+            if resumed_from > 0 {
                 Outcome::Resumed
             } else {
                 Outcome::Downloaded
-            });
+            }
+        };
+
+        // Sources in order: the mirror (content-addressed, so only by a known hash), then
+        // the Hub. A failing mirror is not fatal; its partial bytes are resumed from the Hub.
+        if let (None, Some(mirror)) = (&fetched, &self.mirror) {
+            let source = mirror.source(&expected_sha256, self.config.download_timeout);
+            match fetch_blob(&source, &request, &settings, &self.emitter, &on_bytes).await {
+                Ok(blob) => {
+                    fetched = Some((
+                        outcome_of(blob.resumed_from),
+                        blob.transferred,
+                        source.name(),
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(model = %model_id, %error, "mirror failed; trying the Hub");
+                    self.emitter.send(
+                        model_id,
+                        0,
+                        expected_size.unwrap_or(0),
+                        ProgressKind::FallingBack {
+                            from: source.name(),
+                            reason: error.to_string(),
+                        },
+                    );
+                }
+            }
         }
+        if fetched.is_none() {
+            let remote_from_hub = if remote.from_hub {
+                remote.clone()
+            } else {
+                let asked = self.head_with_retries(&location).await?;
+                Self::expectations(artifact, &asked, &location)?;
+                if asked.etag != etag || asked.commit != remote.commit {
+                    return Err(EmbeddingError::Protocol {
+                        location,
+                        reason: format!(
+                            "the Hub names the file {} at commit {}, the manifest pins {etag} at {}",
+                            asked.etag, asked.commit, remote.commit
+                        ),
+                    });
+                }
+                asked
+            };
+            let source = HubSource {
+                client: self.client.clone(),
+                url: remote_from_hub.download_url.clone(),
+                validator: remote_from_hub.validator.clone(),
+                location: location.clone(),
+            };
+            let blob = fetch_blob(&source, &request, &settings, &self.emitter, &on_bytes).await?;
+            fetched = Some((
+                outcome_of(blob.resumed_from),
+                blob.transferred,
+                "hub".to_owned(),
+            ));
+            if let Some(mirror) = self.mirror.as_ref().filter(|m| m.is_writable()) {
+                let size = std::fs::metadata(&blob.blob_path).map_or(0, |m| m.len());
+                match mirror.upload(&blob.blob_path, &expected_sha256, size).await {
+                    Ok(_) => {
+                        tracing::info!(model = %model_id, object = %mirror.object_url(&expected_sha256), "uploaded to the mirror")
+                    }
+                    Err(error) => {
+                        tracing::warn!(model = %model_id, %error, "upload to the mirror failed; the download itself is fine")
+                    }
+                }
+            }
+        }
+        let (outcome, transferred, source) =
+            fetched.unwrap_or((Outcome::Downloaded, 0, "hub".to_owned()));
         let snapshot = self.layout.link_snapshot(
             repo,
             &remote.commit,
@@ -687,23 +760,32 @@ impl ModelArtifactManager {
         )?;
         self.layout
             .write_ref(repo, artifact.revision_or_default(), &remote.commit)?;
-        let stamp = VerificationStamp::now(&snapshot, &expected_sha256)
+        let mut stamp = VerificationStamp::now(&snapshot, &expected_sha256)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+        stamp.source = Some(source.clone());
+        super::failpoint::hit("stamp.before_write");
         stamp.write(
             &self
                 .layout
                 .stamp_path(repo, &remote.commit, &artifact.filename),
         )?;
-        self.completed(
-            artifact,
-            &snapshot,
-            outcome.unwrap_or(Outcome::Downloaded),
-            transferred,
-        );
+        super::failpoint::hit("stamp.after_write");
+        self.completed_from(artifact, &snapshot, outcome, transferred, Some(source));
         Ok(snapshot)
     }
 
     fn completed(&self, artifact: &ModelArtifact, path: &Path, outcome: Outcome, transferred: u64) {
+        self.completed_from(artifact, path, outcome, transferred, None);
+    }
+
+    fn completed_from(
+        &self,
+        artifact: &ModelArtifact,
+        path: &Path,
+        outcome: Outcome,
+        transferred: u64,
+        source: Option<String>,
+    ) {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         self.set_status(
             artifact.model_id,
@@ -720,6 +802,7 @@ impl ModelArtifactManager {
                 path: path.to_path_buf(),
                 outcome,
                 bytes_transferred: transferred,
+                source,
             },
         );
     }
@@ -1120,6 +1203,7 @@ impl ModelArtifactManager {
                         format: None,
                         partial_bytes: 0,
                         error: None,
+                        source: None,
                     });
                     continue;
                 }
@@ -1178,6 +1262,7 @@ impl ModelArtifactManager {
                 format: Some(artifact.format()),
                 partial_bytes: state.partial_bytes,
                 error: if ready { None } else { failure },
+                source: state.stamp.as_ref().and_then(|s| s.source.clone()),
             });
         }
         report

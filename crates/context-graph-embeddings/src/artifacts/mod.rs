@@ -12,6 +12,7 @@
 //! | [`hub`] | the Hub's HTTP protocol and error codes |
 //! | [`cache`] | the Hugging Face cache layout |
 //! | [`lock`] | cross-process blob locks compatible with `huggingface_hub` |
+//! | [`mirror`] | a content-addressed pull-through mirror on S3-compatible storage |
 //! | [`pinning`] | filling a manifest's pins from the Hub |
 //! | [`eviction`] | the cache size limit and LRU eviction |
 //! | [`failpoint`] | crash points for crash-safety tests |
@@ -30,6 +31,7 @@ pub mod hub;
 pub mod lock;
 pub mod manager;
 pub mod manifest;
+pub mod mirror;
 pub mod pinning;
 pub mod progress;
 pub mod ranged;
@@ -44,6 +46,7 @@ pub use manager::{
     ReadinessReport, ReadinessState, VerifyOutcome,
 };
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
+pub use mirror::{Mirror, MirrorConfig};
 pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
 pub use ranged::ParallelSettings;

@@ -68,6 +68,16 @@ pub enum ProgressKind {
         outcome: Outcome,
         /// Bytes received over the network for this file in this run.
         bytes_transferred: u64,
+        /// Where the bytes came from (`hub`, the mirror object, `cache`); `None` when nothing
+        /// was fetched.
+        source: Option<String>,
+    },
+    /// A source failed; the next one (the Hub after a mirror) is tried.
+    FallingBack {
+        /// The source that failed.
+        from: String,
+        /// Why.
+        reason: String,
     },
     /// The model could not be made ready.
     Failed {

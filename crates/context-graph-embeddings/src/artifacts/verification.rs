@@ -103,6 +103,9 @@ pub struct VerificationStamp {
     pub fingerprint: FileFingerprint,
     /// Seconds since the epoch at verification.
     pub verified_at: u64,
+    /// Where the bytes came from (`hub`, a mirror object, `cache`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl VerificationStamp {
@@ -114,6 +117,7 @@ impl VerificationStamp {
             verified_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            source: None,
         })
     }
 
