@@ -959,6 +959,17 @@ impl ModelArtifactManager {
         let resolved: Vec<(&ModelArtifact, EmbeddingResult<RemoteFile>)> = stream::iter(todo)
             .map(|artifact| async move {
                 let location = Self::location(artifact);
+                if let (Some(_), Some(sha), Some(size)) =
+                    (&self.mirror, &artifact.sha256, artifact.size_bytes)
+                {
+                    if artifact.revision_is_commit() {
+                        // Mirror first and everything pinned: the Hub is asked only if the
+                        // mirror fails (air-gapped nodes never reach it).
+                        let pinned =
+                            RemoteFile::from_pins(artifact.revision_or_default(), sha, Some(size));
+                        return (artifact, Ok(pinned));
+                    }
+                }
                 let remote = self.head_with_retries(&location).await.and_then(|remote| {
                     Self::expectations(artifact, &remote, &location).map(|_| remote)
                 });
