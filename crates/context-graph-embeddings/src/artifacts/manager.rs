@@ -751,25 +751,33 @@ impl ModelArtifactManager {
         }
         let (outcome, transferred, source) =
             fetched.unwrap_or((Outcome::Downloaded, 0, "hub".to_owned()));
-        let snapshot = self.layout.link_snapshot(
-            repo,
-            &remote.commit,
-            &artifact.filename,
-            &etag,
-            self.config.use_symlinks,
-        )?;
-        self.layout
-            .write_ref(repo, artifact.revision_or_default(), &remote.commit)?;
-        let mut stamp = VerificationStamp::now(&snapshot, &expected_sha256)
-            .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
-        stamp.source = Some(source.clone());
-        super::failpoint::hit("stamp.before_write");
-        stamp.write(
-            &self
-                .layout
-                .stamp_path(repo, &remote.commit, &artifact.filename),
-        )?;
-        super::failpoint::hit("stamp.after_write");
+        // Placing the entry fsyncs small files: off the async threads.
+        let snapshot = {
+            let layout = self.layout.clone();
+            let repo = repo.to_owned();
+            let commit = remote.commit.clone();
+            let filename = artifact.filename.clone();
+            let revision = artifact.revision_or_default().to_owned();
+            let use_symlinks = self.config.use_symlinks;
+            let sha = expected_sha256.clone();
+            let source = source.clone();
+            tokio::task::spawn_blocking(move || -> EmbeddingResult<PathBuf> {
+                let snapshot =
+                    layout.link_snapshot(&repo, &commit, &filename, &etag, use_symlinks)?;
+                layout.write_ref(&repo, &revision, &commit)?;
+                let mut stamp = VerificationStamp::now(&snapshot, &sha)
+                    .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+                stamp.source = Some(source);
+                super::failpoint::hit("stamp.before_write");
+                stamp.write(&layout.stamp_path(&repo, &commit, &filename))?;
+                super::failpoint::hit("stamp.after_write");
+                Ok(snapshot)
+            })
+            .await
+            .map_err(|e| {
+                EmbeddingError::io("cannot place", &blob_path, std::io::Error::other(e))
+            })??
+        };
         self.completed_from(artifact, &snapshot, outcome, transferred, Some(source));
         Ok(snapshot)
     }
@@ -1065,7 +1073,7 @@ impl ModelArtifactManager {
             .map(|(a, r)| (CacheLayout::repo_folder_name(&a.repo_id), r.etag.clone()))
             .collect();
         if let Some(limit) = self.config.max_cache_bytes {
-            let current = self.cache_size();
+            let current = self.cache_size_off_thread().await;
             if current.saturating_add(needed) > limit {
                 let mut protected = self.protected_blobs();
                 protected.extend(planned.iter().cloned());
@@ -1143,7 +1151,7 @@ impl ModelArtifactManager {
         include_manifest: bool,
         dry_run: bool,
     ) -> EmbeddingResult<EvictionReport> {
-        let size_before = self.cache_size();
+        let size_before = self.cache_size_off_thread().await;
         let mut report = EvictionReport {
             size_before,
             size_after: size_before,
@@ -1172,7 +1180,7 @@ impl ModelArtifactManager {
         report.size_after = if dry_run {
             size_before.saturating_sub(report.freed_bytes)
         } else {
-            self.cache_size()
+            self.cache_size_off_thread().await
         };
         Ok(report)
     }
@@ -1294,7 +1302,7 @@ impl ModelArtifactManager {
     /// other snapshot entry uses them, their partial downloads and stamps. Returns the bytes
     /// freed. Links are removed, never followed; nothing outside these repos is touched.
     pub async fn clear_models(&self, models: &[ModelId]) -> EmbeddingResult<u64> {
-        let before = self.cache_size();
+        let before = self.cache_size_off_thread().await;
         for model_id in models {
             let Ok(artifact) = self.artifact(*model_id) else {
                 continue;
@@ -1340,7 +1348,13 @@ impl ModelArtifactManager {
             }
             self.set_status(*model_id, DownloadStatus::NotStarted);
         }
-        Ok(before.saturating_sub(self.cache_size()))
+        Ok(before.saturating_sub(self.cache_size_off_thread().await))
+    }
+
+    /// [`cache_size`](Self::cache_size) on a blocking thread: it walks the whole cache.
+    async fn cache_size_off_thread(&self) -> u64 {
+        let layout = self.layout.clone();
+        blocking(move || Ok(layout.total_size())).await.unwrap_or(0)
     }
 
     /// The total size of the cache on disk in bytes (every regular file: blobs, partial
