@@ -484,10 +484,11 @@ impl Renderer {
                 } else {
                     format!("{}{}", self.output.paint(style, mark), &line[mark_len..])
                 };
+                // Printed with the bars suspended rather than with `MultiProgress::println`,
+                // which pads lines to the terminal width and leaves the cursor in the
+                // pending-wrap column, so the next line would become a wrapped continuation.
                 match &self.multi {
-                    Some(multi) => {
-                        let _ = multi.println(painted);
-                    }
+                    Some(multi) => multi.suspend(|| self.output.stderr_line(&painted)),
                     None => self.output.stderr_line(&painted),
                 }
             }
