@@ -1,0 +1,2209 @@
+//! Issue 6: one cache with the Python ecosystem, proven with the official client.
+//!
+//! Our cache *is* the Hugging Face cache, so `huggingface_hub` (and everything built on it:
+//! transformers, sentence-transformers, `hf`) and this library share one. These tests run the
+//! official client against the same loopback Hub emulator as the library and check each side
+//! reads, writes and locks exactly what the other expects.
+//!
+//! Needs a Python with `huggingface_hub`: `CG_TEST_PYTHON`, default `target/pyenv/bin/python`
+//! (made by `scripts/setup-python`). Without it these tests fail, unless
+//! `CG_SKIP_PYTHON_TESTS=1` (then they say why and pass).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod fixture {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use context_graph_embeddings::artifacts::{
+        ArtifactManagerConfig, ModelArtifactManager, RetryPolicy,
+    };
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{Host, HubEmulator, RequestRecord};
+    use serde_json::Value;
+
+    const DEFAULT_PYTHON: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/pyenv/bin/python");
+    const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// The official client's interpreter, with a private `HOME` for its scripts.
+    pub struct Py {
+        exe: PathBuf,
+        home: tempfile::TempDir,
+    }
+
+    impl Py {
+        /// Finds the interpreter; fails (with how to fix it) when it has no
+        /// `huggingface_hub`, unless `CG_SKIP_PYTHON_TESTS=1`.
+        pub fn find() -> Option<Py> {
+            let exe = std::env::var_os("CG_TEST_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON));
+            let usable = Command::new(&exe)
+                .args(["-c", "import huggingface_hub"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if usable {
+                return Some(Py {
+                    exe,
+                    home: tempfile::tempdir().expect("temp dir"),
+                });
+            }
+            let problem = format!(
+                "no Python with huggingface_hub at {} (from CG_TEST_PYTHON, default target/pyenv/bin/python)",
+                exe.display()
+            );
+            if std::env::var("CG_SKIP_PYTHON_TESTS").is_ok_and(|v| v == "1") {
+                eprintln!("skipping Python compatibility test: {problem}; CG_SKIP_PYTHON_TESTS=1");
+                return None;
+            }
+            panic!(
+                "{problem}.\nInstall it with `scripts/setup-python` (creates target/pyenv with \
+                 huggingface_hub), or point CG_TEST_PYTHON at an interpreter that has it, \
+                 or set CG_SKIP_PYTHON_TESTS=1 to skip these tests."
+            );
+        }
+
+        /// A `python -c` command with a clean environment: `HOME` is a private folder, no
+        /// `HF_*` variable but `vars`, telemetry and progress bars off. The script gets
+        /// `json`, `hashlib`, `os`, `sys`, `time`, `pathlib`, `huggingface_hub` and a
+        /// `sha256(path)` helper, and must print one JSON value as its last line.
+        pub fn command(&self, vars: &[(&str, String)], body: &str) -> Command {
+            let prelude = "import hashlib, json, os, sys, time, pathlib\n\
+                           import huggingface_hub\n\
+                           def sha256(path):\n    \
+                               with open(path, 'rb') as f:\n        \
+                                   return hashlib.sha256(f.read()).hexdigest()\n";
+            let mut command = Command::new(&self.exe);
+            command
+                .arg("-c")
+                .arg(format!("{prelude}{body}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            clean_env(&mut command, self.home.path());
+            command
+                .env("HF_HUB_DISABLE_TELEMETRY", "1")
+                .env("HF_HUB_DISABLE_PROGRESS_BARS", "1");
+            for (name, value) in vars {
+                command.env(name, value);
+            }
+            command
+        }
+
+        /// Runs a script to the end and returns its JSON.
+        pub fn run(&self, vars: &[(&str, String)], body: &str) -> Value {
+            let child = self.command(vars, body).spawn().expect("start python");
+            let (stdout, _) = finish(child, "python");
+            last_json(&stdout)
+        }
+
+        /// The private `HOME` of the scripts.
+        pub fn home(&self) -> &Path {
+            self.home.path()
+        }
+    }
+
+    /// Clears the environment of a child but for what a process needs to start, with `home`
+    /// as `HOME`.
+    pub fn clean_env(command: &mut Command, home: &Path) {
+        command.env_clear();
+        for keep in ["PATH", "TMPDIR", "LANG", "LC_ALL", "SYSTEMROOT"] {
+            if let Some(value) = std::env::var_os(keep) {
+                command.env(keep, value);
+            }
+        }
+        command.env("HOME", home);
+    }
+
+    /// Waits for a child (at most two minutes) and returns its output; panics when it failed.
+    pub fn finish(child: Child, what: &str) -> (String, String) {
+        let (stdout, stderr, status) = finish_any(child);
+        assert!(
+            status.success(),
+            "{what} failed ({status})\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
+        (stdout, stderr)
+    }
+
+    /// Waits for a child (at most two minutes) and returns its output and status.
+    pub fn finish_any(mut child: Child) -> (String, String, std::process::ExitStatus) {
+        let started = Instant::now();
+        while child.try_wait().expect("wait for child").is_none() {
+            if started.elapsed() > CHILD_TIMEOUT {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("reap child");
+                panic!(
+                    "child ran longer than {CHILD_TIMEOUT:?}\n--- stdout\n{}\n--- stderr\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("child output");
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+            output.status,
+        )
+    }
+
+    /// The JSON value a script printed on its last line.
+    pub fn last_json(stdout: &str) -> Value {
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}):\n{stdout}"))
+    }
+
+    /// One file the emulator serves, as a manifest entry names it.
+    #[derive(Debug, Clone)]
+    pub struct Served {
+        pub model: ModelId,
+        pub repo: String,
+        pub file: String,
+        /// The revision the manifest asks for.
+        pub revision: String,
+        /// The commit it resolves to.
+        pub commit: String,
+        pub size: u64,
+        pub sha256: String,
+        /// The blob name (SHA-256 for LFS files, git blob SHA-1 for regular files).
+        pub etag: String,
+        /// Whether the manifest pins hash and size.
+        pub pinned: bool,
+    }
+
+    impl Served {
+        /// Describes `file` of `repo` at `revision` as the emulator serves it now.
+        pub fn new(
+            hub: &HubEmulator,
+            model: ModelId,
+            repo: &str,
+            file: &str,
+            revision: &str,
+            pinned: bool,
+        ) -> Served {
+            let info = hub
+                .file_info(repo, revision, file)
+                .unwrap_or_else(|| panic!("emulator serves no {repo}/{file}@{revision}"));
+            Served {
+                model,
+                repo: repo.to_owned(),
+                file: file.to_owned(),
+                revision: revision.to_owned(),
+                commit: info.commit,
+                size: info.size,
+                sha256: info.sha256,
+                etag: info.etag,
+                pinned,
+            }
+        }
+
+        /// `<cache>/models--org--name`.
+        pub fn repo_dir(&self, cache: &Path) -> PathBuf {
+            cache.join(format!("models--{}", self.repo.replace('/', "--")))
+        }
+
+        /// `<cache>/models--org--name/snapshots/<commit>/<file>`.
+        pub fn snapshot(&self, cache: &Path) -> PathBuf {
+            let mut path = self.repo_dir(cache).join("snapshots").join(&self.commit);
+            path.extend(self.file.split('/'));
+            path
+        }
+
+        /// `<cache>/models--org--name/blobs/<etag>`.
+        pub fn blob(&self, cache: &Path) -> PathBuf {
+            self.repo_dir(cache).join("blobs").join(&self.etag)
+        }
+
+        /// `<cache>/.locks/models--org--name/<etag>.lock`, where `huggingface_hub` locks.
+        pub fn lock(&self, cache: &Path) -> PathBuf {
+            cache
+                .join(".locks")
+                .join(format!("models--{}", self.repo.replace('/', "--")))
+                .join(format!("{}.lock", self.etag))
+        }
+
+        /// What the Python scripts get to download or look up.
+        pub fn case(&self) -> Value {
+            serde_json::json!({
+                "repo": self.repo,
+                "file": self.file,
+                "revision": self.revision,
+            })
+        }
+    }
+
+    /// The scripts' list of files, as the `CG_CASES` variable.
+    pub fn cases(served: &[Served]) -> (&'static str, String) {
+        let list: Vec<Value> = served.iter().map(Served::case).collect();
+        ("CG_CASES", Value::Array(list).to_string())
+    }
+
+    /// Writes a 12-entry manifest: the served files, every other model built in.
+    pub fn write_manifest(path: &Path, served: &[Served]) {
+        let entries: Vec<Value> = ModelId::ALL
+            .iter()
+            .map(|id| match served.iter().find(|s| s.model == *id) {
+                Some(s) => serde_json::json!({
+                    "model_id": id.as_str(),
+                    "repo_id": s.repo,
+                    "filename": s.file,
+                    "sha256": s.pinned.then(|| s.sha256.clone()),
+                    "size_bytes": s.pinned.then_some(s.size),
+                    "revision": s.revision,
+                }),
+                None => serde_json::json!({ "model_id": id.as_str(), "builtin": true }),
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    }
+
+    /// A variable lookup that sees only `vars` (never the process environment).
+    pub fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    /// A configuration resolved from `HF_HUB_CACHE`, `HF_ENDPOINT` and `extra` only (like a
+    /// process started with just those), plus fast retries and no implicit token.
+    pub fn config_with(
+        cache: &Path,
+        endpoint: &str,
+        manifest: &Path,
+        extra: &[(&str, String)],
+    ) -> ArtifactManagerConfig {
+        let mut vars = vec![
+            ("HOME", "/nonexistent-home-for-tests".to_owned()),
+            ("HF_HUB_CACHE", cache.display().to_string()),
+            ("HF_ENDPOINT", endpoint.to_owned()),
+        ];
+        vars.extend(extra.iter().cloned());
+        let mut config = ArtifactManagerConfig::from_lookup(&lookup(&vars));
+        assert_eq!(config.cache_dir, cache);
+        config.manifest_path = Some(manifest.to_path_buf());
+        config.implicit_token = false;
+        config.retry_attempts = 3;
+        config.retry_policy = RetryPolicy {
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            max_server_delay: Duration::from_millis(50),
+        };
+        config.progress_interval = Duration::from_millis(1);
+        config
+    }
+
+    /// A manager on `cache` against `hub`.
+    pub fn manager(cache: &Path, hub: &HubEmulator, manifest: &Path) -> ModelArtifactManager {
+        ModelArtifactManager::new(config_with(cache, &hub.endpoint(), manifest, &[]))
+            .expect("manager")
+    }
+
+    /// `GET`s that carried bytes of `served`: the CDN object for LFS files, the resolve URL
+    /// for regular files.
+    pub fn content_gets(hub: &HubEmulator, served: &Served) -> Vec<RequestRecord> {
+        hub.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .filter(|r| match r.host {
+                Host::Cdn => r.path == format!("/lfs/{}", served.sha256),
+                Host::Hub => {
+                    r.path.contains("/resolve/")
+                        && r.path.starts_with(&format!("/{}/", served.repo))
+                        && r.path.ends_with(&format!(
+                            "/{}",
+                            served
+                                .file
+                                .split('/')
+                                .map(hub_emulator::encode_component)
+                                .collect::<Vec<_>>()
+                                .join("/")
+                        ))
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a request came from the official Python client.
+    pub fn from_python(record: &RequestRecord) -> bool {
+        record
+            .header("user-agent")
+            .is_some_and(|ua| ua.contains("python/"))
+    }
+
+    /// SHA-256 of a file's bytes.
+    pub fn sha256_of(path: &Path) -> String {
+        hub_emulator::synth::sha256_hex(
+            &std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+        )
+    }
+
+    /// Polls `condition` every 10 ms for at most `limit`.
+    pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Point 1: after our `ensure_all_models()`, Python reads every file offline.
+mod python_reads_our_cache {
+    use std::path::PathBuf;
+
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
+    use serde_json::{json, Value};
+
+    use crate::fixture::{self, cases, Py, Served};
+
+    struct World {
+        hub: HubEmulator,
+        _dir: tempfile::TempDir,
+        cache: PathBuf,
+        manifest: PathBuf,
+        served: Vec<Served>,
+    }
+
+    /// Several small models, pinned and not, at a commit, `main`, `refs/pr/1`, in a
+    /// sub-folder, and a regular (non-LFS) file; all downloaded by our library. (`org/alpha`
+    /// also has a `tokenizer.json` that no manifest entry names.)
+    async fn our_downloads() -> World {
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/alpha")
+                    .lfs_file("model.safetensors", synth::safetensors(150_000, 1))
+                    .regular_file("config.json", r#"{"hidden_size": 8}"#)
+                    .regular_file("tokenizer.json", r#"{"vocab": ["a", "b"]}"#),
+            )
+            .repo(
+                RepoSpec::new("org/beta")
+                    .lfs_file("onnx/sub/model.safetensors", synth::safetensors(120_000, 2)),
+            )
+            .repo(
+                RepoSpec::new("org/gamma")
+                    .lfs_file("model.safetensors", synth::safetensors(90_000, 3))
+                    .extra_ref("refs/pr/1"),
+            )
+            .repo(
+                RepoSpec::new("delta").lfs_file("pytorch_model.bin", synth::safetensors(80_000, 4)),
+            )
+            .start()
+            .unwrap();
+        let alpha = hub.commit_of("org/alpha", "main").unwrap();
+        let served = vec![
+            Served::new(
+                &hub,
+                ModelId::Semantic,
+                "org/alpha",
+                "model.safetensors",
+                &alpha,
+                true,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Causal,
+                "delta",
+                "pytorch_model.bin",
+                "main",
+                false,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Sparse,
+                "org/beta",
+                "onnx/sub/model.safetensors",
+                "main",
+                false,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Code,
+                "org/gamma",
+                "model.safetensors",
+                "refs/pr/1",
+                true,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Graph,
+                "org/alpha",
+                "config.json",
+                "main",
+                true,
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, &served);
+        let manager = fixture::manager(&cache, &hub, &manifest);
+        manager.ensure_all_models().await.expect("our downloads");
+        assert!(manager.readiness_report().all_ready());
+        // The things scan_cache_dir must not complain about are really there.
+        assert!(cache.join("CACHEDIR.TAG").is_file());
+        for s in &served {
+            assert!(s.repo_dir(&cache).join(".cg-models-v1").is_dir());
+        }
+        hub.clear_requests();
+        World {
+            hub,
+            _dir: dir,
+            cache,
+            manifest,
+            served,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_model_file_loads_offline_through_hf_hub_download_and_try_to_load_from_cache() {
+        let Some(py) = Py::find() else { return };
+        let world = our_downloads().await;
+        let result = py.run(
+            &[
+                ("HF_HUB_CACHE", world.cache.display().to_string()),
+                ("HF_HUB_OFFLINE", "1".to_owned()),
+                // Were offline mode ignored, the emulator's log would show it.
+                ("HF_ENDPOINT", world.hub.endpoint()),
+                cases(&world.served),
+            ],
+            r#"
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+assert huggingface_hub.constants.HF_HUB_OFFLINE
+out = []
+for c in json.loads(os.environ["CG_CASES"]):
+    path = hf_hub_download(c["repo"], c["file"], revision=c["revision"])
+    cached = try_to_load_from_cache(c["repo"], c["file"], revision=c["revision"])
+    out.append({
+        "path": path,
+        "sha256": sha256(path),
+        "cached": cached if isinstance(cached, str) else repr(cached),
+        "cached_sha256": sha256(cached) if isinstance(cached, str) else None,
+    })
+print(json.dumps(out))
+"#,
+        );
+        let files = result.as_array().unwrap();
+        assert_eq!(files.len(), world.served.len());
+        for (s, got) in world.served.iter().zip(files) {
+            let snapshot = s.snapshot(&world.cache).display().to_string();
+            assert_eq!(got["path"], snapshot.as_str(), "{s:?}");
+            assert_eq!(got["sha256"], s.sha256.as_str(), "{s:?}");
+            assert_eq!(got["cached"], snapshot.as_str(), "{s:?}");
+            assert_eq!(got["cached_sha256"], s.sha256.as_str(), "{s:?}");
+        }
+        assert!(
+            world.hub.requests().is_empty(),
+            "offline Python made requests: {:#?}",
+            world.hub.requests()
+        );
+    }
+
+    /// Adds `item` to a JSON list of strings, keeping it sorted and without duplicates.
+    fn add_sorted(list: &mut Value, item: &str) {
+        let list = list.as_array_mut().unwrap();
+        if !list.contains(&json!(item)) {
+            list.push(json!(item));
+            list.sort_by_key(|v| v.as_str().unwrap().to_owned());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scan_cache_dir_lists_every_file_with_its_size_and_no_warnings() {
+        let Some(py) = Py::find() else { return };
+        let world = our_downloads().await;
+        let result = py.run(
+            &[
+                ("HF_HUB_CACHE", world.cache.display().to_string()),
+                ("HF_HUB_OFFLINE", "1".to_owned()),
+            ],
+            r#"
+from huggingface_hub import scan_cache_dir
+info = scan_cache_dir()
+repos = {}
+for r in info.repos:
+    repos[r.repo_id] = {
+        "type": r.repo_type,
+        "size": r.size_on_disk,
+        "nb_files": r.nb_files,
+        "refs": sorted(r.refs),
+        "revisions": {
+            rev.commit_hash: {
+                "refs": sorted(rev.refs),
+                "files": {
+                    os.path.relpath(f.file_path, rev.snapshot_path): {
+                        "size": f.size_on_disk,
+                        "blob": os.path.basename(f.blob_path),
+                    }
+                    for f in rev.files
+                },
+            }
+            for rev in r.revisions
+        },
+    }
+print(json.dumps({
+    "repos": repos,
+    "warnings": [str(w) for w in info.warnings],
+    "incomplete": [str(f.file_path) for f in info.incomplete_files],
+    "size_on_disk": info.size_on_disk,
+}))
+"#,
+        );
+        assert_eq!(
+            result["warnings"],
+            json!([]),
+            "scan_cache_dir warns about our cache"
+        );
+        assert_eq!(result["incomplete"], json!([]));
+
+        // What scan_cache_dir must report, from what the emulator served.
+        let mut expected = serde_json::Map::new();
+        let mut total = 0;
+        for s in &world.served {
+            let repo = expected.entry(s.repo.clone()).or_insert_with(
+                || json!({"type": "model", "size": 0, "nb_files": 0, "refs": [], "revisions": {}}),
+            );
+            let blobs_before: Vec<String> = repo["revisions"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|rev| rev["files"].as_object().unwrap().values())
+                .map(|f| f["blob"].as_str().unwrap().to_owned())
+                .collect();
+            if !blobs_before.contains(&s.etag) {
+                repo["size"] = json!(repo["size"].as_u64().unwrap() + s.size);
+                repo["nb_files"] = json!(repo["nb_files"].as_u64().unwrap() + 1);
+                total += s.size;
+            }
+            let revision = repo["revisions"]
+                .as_object_mut()
+                .unwrap()
+                .entry(s.commit.clone())
+                .or_insert_with(|| json!({"refs": [], "files": {}}));
+            revision["files"][&s.file] = json!({"size": s.size, "blob": s.etag});
+            if s.revision != s.commit {
+                add_sorted(&mut revision["refs"], &s.revision);
+                add_sorted(&mut repo["refs"], &s.revision);
+            }
+        }
+        assert_eq!(result["repos"], Value::Object(expected));
+        assert_eq!(result["size_on_disk"], total);
+    }
+
+    /// What sentence-transformers does: `snapshot_download` of the whole repo, online.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_download_online_reuses_our_files_and_fetches_only_the_rest() {
+        let Some(py) = Py::find() else { return };
+        let world = our_downloads().await;
+        let alpha: Vec<&Served> = world
+            .served
+            .iter()
+            .filter(|s| s.repo == "org/alpha")
+            .collect();
+        let commit = alpha[0].commit.clone();
+        let result = py.run(
+            &[
+                ("HF_HUB_CACHE", world.cache.display().to_string()),
+                ("HF_ENDPOINT", world.hub.endpoint()),
+            ],
+            r#"
+from huggingface_hub import snapshot_download
+folder = snapshot_download("org/alpha")
+files = {}
+for root, _, names in os.walk(folder):
+    for name in names:
+        path = os.path.join(root, name)
+        files[os.path.relpath(path, folder)] = sha256(path)
+print(json.dumps({"folder": folder, "files": files}))
+"#,
+        );
+        assert!(result["folder"].as_str().unwrap().ends_with(&commit));
+        for s in &alpha {
+            assert_eq!(result["files"][&s.file], s.sha256.as_str(), "{s:?}");
+            assert!(
+                fixture::content_gets(&world.hub, s).is_empty(),
+                "Python fetched {} again although we have it",
+                s.file
+            );
+        }
+        let tokenizer = world
+            .hub
+            .file_info("org/alpha", "main", "tokenizer.json")
+            .unwrap();
+        assert_eq!(result["files"]["tokenizer.json"], tokenizer.sha256.as_str());
+        let gets: Vec<String> = world
+            .hub
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/resolve/"))
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            gets,
+            [format!("/org/alpha/resolve/{commit}/tokenizer.json")]
+        );
+    }
+
+    /// `hf cache delete` / `delete_revisions` removes a revision we downloaded: we notice
+    /// (no stale stamp keeps it "ready") and fetch it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pythons_cache_cleanup_of_our_files_is_noticed_and_repaired() {
+        let Some(py) = Py::find() else { return };
+        let world = our_downloads().await;
+        let alpha: Vec<&Served> = world
+            .served
+            .iter()
+            .filter(|s| s.repo == "org/alpha")
+            .collect();
+        let result = py.run(
+            &[
+                ("HF_HUB_CACHE", world.cache.display().to_string()),
+                ("HF_HUB_OFFLINE", "1".to_owned()),
+                ("CG_COMMIT", alpha[0].commit.clone()),
+            ],
+            r#"
+from huggingface_hub import scan_cache_dir
+strategy = scan_cache_dir().delete_revisions(os.environ["CG_COMMIT"])
+strategy.execute()
+print(json.dumps({"freed": strategy.expected_freed_size,
+                  "warnings": [str(w) for w in scan_cache_dir().warnings]}))
+"#,
+        );
+        let alpha_bytes: u64 = alpha.iter().map(|s| s.size).sum();
+        assert_eq!(result["freed"], alpha_bytes);
+        assert_eq!(result["warnings"], json!([]));
+        assert!(
+            !alpha[0].repo_dir(&world.cache).exists(),
+            "the last revision takes the repo folder"
+        );
+
+        let manager = fixture::manager(&world.cache, &world.hub, &world.manifest);
+        let report = manager.readiness_report();
+        for s in &world.served {
+            let ready = report.ready_models.contains(&s.model);
+            assert_eq!(ready, s.repo != "org/alpha", "{s:?}");
+        }
+        manager.ensure_all_models().await.expect("repair");
+        for s in &world.served {
+            let expected = usize::from(s.repo == "org/alpha");
+            assert_eq!(
+                fixture::content_gets(&world.hub, s).len(),
+                expected,
+                "{s:?}"
+            );
+            assert_eq!(fixture::sha256_of(&s.snapshot(&world.cache)), s.sha256);
+        }
+    }
+}
+
+/// Point 2: after Python downloaded models, we report them ready and fetch nothing.
+mod we_read_pythons_cache {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use context_graph_embeddings::artifacts::{HashSource, Outcome, ProgressKind, ReadinessState};
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{synth, Fault, FaultRule, FaultTarget, HubBuilder, HubEmulator, RepoSpec};
+
+    use crate::fixture::{self, cases, Py, Served};
+
+    struct World {
+        hub: HubEmulator,
+        dir: tempfile::TempDir,
+        cache: PathBuf,
+        /// What Python downloaded.
+        python: Vec<Served>,
+        /// In the manifest, not downloaded by Python.
+        ours_only: Served,
+    }
+
+    /// Python downloads four files (by commit and by `main`, pinned and unpinned in our
+    /// manifest, one regular file, one in a sub-folder) from the emulator into a new cache.
+    fn python_downloads(py: &Py) -> World {
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/alpha")
+                    .lfs_file("model.safetensors", synth::safetensors(150_000, 11))
+                    .regular_file("config.json", r#"{"hidden_size": 16}"#),
+            )
+            .repo(RepoSpec::new("org/beta").lfs_file(
+                "onnx/sub/model.safetensors",
+                synth::safetensors(100_000, 12),
+            ))
+            .repo(
+                RepoSpec::new("org/delta")
+                    .lfs_file("pytorch_model.bin", synth::safetensors(70_000, 13)),
+            )
+            .repo(
+                RepoSpec::new("org/omega")
+                    .lfs_file("model.safetensors", synth::safetensors(60_000, 14)),
+            )
+            .start()
+            .unwrap();
+        let alpha = hub.commit_of("org/alpha", "main").unwrap();
+        let delta = hub.commit_of("org/delta", "main").unwrap();
+        let python = vec![
+            Served::new(
+                &hub,
+                ModelId::Semantic,
+                "org/alpha",
+                "model.safetensors",
+                &alpha,
+                true,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Graph,
+                "org/alpha",
+                "config.json",
+                "main",
+                true,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Sparse,
+                "org/beta",
+                "onnx/sub/model.safetensors",
+                "main",
+                false,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Causal,
+                "org/delta",
+                "pytorch_model.bin",
+                &delta,
+                false,
+            ),
+        ];
+        let ours_only = Served::new(
+            &hub,
+            ModelId::Entity,
+            "org/omega",
+            "model.safetensors",
+            "main",
+            true,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let paths = py.run(
+            &[
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HF_HUB_CACHE", cache.display().to_string()),
+                cases(&python),
+            ],
+            r#"
+from huggingface_hub import hf_hub_download
+print(json.dumps([hf_hub_download(c["repo"], c["file"], revision=c["revision"])
+                  for c in json.loads(os.environ["CG_CASES"])]))
+"#,
+        );
+        for (s, path) in python.iter().zip(paths.as_array().unwrap()) {
+            assert_eq!(path, s.snapshot(&cache).display().to_string().as_str());
+        }
+        let mut manifest_entries = python.clone();
+        manifest_entries.push(ours_only.clone());
+        fixture::write_manifest(&dir.path().join("manifest.json"), &manifest_entries);
+        hub.clear_requests();
+        World {
+            hub,
+            dir,
+            cache,
+            python,
+            ours_only,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_python_downloaded_verify_and_report_ready() {
+        let Some(py) = Py::find() else { return };
+        let world = python_downloads(&py);
+        let manager = fixture::manager(
+            &world.cache,
+            &world.hub,
+            &world.dir.path().join("manifest.json"),
+        );
+        let outcomes = manager.verify_present(2, true).await;
+        for s in &world.python {
+            let outcome = outcomes.iter().find(|o| o.model_id == s.model).unwrap();
+            assert_eq!(outcome.verified, Some(true), "{s:?}: {outcome:?}");
+            assert_eq!(
+                outcome.path.as_deref(),
+                Some(s.snapshot(&world.cache).as_path())
+            );
+        }
+        let omega = outcomes
+            .iter()
+            .find(|o| o.model_id == world.ours_only.model)
+            .unwrap();
+        assert_eq!((omega.verified, omega.path.as_ref()), (None, None));
+
+        let report = manager.readiness_report();
+        for s in &world.python {
+            let model = report
+                .models
+                .iter()
+                .find(|m| m.model_id == s.model)
+                .unwrap();
+            assert_eq!(model.state, ReadinessState::Ready, "{s:?}: {model:?}");
+            assert_eq!(model.commit.as_deref(), Some(s.commit.as_str()));
+            assert_eq!(
+                model.path.as_deref(),
+                Some(s.snapshot(&world.cache).as_path())
+            );
+            assert_eq!(model.expected_sha256.as_deref(), Some(s.sha256.as_str()));
+            assert_eq!(model.size_bytes, Some(s.size));
+            let source = if s.pinned {
+                HashSource::Pinned
+            } else {
+                HashSource::HubAdvertised
+            };
+            assert_eq!(model.hash_source, source, "{s:?}");
+        }
+        assert_eq!(report.missing_models, [world.ours_only.model]);
+        assert!(
+            world.hub.requests().is_empty(),
+            "verifying and reporting needs no network: {:#?}",
+            world.hub.requests()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ensure_all_models_fetches_only_what_python_did_not_download() {
+        let Some(py) = Py::find() else { return };
+        let world = python_downloads(&py);
+        let inodes: Vec<u64> = world
+            .python
+            .iter()
+            .map(|s| std::fs::metadata(s.blob(&world.cache)).unwrap().ino())
+            .collect();
+        let manager = fixture::manager(
+            &world.cache,
+            &world.hub,
+            &world.dir.path().join("manifest.json"),
+        );
+        manager.ensure_all_models().await.expect("ensure");
+        assert!(manager.readiness_report().all_ready());
+        for s in &world.python {
+            assert!(
+                fixture::content_gets(&world.hub, s).is_empty(),
+                "{s:?} was fetched again: {:#?}",
+                world.hub.requests()
+            );
+        }
+        assert_eq!(fixture::content_gets(&world.hub, &world.ours_only).len(), 1);
+        let gets: Vec<_> = world
+            .hub
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .collect();
+        assert_eq!(gets.len(), 1, "{gets:#?}");
+        // Python's blobs were left alone, not rewritten.
+        for (s, inode) in world.python.iter().zip(inodes) {
+            let blob = s.blob(&world.cache);
+            assert_eq!(std::fs::metadata(&blob).unwrap().ino(), inode, "{s:?}");
+            assert_eq!(fixture::sha256_of(&blob), s.sha256);
+        }
+    }
+
+    /// Python writes its partial file in 10 MiB pieces (`<etag>.<8hex>.incomplete`) and never
+    /// resumes it in a later run; we adopt it, re-hash it and ask only for the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_python_left_unfinished_is_resumed_not_restarted() {
+        let Some(py) = Py::find() else { return };
+        const SIZE: u64 = 11_000_000;
+        const PIECE: u64 = 10 * 1024 * 1024;
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/big")
+                    .lfs_file("model.safetensors", synth::safetensors(SIZE, 15)),
+            )
+            .start()
+            .unwrap();
+        // Python's download is slow, ours is not.
+        hub.add_fault(
+            FaultRule::new(
+                FaultTarget::get("model.safetensors"),
+                Fault::BandwidthCap {
+                    bytes_per_sec: 5_000_000,
+                },
+            )
+            .times(1),
+        );
+        let served = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/big",
+            "model.safetensors",
+            "main",
+            false,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, std::slice::from_ref(&served));
+        let mut child = py
+            .command(
+                &[
+                    ("HF_ENDPOINT", hub.endpoint()),
+                    ("HF_HUB_CACHE", cache.display().to_string()),
+                ],
+                r#"
+from huggingface_hub import hf_hub_download
+hf_hub_download("org/big", "model.safetensors")
+"#,
+            )
+            .spawn()
+            .unwrap();
+        let blobs = served.blob(&cache).parent().unwrap().to_path_buf();
+        let python_partial = || -> Option<(PathBuf, u64)> {
+            std::fs::read_dir(&blobs)
+                .ok()?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".incomplete"))
+                .find_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+        };
+        fixture::wait_for("Python's first 10 MiB", Duration::from_secs(60), || {
+            python_partial().is_some_and(|(_, len)| len >= PIECE)
+        });
+        child.kill().unwrap(); // SIGKILL: Python gets no chance to clean up
+        child.wait().unwrap();
+        let (partial, len) = python_partial().expect("Python's partial is left");
+        assert_eq!(len, PIECE);
+        let name = partial.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("{}.", served.sha256)), "{name}");
+        assert!(!served.blob(&cache).exists());
+        hub.clear_requests();
+
+        let manager = fixture::manager(&cache, &hub, &manifest);
+        let mut events = manager.subscribe_progress();
+        let path = manager.download(ModelId::Semantic).await.expect("download");
+        assert_eq!(fixture::sha256_of(&path), served.sha256);
+        let gets = fixture::content_gets(&hub, &served);
+        assert_eq!(gets.len(), 1, "{gets:#?}");
+        assert_eq!(gets[0].range(), Some(format!("bytes={PIECE}-").as_str()));
+        assert_eq!(
+            (gets[0].status, gets[0].body_bytes_sent),
+            (206, SIZE - PIECE)
+        );
+        let mut outcome = None;
+        while let Ok(event) = events.try_recv() {
+            if let ProgressKind::Completed { outcome: o, .. } = event.kind {
+                outcome = Some(o);
+            }
+        }
+        assert_eq!(outcome, Some(Outcome::Resumed));
+        assert!(python_partial().is_none(), "no partial left behind");
+    }
+}
+
+/// Point 3: Python and we build the same files, links, refs and locks.
+mod same_layout {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{synth, HubBuilder, RepoSpec};
+
+    use crate::fixture::{self, cases, Py, Served};
+
+    /// Every entry under `root` (not following links), but our `.cg-models-v1/` folders:
+    /// `dir`, `link -> <target>`, or `file <size> <sha256>` (`file "<text>"` for refs).
+    fn listing(root: &Path) -> BTreeMap<String, String> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                if entry.file_name() == ".cg-models-v1" {
+                    continue;
+                }
+                let relative = path.strip_prefix(root).unwrap().display().to_string();
+                let meta = path.symlink_metadata().unwrap();
+                let description = if meta.file_type().is_symlink() {
+                    format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+                } else if meta.is_dir() {
+                    walk(root, &path, out);
+                    "dir".to_owned()
+                } else if relative.contains("/refs/") {
+                    format!("file {:?}", std::fs::read_to_string(&path).unwrap())
+                } else {
+                    format!("file {} {}", meta.len(), fixture::sha256_of(&path))
+                };
+                out.insert(relative, description);
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(root, root, &mut out);
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_and_we_write_the_same_blobs_snapshots_refs_and_locks() {
+        let Some(py) = Py::find() else { return };
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/layout")
+                    .lfs_file("model.safetensors", synth::safetensors(100_000, 21))
+                    .lfs_file("sub/dir/x.safetensors", synth::safetensors(50_000, 22))
+                    .regular_file("config.json", r#"{"layers": 2}"#)
+                    .extra_ref("refs/pr/1"),
+            )
+            .start()
+            .unwrap();
+        let first = hub.commit_of("org/layout", "main").unwrap();
+        // Move `main` on: `refs/pr/1` and the full commit now name an older commit.
+        let main = hub.set_file(
+            "org/layout",
+            "model.safetensors",
+            synth::safetensors(100_000, 23),
+        );
+        assert_ne!(first, main);
+        let served = vec![
+            // `main`: ref written.
+            Served::new(
+                &hub,
+                ModelId::Semantic,
+                "org/layout",
+                "model.safetensors",
+                "main",
+                false,
+            ),
+            // Full commit: no ref; file in a sub-folder.
+            Served::new(
+                &hub,
+                ModelId::Causal,
+                "org/layout",
+                "sub/dir/x.safetensors",
+                &first,
+                true,
+            ),
+            // A pull request ref: `refs/refs/pr/1`.
+            Served::new(
+                &hub,
+                ModelId::Sparse,
+                "org/layout",
+                "model.safetensors",
+                "refs/pr/1",
+                false,
+            ),
+            // A regular git file: blob named by its git SHA-1.
+            Served::new(
+                &hub,
+                ModelId::Code,
+                "org/layout",
+                "config.json",
+                "main",
+                true,
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let python_cache = dir.path().join("python");
+        let our_cache = dir.path().join("ours");
+        py.run(
+            &[
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HF_HUB_CACHE", python_cache.display().to_string()),
+                cases(&served),
+            ],
+            r#"
+from huggingface_hub import hf_hub_download
+print(json.dumps([hf_hub_download(c["repo"], c["file"], revision=c["revision"])
+                  for c in json.loads(os.environ["CG_CASES"])]))
+"#,
+        );
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, &served);
+        fixture::manager(&our_cache, &hub, &manifest)
+            .ensure_all_models()
+            .await
+            .expect("our downloads");
+
+        let python = listing(&python_cache);
+        let ours = listing(&our_cache);
+        let only_python: Vec<_> = python
+            .iter()
+            .filter(|(k, _)| !ours.contains_key(*k))
+            .collect();
+        let only_ours: Vec<_> = ours
+            .iter()
+            .filter(|(k, _)| !python.contains_key(*k))
+            .collect();
+        let different: Vec<_> = python
+            .iter()
+            .filter_map(|(k, v)| ours.get(k).filter(|o| *o != v).map(|o| (k, v, o)))
+            .collect();
+        assert!(
+            only_python.is_empty() && only_ours.is_empty() && different.is_empty(),
+            "layouts differ\nonly in Python's cache: {only_python:#?}\nonly in ours: {only_ours:#?}\n\
+             different (path, python, ours): {different:#?}"
+        );
+
+        // And the listing really covers the cases of the issue.
+        let repo = "models--org--layout";
+        let x = &served[1];
+        assert_eq!(
+            ours[&format!("{repo}/snapshots/{first}/sub/dir/x.safetensors")],
+            format!("link -> ../../../../blobs/{}", x.sha256)
+        );
+        assert_eq!(ours[&format!("{repo}/refs/main")], format!("file {main:?}"));
+        assert_eq!(
+            ours[&format!("{repo}/refs/refs/pr/1")],
+            format!("file {first:?}")
+        );
+        assert!(!ours.contains_key(&format!("{repo}/refs/{first}")));
+        for s in &served {
+            assert!(
+                ours.contains_key(&format!(".locks/{repo}/{}.lock", s.etag)),
+                "{s:?}"
+            );
+            assert!(
+                ours.contains_key(&format!("{repo}/blobs/{}", s.etag)),
+                "{s:?}"
+            );
+        }
+        assert!(ours.contains_key("CACHEDIR.TAG"));
+    }
+}
+
+/// Point 4: a Python download and ours of one blob at the same moment: one writer.
+mod one_writer_per_blob {
+    use std::fs::{File, TryLockError};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use context_graph_embeddings::artifacts::{Outcome, ProgressKind};
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{
+        synth, Fault, FaultRule, FaultTarget, Host, HubBuilder, HubEmulator, RepoSpec,
+    };
+
+    use crate::fixture::{self, Py, Served};
+
+    const SIZE: u64 = 2_000_000;
+    /// About two seconds per download, so the two overlap.
+    const RATE: u64 = 1_000_000;
+
+    struct World {
+        hub: HubEmulator,
+        dir: tempfile::TempDir,
+        cache: PathBuf,
+        served: Served,
+    }
+
+    fn slow_hub() -> World {
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/big")
+                    .lfs_file("model.safetensors", synth::safetensors(SIZE, 31)),
+            )
+            .start()
+            .unwrap();
+        hub.add_fault(FaultRule::new(
+            FaultTarget::get("model.safetensors"),
+            Fault::BandwidthCap {
+                bytes_per_sec: RATE,
+            },
+        ));
+        let served = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/big",
+            "model.safetensors",
+            "main",
+            true,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        fixture::write_manifest(
+            &dir.path().join("manifest.json"),
+            std::slice::from_ref(&served),
+        );
+        World {
+            hub,
+            dir,
+            cache,
+            served,
+        }
+    }
+
+    /// Whether someone holds an `flock` on the file (probed without keeping it).
+    fn flock_is_held(path: &std::path::Path) -> bool {
+        let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        match file.try_lock() {
+            Ok(()) => {
+                file.unlock().unwrap();
+                false
+            }
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(e)) => panic!("flock probe failed: {e}"),
+        }
+    }
+
+    fn blob_gets(world: &World) -> Vec<hub_emulator::RequestRecord> {
+        fixture::content_gets(&world.hub, &world.served)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn we_wait_for_a_python_download_in_progress_and_reuse_its_blob() {
+        let Some(py) = Py::find() else { return };
+        let world = slow_hub();
+        let child = py
+            .command(
+                &[
+                    ("HF_ENDPOINT", world.hub.endpoint()),
+                    ("HF_HUB_CACHE", world.cache.display().to_string()),
+                ],
+                r#"
+from huggingface_hub import hf_hub_download
+p = hf_hub_download("org/big", "model.safetensors")
+print(json.dumps({"path": p, "sha256": sha256(p)}))
+"#,
+            )
+            .spawn()
+            .unwrap();
+        fixture::wait_for("Python's GET of the blob", Duration::from_secs(60), || {
+            !blob_gets(&world).is_empty()
+        });
+        let lock = world.served.lock(&world.cache);
+        assert!(
+            flock_is_held(&lock),
+            "Python must hold an flock on {} while it downloads",
+            lock.display()
+        );
+        assert!(
+            !world.served.blob(&world.cache).exists(),
+            "Python is still downloading"
+        );
+
+        let manager = fixture::manager(
+            &world.cache,
+            &world.hub,
+            &world.dir.path().join("manifest.json"),
+        );
+        let mut events = manager.subscribe_progress();
+        let path = manager
+            .download(ModelId::Semantic)
+            .await
+            .expect("our download");
+        let (stdout, _) = tokio::task::spawn_blocking(move || fixture::finish(child, "python"))
+            .await
+            .unwrap();
+        let python = fixture::last_json(&stdout);
+
+        assert_eq!(path, world.served.snapshot(&world.cache));
+        assert_eq!(python["path"], path.display().to_string().as_str());
+        assert_eq!(python["sha256"], world.served.sha256.as_str());
+        assert_eq!(
+            fixture::sha256_of(&world.served.blob(&world.cache)),
+            world.served.sha256
+        );
+        let gets = blob_gets(&world);
+        assert_eq!(
+            gets.len(),
+            1,
+            "the blob's bytes crossed the wire once: {gets:#?}"
+        );
+        assert!(fixture::from_python(&gets[0]));
+        assert_eq!(gets[0].body_bytes_sent, SIZE);
+        let mut waited = false;
+        let mut outcome = None;
+        while let Ok(event) = events.try_recv() {
+            match event.kind {
+                ProgressKind::WaitingForLock { lock_path } => {
+                    assert_eq!(lock_path, lock);
+                    waited = true;
+                }
+                ProgressKind::Completed { outcome: o, .. } => outcome = Some(o),
+                _ => {}
+            }
+        }
+        assert!(waited, "we announced waiting for Python's lock");
+        assert_eq!(outcome, Some(Outcome::Reused));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_waits_for_our_download_in_progress_and_reuses_our_blob() {
+        let Some(py) = Py::find() else { return };
+        let world = slow_hub();
+        let ready = world.dir.path().join("python-ready");
+        let go = world.dir.path().join("python-go");
+        let child = py
+            .command(
+                &[
+                    ("HF_ENDPOINT", world.hub.endpoint()),
+                    ("HF_HUB_CACHE", world.cache.display().to_string()),
+                    ("CG_READY", ready.display().to_string()),
+                    ("CG_GO", go.display().to_string()),
+                ],
+                r#"
+from huggingface_hub import hf_hub_download
+pathlib.Path(os.environ["CG_READY"]).write_text("ready")
+while not os.path.exists(os.environ["CG_GO"]):
+    time.sleep(0.01)
+p = hf_hub_download("org/big", "model.safetensors")
+print(json.dumps({"path": p, "sha256": sha256(p)}))
+"#,
+            )
+            .spawn()
+            .unwrap();
+        fixture::wait_for("Python to start", Duration::from_secs(60), || {
+            ready.exists()
+        });
+
+        let manager = Arc::new(fixture::manager(
+            &world.cache,
+            &world.hub,
+            &world.dir.path().join("manifest.json"),
+        ));
+        let ours = tokio::spawn({
+            let manager = Arc::clone(&manager);
+            async move { manager.download(ModelId::Semantic).await }
+        });
+        let lock = world.served.lock(&world.cache);
+        fixture::wait_for("our GET of the blob", Duration::from_secs(30), || {
+            !blob_gets(&world).is_empty()
+        });
+        assert!(
+            flock_is_held(&lock),
+            "we hold {} while we download",
+            lock.display()
+        );
+        std::fs::write(&go, "go").unwrap();
+        fixture::wait_for("Python's HEAD", Duration::from_secs(30), || {
+            world
+                .hub
+                .requests()
+                .iter()
+                .any(|r| r.method == "HEAD" && r.host == Host::Hub && fixture::from_python(r))
+        });
+        // Python asked while our bytes were still arriving: it can only wait for our lock.
+        assert!(
+            !ours.is_finished(),
+            "our download ended before Python asked; no overlap"
+        );
+        assert!(!world.served.blob(&world.cache).exists());
+
+        let path = ours.await.unwrap().expect("our download");
+        let (stdout, _) = tokio::task::spawn_blocking(move || fixture::finish(child, "python"))
+            .await
+            .unwrap();
+        let python = fixture::last_json(&stdout);
+        assert_eq!(python["path"], path.display().to_string().as_str());
+        assert_eq!(python["sha256"], world.served.sha256.as_str());
+        assert_eq!(
+            fixture::sha256_of(&world.served.blob(&world.cache)),
+            world.served.sha256
+        );
+        // Ours may be one stream or parallel ranges: either way one copy of the bytes.
+        let gets = blob_gets(&world);
+        let sent: u64 = gets.iter().map(|r| r.body_bytes_sent).sum();
+        assert_eq!(
+            sent, SIZE,
+            "the blob's bytes crossed the wire once: {gets:#?}"
+        );
+        assert!(gets.iter().all(|r| !fixture::from_python(r)), "{gets:#?}");
+        assert!(
+            !world
+                .hub
+                .requests()
+                .iter()
+                .any(|r| r.method == "GET" && fixture::from_python(r)),
+            "Python fetched nothing"
+        );
+        let partials: Vec<_> = std::fs::read_dir(world.served.blob(&world.cache).parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".incomplete"))
+            .collect();
+        assert!(partials.is_empty(), "{partials:?}");
+    }
+}
+
+/// Point 5: the `HF_*` environment variables mean what they mean to `huggingface_hub`.
+mod environment_variables {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use context_graph_embeddings::artifacts::environment;
+    use context_graph_embeddings::artifacts::{
+        ArtifactManagerConfig, ModelArtifactManager, RetryPolicy,
+    };
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{synth, Fault, FaultRule, FaultTarget, Host, HubBuilder, RepoSpec};
+    use serde_json::{json, Value};
+
+    use crate::fixture::{self, cases, Py, Served};
+
+    /// Switches the child body on; its value is the manifest to use.
+    const CHILD_ENV: &str = "CG_PYTHON_COMPAT_CHILD_MANIFEST";
+    const CHILD_TEST: &str =
+        "environment_variables::child_process_body_runs_only_when_spawned_by_a_parent_test";
+    const CHILD_MARK: &str = "CG-CHILD-RESULT ";
+
+    /// Not a test of its own: the body of the child processes the tests below start with a
+    /// real environment. It configures the manager with `from_env()` (the real process
+    /// environment, as the CLI does), runs `ensure_all_models()` and prints what it saw.
+    #[tokio::test]
+    async fn child_process_body_runs_only_when_spawned_by_a_parent_test() {
+        let Ok(manifest) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let config = ArtifactManagerConfig {
+            manifest_path: Some(manifest.into()),
+            retry_attempts: 1,
+            retry_policy: RetryPolicy {
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(20),
+                max_server_delay: Duration::from_millis(50),
+            },
+            ..ArtifactManagerConfig::from_env()
+        };
+        let manager = ModelArtifactManager::new(config).expect("manager");
+        let result = manager.ensure_all_models().await;
+        let report = manager.readiness_report();
+        let config = manager.config();
+        println!(
+            "{CHILD_MARK}{}",
+            json!({
+                "ok": result.is_ok(),
+                "error": result.err().map(|e| e.to_string()),
+                "cache_dir": config.cache_dir,
+                "endpoint": config.endpoint,
+                "offline": config.offline,
+                "use_symlinks": config.use_symlinks,
+                "token_source": manager.token_source().map(|s| format!("{s:?}")),
+                "ready": report.ready_models,
+                "missing": report.missing_models,
+            })
+        );
+    }
+
+    /// Runs the child body in a new process of this test binary with only `vars` set.
+    fn run_child(home: &Path, manifest: &Path, vars: &[(&str, String)]) -> Value {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"]);
+        fixture::clean_env(&mut command, home);
+        command
+            .env(CHILD_ENV, manifest)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let (stdout, stderr) = fixture::finish(command.spawn().unwrap(), "child test process");
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split_once(CHILD_MARK).map(|(_, json)| json))
+            .unwrap_or_else(|| panic!("the child printed no result\n{stdout}\n{stderr}"));
+        serde_json::from_str(line).unwrap()
+    }
+
+    fn s(text: impl AsRef<Path>) -> String {
+        text.as_ref().display().to_string()
+    }
+
+    /// Differential: `huggingface_hub.constants` (reloaded for each environment) and
+    /// `ArtifactManagerConfig::from_lookup` + `environment::implicit_token` must agree.
+    #[test]
+    fn resolve_like_huggingface_hub_for_every_variable_and_combination() {
+        let Some(py) = Py::find() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let home = py.home().to_path_buf();
+        let hf = dir.path().join("hf");
+        std::fs::create_dir_all(&hf).unwrap();
+        std::fs::write(hf.join("token"), "hf_file\n").unwrap();
+        let other = dir.path().join("other-token");
+        std::fs::write(&other, "  hf_other \r\n").unwrap();
+        std::fs::write(home.join("tok"), "hf_tilde").unwrap();
+        let empty = dir.path().join("empty-token");
+        std::fs::write(&empty, "\n").unwrap();
+        let v = |pairs: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
+            pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+        };
+        let (hf, other, empty) = (s(&hf), s(&other), s(&empty));
+        let cases: Vec<Vec<(&str, String)>> = vec![
+            v(&[]),
+            v(&[("XDG_CACHE_HOME", "/xdg")]),
+            v(&[("XDG_CACHE_HOME", "~/xdg")]),
+            v(&[("HF_HOME", "~/hf"), ("XDG_CACHE_HOME", "/xdg")]),
+            v(&[("HF_HOME", "$CG_ROOT/hf"), ("CG_ROOT", "/data")]),
+            v(&[("HF_HOME", "${CG_ROOT}/hf/$CG_UNSET"), ("CG_ROOT", "/data")]),
+            v(&[("HUGGINGFACE_HUB_CACHE", "/legacy"), ("HF_HOME", "/hf")]),
+            v(&[
+                ("HF_HUB_CACHE", "~/new"),
+                ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+                ("HF_HOME", "/hf"),
+            ]),
+            v(&[("HF_HUB_CACHE", "$CG_ROOT/cache"), ("CG_ROOT", "/data")]),
+            v(&[("HF_ENDPOINT", "http://mirror.local:8080//")]),
+            v(&[("HF_HUB_OFFLINE", "1")]),
+            v(&[("HF_HUB_OFFLINE", "true")]),
+            v(&[("HF_HUB_OFFLINE", "YES")]),
+            v(&[("HF_HUB_OFFLINE", "on")]),
+            v(&[("HF_HUB_OFFLINE", "0")]),
+            v(&[("HF_HUB_OFFLINE", "false")]),
+            v(&[("HF_HUB_OFFLINE", " 1")]),
+            v(&[("TRANSFORMERS_OFFLINE", "1")]),
+            v(&[("HF_HUB_OFFLINE", "0"), ("TRANSFORMERS_OFFLINE", "1")]),
+            v(&[("HF_HUB_DISABLE_SYMLINKS", "1")]),
+            v(&[("HF_HUB_DISABLE_SYMLINKS", "True")]),
+            v(&[("HF_HUB_DISABLE_SYMLINKS", "no")]),
+            v(&[
+                ("HF_HUB_DOWNLOAD_TIMEOUT", "3"),
+                ("HF_HUB_ETAG_TIMEOUT", "4"),
+            ]),
+            v(&[
+                ("HF_HUB_DOWNLOAD_TIMEOUT", "0"),
+                ("HF_HUB_ETAG_TIMEOUT", "0"),
+            ]),
+            v(&[("HF_HOME", &hf)]),
+            v(&[("HF_HOME", &hf), ("HF_TOKEN", "hf_env")]),
+            v(&[("HF_HOME", &hf), ("HUGGING_FACE_HUB_TOKEN", "hf_legacy")]),
+            v(&[
+                ("HF_TOKEN", "hf_env"),
+                ("HUGGING_FACE_HUB_TOKEN", "hf_legacy"),
+            ]),
+            v(&[("HF_HOME", &hf), ("HF_TOKEN", "   ")]),
+            v(&[("HF_HOME", &hf), ("HF_TOKEN_PATH", &other)]),
+            v(&[("HF_TOKEN_PATH", "~/tok")]),
+            v(&[("HF_HOME", &hf), ("HF_TOKEN_PATH", &empty)]),
+            v(&[
+                ("HF_HOME", &hf),
+                ("HF_TOKEN", "hf_env"),
+                ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+            ]),
+        ];
+        let with_home: Vec<Vec<(&str, String)>> = cases
+            .iter()
+            .map(|case| {
+                let mut case = case.clone();
+                case.push(("HOME", s(&home)));
+                case
+            })
+            .collect();
+        let as_json: Vec<Value> = with_home
+            .iter()
+            .map(|case| {
+                Value::Object(
+                    case.iter()
+                        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let python = py.run(
+            &[("CG_ENV_CASES", Value::Array(as_json).to_string())],
+            r#"
+import importlib
+import huggingface_hub.constants as C
+from huggingface_hub.utils._headers import get_token_to_send
+keep = {k: os.environ[k] for k in ("PATH",) if k in os.environ}
+out = []
+for case in json.loads(os.environ["CG_ENV_CASES"]):
+    os.environ.clear()
+    os.environ.update(keep)
+    os.environ.update(case)
+    importlib.reload(C)
+    out.append({
+        "cache": C.HF_HUB_CACHE,
+        "endpoint": C.ENDPOINT,
+        "offline": C.HF_HUB_OFFLINE,
+        "no_symlinks": C.HF_HUB_DISABLE_SYMLINKS,
+        "download_timeout": C.HF_HUB_DOWNLOAD_TIMEOUT,
+        "etag_timeout": C.HF_HUB_ETAG_TIMEOUT,
+        "token": get_token_to_send(None),
+    })
+print(json.dumps(out))
+"#,
+        );
+        let python = python.as_array().unwrap();
+        assert_eq!(python.len(), with_home.len());
+        let mut differences = Vec::new();
+        for (case, theirs) in with_home.iter().zip(python) {
+            let env = fixture::lookup(case);
+            let config = ArtifactManagerConfig::from_lookup(&env);
+            let token = environment::implicit_token(&env).map(|(t, _)| t);
+            let download_set = case
+                .iter()
+                .any(|(k, v)| *k == "HF_HUB_DOWNLOAD_TIMEOUT" && v != "0");
+            // Deliberate difference: our idle timeout defaults to 30 s, Python's read timeout
+            // to 10 s; an explicit value means the same to both.
+            let download_expected = if download_set {
+                theirs["download_timeout"].clone()
+            } else {
+                assert_eq!(theirs["download_timeout"], 10);
+                json!(30)
+            };
+            let checks = [
+                (
+                    "cache",
+                    config.cache_dir == Path::new(theirs["cache"].as_str().unwrap()),
+                    json!(config.cache_dir),
+                    theirs["cache"].clone(),
+                ),
+                (
+                    "endpoint",
+                    theirs["endpoint"] == config.endpoint.as_str(),
+                    json!(config.endpoint),
+                    theirs["endpoint"].clone(),
+                ),
+                (
+                    "offline",
+                    theirs["offline"] == config.offline,
+                    json!(config.offline),
+                    theirs["offline"].clone(),
+                ),
+                (
+                    "no_symlinks",
+                    theirs["no_symlinks"] == !config.use_symlinks,
+                    json!(!config.use_symlinks),
+                    theirs["no_symlinks"].clone(),
+                ),
+                (
+                    "download_timeout",
+                    download_expected == config.download_timeout.as_secs(),
+                    json!(config.download_timeout.as_secs()),
+                    download_expected.clone(),
+                ),
+                (
+                    "etag_timeout",
+                    theirs["etag_timeout"] == config.metadata_timeout.as_secs(),
+                    json!(config.metadata_timeout.as_secs()),
+                    theirs["etag_timeout"].clone(),
+                ),
+                (
+                    "token",
+                    theirs["token"] == json!(token),
+                    json!(token),
+                    theirs["token"].clone(),
+                ),
+            ];
+            for (what, same, ours, python) in checks {
+                if !same {
+                    differences.push(format!(
+                        "{what}: ours {ours}, huggingface_hub {python}, with {case:?}"
+                    ));
+                }
+            }
+        }
+        assert!(
+            differences.is_empty(),
+            "environment resolution differs from huggingface_hub:\n{}",
+            differences.join("\n")
+        );
+    }
+
+    #[test]
+    fn hf_home_hf_endpoint_and_hf_token_path_lead_a_real_process_into_a_gated_repo_as_they_lead_python(
+    ) {
+        let Some(py) = Py::find() else { return };
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/gated")
+                    .lfs_file("model.safetensors", synth::safetensors(80_000, 41))
+                    .gated(&["hf_good"]),
+            )
+            .start()
+            .unwrap();
+        let served = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/gated",
+            "model.safetensors",
+            "main",
+            false,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, std::slice::from_ref(&served));
+        let hf_home = dir.path().join("hf-home");
+        let token = dir.path().join("secrets/token");
+        std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+        std::fs::write(&token, "hf_good\n").unwrap();
+        let vars = [
+            ("HF_HOME", s(&hf_home)),
+            ("HF_ENDPOINT", hub.endpoint()),
+            ("HF_TOKEN_PATH", s(&token)),
+        ];
+
+        let child = run_child(py.home(), &manifest, &vars);
+        assert_eq!(child["ok"], true, "{child}");
+        assert_eq!(child["cache_dir"], s(hf_home.join("hub")).as_str());
+        assert_eq!(child["endpoint"], hub.endpoint().as_str());
+        assert_eq!(child["token_source"], "File");
+        let cache = hf_home.join("hub");
+        assert_eq!(fixture::sha256_of(&served.snapshot(&cache)), served.sha256);
+        let ours = hub.requests();
+        let heads: Vec<_> = ours.iter().filter(|r| r.method == "HEAD").collect();
+        assert!(!heads.is_empty());
+        for head in heads {
+            assert_eq!(
+                head.header("authorization"),
+                Some("Bearer hf_good"),
+                "{head:?}"
+            );
+            assert!(head.status < 400, "{head:?}");
+        }
+        let cdn: Vec<_> = ours.iter().filter(|r| r.host == Host::Cdn).collect();
+        assert_eq!(cdn.len(), 1);
+        assert_eq!(cdn[0].header("authorization"), None, "no token to the CDN");
+
+        // Python, with the very same variables, finds the same cache and sends the same token.
+        hub.clear_requests();
+        let python = py.run(
+            &vars,
+            r#"
+from huggingface_hub import hf_hub_download
+p = hf_hub_download("org/gated", "model.safetensors")
+print(json.dumps({"path": p, "sha256": sha256(p)}))
+"#,
+        );
+        assert_eq!(python["path"], s(served.snapshot(&cache)).as_str());
+        assert_eq!(python["sha256"], served.sha256.as_str());
+        let theirs = hub.requests();
+        assert!(theirs.iter().all(|r| r.method == "HEAD"), "{theirs:#?}");
+        assert!(theirs
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer hf_good")));
+    }
+
+    #[test]
+    fn hf_token_wins_over_the_token_file_and_disable_implicit_token_sends_none() {
+        let Some(py) = Py::find() else { return };
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/gated")
+                    .lfs_file("model.safetensors", synth::safetensors(50_000, 42))
+                    .gated(&["hf_good"]),
+            )
+            .start()
+            .unwrap();
+        let served = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/gated",
+            "model.safetensors",
+            "main",
+            true,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, std::slice::from_ref(&served));
+        let wrong = dir.path().join("wrong-token");
+        std::fs::write(&wrong, "hf_wrong").unwrap();
+        let head_auth = |hub: &hub_emulator::HubEmulator| -> Vec<(Option<String>, u16)> {
+            hub.requests()
+                .iter()
+                .filter(|r| r.method == "HEAD")
+                .map(|r| (r.header("authorization").map(str::to_owned), r.status))
+                .collect()
+        };
+
+        let child = run_child(
+            py.home(),
+            &manifest,
+            &[
+                ("HF_HUB_CACHE", s(dir.path().join("a"))),
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HF_TOKEN", "hf_good".to_owned()),
+                ("HF_TOKEN_PATH", s(&wrong)),
+            ],
+        );
+        assert_eq!(child["ok"], true, "{child}");
+        assert_eq!(child["token_source"], "Environment");
+        assert_eq!(head_auth(&hub), [(Some("Bearer hf_good".to_owned()), 302)]);
+
+        hub.clear_requests();
+        let child = run_child(
+            py.home(),
+            &manifest,
+            &[
+                ("HF_HUB_CACHE", s(dir.path().join("b"))),
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HUGGING_FACE_HUB_TOKEN", "hf_good".to_owned()),
+            ],
+        );
+        assert_eq!(child["ok"], true, "{child}");
+        assert_eq!(head_auth(&hub), [(Some("Bearer hf_good".to_owned()), 302)]);
+
+        let disabled = [
+            ("HF_HUB_CACHE", s(dir.path().join("c"))),
+            ("HF_ENDPOINT", hub.endpoint()),
+            ("HF_TOKEN", "hf_good".to_owned()),
+            ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1".to_owned()),
+        ];
+        hub.clear_requests();
+        let child = run_child(py.home(), &manifest, &disabled);
+        assert_eq!(child["ok"], false, "{child}");
+        assert!(
+            child["error"].as_str().unwrap().contains("gated"),
+            "{child}"
+        );
+        assert_eq!(child["token_source"], Value::Null);
+        let ours = head_auth(&hub);
+        assert!(!ours.is_empty());
+        assert!(ours.iter().all(|h| *h == (None, 401)), "{ours:?}");
+
+        hub.clear_requests();
+        let python = py.run(
+            &disabled,
+            r#"
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import GatedRepoError
+try:
+    hf_hub_download("org/gated", "model.safetensors")
+    print(json.dumps("downloaded"))
+except GatedRepoError:
+    print(json.dumps("GatedRepoError"))
+"#,
+        );
+        assert_eq!(python, "GatedRepoError");
+        let theirs = head_auth(&hub);
+        assert!(!theirs.is_empty());
+        assert!(theirs.iter().all(|h| *h == (None, 401)), "{theirs:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_hub_offline_answers_from_the_cache_without_a_single_request() {
+        let Some(py) = Py::find() else { return };
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/a")
+                    .lfs_file("model.safetensors", synth::safetensors(60_000, 43)),
+            )
+            .repo(
+                RepoSpec::new("org/b")
+                    .lfs_file("model.safetensors", synth::safetensors(60_000, 44)),
+            )
+            .start()
+            .unwrap();
+        let a = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/a",
+            "model.safetensors",
+            "main",
+            true,
+        );
+        let b = Served::new(
+            &hub,
+            ModelId::Entity,
+            "org/b",
+            "model.safetensors",
+            "main",
+            false,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let only_a = dir.path().join("only-a.json");
+        fixture::write_manifest(&only_a, std::slice::from_ref(&a));
+        fixture::manager(&cache, &hub, &only_a)
+            .ensure_all_models()
+            .await
+            .unwrap();
+        let both = dir.path().join("both.json");
+        fixture::write_manifest(&both, &[a.clone(), b.clone()]);
+        hub.clear_requests();
+
+        let vars = [
+            ("HF_HUB_CACHE", s(&cache)),
+            ("HF_ENDPOINT", hub.endpoint()),
+            ("HF_HUB_OFFLINE", "1".to_owned()),
+            cases(&[a.clone(), b.clone()]),
+        ];
+        let child = run_child(py.home(), &both, &vars);
+        assert_eq!(child["offline"], true);
+        assert_eq!(child["ok"], false);
+        let error = child["error"].as_str().unwrap();
+        assert!(
+            error.contains("offline") && error.contains("org/b") && !error.contains("org/a"),
+            "{child}"
+        );
+        let ready = child["ready"].as_array().unwrap();
+        assert!(ready.contains(&json!(a.model)), "{child}");
+        assert!(!ready.contains(&json!(b.model)), "{child}");
+
+        let python = py.run(
+            &vars,
+            r#"
+from huggingface_hub import hf_hub_download
+out = []
+for c in json.loads(os.environ["CG_CASES"]):
+    try:
+        out.append(sha256(hf_hub_download(c["repo"], c["file"], revision=c["revision"])))
+    except Exception as e:
+        out.append(type(e).__name__)
+print(json.dumps(out))
+"#,
+        );
+        assert_eq!(python, json!([a.sha256, "LocalEntryNotFoundError"]));
+        assert!(
+            hub.requests().is_empty(),
+            "offline means no request: {:#?}",
+            hub.requests()
+        );
+    }
+
+    #[test]
+    fn hf_hub_disable_symlinks_makes_copies_that_python_reads_offline() {
+        let Some(py) = Py::find() else { return };
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/a")
+                    .lfs_file("model.safetensors", synth::safetensors(60_000, 45)),
+            )
+            .repo(
+                RepoSpec::new("org/b")
+                    .lfs_file("onnx/model.safetensors", synth::safetensors(40_000, 46)),
+            )
+            .start()
+            .unwrap();
+        let served = [
+            Served::new(
+                &hub,
+                ModelId::Semantic,
+                "org/a",
+                "model.safetensors",
+                "main",
+                true,
+            ),
+            Served::new(
+                &hub,
+                ModelId::Entity,
+                "org/b",
+                "onnx/model.safetensors",
+                "main",
+                false,
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, &served);
+        let child = run_child(
+            py.home(),
+            &manifest,
+            &[
+                ("HF_HUB_CACHE", s(&cache)),
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HF_HUB_DISABLE_SYMLINKS", "1".to_owned()),
+            ],
+        );
+        assert_eq!(child["ok"], true, "{child}");
+        assert_eq!(child["use_symlinks"], false);
+        for entry in &served {
+            let snapshot = entry.snapshot(&cache);
+            let meta = snapshot.symlink_metadata().unwrap();
+            assert!(meta.is_file(), "{}: a copy, not a link", snapshot.display());
+            assert_eq!(fixture::sha256_of(&snapshot), entry.sha256);
+        }
+
+        let python = py.run(
+            &[
+                ("HF_HUB_CACHE", s(&cache)),
+                ("HF_HUB_OFFLINE", "1".to_owned()),
+                ("HF_HUB_DISABLE_SYMLINKS", "1".to_owned()),
+                cases(&served),
+            ],
+            r#"
+from huggingface_hub import hf_hub_download, scan_cache_dir
+files = [sha256(hf_hub_download(c["repo"], c["file"], revision=c["revision"]))
+         for c in json.loads(os.environ["CG_CASES"])]
+print(json.dumps({"files": files, "warnings": [str(w) for w in scan_cache_dir().warnings]}))
+"#,
+        );
+        assert_eq!(
+            python,
+            json!({"files": [served[0].sha256, served[1].sha256], "warnings": []})
+        );
+    }
+
+    /// Python, with `HF_HUB_DISABLE_SYMLINKS=1`, downloads one file (so the snapshot entry is
+    /// the blob itself, moved out of `blobs/`); then our `ensure_all_models()` must accept it
+    /// without downloading it again.
+    async fn python_copy_then_ensure(pinned: bool) {
+        let Some(py) = Py::find() else { return };
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/a")
+                    .lfs_file("model.safetensors", synth::safetensors(60_000, 47)),
+            )
+            .start()
+            .unwrap();
+        let served = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/a",
+            "model.safetensors",
+            "main",
+            pinned,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, std::slice::from_ref(&served));
+        py.run(
+            &[
+                ("HF_HUB_CACHE", s(&cache)),
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HF_HUB_DISABLE_SYMLINKS", "1".to_owned()),
+            ],
+            r#"
+from huggingface_hub import hf_hub_download
+print(json.dumps(hf_hub_download("org/a", "model.safetensors")))
+"#,
+        );
+        let snapshot = served.snapshot(&cache);
+        let meta = snapshot.symlink_metadata().unwrap();
+        assert!(meta.is_file(), "Python made a copy");
+        // Python moves a fresh blob into the snapshot: `blobs/` keeps nothing.
+        assert!(!served.blob(&cache).exists());
+        hub.clear_requests();
+
+        let config = fixture::config_with(
+            &cache,
+            &hub.endpoint(),
+            &manifest,
+            &[("HF_HUB_DISABLE_SYMLINKS", "1".to_owned())],
+        );
+        let manager = ModelArtifactManager::new(config).unwrap();
+        manager.ensure_all_models().await.expect("ensure");
+        assert!(manager.readiness_report().all_ready());
+        assert!(
+            fixture::content_gets(&hub, &served).is_empty(),
+            "downloaded again although Python's copy is right: {:#?}",
+            hub.requests()
+        );
+        assert_eq!(snapshot.symlink_metadata().unwrap().ino(), meta.ino());
+        assert_eq!(fixture::sha256_of(&snapshot), served.sha256);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pinned_copies_python_made_with_symlinks_disabled_are_verified_without_a_new_download()
+    {
+        python_copy_then_ensure(true).await;
+    }
+
+    /// Known gap (issue 6 report): an unpinned copy has no local hint of its hash (no link to
+    /// a `blobs/<sha256>`, no stamp of ours), so the manager fetches it again instead of
+    /// hashing it against the Hub's `X-Linked-Etag`. Needs a fix in `manager.rs`
+    /// (`download_inner`); see `docs/python-interop.md`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs manager.rs: verify a present unpinned copy against the Hub's X-Linked-Etag before fetching"]
+    async fn unpinned_copies_python_made_with_symlinks_disabled_are_verified_without_a_new_download(
+    ) {
+        python_copy_then_ensure(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_hub_download_timeout_is_the_idle_timeout_after_which_a_stalled_body_resumes() {
+        let hub = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/slow")
+                    .lfs_file("model.safetensors", synth::safetensors(300_000, 49)),
+            )
+            .start()
+            .unwrap();
+        let stall = Duration::from_secs(5);
+        hub.add_fault(
+            FaultRule::new(
+                FaultTarget::get("model.safetensors"),
+                Fault::StallAfter {
+                    bytes: 100_000,
+                    stall,
+                },
+            )
+            .times(1),
+        );
+        let served = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/slow",
+            "model.safetensors",
+            "main",
+            true,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        fixture::write_manifest(&manifest, std::slice::from_ref(&served));
+        let config = fixture::config_with(
+            &dir.path().join("hub"),
+            &hub.endpoint(),
+            &manifest,
+            &[("HF_HUB_DOWNLOAD_TIMEOUT", "1".to_owned())],
+        );
+        assert_eq!(config.download_timeout, Duration::from_secs(1));
+        let manager = ModelArtifactManager::new(config).unwrap();
+        let started = Instant::now();
+        let path = manager.download(ModelId::Semantic).await.expect("download");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < stall,
+            "waited out the stall ({elapsed:?}) instead of 1 s"
+        );
+        assert_eq!(fixture::sha256_of(&path), served.sha256);
+        let gets = fixture::content_gets(&hub, &served);
+        assert_eq!(gets.len(), 2, "{gets:#?}");
+        let resumed_from: u64 = gets[1]
+            .range()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("second GET resumes: {:?}", gets[1]));
+        assert!(resumed_from > 0);
+        assert_eq!(gets[1].status, 206);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_hub_etag_timeout_bounds_the_metadata_request() {
+        // Accepts connections (the kernel does) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        let served = Served {
+            model: ModelId::Semantic,
+            repo: "org/silent".to_owned(),
+            file: "model.safetensors".to_owned(),
+            revision: "main".to_owned(),
+            commit: String::new(),
+            size: 10,
+            sha256: "0".repeat(64),
+            etag: "0".repeat(64),
+            pinned: true,
+        };
+        fixture::write_manifest(&manifest, std::slice::from_ref(&served));
+        let mut config = fixture::config_with(
+            &dir.path().join("hub"),
+            &endpoint,
+            &manifest,
+            &[("HF_HUB_ETAG_TIMEOUT", "1".to_owned())],
+        );
+        assert_eq!(config.metadata_timeout, Duration::from_secs(1));
+        config.retry_attempts = 0;
+        let manager = ModelArtifactManager::new(config).unwrap();
+        let started = Instant::now();
+        let error = manager.download(ModelId::Semantic).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(6),
+            "the HEAD gave up after {elapsed:?}, not after HF_HUB_ETAG_TIMEOUT=1 (default 10 s): {error}"
+        );
+        assert!(error.to_string().contains("no data from"), "{error}");
+        drop(silent);
+    }
+}
