@@ -1,0 +1,270 @@
+//! Crash safety: a child process running `ensure_all_models` kills itself with SIGKILL at a
+//! crash point (`CG_MODELS_CRASH_AT=<point>:<n>`), mid-body and between every two steps of
+//! placing a file. Checked: while it ran and right after the kill, no final path held
+//! unverified bytes; a fresh run completes without hanging, resumes what was kept, leaves no
+//! stale temporary file, and every file verifies.
+
+use std::time::Duration;
+
+use context_graph_embeddings::ModelId;
+use hub_emulator::{Fault, FaultRule, FaultTarget};
+
+use crate::support::{
+    check_cache, evidence, killed_by_sigkill, partials_in, pinned, unpinned, ChildProcess, Fixture,
+};
+
+const AREA: &str = "Crash (SIGKILL) at every step";
+const SIZE: u64 = 1_500_000;
+const PINNED: ModelId = ModelId::Entity;
+const UNPINNED: ModelId = ModelId::Graph;
+
+/// A pinned model at a commit and an unpinned one on branch `main` (so the ref is written),
+/// both paced at 6 MB/s so that a download takes many chunks.
+fn crash_fixture() -> Fixture {
+    let fx = Fixture::new(&[pinned(PINNED, SIZE), unpinned(UNPINNED, SIZE).on_branch()]);
+    for id in [PINNED, UNPINNED] {
+        fx.hub.add_fault(FaultRule::new(
+            FaultTarget::get(&fx.file(id).sha256),
+            Fault::BandwidthCap {
+                bytes_per_sec: 6_000_000,
+            },
+        ));
+    }
+    fx
+}
+
+/// What one kill showed.
+struct Kill {
+    /// Partial bytes per model right after the kill.
+    partials: Vec<(ModelId, u64)>,
+    summary_at_kill: String,
+    blobs_at_kill: usize,
+}
+
+/// Runs one crash case end to end; panics on any broken promise.
+fn crash_case(fx: &Fixture, point: &str, nth: u32, test: &str) -> Kill {
+    let label = format!("{}-{nth}", point.replace('.', "-"));
+    let cache = fx.fresh_cache(&label);
+    let known = fx.known_hashes();
+    let mut child = ChildProcess::spawn(
+        fx.child_spec(&cache, "ensure"),
+        &[("CG_MODELS_CRASH_AT", format!("{point}:{nth}"))],
+        &fx.dir.path().join("children"),
+        &label,
+    );
+    // Watch the cache while the child works: at no moment may a final path hold bad bytes.
+    let mut looks = 0u32;
+    let status = loop {
+        if let Some(status) = child.try_wait() {
+            break status;
+        }
+        check_cache(&cache, &known).assert_sound(&format!("{point}:{nth}, while running"));
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(
+            looks < 10_000,
+            "child `{label}` hangs:\n{}",
+            child.log_text()
+        );
+    };
+    assert!(
+        killed_by_sigkill(&status),
+        "crash point `{point}:{nth}` was never reached: the child ended with {status} instead of \
+         being killed there (result: {:?}). Either the point is not wired into the library, or \
+         the download has fewer steps than {nth}.\n{}",
+        child.result(),
+        child.log_text()
+    );
+    let at_kill = check_cache(&cache, &known);
+    at_kill.assert_sound(&format!("{point}:{nth}, right after the kill"));
+    let partials: Vec<(ModelId, u64)> = [PINNED, UNPINNED]
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                partials_in(&fx.blobs_dir_in(&cache, id))
+                    .iter()
+                    .map(|p| p.1)
+                    .max()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+
+    // A fresh run: bounded in time (stale locks or temp files must not make it hang).
+    fx.hub.clear_requests();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let manager = fx.manager_at(&cache);
+    let result = runtime.block_on(crate::support::within(
+        Duration::from_secs(30),
+        "the fresh run after the kill",
+        manager.ensure_all_models(),
+    ));
+    assert!(
+        result.is_ok(),
+        "{point}:{nth}: fresh run failed: {result:?}"
+    );
+    let after = check_cache(&cache, &known);
+    after.assert_sound(&format!("{point}:{nth}, after the fresh run"));
+    assert!(
+        after.partials.is_empty() && after.temps.is_empty(),
+        "{point}:{nth}: stale temporary files left by the killed process were neither cleaned up nor reused: partials {:?}, temps {:?}",
+        after.partials,
+        after.temps
+    );
+    for id in [PINNED, UNPINNED] {
+        let path = manager.get_path(id).expect("ready after the fresh run");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            fx.file(id).content,
+            "{point}:{nth}: {id}"
+        );
+    }
+    let report = manager.readiness_report();
+    assert!(report.all_ready(), "{point}:{nth}: {report:?}");
+    let verified = runtime.block_on(manager.verify_present(2, false));
+    assert!(
+        verified.iter().all(|v| v.verified == Some(true)),
+        "{point}:{nth}: {verified:?}"
+    );
+    // What was kept is resumed, not fetched again.
+    let mut resumed_text = Vec::new();
+    for (id, kept) in &partials {
+        let sent = fx.bytes_sent(*id);
+        if *kept == SIZE {
+            assert_eq!(sent, 0, "{point}:{nth}: {id} had every byte in its partial");
+            resumed_text.push(format!("{id} completed from its full partial, 0 B fetched"));
+        } else if *kept > 0 {
+            let gets = fx.byte_gets(*id);
+            let first = gets.first().and_then(|g| g.range()).unwrap_or("none");
+            assert_eq!(
+                first,
+                format!("bytes={kept}-"),
+                "{point}:{nth}: {id} must resume from the {kept} bytes kept"
+            );
+            assert_eq!(sent, SIZE - kept, "{point}:{nth}: {id}");
+            resumed_text.push(format!("{id} resumed from {kept} B"));
+        } else if at_kill
+            .blobs
+            .iter()
+            .any(|(p, _)| p.starts_with(fx.blobs_dir_in(&cache, *id)))
+        {
+            assert_eq!(
+                sent, 0,
+                "{point}:{nth}: {id}'s blob was in place, no byte needed"
+            );
+            resumed_text.push(format!("{id} reused its blob, 0 B fetched"));
+        } else {
+            resumed_text.push(format!("{id} fetched {sent} B"));
+        }
+    }
+    // And the cache stays manageable: clearing it removes everything the run placed.
+    runtime
+        .block_on(manager.clear_cache())
+        .unwrap_or_else(|e| panic!("{point}:{nth}: clear_cache failed: {e}"));
+    let cleared = check_cache(&cache, &known);
+    assert!(
+        cleared.blobs.is_empty() && cleared.snapshots.is_empty() && cleared.temps.is_empty(),
+        "{point}:{nth}: clear_cache after the crash left {cleared:?}"
+    );
+    evidence(
+        AREA,
+        &format!("SIGKILL at `{point}:{nth}`"),
+        &format!(
+            "process dies; the next run completes without waiting on stale locks ({})",
+            resumed_text.join(", ")
+        ),
+        &format!(
+            "at the kill: {}; after the next run: both files verified, no partial, no temp file; clear_cache then empties it",
+            at_kill.summary()
+        ),
+        test,
+    );
+    Kill {
+        partials,
+        summary_at_kill: at_kill.summary(),
+        blobs_at_kill: at_kill.blobs.len(),
+    }
+}
+
+#[test]
+fn killed_mid_body_at_many_chunks() {
+    let test = test_name!();
+    let fx = crash_fixture();
+    for nth in [1, 2, 3, 5, 8, 13, 21, 30, 40] {
+        let kill = crash_case(&fx, "download.chunk", nth, &test);
+        assert!(
+            kill.partials
+                .iter()
+                .any(|(_, kept)| *kept > 0 && *kept < SIZE),
+            "download.chunk:{nth} must stop a download mid-body: {}",
+            kill.summary_at_kill
+        );
+        assert!(kill.blobs_at_kill < 2, "mid-body: {}", kill.summary_at_kill);
+    }
+}
+
+#[test]
+fn killed_around_the_blob_rename() {
+    let test = test_name!();
+    let fx = crash_fixture();
+    for (point, nth) in [
+        ("download.before_rename", 1),
+        ("download.before_rename", 2),
+        ("download.after_rename", 1),
+        ("download.after_rename", 2),
+    ] {
+        let kill = crash_case(&fx, point, nth, &test);
+        if point == "download.before_rename" {
+            assert_eq!(
+                kill.blobs_at_kill,
+                nth as usize - 1,
+                "{}",
+                kill.summary_at_kill
+            );
+            assert!(
+                kill.partials.iter().any(|(_, kept)| *kept == SIZE),
+                "a complete, verified partial waits for its rename: {}",
+                kill.summary_at_kill
+            );
+        } else {
+            assert_eq!(kill.blobs_at_kill, nth as usize, "{}", kill.summary_at_kill);
+        }
+    }
+}
+
+#[test]
+fn killed_around_the_snapshot_link() {
+    let test = test_name!();
+    let fx = crash_fixture();
+    for (point, nth) in [
+        ("snapshot.before_link", 1),
+        ("snapshot.before_link", 2),
+        ("snapshot.after_link", 1),
+        ("snapshot.after_link", 2),
+    ] {
+        crash_case(&fx, point, nth, &test);
+    }
+}
+
+#[test]
+fn killed_before_the_ref_write() {
+    let test = test_name!();
+    let fx = crash_fixture();
+    crash_case(&fx, "ref.before_write", 1, &test);
+}
+
+/// `stamp.before_write` and `stamp.after_write` are documented crash points (failpoint.rs).
+#[test]
+fn killed_around_the_stamp_write() {
+    let test = test_name!();
+    let fx = crash_fixture();
+    for (point, nth) in [
+        ("stamp.before_write", 1),
+        ("stamp.before_write", 2),
+        ("stamp.after_write", 1),
+        ("stamp.after_write", 2),
+    ] {
+        crash_case(&fx, point, nth, &test);
+    }
+}
