@@ -652,6 +652,27 @@ impl ModelArtifactManager {
                 }
             }
         }
+        // A copy in the snapshot folder and no blob: what huggingface_hub leaves with
+        // HF_HUB_DISABLE_SYMLINKS (it moves the blob). Now that the expected hash is known,
+        // the copy is verified in place instead of fetched again.
+        let snapshot_path = self
+            .layout
+            .snapshot_path(repo, &remote.commit, &artifact.filename);
+        let mut verified_in_place = false;
+        if fetched.is_none() {
+            let copy = snapshot_path.clone();
+            let is_copy = tokio::fs::symlink_metadata(&copy)
+                .await
+                .is_ok_and(|m| m.is_file());
+            if is_copy {
+                if let Ok((sha, length)) = blocking(move || hash_file(&copy)).await {
+                    if sha == expected_sha256 && expected_size.is_none_or(|s| s == length) {
+                        fetched = Some((Outcome::Verified, 0, "cache".to_owned()));
+                        verified_in_place = true;
+                    }
+                }
+            }
+        }
         let request = FetchRequest {
             location: location.clone(),
             blobs_dir: self.layout.blobs_dir(repo),
@@ -761,9 +782,12 @@ impl ModelArtifactManager {
             let use_symlinks = self.config.use_symlinks;
             let sha = expected_sha256.clone();
             let source = source.clone();
+            let in_place = verified_in_place.then_some(snapshot_path);
             tokio::task::spawn_blocking(move || -> EmbeddingResult<PathBuf> {
-                let snapshot =
-                    layout.link_snapshot(&repo, &commit, &filename, &etag, use_symlinks)?;
+                let snapshot = match in_place {
+                    Some(path) => path,
+                    None => layout.link_snapshot(&repo, &commit, &filename, &etag, use_symlinks)?,
+                };
                 layout.write_ref(&repo, &revision, &commit)?;
                 let mut stamp = VerificationStamp::now(&snapshot, &sha)
                     .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
