@@ -157,7 +157,8 @@ impl CacheLayout {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
         create_dir_all(&parent)?;
-        let temporary = parent.join(format!(".{}.tmp", random_suffix()));
+        remove_stale_temporaries(&parent);
+        let temporary = temporary_path(&parent);
         let blob = self.blob_path(repo_id, etag);
         if use_symlinks {
             let depth = filename.split('/').count();
@@ -251,6 +252,55 @@ pub fn random_suffix() -> String {
     format!("{:08x}", rand::rng().random::<u32>())
 }
 
+/// A fresh name for a temporary file in `dir`: `.<pid>-<8 hex>.tmp`. The process id lets a
+/// later run tell the leftovers of a killed process from the files of a live writer.
+pub fn temporary_path(dir: &Path) -> PathBuf {
+    dir.join(format!(".{}-{}.tmp", std::process::id(), random_suffix()))
+}
+
+/// The process that made a temporary file named by [`temporary_path`], if the name has that
+/// shape.
+fn temporary_owner(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (pid, random) = inner.split_once('-')?;
+    let random_ok = random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit());
+    random_ok.then(|| pid.parse().ok()).flatten()
+}
+
+/// Whether a process with this id runs (on this machine, in this pid namespace). Unsure
+/// answers count as running, so nothing of a live writer is ever removed.
+fn process_runs(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+/// Removes the temporary files in `dir` that processes no longer running left behind (killed
+/// between creating and renaming them). Called before a new temporary file is made in the same
+/// folder, so whatever a killed run left is cleaned up by the run that redoes its work.
+/// Files of running processes, this one included, and names of any other shape are kept.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = temporary_owner(&name.to_string_lossy()) else {
+            continue;
+        };
+        if !process_runs(pid) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// `fs::create_dir_all` with the path in the error.
 pub fn create_dir_all(path: &Path) -> EmbeddingResult<()> {
     fs::create_dir_all(path).map_err(|e| EmbeddingError::io("cannot create folder", path, e))
@@ -260,7 +310,8 @@ pub fn create_dir_all(path: &Path) -> EmbeddingResult<()> {
 pub fn write_atomic(path: &Path, content: &[u8]) -> EmbeddingResult<()> {
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
     create_dir_all(parent)?;
-    let temporary = parent.join(format!(".{}.tmp", random_suffix()));
+    remove_stale_temporaries(parent);
+    let temporary = temporary_path(parent);
     let result = (|| -> io::Result<()> {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(content)?;
@@ -407,6 +458,60 @@ mod tests {
         assert!(!layout.ref_path("o/n", &commit).exists());
         assert_eq!(layout.resolve_commit("o/n", "main"), Some(commit.clone()));
         assert_eq!(layout.resolve_commit("o/n", "dev"), None);
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = temporary_path(dir.path());
+        fs::write(&ours, b"in flight").unwrap();
+        // A process that surely ended: a child we waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.path().join(format!(".{dead}-0badc0de.tmp"));
+        std::os::unix::fs::symlink("../../blobs/e", &stale).unwrap();
+        let foreign_shape = dir.path().join(".0badc0de.tmp");
+        fs::write(&foreign_shape, b"x").unwrap();
+        let other = dir.path().join("model.safetensors");
+        fs::write(&other, b"x").unwrap();
+        remove_stale_temporaries(dir.path());
+        assert!(
+            stale.symlink_metadata().is_err(),
+            "a dead process's temporary is removed"
+        );
+        assert!(ours.exists(), "our own temporary is kept");
+        assert!(foreign_shape.exists() && other.exists());
+        assert_eq!(temporary_owner(".12-0123abcd.tmp"), Some(12));
+        assert_eq!(temporary_owner(".12-0123abcd.tmpx"), None);
+        assert_eq!(temporary_owner("12-0123abcd.tmp"), None);
+    }
+
+    #[test]
+    fn link_and_write_clean_up_what_a_killed_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path());
+        let commit = "e".repeat(40);
+        fs::create_dir_all(layout.blobs_dir("o/n")).unwrap();
+        fs::write(layout.blob_path("o/n", "e1"), b"data").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let snapshot_dir = layout.snapshot_path("o/n", &commit, "f.bin");
+        let snapshot_dir = snapshot_dir.parent().unwrap();
+        fs::create_dir_all(snapshot_dir).unwrap();
+        let stale_link = snapshot_dir.join(format!(".{dead}-00000001.tmp"));
+        std::os::unix::fs::symlink("../../blobs/e1", &stale_link).unwrap();
+        layout
+            .link_snapshot("o/n", &commit, "f.bin", "e1", true)
+            .unwrap();
+        assert!(stale_link.symlink_metadata().is_err());
+        let refs = layout.ref_path("o/n", "main");
+        fs::create_dir_all(refs.parent().unwrap()).unwrap();
+        let stale_file = refs.parent().unwrap().join(format!(".{dead}-00000002.tmp"));
+        fs::write(&stale_file, b"half").unwrap();
+        layout.write_ref("o/n", "main", &commit).unwrap();
+        assert!(!stale_file.exists());
     }
 
     #[test]
