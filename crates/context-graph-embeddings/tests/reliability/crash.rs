@@ -214,11 +214,12 @@ fn killed_around_the_blob_rename() {
         ("download.after_rename", 1),
         ("download.after_rename", 2),
     ] {
+        // The other download may finish its own step in the instant SIGKILL takes to stop
+        // every thread, so blob counts are lower bounds.
         let kill = crash_case(&fx, point, nth, &test);
         if point == "download.before_rename" {
-            assert_eq!(
-                kill.blobs_at_kill,
-                nth as usize - 1,
+            assert!(
+                kill.blobs_at_kill + 1 >= nth as usize,
                 "{}",
                 kill.summary_at_kill
             );
@@ -228,7 +229,11 @@ fn killed_around_the_blob_rename() {
                 kill.summary_at_kill
             );
         } else {
-            assert_eq!(kill.blobs_at_kill, nth as usize, "{}", kill.summary_at_kill);
+            assert!(
+                kill.blobs_at_kill >= nth as usize,
+                "{}",
+                kill.summary_at_kill
+            );
         }
     }
 }
