@@ -255,10 +255,11 @@ impl Renderer {
             self.tally
                 .endings
                 .insert(model, Ending::Failed(error.clone()));
-            let text = if self.output.mode == Mode::Terminal {
-                "failed (details below)".to_owned()
-            } else {
+            // The full error closes the run; repeat it here only when asked for detail.
+            let text = if self.output.verbose >= 1 {
                 format!("failed: {error}")
+            } else {
+                "failed (the error follows at the end)".to_owned()
             };
             self.notice(Style::Red, "✗", model, &text);
         } else {
@@ -305,7 +306,8 @@ impl Renderer {
                 total,
                 speed: 0,
                 started: Instant::now(),
-                last_line: None,
+                // The "downloading" line was just printed: the first progress line waits.
+                last_line: Some(Instant::now()),
             },
         );
         if let Some(bar) = previous.and_then(|p| p.bar) {

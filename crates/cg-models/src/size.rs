@@ -89,10 +89,12 @@ pub fn format_speed(bytes_per_sec: u64) -> String {
     format!("{}/s", format_size(bytes_per_sec))
 }
 
-/// Formats a duration compactly: `0.4s`, `12s`, `3m05s`, `1h02m`.
+/// Formats a duration compactly: `0.4s`, `2s`, `12s`, `3m05s`, `1h02m`.
 pub fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
-    if secs < 10 {
+    if secs < 10 && duration.subsec_millis() == 0 {
+        format!("{secs}s")
+    } else if secs < 10 {
         format!("{:.1}s", duration.as_secs_f64())
     } else if secs < 60 {
         format!("{secs}s")
@@ -179,6 +181,8 @@ mod tests {
     fn durations_and_eta() {
         assert_eq!(format_duration(Duration::from_millis(400)), "0.4s");
         assert_eq!(format_duration(Duration::from_secs(12)), "12s");
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(2500)), "2.5s");
         assert_eq!(format_duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
         assert_eq!(eta(100, 0), None);

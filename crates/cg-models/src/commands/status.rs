@@ -51,10 +51,9 @@ pub async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, 
         EXIT_OK
     } else {
         output.info(format!(
-            "{} of {} models are not ready ({}); run `cg-models ensure` to fetch them.",
+            "{} of {} models are not ready; run `cg-models ensure` to fetch them.",
             not_ready.len(),
             report.models.len(),
-            not_ready.join(", ")
         ));
         EXIT_FAILURE
     };
@@ -76,13 +75,17 @@ fn print_table(manager: &ModelArtifactManager, output: &Output, models: &[ModelR
         output.paint_stdout(Style::Bold, "Manifest:"),
         manager.manifest().origin
     ));
-    output.result_line(output.paint_stdout(
-        Style::Bold,
-        format!(
-            "{:<18} {:<10} {:>8}  {:<12}  {:<21}  {}",
-            "MODEL", "STATE", "SIZE", "REVISION", "SHA-256", "PATH / ERROR"
-        ),
-    ));
+    // On a terminal the path or error goes on a line of its own under each row.
+    let last_column = if output.stdout_is_terminal {
+        ""
+    } else {
+        "PATH / ERROR"
+    };
+    let header = format!(
+        "{:<18} {:<10} {:>8}  {:<12}  {:<21}  {last_column}",
+        "MODEL", "STATE", "SIZE", "REVISION", "SHA-256"
+    );
+    output.result_line(output.paint_stdout(Style::Bold, header.trim_end()));
     for model in models {
         let (state, style) = state_label(model);
         let size = model.size_bytes.map(format_size).unwrap_or_else(|| {
@@ -116,7 +119,7 @@ fn print_table(manager: &ModelArtifactManager, output: &Output, models: &[ModelR
         if output.stdout_is_terminal {
             // On a terminal the long part goes on its own line, so rows stay readable.
             output.result_line(row.trim_end());
-            if !location.is_empty() {
+            if model.state != ReadinessState::Builtin {
                 output.result_line(output.paint_stdout(Style::Dim, format!("    {location}")));
             }
         } else {

@@ -26,42 +26,42 @@ pub async fn run(
     let mut missing: Vec<ModelId> = Vec::new();
     for result in &results {
         output.json("verify", result);
-        let name = result.model_id.as_str();
+        let (mark, style, label) = match (&result.path, result.verified) {
+            (Some(_), Some(true)) => ("✓", Style::Green, "ok"),
+            (Some(_), Some(false)) => ("✗", Style::Red, "CORRUPT"),
+            (Some(_), None) => ("?", Style::Red, "UNCHECKED"),
+            (None, _) => ("-", Style::Dim, "missing"),
+        };
         match (&result.path, result.verified) {
-            (Some(path), Some(true)) => output.result_line(format!(
-                "{} {name:<16} ok       {}",
-                output.paint_stdout(Style::Green, "✓"),
-                path.display()
-            )),
-            (Some(path), Some(false)) => {
-                bad.push(result.model_id);
-                output.result_line(format!(
-                    "{} {name:<16} CORRUPT  {}",
-                    output.paint_stdout(Style::Red, "✗"),
-                    result
-                        .detail
-                        .as_deref()
-                        .map_or_else(|| path.display().to_string(), str::to_owned)
-                ));
+            (Some(_), Some(true)) => {}
+            (Some(_), _) => bad.push(result.model_id),
+            (None, _) => missing.push(result.model_id),
+        }
+        let detail = match (&result.path, &result.detail) {
+            (_, Some(detail)) => detail.clone(),
+            (Some(path), None) => path.display().to_string(),
+            (None, None) => "not on disk".to_owned(),
+        };
+        let head = format!(
+            "{} {:<16} {}",
+            output.paint_stdout(style, mark),
+            result.model_id.as_str(),
+            // Padded only where a column follows (pipes); trailing blanks never reach a screen.
+            if output.stdout_is_terminal {
+                output.paint_stdout(style, label)
+            } else {
+                format!("{label:<9}")
             }
-            (Some(path), None) => {
-                bad.push(result.model_id);
-                output.result_line(format!(
-                    "{} {name:<16} UNCHECKED {}",
-                    output.paint_stdout(Style::Red, "?"),
-                    result
-                        .detail
-                        .as_deref()
-                        .map_or_else(|| path.display().to_string(), str::to_owned)
-                ));
+        );
+        if output.stdout_is_terminal {
+            // On a terminal: the verdict, and only what needs reading under it.
+            output.result_line(&head);
+            let needs_reading = result.verified != Some(true) && result.path.is_some();
+            if needs_reading || output.verbose >= 1 {
+                output.result_line(output.paint_stdout(Style::Dim, format!("    {detail}")));
             }
-            (None, _) => {
-                missing.push(result.model_id);
-                output.result_line(format!(
-                    "{} {name:<16} missing  not on disk",
-                    output.paint_stdout(Style::Dim, "-")
-                ));
-            }
+        } else {
+            output.result_line(format!("{head} {detail}"));
         }
     }
     if !missing.is_empty() {
