@@ -225,6 +225,9 @@ impl CacheLayout {
 /// Partial downloads of one blob: `<etag>.incomplete` (older clients) and
 /// `<etag>.<anything>.incomplete`, largest first.
 pub fn partial_files(blobs_dir: &Path, etag: &str) -> Vec<(PathBuf, u64)> {
+    if link_at_or_above(blobs_dir).is_some() {
+        return Vec::new();
+    }
     let Ok(entries) = fs::read_dir(blobs_dir) else {
         return Vec::new();
     };
@@ -324,8 +327,91 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> EmbeddingResult<()> {
     })
 }
 
-/// Removes a file or link without following links; a missing file is fine.
+/// The outermost repo folder (`models--…`) among `path` and its ancestors, as an index into
+/// `path.ancestors()`.
+fn repo_folder_index(ancestors: &[&Path]) -> Option<usize> {
+    ancestors.iter().rposition(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("models--"))
+    })
+}
+
+/// The link, if any, that `path` itself or one of its folders up to its repo folder
+/// (`models--…`, included) is. Everything a repo folder holds is reached without links except
+/// snapshot entries themselves; a link anywhere else was planted and may point anywhere, so
+/// nothing is removed, listed or read through it. `None` for paths outside any repo folder.
+pub fn link_at_or_above(path: &Path) -> Option<PathBuf> {
+    let ancestors: Vec<&Path> = path.ancestors().collect();
+    let top = repo_folder_index(&ancestors)?;
+    ancestors[..=top]
+        .iter()
+        .find(|p| {
+            p.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
+        .map(|p| p.to_path_buf())
+}
+
+/// [`link_at_or_above`] for the folders holding `path` (a link at `path` itself is fine: it
+/// is removed as a link).
+fn link_above(path: &Path) -> Option<PathBuf> {
+    path.parent().and_then(link_at_or_above)
+}
+
+/// Whether a snapshot entry's bytes stay inside the cache: no link among its folders, and the
+/// entry is either a regular file (a copy) or a link of the cache's own shape
+/// (`../…/blobs/<name>`) to a regular blob file in a `blobs/` folder that is not a link.
+/// Operations that read or hash entries (verification) should skip any entry for which this is
+/// false: its bytes are somewhere else, possibly someone else's.
+pub fn entry_stays_inside(snapshot_entry: &Path) -> bool {
+    if link_above(snapshot_entry).is_some() {
+        return false;
+    }
+    let Ok(meta) = snapshot_entry.symlink_metadata() else {
+        return false;
+    };
+    if meta.is_file() {
+        return true;
+    }
+    if !meta.file_type().is_symlink() || snapshot_link_blob_name(snapshot_entry).is_none() {
+        return false;
+    }
+    let Ok(target) = fs::read_link(snapshot_entry) else {
+        return false;
+    };
+    let Some(parent) = snapshot_entry.parent() else {
+        return false;
+    };
+    let blob = parent.join(target);
+    // The blob, lexically resolved (the link has only `..` before `blobs/<name>`).
+    let mut resolved = PathBuf::new();
+    for component in blob.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                resolved.pop();
+            }
+            other => resolved.push(other),
+        }
+    }
+    link_at_or_above(&resolved).is_none()
+        && resolved
+            .parent()
+            .is_some_and(|d| d.file_name().is_some_and(|n| n == "blobs"))
+        && resolved.symlink_metadata().is_ok_and(|m| m.is_file())
+}
+
+/// Removes a file or link without following links; a missing file is fine. A path reached
+/// through a link inside its repo folder is left alone (with a warning): whatever is behind
+/// that link is not the cache's to remove.
 pub fn remove_entry(path: &Path) -> EmbeddingResult<bool> {
+    if let Some(link) = link_above(path) {
+        tracing::warn!(
+            path = %path.display(),
+            link = %link.display(),
+            "not removing a path reached through a link inside the cache; what the link points to is not the cache's"
+        );
+        return Ok(false);
+    }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path)
             .map(|()| true)
@@ -340,6 +426,9 @@ pub fn remove_entry(path: &Path) -> EmbeddingResult<bool> {
 
 /// Removes empty folders from `path` up to (not including) `stop`.
 pub fn remove_empty_parents(path: &Path, stop: &Path) {
+    if link_above(path).is_some() {
+        return;
+    }
     let mut current = path.parent();
     while let Some(dir) = current {
         if dir == stop || !dir.starts_with(stop) || fs::remove_dir(dir).is_err() {
@@ -512,6 +601,64 @@ mod tests {
         fs::write(&stale_file, b"half").unwrap();
         layout.write_ref("o/n", "main", &commit).unwrap();
         assert!(!stale_file.exists());
+    }
+
+    #[test]
+    fn nothing_is_removed_or_listed_through_a_linked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path().join("cache"));
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("e1"), b"not ours").unwrap();
+        fs::write(outside.join("e1.00000000.incomplete"), b"not ours").unwrap();
+        fs::create_dir_all(layout.repo_dir("o/n")).unwrap();
+        std::os::unix::fs::symlink(&outside, layout.blobs_dir("o/n")).unwrap();
+        assert!(link_at_or_above(&layout.blob_path("o/n", "e1")).is_some());
+        assert!(!remove_entry(&layout.blob_path("o/n", "e1")).unwrap());
+        assert!(partial_files(&layout.blobs_dir("o/n"), "e1").is_empty());
+        assert!(outside.join("e1").exists());
+        // A linked repo folder.
+        std::os::unix::fs::symlink(&outside, layout.repo_dir("o/m")).unwrap();
+        assert!(!remove_entry(&layout.repo_dir("o/m").join("e1")).unwrap());
+        assert!(outside.join("e1").exists());
+        // The link itself may go; plain paths are unaffected.
+        assert!(remove_entry(&layout.blobs_dir("o/n")).unwrap());
+        assert!(outside.join("e1").exists());
+        assert_eq!(link_at_or_above(&dir.path().join("elsewhere/x")), None);
+    }
+
+    #[test]
+    fn entries_whose_bytes_live_outside_the_cache_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path().join("cache"));
+        let commit = "f".repeat(40);
+        fs::create_dir_all(layout.blobs_dir("o/n")).unwrap();
+        fs::write(layout.blob_path("o/n", "e1"), b"data").unwrap();
+        let good = layout
+            .link_snapshot("o/n", &commit, "a/f.bin", "e1", true)
+            .unwrap();
+        assert!(entry_stays_inside(&good));
+        let copy = layout
+            .link_snapshot("o/n", &commit, "c.bin", "e1", false)
+            .unwrap();
+        assert!(entry_stays_inside(&copy));
+        let foreign = dir.path().join("foreign");
+        fs::write(&foreign, b"data").unwrap();
+        let absolute = good.with_file_name("abs.bin");
+        std::os::unix::fs::symlink(&foreign, &absolute).unwrap();
+        assert!(!entry_stays_inside(&absolute));
+        // The blob itself a link out.
+        fs::remove_file(layout.blob_path("o/n", "e1")).unwrap();
+        std::os::unix::fs::symlink(&foreign, layout.blob_path("o/n", "e1")).unwrap();
+        assert!(!entry_stays_inside(&good));
+        // A linked blobs/ folder.
+        fs::remove_file(layout.blob_path("o/n", "e1")).unwrap();
+        fs::remove_dir(layout.blobs_dir("o/n")).unwrap();
+        let store = dir.path().join("store");
+        fs::create_dir_all(&store).unwrap();
+        fs::write(store.join("e1"), b"data").unwrap();
+        std::os::unix::fs::symlink(&store, layout.blobs_dir("o/n")).unwrap();
+        assert!(!entry_stays_inside(&good));
     }
 
     #[test]
