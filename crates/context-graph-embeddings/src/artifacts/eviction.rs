@@ -14,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::cache::{
-    remove_empty_parents, remove_entry, snapshot_link_blob_name, CacheLayout, INCOMPLETE_SUFFIX,
+    link_at_or_above, remove_empty_parents, remove_entry, snapshot_link_blob_name, CacheLayout,
+    INCOMPLETE_SUFFIX,
 };
 use crate::error::EmbeddingResult;
 
@@ -62,7 +63,12 @@ pub fn candidates(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let Ok(entries) = fs::read_dir(repo_dir.join("blobs")) else {
+        // A linked repo or blobs folder points somewhere else: nothing there is ours to evict.
+        let blobs = repo_dir.join("blobs");
+        if link_at_or_above(&blobs).is_some() {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(&blobs) else {
             continue;
         };
         for entry in entries.flatten() {
@@ -159,7 +165,10 @@ pub fn snapshot_links_to(repo_dir: &Path, blob_name: &str) -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    walk(&repo_dir.join("snapshots"), blob_name, &mut out);
+    let snapshots = repo_dir.join("snapshots");
+    if link_at_or_above(&snapshots).is_none() {
+        walk(&snapshots, blob_name, &mut out);
+    }
     out
 }
 
@@ -173,6 +182,26 @@ mod tests {
         let file = fs::File::options().write(true).open(path).unwrap();
         file.set_times(fs::FileTimes::new().set_accessed(time).set_modified(time))
             .unwrap();
+    }
+
+    #[test]
+    fn linked_folders_are_never_evicted_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path().join("cache"));
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("snapshots/c")).unwrap();
+        fs::write(outside.join("b1"), vec![1u8; 10]).unwrap();
+        std::os::unix::fs::symlink("../../blobs/b1", outside.join("snapshots/c/f")).unwrap();
+        fs::create_dir_all(layout.repo_dir("a/x")).unwrap();
+        std::os::unix::fs::symlink(&outside, layout.blobs_dir("a/x")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.join("snapshots"),
+            layout.repo_dir("a/x").join("snapshots"),
+        )
+        .unwrap();
+        assert!(candidates(&layout, &HashSet::new()).is_empty());
+        assert!(snapshot_links_to(&layout.repo_dir("a/x"), "b1").is_empty());
+        assert!(outside.join("b1").exists());
     }
 
     #[test]
