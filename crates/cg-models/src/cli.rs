@@ -9,6 +9,9 @@ use context_graph_embeddings::ModelId;
 use crate::size::parse_size;
 
 const MAIN_EXAMPLES: &str = "\
+Keeps the embedding pipeline's twelve models on disk, complete and verified (SHA-256), in the
+Hugging Face cache shared with Python tools.
+
 Examples:
   cg-models ensure                     Download and verify every missing model
   cg-models ensure Semantic E11        Only these two (names or E1..E12)
@@ -23,15 +26,14 @@ HF_HUB_DOWNLOAD_TIMEOUT and NO_COLOR are honoured like the Hugging Face tools do
 Exit codes: 0 success, 1 some model not ready or a failure, 2 usage or configuration
 error, 130 interrupted (Ctrl-C; partial downloads are kept and resume next time).";
 
-/// Fetch, verify and manage the context-graph pipeline's model files.
-///
-/// Keeps the embedding pipeline's twelve models on disk, complete and verified (SHA-256), in
-/// the Hugging Face cache shared with Python tools.
+/// The whole command line: global options and one command.
 #[derive(Debug, Parser)]
 #[command(
     name = "cg-models",
     version,
     about = "Fetch, verify and manage the context-graph pipeline's model files",
+    long_about = None,
+    help_expected = true,
     after_help = MAIN_EXAMPLES,
     propagate_version = true,
     max_term_width = 100

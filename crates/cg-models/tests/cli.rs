@@ -759,6 +759,35 @@ fn status_verifies_files_another_tool_downloaded_without_network() {
 }
 
 #[test]
+fn transient_failures_show_a_retry_notice_and_a_retrying_event() {
+    let world = World::new();
+    let flaky = || {
+        world.hub.add_fault(
+            FaultRule::new(FaultTarget::get("model.safetensors"), Fault::status(503)).times(1),
+        );
+    };
+    flaky();
+    let run = world.run(&["ensure", "Entity"]).ok();
+    assert!(run.stderr.contains("Entity: retry 1 in"), "{}", run.stderr);
+    assert!(run.stderr.contains("503"), "{}", run.stderr);
+
+    world.run(&["clear", "--yes"]).ok();
+    flaky();
+    let run = world.run(&["--json", "ensure", "Entity"]).ok();
+    let retrying = run
+        .json_lines()
+        .into_iter()
+        .find(|l| l["event"] == "retrying")
+        .expect("a retrying event");
+    assert_eq!(retrying["model_id"], "Entity");
+    assert_eq!(retrying["attempt"], 1);
+    assert!(
+        retrying["delay_ms"].is_u64() && retrying["reason"].is_string(),
+        "{retrying}"
+    );
+}
+
+#[test]
 fn ctrl_c_exits_130_keeps_the_partial_download_and_the_next_run_resumes() {
     let world = World::build(
         &[("Semantic", "org/slow", 2_000_000, Some(SEMANTIC_COMMIT))],
