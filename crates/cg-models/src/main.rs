@@ -12,6 +12,7 @@ mod failure;
 mod output;
 mod progress;
 mod size;
+mod terminal;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::output::{timestamp_now, wrap_list, Mode, Output, Style};
 use crate::size::{eta, format_duration, format_size, format_speed};
+use crate::terminal::StderrTerminal;
 
 /// Redraws per second of the progress bars (indicatif's rate limit).
 const REDRAW_HZ: u8 = 8;
@@ -98,8 +99,12 @@ pub async fn track<T>(
     expected: HashMap<ModelId, u64>,
     work: impl Future<Output = T>,
 ) -> (T, Tally) {
-    let multi = (output.mode == Mode::Terminal && !output.quiet)
-        .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(REDRAW_HZ)));
+    let multi = (output.mode == Mode::Terminal && !output.quiet).then(|| {
+        MultiProgress::with_draw_target(ProgressDrawTarget::term_like_with_hz(
+            Box::new(StderrTerminal::new()),
+            REDRAW_HZ,
+        ))
+    });
     let mut renderer = Renderer::new(output.clone(), multi, expected);
     let mut work = std::pin::pin!(work);
     let result = loop {
@@ -539,13 +544,13 @@ fn describe_kind(kind: &ProgressKind) -> String {
     }
 }
 
-/// Bars have a fixed width: a line is 77 columns, so it fits an 80-column terminal with room
-/// for the `^C` a terminal echoes (a full-width line would wrap and leave stale bars behind).
+/// Bars fill the width the terminal reports, which [`StderrTerminal`] keeps three columns
+/// short of the real one (77 on an 80-column terminal).
 fn bar_style(color: bool) -> ProgressStyle {
     let (template, chars) = if color {
-        ("{prefix:15.bold} {bar:26.cyan/blue} {msg}", "━╸━")
+        ("{prefix:15.bold} {wide_bar:.cyan/blue} {msg}", "━╸━")
     } else {
-        ("{prefix:15} {bar:26} {msg}", "=> ")
+        ("{prefix:15} {wide_bar} {msg}", "=> ")
     };
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -683,8 +688,8 @@ mod tests {
     #[test]
     fn bar_lines_fit_eighty_columns() {
         let widest = transfer_text(1023 * (1 << 20), 1023 * (1 << 20), 1023 * (1 << 20));
-        // name, space, 26-column bar, space, message: room for an echoed `^C` on 80 columns
-        assert!(NAME_WIDTH + 1 + 26 + 1 + pad_message(&widest).chars().count() <= LINE_WIDTH - 3);
+        // name, space, a bar of at least 20 columns, space, message: within 77 columns
+        assert!(NAME_WIDTH + 1 + 20 + 1 + pad_message(&widest).chars().count() <= LINE_WIDTH - 3);
         assert_eq!(widest.chars().count(), 34);
         assert_eq!(pad_message("verifying…").chars().count(), 34);
     }

@@ -846,17 +846,119 @@ fn ctrl_c_exits_130_keeps_the_partial_download_and_the_next_run_resumes() {
     assert!(completed["bytes_transferred"].as_u64().expect("bytes") < 2_000_000);
 }
 
+/// A command running on a real 80×24 pseudo-terminal: a tmux server of its own.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    const PATH: &'static str = "/usr/bin/tmux";
+
+    /// Starts `cg-models ARGS` of `world` in a detached 80×24 session; `None` without tmux.
+    /// The shell prints `__EXIT:<code>` when the command ends.
+    fn start(world: &World, name: &str, args: &str) -> Option<Tmux> {
+        if !Path::new(Self::PATH).exists() {
+            return None;
+        }
+        let home = world.dir.path().join("home");
+        // `trap : INT`: Ctrl-C reaches cg-models; the shell survives it to print the code.
+        let script = format!(
+            "trap : INT; env -i PATH=\"$PATH\" TERM=\"$TERM\" HOME='{home}' HF_HOME='{home}/hf' '{BIN}' \
+             --manifest '{manifest}' --endpoint '{endpoint}' {args}; echo \"__EXIT:$?\"; sleep 60",
+            home = home.display(),
+            manifest = world.manifest().display(),
+            endpoint = world.hub.endpoint(),
+        );
+        let tmux = Tmux {
+            socket: format!("cg-models-test-{}-{name}", std::process::id()),
+        };
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        Some(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(Self::PATH)
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("tmux runs")
+    }
+
+    /// The screen, wrapped lines joined (`-J`), so a line wider than 80 columns shows.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-J"]).stdout).into_owned()
+    }
+
+    /// Polls the screen until `done` holds or 30 s pass; `seen` sees every capture.
+    fn watch(&self, mut seen: impl FnMut(&str), done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            seen(&screen);
+            if done(&screen) || Instant::now() > deadline {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn has_bars(screen: &str) -> bool {
+    screen
+        .lines()
+        .any(|l| l.starts_with("total ") && l.contains("MiB"))
+}
+
+/// No line wider than the terminal, no bar left behind, no escape garbage.
+fn assert_clean(screen: &str) {
+    for line in screen.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "line wider than the terminal: {line:?}\n{screen}"
+        );
+        assert!(
+            !line.contains('━') && !line.starts_with("total "),
+            "bar left behind: {line:?}\n{screen}"
+        );
+        assert!(
+            !line.contains('\u{1b}') && !line.contains("[2K"),
+            "escape garbage: {line:?}"
+        );
+        assert!(
+            !line.contains("^C"),
+            "echoed ^C left behind: {line:?}\n{screen}"
+        );
+    }
+}
+
 /// Runs `ensure` on a real 80×24 pseudo-terminal (tmux) with slow downloads, watches the bars,
 /// and checks the final screen: the summary is there, no bar is left behind, no line is wider
 /// than the terminal.
 #[test]
 #[allow(clippy::print_stderr)] // says why the test is skipped where tmux is missing
 fn terminal_shows_bars_that_fit_80_columns_and_leaves_a_clean_summary() {
-    let tmux = Path::new("/usr/bin/tmux");
-    if !tmux.exists() {
-        eprintln!("skipped: no /usr/bin/tmux");
-        return;
-    }
     let world = World::build(
         &[
             ("Semantic", "org/semantic", 1_500_000, Some(SEMANTIC_COMMIT)),
@@ -876,57 +978,14 @@ fn terminal_shows_bars_that_fit_80_columns_and_leaves_a_clean_summary() {
             bytes_per_sec: 1_000_000,
         },
     ));
-    let home = world.dir.path().join("home");
-    let script = format!(
-        "env -i PATH=\"$PATH\" TERM=\"$TERM\" HOME='{home}' HF_HOME='{home}/hf' '{BIN}' --manifest '{manifest}' \
-         --cache-dir '{cache}' --endpoint '{endpoint}' ensure; echo \"__EXIT:$?\"; sleep 60",
-        home = home.display(),
-        manifest = world.manifest().display(),
-        cache = world.cache().display(),
-        endpoint = world.hub.endpoint(),
-    );
-    let socket = format!("cg-models-test-{}", std::process::id());
-    let tmux_cmd = |args: &[&str]| {
-        Command::new(tmux)
-            .args(["-L", &socket, "-f", "/dev/null"])
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("tmux runs")
+    let cache = world.cache();
+    let args = format!("--cache-dir '{}' ensure", cache.display());
+    let Some(tmux) = Tmux::start(&world, "bars", &args) else {
+        eprintln!("skipped: no /usr/bin/tmux");
+        return;
     };
-    let started = tmux_cmd(&[
-        "new-session",
-        "-d",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-
     let mut saw_bar = false;
-    let mut screen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let captured = tmux_cmd(&["capture-pane", "-p", "-J"]);
-        screen = String::from_utf8_lossy(&captured.stdout).into_owned();
-        saw_bar |= screen
-            .lines()
-            .any(|l| l.starts_with("total ") && l.contains("MiB"));
-        if screen.contains("__EXIT:") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = tmux_cmd(&["kill-server"]);
-
+    let screen = tmux.watch(|s| saw_bar |= has_bars(s), |s| s.contains("__EXIT:"));
     assert!(
         screen.contains("__EXIT:0"),
         "did not finish in time or failed:\n{screen}"
@@ -940,18 +999,41 @@ fn terminal_shows_bars_that_fit_80_columns_and_leaves_a_clean_summary() {
         screen.contains("downloaded") && screen.contains("LateInteraction"),
         "{screen}"
     );
-    for line in screen.lines() {
-        assert!(
-            line.chars().count() <= 80,
-            "line wider than the terminal: {line:?}\n{screen}"
-        );
-        assert!(
-            !line.contains('━') && !line.starts_with("total "),
-            "bar left behind: {line:?}\n{screen}"
-        );
-        assert!(
-            !line.contains("\u{1b}") && !line.contains("[2K"),
-            "escape garbage: {line:?}"
-        );
-    }
+    assert_clean(&screen);
+}
+
+/// Ctrl-C typed on the terminal (the terminal echoes `^C` where the cursor is): exit 130, the
+/// bars and the echo are gone, one line says the partial downloads are kept.
+#[test]
+#[allow(clippy::print_stderr)] // says why the test is skipped where tmux is missing
+fn ctrl_c_on_a_terminal_leaves_a_clean_screen() {
+    let world = World::build(
+        &[
+            ("Semantic", "org/semantic", 1_500_000, Some(SEMANTIC_COMMIT)),
+            ("Graph", "org/graph", 1_000_000, Some(GRAPH_COMMIT)),
+        ],
+        None,
+    );
+    world.hub.add_fault(FaultRule::new(
+        FaultTarget::any(),
+        Fault::BandwidthCap {
+            bytes_per_sec: 150_000,
+        },
+    ));
+    let args = format!("--cache-dir '{}' ensure", world.cache().display());
+    let Some(tmux) = Tmux::start(&world, "ctrl-c", &args) else {
+        eprintln!("skipped: no /usr/bin/tmux");
+        return;
+    };
+    let screen = tmux.watch(|_| {}, |s| has_bars(s) || s.contains("__EXIT:"));
+    assert!(has_bars(&screen), "no bars to interrupt:\n{screen}");
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["send-keys", "C-c"]);
+    let screen = tmux.watch(|_| {}, |s| s.contains("__EXIT:"));
+    assert!(screen.contains("__EXIT:130"), "{screen}");
+    assert!(
+        screen.contains("Interrupted; partial downloads are kept"),
+        "{screen}"
+    );
+    assert_clean(&screen);
 }
