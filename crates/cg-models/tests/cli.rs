@@ -856,14 +856,14 @@ impl Tmux {
 
     /// Starts `cg-models ARGS` of `world` in a detached 80×24 session; `None` without tmux.
     /// The shell prints `__EXIT:<code>` when the command ends.
-    fn start(world: &World, name: &str, args: &str) -> Option<Tmux> {
+    fn start(world: &World, name: &str, env: &str, args: &str) -> Option<Tmux> {
         if !Path::new(Self::PATH).exists() {
             return None;
         }
         let home = world.dir.path().join("home");
         // `trap : INT`: Ctrl-C reaches cg-models; the shell survives it to print the code.
         let script = format!(
-            "trap : INT; env -i PATH=\"$PATH\" TERM=\"$TERM\" HOME='{home}' HF_HOME='{home}/hf' '{BIN}' \
+            "trap : INT; env -i PATH=\"$PATH\" TERM=\"$TERM\" HOME='{home}' HF_HOME='{home}/hf' {env} '{BIN}' \
              --manifest '{manifest}' --endpoint '{endpoint}' {args}; echo \"__EXIT:$?\"; sleep 60",
             home = home.display(),
             manifest = world.manifest().display(),
@@ -980,7 +980,7 @@ fn terminal_shows_bars_that_fit_80_columns_and_leaves_a_clean_summary() {
     ));
     let cache = world.cache();
     let args = format!("--cache-dir '{}' ensure", cache.display());
-    let Some(tmux) = Tmux::start(&world, "bars", &args) else {
+    let Some(tmux) = Tmux::start(&world, "bars", "", &args) else {
         eprintln!("skipped: no /usr/bin/tmux");
         return;
     };
@@ -1003,7 +1003,8 @@ fn terminal_shows_bars_that_fit_80_columns_and_leaves_a_clean_summary() {
 }
 
 /// Ctrl-C typed on the terminal (the terminal echoes `^C` where the cursor is): exit 130, the
-/// bars and the echo are gone, one line says the partial downloads are kept.
+/// bars and the echo are gone, one line says the partial downloads are kept. With `NO_COLOR`
+/// the screen holds no colour at all.
 #[test]
 #[allow(clippy::print_stderr)] // says why the test is skipped where tmux is missing
 fn ctrl_c_on_a_terminal_leaves_a_clean_screen() {
@@ -1021,7 +1022,7 @@ fn ctrl_c_on_a_terminal_leaves_a_clean_screen() {
         },
     ));
     let args = format!("--cache-dir '{}' ensure", world.cache().display());
-    let Some(tmux) = Tmux::start(&world, "ctrl-c", &args) else {
+    let Some(tmux) = Tmux::start(&world, "ctrl-c", "NO_COLOR=1", &args) else {
         eprintln!("skipped: no /usr/bin/tmux");
         return;
     };
