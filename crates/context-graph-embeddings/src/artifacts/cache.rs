@@ -246,8 +246,34 @@ pub fn partial_files(blobs_dir: &Path, etag: &str) -> Vec<(PathBuf, u64)> {
 }
 
 /// A fresh private name for a partial download of `etag`.
+/// `<etag>.<pid>-<8 hex>.incomplete`: the process id tells a later writer whether the file
+/// is still being written (see [`partial_in_use`]).
 pub fn new_partial_path(blobs_dir: &Path, etag: &str) -> PathBuf {
-    blobs_dir.join(format!("{etag}.{}{INCOMPLETE_SUFFIX}", random_suffix()))
+    blobs_dir.join(format!(
+        "{etag}.{}-{}{INCOMPLETE_SUFFIX}",
+        std::process::id(),
+        random_suffix()
+    ))
+}
+
+/// Whether a partial download named by [`new_partial_path`] belongs to another process that
+/// still runs: that file is being written (file locks may silently do nothing, as on network
+/// file systems), so it must be neither adopted nor removed. This process's own partials
+/// (one writer per blob in a process) and partials of other shapes (`huggingface_hub`'s, or a
+/// killed run's) are not in use.
+pub fn partial_in_use(partial: &Path) -> bool {
+    let name = partial
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((_, middle)) = name
+        .strip_suffix(INCOMPLETE_SUFFIX)
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return false;
+    };
+    temporary_owner(&format!(".{middle}.tmp"))
+        .is_some_and(|pid| pid != std::process::id() && process_runs(pid))
 }
 
 /// Eight random hex digits.
@@ -574,6 +600,34 @@ mod tests {
         assert_eq!(temporary_owner(".12-0123abcd.tmp"), Some(12));
         assert_eq!(temporary_owner(".12-0123abcd.tmpx"), None);
         assert_eq!(temporary_owner("12-0123abcd.tmp"), None);
+    }
+
+    #[test]
+    fn partials_of_other_running_processes_are_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = new_partial_path(dir.path(), "e");
+        assert!(!partial_in_use(&ours), "this process's own partial");
+        let mut running = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let live = dir
+            .path()
+            .join(format!("e.{}-0123abcd.incomplete", running.id()));
+        assert!(partial_in_use(&live));
+        running.kill().unwrap();
+        running.wait().unwrap();
+        assert!(
+            !partial_in_use(&live),
+            "a killed writer's partial may be adopted"
+        );
+        assert!(!partial_in_use(&dir.path().join("e.incomplete")));
+        assert!(!partial_in_use(&dir.path().join("e.0badc0de.incomplete")));
+        let name = ours.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("e.") && name.ends_with(INCOMPLETE_SUFFIX),
+            "{name}"
+        );
     }
 
     #[test]
