@@ -31,8 +31,9 @@ pub async fn run(
     let expected: HashMap<_, _> = before
         .models
         .iter()
-        .filter(|m| artifacts.contains(&m.model_id) && m.state != ReadinessState::Ready)
-        .filter(|m| m.state == ReadinessState::Missing || m.state == ReadinessState::Failed)
+        .filter(|m| artifacts.contains(&m.model_id))
+        // Sizes of what will be downloaded; unverified files are hashed, not fetched.
+        .filter(|m| matches!(m.state, ReadinessState::Missing | ReadinessState::Failed))
         .filter_map(|m| m.size_bytes.map(|size| (m.model_id, size)))
         .collect();
     let to_check = before

@@ -40,19 +40,17 @@ pub async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, 
     let report = manager.readiness_report();
     print_table(manager, output, &report.models);
 
-    let not_ready: Vec<&str> = report
+    let not_ready = report
         .models
         .iter()
         .filter(|m| !matches!(m.state, ReadinessState::Ready | ReadinessState::Builtin))
-        .map(|m| m.model_id.as_str())
-        .collect();
-    let code = if not_ready.is_empty() {
+        .count();
+    let code = if not_ready == 0 {
         output.info(format!("All {} models are ready.", report.models.len()));
         EXIT_OK
     } else {
         output.info(format!(
-            "{} of {} models are not ready; run `cg-models ensure` to fetch them.",
-            not_ready.len(),
+            "{not_ready} of {} models are not ready; run `cg-models ensure` to fetch them.",
             report.models.len(),
         ));
         EXIT_FAILURE
