@@ -19,6 +19,9 @@ use super::cache::{
 };
 use crate::error::EmbeddingResult;
 
+/// Suffix of a parallel download's progress record beside its partial file.
+const SIDECAR_SUFFIX: &str = ".ranges";
+
 /// A blob (or partial download) that eviction may remove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EvictionCandidate {
@@ -79,7 +82,10 @@ pub fn candidates(
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            let partial = name.ends_with(INCOMPLETE_SUFFIX);
+            // A parallel download's progress record (`<partial>.ranges`) belongs to its
+            // partial: protected, evicted and reported like it.
+            let partial = name.ends_with(INCOMPLETE_SUFFIX)
+                || name.ends_with(&format!("{INCOMPLETE_SUFFIX}{SIDECAR_SUFFIX}"));
             let blob_name = if partial {
                 name.split('.').next().unwrap_or_default().to_owned()
             } else {
@@ -182,6 +188,35 @@ mod tests {
         let file = fs::File::options().write(true).open(path).unwrap();
         file.set_times(fs::FileTimes::new().set_accessed(time).set_modified(time))
             .unwrap();
+    }
+
+    #[test]
+    fn progress_records_go_with_their_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = CacheLayout::new(dir.path());
+        let blobs = layout.blobs_dir("a/x");
+        fs::create_dir_all(&blobs).unwrap();
+        for name in [
+            "kept.1-00000001.incomplete",
+            "kept.1-00000001.incomplete.ranges",
+            "gone.1-00000002.incomplete",
+            "gone.1-00000002.incomplete.ranges",
+        ] {
+            fs::write(blobs.join(name), b"x").unwrap();
+        }
+        let protected: HashSet<_> = [("models--a--x".to_owned(), "kept".to_owned())].into();
+        let mut found: Vec<(String, bool)> = candidates(&layout, &protected)
+            .into_iter()
+            .map(|c| (c.blob_name, c.partial))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("gone.1-00000002.incomplete".to_owned(), true),
+                ("gone.1-00000002.incomplete.ranges".to_owned(), true)
+            ]
+        );
     }
 
     #[test]
