@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use context_graph_embeddings::artifacts::lock::BlobLock;
 use context_graph_embeddings::artifacts::{
-    ArtifactManagerConfig, ModelArtifactManager, ProgressKind, RetryPolicy,
+    ArtifactManagerConfig, ModelArtifactManager, ParallelSettings, ProgressKind, RetryPolicy,
 };
 
 use crate::support::CHILD_ENV;
@@ -33,7 +33,16 @@ fn child_process() {
 pub fn config_from_spec(spec: &serde_json::Value) -> ArtifactManagerConfig {
     let millis =
         |key: &str, default: u64| Duration::from_millis(spec[key].as_u64().unwrap_or(default));
+    let parallel = match spec["parallel_chunk_bytes"].as_u64() {
+        Some(chunk_bytes) => ParallelSettings {
+            connections: 4,
+            min_file_bytes: chunk_bytes,
+            chunk_bytes,
+        },
+        None => ArtifactManagerConfig::from_env().parallel,
+    };
     ArtifactManagerConfig {
+        parallel,
         cache_dir: spec["cache_dir"].as_str().unwrap().into(),
         endpoint: spec["endpoint"].as_str().unwrap().to_owned(),
         manifest_path: Some(spec["manifest"].as_str().unwrap().into()),

@@ -41,13 +41,29 @@ struct Kill {
     blobs_at_kill: usize,
 }
 
+/// Chunk size of the parallel ranged download cases (files of 1.5 MB in 6 ranges).
+const RANGE_CHUNK: u64 = 256 * 1024;
+
 /// Runs one crash case end to end; panics on any broken promise.
 fn crash_case(fx: &Fixture, point: &str, nth: u32, test: &str) -> Kill {
-    let label = format!("{}-{nth}", point.replace('.', "-"));
+    crash_case_with(fx, point, nth, false, test)
+}
+
+/// [`crash_case`], optionally with the parallel ranged download (4 connections).
+fn crash_case_with(fx: &Fixture, point: &str, nth: u32, ranged: bool, test: &str) -> Kill {
+    let label = format!(
+        "{}{}-{nth}",
+        if ranged { "ranged-" } else { "" },
+        point.replace('.', "-")
+    );
     let cache = fx.fresh_cache(&label);
     let known = fx.known_hashes();
+    let mut spec = fx.child_spec(&cache, "ensure");
+    if ranged {
+        spec["parallel_chunk_bytes"] = serde_json::json!(RANGE_CHUNK);
+    }
     let mut child = ChildProcess::spawn(
-        fx.child_spec(&cache, "ensure"),
+        spec,
         &[("CG_MODELS_CRASH_AT", format!("{point}:{nth}"))],
         &fx.dir.path().join("children"),
         &label,
@@ -94,7 +110,15 @@ fn crash_case(fx: &Fixture, point: &str, nth: u32, test: &str) -> Kill {
     // A fresh run: bounded in time (stale locks or temp files must not make it hang).
     fx.hub.clear_requests();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let manager = fx.manager_at(&cache);
+    let mut config = fx.config_at(&cache);
+    if ranged {
+        config.parallel = context_graph_embeddings::artifacts::ParallelSettings {
+            connections: 4,
+            min_file_bytes: RANGE_CHUNK,
+            chunk_bytes: RANGE_CHUNK,
+        };
+    }
+    let manager = context_graph_embeddings::artifacts::ModelArtifactManager::new(config).unwrap();
     let result = runtime.block_on(crate::support::within(
         Duration::from_secs(30),
         "the fresh run after the kill",
@@ -107,10 +131,11 @@ fn crash_case(fx: &Fixture, point: &str, nth: u32, test: &str) -> Kill {
     let after = check_cache(&cache, &known);
     after.assert_sound(&format!("{point}:{nth}, after the fresh run"));
     assert!(
-        after.partials.is_empty() && after.temps.is_empty(),
-        "{point}:{nth}: stale temporary files left by the killed process were neither cleaned up nor reused: partials {:?}, temps {:?}",
+        after.partials.is_empty() && after.temps.is_empty() && after.sidecars.is_empty(),
+        "{point}:{nth}: stale temporary files left by the killed process were neither cleaned up nor reused: partials {:?}, temps {:?}, sidecars {:?}",
         after.partials,
-        after.temps
+        after.temps,
+        after.sidecars
     );
     for id in [PINNED, UNPINNED] {
         let path = manager.get_path(id).expect("ready after the fresh run");
@@ -131,7 +156,14 @@ fn crash_case(fx: &Fixture, point: &str, nth: u32, test: &str) -> Kill {
     let mut resumed_text = Vec::new();
     for (id, kept) in &partials {
         let sent = fx.bytes_sent(*id);
-        if *kept == SIZE {
+        if ranged {
+            // Several ranges at once: what was kept is recorded per chunk, not as a prefix.
+            assert!(
+                sent <= SIZE,
+                "{point}:{nth}: {id} fetched {sent} B, more than the file"
+            );
+            resumed_text.push(format!("{id} fetched {sent} B of {SIZE} B"));
+        } else if *kept == SIZE {
             assert_eq!(sent, 0, "{point}:{nth}: {id} had every byte in its partial");
             resumed_text.push(format!("{id} completed from its full partial, 0 B fetched"));
         } else if *kept > 0 {
@@ -169,7 +201,14 @@ fn crash_case(fx: &Fixture, point: &str, nth: u32, test: &str) -> Kill {
     );
     evidence(
         AREA,
-        &format!("SIGKILL at `{point}:{nth}`"),
+        &format!(
+            "SIGKILL at `{point}:{nth}`{}",
+            if ranged {
+                " (parallel ranged download, 4 connections)"
+            } else {
+                ""
+            }
+        ),
         &format!(
             "process dies; the next run completes without waiting on stale locks ({})",
             resumed_text.join(", ")
@@ -272,4 +311,94 @@ fn killed_around_the_stamp_write() {
     ] {
         crash_case(&fx, point, nth, &test);
     }
+}
+
+/// The parallel ranged download (several connections writing at their offsets, progress in a
+/// sidecar) killed mid-body and before its rename.
+#[test]
+fn killed_mid_parallel_ranged_download() {
+    let test = test_name!();
+    let fx = crash_fixture();
+    for (point, nth) in [
+        ("download.chunk", 2),
+        ("download.chunk", 9),
+        ("download.chunk", 20),
+        ("download.chunk", 35),
+        ("download.before_rename", 1),
+    ] {
+        let kill = crash_case_with(&fx, point, nth, true, &test);
+        if point == "download.chunk" {
+            assert!(kill.blobs_at_kill < 2, "mid-body: {}", kill.summary_at_kill);
+        }
+    }
+}
+
+/// What `operation` leaves of a parallel download killed just before its rename.
+fn leftovers_after(operation: &str, test: &str) {
+    let fx = crash_fixture();
+    let known = fx.known_hashes();
+    let cache = fx.fresh_cache("leftovers");
+    let mut spec = fx.child_spec(&cache, "ensure");
+    spec["parallel_chunk_bytes"] = serde_json::json!(RANGE_CHUNK);
+    let mut child = ChildProcess::spawn(
+        spec,
+        &[("CG_MODELS_CRASH_AT", "download.before_rename:1".to_owned())],
+        &fx.dir.path().join("children"),
+        "leftovers",
+    );
+    let status = child.wait(Duration::from_secs(30));
+    assert!(killed_by_sigkill(&status), "{}", child.log_text());
+    let at_kill = check_cache(&cache, &known);
+    at_kill.assert_sound("killed parallel download");
+    assert!(
+        !at_kill.sidecars.is_empty(),
+        "the parallel download left its progress: {at_kill:?}"
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let manager = fx.manager_at(&cache);
+    let outcome = runtime.block_on(async {
+        if operation == "clear_cache" {
+            manager.clear_cache().await.map(|()| String::new())
+        } else {
+            manager
+                .collect_garbage(0, true, false)
+                .await
+                .map(|r| format!(" (removed {} file(s))", r.removed.len()))
+        }
+    });
+    let outcome = outcome.unwrap_or_else(|e| panic!("{operation}: {e}"));
+    let after = check_cache(&cache, &known);
+    evidence(
+        AREA,
+        &format!(
+            "{operation} right after a parallel download (pinned + unpinned on a branch) was killed before its rename"
+        ),
+        &format!("completes{outcome}"),
+        &format!(
+            "{} partial(s), {} progress sidecar(s) left",
+            after.partials.len(),
+            after.sidecars.len()
+        ),
+        test,
+    );
+    assert!(
+        after.partials.is_empty() && after.sidecars.is_empty(),
+        "{operation} left files of the killed download behind: partials {:?}, sidecars {:?}",
+        after.partials,
+        after.sidecars
+    );
+}
+
+/// `clear_cache` right after a killed parallel download removes its partials and their
+/// progress sidecars (nothing of it is left for ever).
+#[test]
+fn clear_after_a_killed_parallel_download_leaves_nothing() {
+    leftovers_after("clear_cache", &test_name!());
+}
+
+/// `collect_garbage` right after a killed parallel download removes its partials and their
+/// progress sidecars.
+#[test]
+fn gc_after_a_killed_parallel_download_leaves_nothing() {
+    leftovers_after("collect_garbage(0, include_manifest)", &test_name!());
 }

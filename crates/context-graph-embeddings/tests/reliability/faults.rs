@@ -109,7 +109,7 @@ async fn run_and_judge(
                     })
                     .unwrap_or_default();
                 format!(
-                    "{first}completes: {} B sent in {} GET(s) for a {} B file, SHA-256 verified",
+                    "{first}completes, SHA-256 verified (the emulator sent {} B in {} GET(s) for a {} B file)",
                     fx.bytes_sent(id),
                     fx.byte_gets(id).len(),
                     served.content.len()
@@ -188,7 +188,7 @@ async fn connections_cut_at_random_offsets_resume_exactly() {
         let manager = fx.manager_at(&cache);
         let result = within(
             Duration::from_secs(30),
-            "ensure under cuts",
+            &format!("ensure under cuts ({context})"),
             manager.ensure_all_models(),
         )
         .await;

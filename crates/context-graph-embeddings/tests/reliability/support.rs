@@ -329,21 +329,24 @@ pub fn redact_with(text: &str, dir: &Path, hub: &HubEmulator) -> String {
     out = out.replace(&hub.cdn_origin(), "http://cdn");
     out = out.replace(&format!(":{}", hub.hub_port()), ":HUBPORT");
     out = out.replace(&format!(":{}", hub.cdn_port()), ":CDNPORT");
-    // Random suffixes of partial files.
+    // Random parts of partial file names (`<etag>.<pid>-<8 hex>.incomplete`).
     let mut result = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while let Some(pos) = rest.find(".incomplete") {
         let (before, after) = rest.split_at(pos);
-        let cut = before.len().saturating_sub(9);
-        let suffix = &before[cut..];
-        if suffix.len() == 9
-            && suffix.starts_with('.')
-            && suffix[1..].bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            result.push_str(&before[..cut]);
+        let start = before
+            .rfind('.')
+            .filter(|dot| {
+                let middle = &before[dot + 1..];
+                let hex = middle.rsplit('-').next().unwrap_or_default();
+                !middle.is_empty()
+                    && hex.len() == 8
+                    && middle.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            })
+            .unwrap_or(before.len());
+        result.push_str(&before[..start]);
+        if start < before.len() {
             result.push_str(".XXXXXXXX");
-        } else {
-            result.push_str(before);
         }
         result.push_str(".incomplete");
         rest = &after[".incomplete".len()..];
@@ -383,6 +386,8 @@ pub struct CacheCheck {
     pub temps: Vec<PathBuf>,
     /// Snapshot entries.
     pub snapshots: Vec<PathBuf>,
+    /// Progress records of parallel downloads (`<partial>.ranges`).
+    pub sidecars: Vec<PathBuf>,
     /// Verification stamps.
     pub stamps: usize,
     /// Lock files.
@@ -463,6 +468,11 @@ pub fn check_cache(root: &Path, known: &HashSet<String>) -> CacheCheck {
                 };
                 if blob_name.ends_with(".incomplete") {
                     check.partials.push((blob_path, meta.len()));
+                    continue;
+                }
+                if blob_name.ends_with(".incomplete.ranges") {
+                    // Per-chunk progress of a parallel download, beside its partial.
+                    check.sidecars.push(blob_path);
                     continue;
                 }
                 if blob_name.ends_with(".tmp") {
