@@ -1,0 +1,206 @@
+//! The downloaders compared, how each is invoked to fetch a set of files into a fresh
+//! directory, and where each leaves the files.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::emulator::{snapshot_path, FileSpec, Served};
+use crate::process::Job;
+use crate::python::PythonEnv;
+
+/// Files downloaded at once by the clients that take a worker count (`huggingface_hub`'s
+/// `snapshot_download` default and hf-hub's `max_workers` default).
+pub const WORKERS: usize = 8;
+
+/// A downloader under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contender {
+    /// `cg-models ensure` (this project), release build.
+    Ours,
+    /// Python `huggingface_hub`, `hf_hub_download` from 8 threads.
+    HuggingfaceHub,
+    /// The `hf-hub` crate's async API, 8 files at once.
+    HfHub,
+    /// `curl`, the files one after another in one process: one stream, no hashing.
+    Curl,
+    /// `aria2c -x8 -s8 -j8`: 8 connections per file, no hashing.
+    Aria2,
+}
+
+impl Contender {
+    /// Every contender, in table order.
+    pub const ALL: [Contender; 5] = [
+        Contender::Ours,
+        Contender::HuggingfaceHub,
+        Contender::HfHub,
+        Contender::Curl,
+        Contender::Aria2,
+    ];
+
+    /// Name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Ours => "ours (cg-models ensure)",
+            Contender::HuggingfaceHub => "huggingface_hub (Python)",
+            Contender::HfHub => "hf-hub (Rust crate)",
+            Contender::Curl => "curl (sequential)",
+            Contender::Aria2 => "aria2c -x8",
+        }
+    }
+}
+
+/// The programs the contenders need; `Err` says why one is unavailable.
+#[derive(Debug, Clone)]
+pub struct Toolbox {
+    /// `target/release/cg-models`.
+    pub cg_models: Result<PathBuf, String>,
+    /// `target/release/hf_hub_fetch`.
+    pub hf_hub_fetch: Result<PathBuf, String>,
+    /// The Python environment with `huggingface_hub`.
+    pub python: Result<PythonEnv, String>,
+    /// `curl` on `PATH`.
+    pub curl: Result<PathBuf, String>,
+    /// `aria2c` on `PATH`.
+    pub aria2c: Result<PathBuf, String>,
+}
+
+impl Toolbox {
+    /// Why `contender` cannot run, if it cannot.
+    pub fn unavailable(&self, contender: Contender) -> Option<String> {
+        let missing = match contender {
+            Contender::Ours => self.cg_models.as_ref().err(),
+            Contender::HuggingfaceHub => self.python.as_ref().err(),
+            Contender::HfHub => self.hf_hub_fetch.as_ref().err(),
+            Contender::Curl => self.curl.as_ref().err(),
+            Contender::Aria2 => self.aria2c.as_ref().err(),
+        };
+        missing.cloned()
+    }
+
+    /// The `cg-models` global options for a cache in `dir`: endpoint, cache, manifest.
+    pub fn cg_models(&self, served: &Served, cache: &Path) -> Option<Job> {
+        let program = self.cg_models.as_ref().ok()?;
+        Some(
+            Job::new(program)
+                .arg("--endpoint")
+                .arg(served.hub.endpoint())
+                .arg("--cache-dir")
+                .arg(cache)
+                .arg("--manifest")
+                .arg(&served.manifest_path)
+                .env("HF_HOME", cache.with_file_name("hf-home")),
+        )
+    }
+
+    /// The job that downloads `files` into the fresh directory `dir` (a Hugging Face cache at
+    /// `dir/cache` for the Hub clients, plain files in `dir/files` for curl and aria2c).
+    pub fn download_job(
+        &self,
+        contender: Contender,
+        served: &Served,
+        files: &[&FileSpec],
+        dir: &Path,
+    ) -> Option<Job> {
+        let cache = dir.join("cache");
+        let home = dir.join("hf-home");
+        let endpoint = served.hub.endpoint();
+        let spec = |f: &&FileSpec| serde_json::json!({"repo_id": f.repo_id, "revision": f.revision, "filename": f.filename});
+        let list: Vec<serde_json::Value> = files.iter().map(spec).collect();
+        match contender {
+            Contender::Ours => {
+                let mut job = self.cg_models(served, &cache)?.arg("--quiet").arg("ensure");
+                if files.len() != served.files.len() {
+                    job = job.args(files.iter().map(|f| f.model_id.as_str()));
+                }
+                Some(job)
+            }
+            Contender::HuggingfaceHub => {
+                let python = self.python.as_ref().ok()?;
+                let arg = serde_json::json!({
+                    "cache_dir": cache, "workers": WORKERS, "files": list,
+                });
+                Some(
+                    Job::new(&python.python)
+                        .arg(&python.script)
+                        .arg(arg.to_string())
+                        .env("HF_ENDPOINT", &endpoint)
+                        .env("HF_HOME", &home)
+                        .env("HF_HUB_DISABLE_XET", "1")
+                        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+                        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                )
+            }
+            Contender::HfHub => Some(
+                Job::new(self.hf_hub_fetch.as_ref().ok()?)
+                    .arg("--endpoint")
+                    .arg(&endpoint)
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .arg("--workers")
+                    .arg(WORKERS.to_string())
+                    .arg(serde_json::Value::Array(list).to_string())
+                    .env("HF_HOME", &home),
+            ),
+            Contender::Curl => {
+                let mut job = Job::new(self.curl.as_ref().ok()?).args([
+                    "--silent",
+                    "--show-error",
+                    "--fail",
+                    "--location",
+                    "--create-dirs",
+                ]);
+                for file in files {
+                    let out: OsString = dir.join("files").join(file.flat_name()).into();
+                    job = job.arg("-o").arg(out).arg(&file.url);
+                }
+                Some(job)
+            }
+            Contender::Aria2 => {
+                let mut input = String::new();
+                for file in files {
+                    let _ = writeln!(input, "{}\n  out={}", file.url, file.flat_name());
+                }
+                let input_path = dir.join("aria2-input.txt");
+                std::fs::write(&input_path, input).ok()?;
+                Some(
+                    Job::new(self.aria2c.as_ref().ok()?)
+                        .args(["-x8", "-s8", "-j8", "--quiet=true"])
+                        .args(["--allow-overwrite=true", "--auto-file-renaming=false"])
+                        .arg("--dir")
+                        .arg(dir.join("files"))
+                        .arg("--input-file")
+                        .arg(input_path),
+                )
+            }
+        }
+    }
+}
+
+/// Where `contender` leaves `file` after downloading into `dir`.
+pub fn output_path(contender: Contender, file: &FileSpec, dir: &Path) -> PathBuf {
+    match contender {
+        Contender::Curl | Contender::Aria2 => dir.join("files").join(file.flat_name()),
+        _ => snapshot_path(&dir.join("cache"), file),
+    }
+}
+
+/// `None` when every file is in place with the right size, else what is wrong.
+pub fn check_outputs(contender: Contender, files: &[&FileSpec], dir: &Path) -> Option<String> {
+    for file in files {
+        let path = output_path(contender, file, dir);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == file.size => {}
+            Ok(meta) => {
+                return Some(format!(
+                    "{} has {} bytes, expected {}",
+                    path.display(),
+                    meta.len(),
+                    file.size
+                ))
+            }
+            Err(_) => return Some(format!("{} missing", path.display())),
+        }
+    }
+    None
+}

@@ -1,0 +1,149 @@
+//! The Hub the contenders download from: `hub_emulator` started in this process from the
+//! manifest compiled into it (so the harness reads its request log), plus the synthetic
+//! manifest `cg-models` needs to accept the synthetic files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hub_emulator::manifest::{self, ManifestOptions};
+use hub_emulator::{Fault, FaultRule, FaultTarget, HubEmulator};
+
+/// One weight file the emulator serves.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// The manifest's `model_id` (what `cg-models ensure` takes).
+    pub model_id: String,
+    /// Hub repo.
+    pub repo_id: String,
+    /// Revision the manifest asks for (a commit for every entry of the built-in manifest).
+    pub revision: String,
+    /// Commit the revision resolves to.
+    pub commit: String,
+    /// Path of the file in the repo.
+    pub filename: String,
+    /// Size of the synthetic file in bytes.
+    pub size: u64,
+    /// Resolve URL (redirects to the emulator's CDN host).
+    pub url: String,
+}
+
+impl FileSpec {
+    /// `repo_id` with `/` replaced, for output file names.
+    pub fn flat_name(&self) -> String {
+        format!(
+            "{}--{}",
+            self.repo_id.replace('/', "--"),
+            self.filename.replace('/', "--")
+        )
+    }
+}
+
+/// A running emulator serving the manifest's downloadable models at one scale.
+pub struct Served {
+    /// The emulator (request log, faults).
+    pub hub: HubEmulator,
+    /// The files, in manifest order.
+    pub files: Vec<FileSpec>,
+    /// The synthetic manifest for `cg-models --manifest`.
+    pub manifest_path: PathBuf,
+}
+
+impl Served {
+    /// Generates the synthetic files (real sizes × `scale`; sizes of unpinned entries are the
+    /// emulator's approximations) and starts serving them; writes the synthetic manifest
+    /// into `dir`.
+    pub fn start(scale: f64, dir: &Path) -> Result<Self> {
+        if !manifest::DEFAULT_MANIFEST_FOUND {
+            bail!("hub-emulator was built without the library's manifest (manifests.json missing at build time)");
+        }
+        let manifest: serde_json::Value = serde_json::from_str(manifest::DEFAULT_MANIFEST)
+            .context("parsing the embedded manifest")?;
+        let options = ManifestOptions {
+            scale,
+            gate_token: None,
+        };
+        let served = manifest::hub_from_manifest(&manifest, &options).map_err(|e| anyhow!(e))?;
+        let hub = served
+            .builder
+            .start()
+            .context("starting the hub emulator")?;
+        let synthetic = manifest::synthetic_manifest(&manifest, &hub);
+        let manifest_path = dir.join(format!("manifest-scale-{scale}.json"));
+        std::fs::write(
+            &manifest_path,
+            serde_json::to_string_pretty(&synthetic)? + "\n",
+        )
+        .with_context(|| format!("writing {}", manifest_path.display()))?;
+        let mut files = Vec::new();
+        for model in served.models {
+            let commit = hub
+                .commit_of(&model.repo_id, &model.revision)
+                .ok_or_else(|| anyhow!("{}: revision does not resolve", model.model_id))?;
+            files.push(FileSpec {
+                url: hub.resolve_url(&model.repo_id, &model.revision, &model.filename),
+                model_id: model.model_id,
+                repo_id: model.repo_id,
+                revision: model.revision,
+                commit,
+                filename: model.filename,
+                size: model.size,
+            });
+        }
+        Ok(Self {
+            hub,
+            files,
+            manifest_path,
+        })
+    }
+
+    /// Sum of the file sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The largest file.
+    pub fn largest(&self) -> &FileSpec {
+        self.files
+            .iter()
+            .max_by_key(|f| f.size)
+            .expect("the manifest has downloadable models")
+    }
+
+    /// Caps every response body at `bytes_per_sec`, per connection.
+    pub fn cap_bandwidth(&self, bytes_per_sec: u64) {
+        self.hub.add_fault(FaultRule::new(
+            FaultTarget::any(),
+            Fault::BandwidthCap { bytes_per_sec },
+        ));
+    }
+
+    /// Removes the bandwidth cap (every fault rule).
+    pub fn uncap(&self) {
+        self.hub.clear_faults();
+    }
+
+    /// Body bytes the emulator sent in `GET` responses answered `200` or `206` since the
+    /// last [`HubEmulator::clear_requests`], and how many such responses there were.
+    pub fn body_bytes_sent(&self) -> (u64, usize) {
+        let records = self.hub.requests();
+        let bodies = records
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case("GET") && matches!(r.status, 200 | 206));
+        bodies.fold((0, 0), |(bytes, count), r| {
+            (bytes + r.body_bytes_sent, count + 1)
+        })
+    }
+}
+
+/// The Hugging Face cache folder of a model repo.
+pub fn repo_dir(cache: &Path, repo_id: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo_id.replace('/', "--")))
+}
+
+/// Where a Hugging Face cache holds a file: `snapshots/<commit>/<filename>`.
+pub fn snapshot_path(cache: &Path, file: &FileSpec) -> PathBuf {
+    repo_dir(cache, &file.repo_id)
+        .join("snapshots")
+        .join(&file.commit)
+        .join(&file.filename)
+}

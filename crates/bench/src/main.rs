@@ -1,0 +1,478 @@
+//! `cg-bench`: the benchmark harness of the model artifact manager.
+//!
+//! Starts the Hub emulator in this process with the built-in manifest's downloadable models
+//! (synthetic files, real sizes × `--scale`) and measures, alternating the contenders run by
+//! run and reporting medians:
+//!
+//! - cold-cache download of every file: `cg-models ensure` (release build) against Python
+//!   `huggingface_hub`, the `hf-hub` crate, `curl` (one stream, the floor) and `aria2c -x8`;
+//! - the same for the largest file with a per-connection bandwidth cap in the emulator;
+//! - verify-all: `cg-models verify` against `sha256sum` and one core of sha2;
+//! - readiness of a full cache: `readiness_report()` in process and `cg-models status`;
+//! - resume: SIGKILL at 90% of the largest file, restart, bytes the restart fetched;
+//! - peak resident memory of every contender at two scales.
+//!
+//! It prints the results and targets and writes them, with the machine, tool versions and
+//! the exact command, to `BENCHMARKS.md`. Run on demand, never from the test suite:
+//!
+//! ```sh
+//! cargo run --release -p cg-bench -- [--scale 0.25] [--runs 3] [--out BENCHMARKS.md] [--only NAME]
+//! ```
+
+// A command-line program: stdout carries the report, stderr the progress.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod contenders;
+mod emulator;
+mod machine;
+mod process;
+mod python;
+mod report;
+mod results;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+
+use crate::bench::{Bench, KILL_AT};
+use crate::contenders::{Contender, Toolbox, WORKERS};
+use crate::emulator::{FileSpec, Served};
+use crate::machine::Machine;
+use crate::process::{capture, which, RssMethod};
+use crate::report::Report;
+use crate::results::{table, MB};
+
+/// Benchmark the model downloader against huggingface_hub, hf-hub, curl and aria2c.
+#[derive(Debug, Parser)]
+#[command(version, about, max_term_width = 100)]
+struct Args {
+    /// Synthetic file size as a fraction of the real size (1 = real sizes, ~5.1 GB in total).
+    #[arg(long, default_value_t = 0.25, value_name = "FACTOR")]
+    scale: f64,
+
+    /// Second, smaller scale for the peak-memory comparison.
+    #[arg(long, default_value_t = 0.05, value_name = "FACTOR")]
+    small_scale: f64,
+
+    /// Runs per contender and measurement (the median is reported; at least 3 for results
+    /// worth committing).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    runs: usize,
+
+    /// Per-connection bandwidth cap of the capped measurement, in MB/s (10^6 bytes).
+    #[arg(long, default_value_t = 40.0, value_name = "MB_PER_SEC")]
+    cap: f64,
+
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md", value_name = "FILE")]
+    out: PathBuf,
+
+    /// Run only these measurements (comma-separated or repeated; `memory` includes `cold`).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "NAME")]
+    only: Vec<Section>,
+
+    /// Do not run `cargo build --release -p cg-models` first (use the binary as it is).
+    #[arg(long)]
+    no_build: bool,
+
+    /// Longest a single contender process may run, in seconds.
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    timeout: u64,
+
+    /// Timed `readiness_report()` calls.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    readiness_iterations: usize,
+
+    /// Timed `cg-models status` runs.
+    #[arg(long, default_value_t = 21, value_name = "N")]
+    status_runs: usize,
+}
+
+/// A measurement `--only` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    /// Cold-cache download of every file, uncapped.
+    Cold,
+    /// The largest file with a per-connection bandwidth cap.
+    Capped,
+    /// Verify-all.
+    Verify,
+    /// Readiness in process and `cg-models status`.
+    Readiness,
+    /// Kill at 90%, restart, bytes transferred.
+    Resume,
+    /// Peak memory at two scales (runs `cold` too).
+    Memory,
+}
+
+fn main() {
+    if let Err(error) = run(Args::parse()) {
+        eprintln!("cg-bench: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if !positive(args.scale) || !positive(args.small_scale) {
+        bail!("--scale and --small-scale must be positive");
+    }
+    if args.runs == 0 || !positive(args.cap) {
+        bail!("--runs and --cap must be positive");
+    }
+    let wanted = |s: Section| {
+        args.only.is_empty()
+            || args.only.contains(&s)
+            || (s == Section::Cold && args.only.contains(&Section::Memory))
+    };
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let release = target.join("release");
+    let work_parent = target.join("bench-work");
+    std::fs::create_dir_all(&work_parent)?;
+    let work = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&work_parent)?;
+    let mut report = Report {
+        scale: args.scale,
+        small_scale: args.small_scale,
+        runs: args.runs,
+        cap_mbps: args.cap,
+        ..Report::default()
+    };
+    if args.runs < 3 {
+        report.notes.push(format!(
+            "--runs {} is below 3: medians of so few runs are not worth committing",
+            args.runs
+        ));
+    }
+    if cfg!(debug_assertions) {
+        report.notes.push(
+            "cg-bench itself is a debug build: the in-process numbers (readiness, sha2) are not representative; use --release"
+                .to_owned(),
+        );
+    }
+
+    let tools = prepare_tools(
+        &root,
+        &release,
+        &target,
+        work.path(),
+        args.no_build,
+        &mut report,
+    );
+    let machine = Machine::detect();
+    let versions = machine::tool_versions(&root, &tools);
+    let rss = RssMethod::detect();
+    let mut bench = Bench::new(
+        args.runs,
+        Duration::from_secs(args.timeout),
+        work.path().to_path_buf(),
+        tools,
+        rss.clone(),
+    );
+
+    eprintln!(
+        "cg-bench: generating synthetic files at scale {}",
+        args.scale
+    );
+    let served = Served::start(args.scale, work.path())?;
+    eprintln!(
+        "cg-bench: emulator at {} serving {} files, {:.0} MB",
+        served.hub.endpoint(),
+        served.files.len(),
+        served.total_bytes() as f64 / MB
+    );
+    let files_table = files_table(&served);
+    let all: Vec<&FileSpec> = served.files.iter().collect();
+    let largest = served.largest().clone();
+
+    if wanted(Section::Cold) {
+        let what = format!(
+            "All {} files ({:.0} MB) into a fresh directory per run. MB/s = total bytes / median \
+             wall time; wall time is spawn to exit of the whole process.",
+            all.len(),
+            served.total_bytes() as f64 / MB
+        );
+        match bench.download_round(
+            &served,
+            &all,
+            &Contender::ALL,
+            &format!("Cold-cache download of all {} files, uncapped", all.len()),
+            what,
+        ) {
+            Ok(table) => report.cold = Some(table),
+            Err(e) => report.notes.push(format!("cold download failed: {e:#}")),
+        }
+    }
+    if wanted(Section::Capped) {
+        let cap = (args.cap * MB) as u64;
+        served.cap_bandwidth(cap);
+        let what = format!(
+            "{} ({}, {:.0} MB) alone, every response body paced by the emulator to {} MB/s per \
+             connection.",
+            largest.model_id,
+            largest.repo_id,
+            largest.size as f64 / MB,
+            args.cap
+        );
+        let result = bench.download_round(
+            &served,
+            &[&largest],
+            &Contender::ALL,
+            &format!("Largest file, capped at {} MB/s per connection", args.cap),
+            what,
+        );
+        served.uncap();
+        match result {
+            Ok(table) => report.capped = Some(table),
+            Err(e) => report.notes.push(format!("capped download failed: {e:#}")),
+        }
+    }
+    if wanted(Section::Resume) {
+        match bench.resume(&served, &[Contender::Ours, Contender::HuggingfaceHub]) {
+            Ok(rows) => report.resume = Some(rows),
+            Err(e) => report.notes.push(format!("resume failed: {e:#}")),
+        }
+    }
+    if wanted(Section::Verify) {
+        match bench.verify(&served) {
+            Ok(table) => report.verify = Some(table),
+            Err(e) => report.notes.push(format!("verify failed: {e:#}")),
+        }
+    }
+    if wanted(Section::Readiness) {
+        match bench.readiness(&served, args.readiness_iterations, args.status_runs) {
+            Ok(r) => report.readiness = Some(r),
+            Err(e) => report.notes.push(format!("readiness failed: {e:#}")),
+        }
+    }
+    drop(all);
+    drop(served);
+
+    if wanted(Section::Memory) {
+        eprintln!(
+            "cg-bench: generating synthetic files at scale {}",
+            args.small_scale
+        );
+        let small = Served::start(args.small_scale, work.path())?;
+        let files: Vec<&FileSpec> = small.files.iter().collect();
+        match bench.download_round(
+            &small,
+            &files,
+            &Contender::ALL,
+            &format!("Cold-cache download at scale {}", args.small_scale),
+            format!(
+                "All {} files ({:.0} MB), as above, for the memory comparison.",
+                files.len(),
+                small.total_bytes() as f64 / MB
+            ),
+        ) {
+            Ok(table) => report.cold_small = Some(table),
+            Err(e) => report
+                .notes
+                .push(format!("small-scale download failed: {e:#}")),
+        }
+    }
+
+    let results = report.render_results();
+    println!("{results}");
+    let command = command_line();
+    let date = capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"], true).unwrap_or_default();
+    let method = method(&args, &rss, &largest);
+    let mut document =
+        report::render_header(&report, &command, &date, &machine, &versions, &method);
+    document.push_str(&format!(
+        "## Files served (scale {})\n\n{files_table}\n",
+        args.scale
+    ));
+    document.push_str(&results);
+    std::fs::write(&args.out, document)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("cg-bench: wrote {}", args.out.display());
+    Ok(())
+}
+
+/// The workspace root (two levels above this crate).
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| manifest_dir.to_path_buf())
+}
+
+/// Builds or finds every contender's program; what cannot be had is recorded with the reason.
+fn prepare_tools(
+    root: &Path,
+    release: &Path,
+    target: &Path,
+    work: &Path,
+    no_build: bool,
+    report: &mut Report,
+) -> Toolbox {
+    let cg_models = release.join("cg-models");
+    if !no_build {
+        eprintln!("cg-bench: cargo build --release -p cg-models");
+        if !cargo_build(root, &["-p", "cg-models"]) {
+            report.notes.push(if cg_models.exists() {
+                "`cargo build --release -p cg-models` failed; the existing target/release/cg-models was measured".to_owned()
+            } else {
+                "`cargo build --release -p cg-models` failed".to_owned()
+            });
+        }
+    }
+    let cg_models = if cg_models.exists() {
+        Ok(cg_models)
+    } else {
+        Err("target/release/cg-models does not exist (build failed)".to_owned())
+    };
+
+    let fetch = release.join("hf_hub_fetch");
+    if !fetch.exists() {
+        eprintln!("cg-bench: cargo build --release -p cg-bench --bin hf_hub_fetch");
+        cargo_build(root, &["-p", "cg-bench", "--bin", "hf_hub_fetch"]);
+    }
+    let hf_hub_fetch = if fetch.exists() {
+        Ok(fetch)
+    } else {
+        Err("target/release/hf_hub_fetch could not be built".to_owned())
+    };
+    let python = python::ensure(&target.join("bench-pyenv"), work);
+    if let Err(why) = &python {
+        report.notes.push(format!("huggingface_hub: {why}"));
+    }
+    let found = |name: &str| which(name).ok_or_else(|| "not installed".to_owned());
+    Toolbox {
+        cg_models,
+        hf_hub_fetch,
+        python,
+        curl: found("curl"),
+        aria2c: found("aria2c"),
+    }
+}
+
+/// `cargo build --release <args>` in the workspace; whether it succeeded.
+fn cargo_build(root: &Path, args: &[&str]) -> bool {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--quiet"])
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The command line that produced this report.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=,".contains(c))
+            {
+                a
+            } else {
+                format!("'{a}'")
+            }
+        })
+        .collect();
+    let mut line = "cargo run --release -p cg-bench --".to_owned();
+    for arg in args {
+        line.push(' ');
+        line.push_str(&arg);
+    }
+    line
+}
+
+/// The files served, as a markdown table.
+fn files_table(served: &Served) -> String {
+    let rows: Vec<Vec<String>> = served
+        .files
+        .iter()
+        .map(|f| {
+            vec![
+                f.model_id.clone(),
+                format!("{}/{}", f.repo_id, f.filename),
+                format!("{:.1}", f.size as f64 / MB),
+            ]
+        })
+        .collect();
+    table(&["model", "file", "size (MB)"], &rows)
+}
+
+/// How everything was measured, one bullet each.
+fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
+    vec![
+        format!(
+            "Hub: `hub_emulator` started inside the harness process (so the harness reads its \
+             request log) on loopback, HTTP/1.1, two server threads, files held in memory. Each \
+             downloadable model of the built-in manifest is a synthetic safetensors file of the \
+             real size × scale ({}); entries the manifest leaves unpinned get the emulator's \
+             approximate sizes (`hub_emulator::manifest::approximate_size`). Resolve URLs answer \
+             302 to a second \"CDN\" listener, like the real Hub.",
+            args.scale
+        ),
+        "The machine is shared with other engineers compiling: numbers are noisy; runs of \
+         different contenders alternate (the first contender rotates each round) so load \
+         spikes spread over all of them, and medians are reported."
+            .to_owned(),
+        "Cold cache: every run downloads into a fresh temporary directory, deleted afterwards. \
+         A run counts only when the process exits 0 and every file is in place with the right \
+         size (contents are not re-hashed by the harness)."
+            .to_owned(),
+        "ours: `target/release/cg-models ensure` (rebuilt with `cargo build --release -p \
+         cg-models` before the run unless `--no-build`) with the synthetic manifest the \
+         emulator writes (pinned entries get the synthetic hashes; unpinned ones stay null and \
+         use the hash the Hub advertises); default concurrency; SHA-256 verified while \
+         streaming; `--quiet`."
+            .to_owned(),
+        format!(
+            "huggingface_hub: the latest release from PyPI, installed by the harness into \
+             `target/bench-pyenv` (delete it to upgrade); `hf_hub_download` from a thread pool of \
+             {WORKERS} (what `snapshot_download` does per file), `HF_ENDPOINT` = the emulator, \
+             `HF_HUB_DISABLE_XET=1`, progress bars off. Timed from interpreter start."
+        ),
+        format!(
+            "hf-hub: the crate's async `HFRepository::download_file` ({WORKERS} at once with \
+             `buffer_unordered`, like its `snapshot_download`), in the helper binary \
+             `target/release/hf_hub_fetch` (crates/bench/src/bin/hf_hub_fetch.rs). hf-hub 1.x \
+             has no `tokio` feature: its API is async by default."
+        ),
+        "curl: one process fetching the files one after another (`-o FILE URL` pairs, \
+         `--location`, one reused connection), no hashing: the floor for a single stream. \
+         aria2c: `-x8 -s8 -j8` (8 connections per file, 8 files at once), no hashing."
+            .to_owned(),
+        format!(
+            "Capped: `Fault::BandwidthCap` on every response, {} MB/s per connection; the largest \
+             file ({}) alone. The target compares ours with 0.8 × min(8 × cap, our uncapped rate \
+             from the all-files measurement).",
+            args.cap, largest.model_id
+        ),
+        "Verify-all: `cg-models verify` (all cores) over a cache `cg-models ensure` filled; \
+         `sha256sum` over the same snapshot files in one process; one core of the `sha2` crate \
+         in the harness (1 MiB reads). Files are in the page cache."
+            .to_owned(),
+        format!(
+            "Readiness: `ModelArtifactManager::readiness_report()` on the full cache, {} timed \
+             calls after 50 warm-up calls (median and p95); `cg-models status` spawned {} times \
+             after one warm-up run (median wall time).",
+            args.readiness_iterations, args.status_runs
+        ),
+        format!(
+            "Resume: the largest file alone; the harness polls the repo's `blobs/*.incomplete` \
+             every millisecond and counts the smaller of length and allocated blocks (a parallel \
+             download sizes its file first and fills it out of order), sends SIGKILL at {:.0}%, \
+             waits 300 ms, clears the request log and runs the same command again.",
+            KILL_AT * 100.0
+        ),
+        format!("Peak memory: {}.", rss.describe()),
+        "MB = 10^6 bytes, MiB = 2^20 bytes.".to_owned(),
+    ]
+}
