@@ -220,14 +220,17 @@ impl Mirror {
         }
     }
 
-    /// Uploads a verified blob unless an object of the same size is already there.
+    /// Uploads a verified blob unless the object is already there with exactly these bytes.
+    /// An object of the right size is read and hashed before it is kept: a corrupted one (the
+    /// reason a node fell back to the Hub) is replaced, not left to fail every later node.
     pub async fn upload(&self, blob: &Path, sha256: &str, size: u64) -> EmbeddingResult<bool> {
         let key = self.key(sha256);
         let name = self.object_url(sha256);
         if let Ok(meta) = self.store.head(&key).await {
-            if meta.size == size {
+            if meta.size == size && self.holds(&key, sha256).await {
                 return Ok(false);
             }
+            tracing::warn!(object = %name, "the mirror's object is not the blob; replacing it");
         }
         let failed = |e: object_store::Error| EmbeddingError::Mirror {
             url: name.clone(),
@@ -267,6 +270,23 @@ impl Mirror {
         }
         writer.finish().await.map_err(failed)?;
         Ok(true)
+    }
+
+    /// Whether the object at `key` hashes to `sha256` (any failure to read it counts as no).
+    async fn holds(&self, key: &ObjectPath, sha256: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let Ok(result) = self.store.get(key).await else {
+            return false;
+        };
+        let mut stream = result.into_stream();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => hasher.update(&bytes),
+                Err(_) => return false,
+            }
+        }
+        hex::encode(hasher.finalize()).eq_ignore_ascii_case(sha256)
     }
 }
 
