@@ -171,65 +171,130 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 400,
+/// Runs a property over `cases` generated inputs; a failure names the smallest failing input.
+fn check_property<S: Strategy>(
+    cases: u32,
+    strategy: S,
+    property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    /// Any text: no panic; an accepted manifest keeps every cache path contained; a rejection
-    /// is a syntax error or names the entry and a real field.
-    #[test]
-    fn manifest_parse_never_panics_on_any_text(text in ".{0,300}") {
-        parse_outcome(&text).map_err(TestCaseError::fail)?;
+    });
+    if let Err(error) = runner.run(&strategy, property) {
+        panic!("{error}");
     }
+}
 
-    /// Any JSON document, and any JSON value as a whole entry.
-    #[test]
-    fn manifest_parse_never_panics_on_any_json(value in arb_json(), as_entry in any::<bool>()) {
-        let text = if as_entry { manifest_with(value) } else { value.to_string() };
-        parse_outcome(&text).map_err(TestCaseError::fail)?;
-    }
+/// Any text: no panic; an accepted manifest keeps every cache path contained; a rejection is
+/// a syntax error or names the entry and a real field.
+#[test]
+fn manifest_parse_never_panics_on_any_text() {
+    check_property(400, ".{0,300}", |text: String| {
+        parse_outcome(&text)
+            .map(|_| ())
+            .map_err(TestCaseError::fail)
+    });
+    evidence(
+        AREA_MANIFEST,
+        "any text as a manifest (property test, 400 cases)",
+        "no panic; a syntax error, or a rejection naming the entry and a real field",
+        "every accepted entry's blob, snapshot, ref and lock paths stay inside their cache folders",
+        &test_name!(),
+    );
+}
 
-    /// One field of a valid entry set to any JSON value: accepted (paths contained) or
-    /// rejected naming exactly that field.
-    #[test]
-    fn a_hostile_field_value_is_rejected_naming_that_field(
-        field in proptest::sample::select(FIELDS.to_vec()),
-        value in arb_json(),
-    ) {
-        let mut entry = good_entry();
-        entry[field] = value.clone();
-        match parse_outcome(&manifest_with(entry)).map_err(TestCaseError::fail)? {
-            None => {}
-            Some(named) => prop_assert_eq!(named, field, "value {}", value),
-        }
-    }
+/// Any JSON document, and any JSON value as a whole entry.
+#[test]
+fn manifest_parse_never_panics_on_any_json() {
+    check_property(400, (arb_json(), any::<bool>()), |(value, as_entry)| {
+        let text = if as_entry {
+            manifest_with(value)
+        } else {
+            value.to_string()
+        };
+        parse_outcome(&text)
+            .map(|_| ())
+            .map_err(TestCaseError::fail)
+    });
+    evidence(
+        AREA_MANIFEST,
+        "any JSON document, any JSON value as an entry (property test, 400 cases)",
+        "no panic; ManifestSyntax, or ManifestEntry naming the entry and a real field",
+        "accepted entries' cache paths stay inside their folders",
+        &test_name!(),
+    );
+}
 
-    /// A field removed: fine when optional, else rejected naming it; an unknown field added:
-    /// rejected.
-    #[test]
-    fn missing_and_unknown_fields(field in proptest::sample::select(FIELDS.to_vec()), key in hostile_string(), value in arb_json()) {
-        let mut entry = good_entry();
-        entry.as_object_mut().unwrap().remove(field);
-        let named = parse_outcome(&manifest_with(entry)).map_err(TestCaseError::fail)?;
-        let required = matches!(field, "model_id" | "repo_id" | "filename");
-        prop_assert_eq!(named, required.then_some(field));
-
-        let mut entry = good_entry();
-        entry.as_object_mut().unwrap().insert(key.clone(), value);
-        let outcome = Manifest::parse(&manifest_with(entry), "prop");
-        if FIELDS.contains(&key.as_str()) {
-            return Ok(());
-        }
-        match outcome {
-            Err(EmbeddingError::ManifestEntry { reason, .. }) => {
-                prop_assert!(reason.contains("unknown field"), "{}", reason);
+/// One field of a valid entry set to any JSON value: accepted (paths contained) or rejected
+/// naming exactly that field.
+#[test]
+fn a_hostile_field_value_is_rejected_naming_that_field() {
+    check_property(
+        400,
+        (proptest::sample::select(FIELDS.to_vec()), arb_json()),
+        |(field, value)| {
+            let mut entry = good_entry();
+            entry[field] = value.clone();
+            match parse_outcome(&manifest_with(entry)).map_err(TestCaseError::fail)? {
+                None => Ok(()),
+                Some(named) => {
+                    prop_assert_eq!(named, field, "value {}", value);
+                    Ok(())
+                }
             }
-            other => prop_assert!(false, "unknown key {:?} accepted: {:?}", key, other),
-        }
-    }
+        },
+    );
+    evidence(
+        AREA_MANIFEST,
+        "any JSON value (hostile strings, `..`, absolute paths, NUL, huge and negative numbers, nested objects) in any field (property test, 400 cases)",
+        "accepted only when valid; every rejection is ManifestEntry naming exactly the field that was changed",
+        "accepted entries' cache paths stay inside their folders",
+        &test_name!(),
+    );
+}
+
+/// A field removed: fine when optional, else rejected naming it; an unknown field added:
+/// rejected.
+#[test]
+fn missing_and_unknown_fields() {
+    check_property(
+        400,
+        (
+            proptest::sample::select(FIELDS.to_vec()),
+            hostile_string(),
+            arb_json(),
+        ),
+        |(field, key, value)| {
+            let mut entry = good_entry();
+            entry.as_object_mut().unwrap().remove(field);
+            let named = parse_outcome(&manifest_with(entry)).map_err(TestCaseError::fail)?;
+            let required = matches!(field, "model_id" | "repo_id" | "filename");
+            prop_assert_eq!(named, required.then_some(field));
+
+            let mut entry = good_entry();
+            entry.as_object_mut().unwrap().insert(key.clone(), value);
+            let outcome = Manifest::parse(&manifest_with(entry), "prop");
+            if FIELDS.contains(&key.as_str()) {
+                return Ok(());
+            }
+            match outcome {
+                Err(EmbeddingError::ManifestEntry { reason, .. }) => {
+                    prop_assert!(reason.contains("unknown field"), "{}", reason);
+                }
+                other => prop_assert!(false, "unknown key {:?} accepted: {:?}", key, other),
+            }
+            Ok(())
+        },
+    );
+    evidence(
+        AREA_MANIFEST,
+        "a field removed, or an unknown field added (property test, 400 cases)",
+        "missing required fields are rejected naming the field; optional ones default; unknown fields are rejected by name",
+        "nothing read or written",
+        &test_name!(),
+    );
 }
 
 #[test]
@@ -315,13 +380,6 @@ fn path_traversal_through_manifest_fields_is_rejected() {
             &test,
         );
     }
-    evidence(
-        AREA_MANIFEST,
-        "any text, any JSON, any value in any field, missing and unknown fields (property tests, 400 cases each)",
-        "no panic; every rejection is ManifestSyntax or ManifestEntry naming the entry and exactly the mutated field",
-        "every accepted entry's blob, snapshot, ref and lock paths stay inside their cache folders",
-        "hostile::manifest_parse_never_panics_on_any_text, hostile::manifest_parse_never_panics_on_any_json, hostile::a_hostile_field_value_is_rejected_naming_that_field, hostile::missing_and_unknown_fields",
-    );
 }
 
 #[test]
@@ -552,24 +610,40 @@ fn malformed_safetensors_headers_are_rejected_quickly() {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 300,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
-
-    /// Random headers and random files: an answer, never a panic, never a huge allocation.
-    #[test]
-    fn safetensors_checks_never_panic(header in proptest::collection::vec(any::<u8>(), 0..200), data in 0u64..1 << 20, declared in any::<u64>(), json_header in arb_json()) {
-        let _ = parse_header(&header, data);
-        let _ = parse_header(json_header.to_string().as_bytes(), data);
-        let dir = tempfile::tempdir().unwrap();
-        let path = safetensors_file(dir.path(), "r", declared, &header, 16);
-        let _ = check_file(&path);
-        let path = honest(dir.path(), "s", &json!({"t": json_header}).to_string(), 16);
-        let _ = check_file(&path);
-    }
+/// Random headers and random files: an answer, never a panic, never a huge allocation.
+#[test]
+fn safetensors_checks_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    check_property(
+        300,
+        (
+            proptest::collection::vec(any::<u8>(), 0..200),
+            0u64..1 << 20,
+            any::<u64>(),
+            arb_json(),
+        ),
+        |(header, data, declared, json_header)| {
+            let _ = parse_header(&header, data);
+            let _ = parse_header(json_header.to_string().as_bytes(), data);
+            let path = safetensors_file(dir.path(), "r", declared, &header, 16);
+            let _ = check_file(&path);
+            let path = honest(
+                dir.path(),
+                "s",
+                &json!({ "t": json_header }).to_string(),
+                16,
+            );
+            let _ = check_file(&path);
+            Ok(())
+        },
+    );
+    evidence(
+        AREA_SAFETENSORS,
+        "random bytes and random JSON as headers, random declared lengths (property test, 300 cases)",
+        "an error or a summary, never a panic",
+        "nothing written",
+        &test_name!(),
+    );
 }
 
 // ------------------------------------------------------------------ links in the cache
