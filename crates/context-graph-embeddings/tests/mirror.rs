@@ -1,0 +1,1034 @@
+//! The pull-through mirror against a real S3-compatible object store: Garage nodes started on
+//! loopback as child processes, the Hub emulated by `hub-emulator`.
+//!
+//! Garage comes from `scripts/install-garage`; the binary is `CG_TEST_GARAGE`, else `garage`
+//! on `PATH`. Without it these tests fail, unless `CG_SKIP_GARAGE_TESTS=1` (then they say
+//! why and pass).
+
+#![allow(clippy::print_stderr)]
+
+#[path = "it/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use context_graph_embeddings::artifacts::{
+    ArtifactManagerConfig, Mirror, MirrorConfig, ModelArtifactManager, Outcome, ProgressEvent,
+    ProgressKind, ReadinessState,
+};
+use context_graph_embeddings::ModelId;
+use futures_util::TryStreamExt;
+use hub_emulator::{synth, Host};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, RetryConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+
+use support::{drain, model, Fixture};
+
+const BUCKET: &str = "cg-models";
+const PREFIX: &str = "pipeline/sha256";
+const REGION: &str = "garage";
+const KEY_NAME: &str = "cg-test";
+/// How long any one step of bringing a cluster up may take.
+const BOOT_LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// Garage harness
+// ---------------------------------------------------------------------------------------
+
+/// The Garage binary, or `None` when the tests are to be skipped (`CG_SKIP_GARAGE_TESTS=1`).
+/// Panics when it is missing otherwise: CI must not pass by testing nothing.
+fn garage_binary() -> Option<PathBuf> {
+    let skip = std::env::var("CG_SKIP_GARAGE_TESTS").is_ok_and(|v| v == "1" || v == "true");
+    let configured = std::env::var_os("CG_TEST_GARAGE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let found = configured.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("garage"))
+                .find(|candidate| candidate.is_file())
+        })
+    });
+    let works = found.filter(|path| {
+        Command::new(path)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    match works {
+        Some(path) => Some(path),
+        None if skip => {
+            eprintln!(
+                "skipped: CG_SKIP_GARAGE_TESTS=1 and no Garage binary (CG_TEST_GARAGE or `garage` on PATH)"
+            );
+            None
+        }
+        None => panic!(
+            "Garage is not installed: run scripts/install-garage (or point CG_TEST_GARAGE at a \
+             garage binary); set CG_SKIP_GARAGE_TESTS=1 to skip the mirror tests"
+        ),
+    }
+}
+
+/// The Garage binary, or returns from the test (skipped on purpose).
+macro_rules! garage_or_skip {
+    () => {
+        match garage_binary() {
+            Some(binary) => binary,
+            None => return,
+        }
+    };
+}
+
+/// Loopback ports free right now (held together, so they are distinct).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<StdListener> = (0..count)
+        .map(|_| StdListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+struct GarageNode {
+    config: PathBuf,
+    log: PathBuf,
+    s3_port: u16,
+    rpc_port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+/// A Garage cluster on loopback: one bucket, one key with read and write on it. Every node
+/// is killed when this is dropped.
+struct Garage {
+    binary: PathBuf,
+    _dir: tempfile::TempDir,
+    nodes: Vec<GarageNode>,
+    key_id: String,
+    secret: String,
+}
+
+impl Garage {
+    /// Starts `count` nodes with replication factor `count` and waits until the cluster is
+    /// healthy and the bucket writable. A node that dies while booting (a port taken
+    /// meanwhile) makes it start over, at most three times.
+    fn start(binary: &Path, count: usize) -> Garage {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(binary, count) {
+                Ok(garage) => return garage,
+                Err(error) => {
+                    eprintln!("garage cluster did not come up, retrying: {error}");
+                    last = error;
+                }
+            }
+        }
+        panic!("garage cluster did not come up: {last}");
+    }
+
+    fn try_start(binary: &Path, count: usize) -> Result<Garage, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let rpc_secret = synth::sha256_hex(format!("{:?}", dir.path()).as_bytes());
+        let ports = free_ports(count * 2);
+        let mut nodes = Vec::new();
+        for index in 0..count {
+            let (s3_port, rpc_port) = (ports[index * 2], ports[index * 2 + 1]);
+            let home = dir.path().join(format!("node{index}"));
+            std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+            let config = home.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    r#"metadata_dir = "{home}/meta"
+data_dir = "{home}/data"
+db_engine = "lmdb"
+replication_factor = {count}
+rpc_bind_addr = "127.0.0.1:{rpc_port}"
+rpc_public_addr = "127.0.0.1:{rpc_port}"
+rpc_secret = "{rpc_secret}"
+bootstrap_peers = []
+
+[s3_api]
+api_bind_addr = "127.0.0.1:{s3_port}"
+s3_region = "{REGION}"
+"#,
+                    home = home.display(),
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let log = home.join("garage.log");
+            let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+            let err = out.try_clone().map_err(|e| e.to_string())?;
+            let child = Command::new(binary)
+                .arg("-c")
+                .arg(&config)
+                .arg("server")
+                .env("RUST_LOG", "garage=info")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            nodes.push(GarageNode {
+                config,
+                log,
+                s3_port,
+                rpc_port,
+                child: Mutex::new(Some(child)),
+            });
+        }
+        let mut garage = Garage {
+            binary: binary.to_path_buf(),
+            _dir: dir,
+            nodes,
+            key_id: String::new(),
+            secret: String::new(),
+        };
+        for index in 0..count {
+            garage.wait_for(index, "answers", |g| g.run(index, &["status"]).map(|_| ()))?;
+        }
+        let ids: Vec<String> = (0..count)
+            .map(|index| {
+                let id = garage.run(index, &["node", "id", "-q"])?;
+                Ok(id.trim().split('@').next().unwrap_or_default().to_owned())
+            })
+            .collect::<Result<_, String>>()?;
+        for (index, id) in ids.iter().enumerate().skip(1) {
+            let address = format!("{id}@127.0.0.1:{}", garage.nodes[index].rpc_port);
+            garage.run(0, &["node", "connect", &address])?;
+        }
+        let mut assign = vec!["layout", "assign", "-z", "dc1", "-c", "1G"];
+        assign.extend(ids.iter().map(String::as_str));
+        garage.run(0, &assign)?;
+        garage.run(0, &["layout", "apply", "--version", "1"])?;
+        for index in 0..count {
+            garage.wait_for(index, "is healthy", |g| match g.health(index) {
+                Ok(health) if health["status"] == "healthy" => Ok(()),
+                Ok(health) => Err(format!("health: {health}")),
+                Err(e) => Err(e),
+            })?;
+        }
+        let key: serde_json::Value = serde_json::from_str(&garage.run(
+            0,
+            &[
+                "json-api",
+                "CreateKey",
+                &format!(r#"{{"name":"{KEY_NAME}"}}"#),
+            ],
+        )?)
+        .map_err(|e| format!("CreateKey answered no JSON: {e}"))?;
+        garage.key_id = key["accessKeyId"].as_str().unwrap_or_default().to_owned();
+        garage.secret = key["secretAccessKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        garage.run(0, &["bucket", "create", BUCKET])?;
+        garage.run(
+            0,
+            &[
+                "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_NAME,
+            ],
+        )?;
+        // The S3 API of every node accepts the key (layout and key tables are replicated).
+        for index in 0..count {
+            garage.wait_for(index, "serves S3", |g| g.s3_probe(index))?;
+        }
+        Ok(garage)
+    }
+
+    /// Retries `check` until it passes, at most [`BOOT_LIMIT`]; fails at once when the node
+    /// process has exited.
+    fn wait_for(
+        &self,
+        index: usize,
+        what: &str,
+        check: impl Fn(&Garage) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + BOOT_LIMIT;
+        loop {
+            let result = check(self);
+            let Err(error) = result else {
+                return Ok(());
+            };
+            if !self.is_running(index) {
+                return Err(format!(
+                    "garage node {index} exited while waiting until it {what}: {error}\n{}",
+                    self.log_tail(index)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "garage node {index} never {what} within {BOOT_LIMIT:?}: {error}\n{}",
+                    self.log_tail(index)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs the garage CLI against node `index`; its standard output, or what went wrong.
+    fn run(&self, index: usize, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.nodes[index].config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run garage: {e}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`garage {}` on node {index}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
+    /// The cluster health as node `index` sees it (`GetClusterHealth` of the admin API).
+    fn health(&self, index: usize) -> Result<serde_json::Value, String> {
+        let text = self.run(index, &["json-api", "GetClusterHealth"])?;
+        serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}: {text}"))
+    }
+
+    fn s3_probe(&self, index: usize) -> Result<(), String> {
+        let store = self.store(index);
+        let probe = ObjectPath::from(format!("probe/{index}"));
+        block_on(async move {
+            store
+                .put(&probe, PutPayload::from_static(b"probe"))
+                .await
+                .map_err(|e| e.to_string())?;
+            store.delete(&probe).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn is_running(&self, index: usize) -> bool {
+        let mut child = self.nodes[index].child.lock().unwrap();
+        match child.as_mut() {
+            Some(process) => matches!(process.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills node `index` (SIGKILL) and reaps it.
+    fn kill(&self, index: usize) {
+        if let Some(mut process) = self.nodes[index].child.lock().unwrap().take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    fn log_tail(&self, index: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[index].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The S3 endpoint of node `index`.
+    fn endpoint(&self, index: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[index].s3_port)
+    }
+
+    fn s3_port(&self, index: usize) -> u16 {
+        self.nodes[index].s3_port
+    }
+
+    /// The mirror on this cluster's bucket, through `endpoint`.
+    fn mirror_config(&self, endpoint: &str, write: bool) -> MirrorConfig {
+        MirrorConfig {
+            endpoint: Some(endpoint.to_owned()),
+            region: Some(REGION.to_owned()),
+            access_key_id: Some(self.key_id.clone()),
+            secret_access_key: Some(self.secret.clone()),
+            write,
+            retry_timeout: Duration::from_secs(2),
+            ..MirrorConfig::new(format!("s3://{BUCKET}/{PREFIX}"))
+        }
+    }
+
+    /// A plain S3 client of the bucket through node `index`, for the tests' own checks.
+    fn store(&self, index: usize) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(self.endpoint(index))
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region(REGION)
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(5),
+                ..RetryConfig::default()
+            })
+            .build()
+            .expect("S3 client")
+    }
+
+    /// Every object under the mirror's prefix: sha256 → size.
+    async fn objects(&self, index: usize) -> BTreeMap<String, u64> {
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store(index)
+            .list(Some(&ObjectPath::from(PREFIX)))
+            .try_collect()
+            .await
+            .expect("list the bucket");
+        listed
+            .into_iter()
+            .map(|meta| {
+                let name = meta.location.filename().unwrap_or_default().to_owned();
+                (name, meta.size)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill(index);
+        }
+    }
+}
+
+/// Runs a future to completion from synchronous harness code (its own small runtime, so it
+/// works inside and outside the tests' runtime).
+fn block_on<T: Send + 'static>(future: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    })
+    .join()
+    .expect("harness thread")
+}
+
+/// A loopback TCP relay to `upstream` that passes at most `bytes_per_sec` towards the client:
+/// a slow link in front of a store, so that a test can act while a body is still streaming.
+/// When the upstream side closes or breaks, the client's connection is cut.
+async fn slow_link(upstream: u16, bytes_per_sec: u64) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                // A small window towards the store: few bytes in flight when it dies.
+                let _ = socket.set_recv_buffer_size(16 * 1024);
+                let Ok(server) = socket.connect(([127, 0, 0, 1], upstream).into()).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let started = Instant::now();
+                let mut sent = 0u64;
+                let mut buffer = vec![0u8; 8 * 1024];
+                loop {
+                    let read = match server_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => read,
+                    };
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                    sent += read as u64;
+                    let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+                    tokio::time::sleep_until((started + due).into()).await;
+                }
+                requests.abort();
+            });
+        }
+    });
+    port
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers over the fixture
+// ---------------------------------------------------------------------------------------
+
+fn object_url(sha256: &str) -> String {
+    format!("s3://{BUCKET}/{PREFIX}/{sha256}")
+}
+
+fn object_path(sha256: &str) -> ObjectPath {
+    ObjectPath::from(format!("{PREFIX}/{sha256}"))
+}
+
+/// A configuration of another node: the fixture's, with its own cache and a mirror.
+fn node_config(fx: &Fixture, cache: &Path, mirror: MirrorConfig) -> ArtifactManagerConfig {
+    ArtifactManagerConfig {
+        cache_dir: cache.to_path_buf(),
+        mirror: Some(mirror),
+        ..fx.config()
+    }
+}
+
+/// Every request the emulator logged that concerns this file (its repo, or its blob).
+fn hub_requests_for(fx: &Fixture, id: ModelId) -> Vec<hub_emulator::RequestRecord> {
+    let file = fx.file(id);
+    fx.hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(&file.repo_id) || r.path.contains(&file.sha256))
+        .collect()
+}
+
+/// Where each model's `Completed` event says its bytes came from.
+fn sources(events: &[ProgressEvent]) -> BTreeMap<ModelId, Option<String>> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ProgressKind::Completed { source, .. } => Some((e.model_id, source.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fallbacks(events: &[ProgressEvent]) -> Vec<(ModelId, String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ProgressKind::FallingBack { from, reason } => {
+                Some((e.model_id, from.clone(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The snapshot file of `id` in `manager`'s cache hashes to the served file.
+fn assert_verified(fx: &Fixture, manager: &ModelArtifactManager, id: ModelId) {
+    let path = manager
+        .get_path(id)
+        .unwrap_or_else(|| panic!("{id} is not available"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        synth::sha256_hex(&bytes),
+        fx.file(id).sha256,
+        "{id}: {path:?} holds the wrong bytes"
+    );
+}
+
+/// The readiness report names this source for `id`.
+fn assert_ready_from(manager: &ModelArtifactManager, id: ModelId, source: &str) {
+    let report = manager.readiness_report();
+    let entry = report.models.iter().find(|m| m.model_id == id).unwrap();
+    assert_eq!(entry.state, ReadinessState::Ready, "{entry:?}");
+    assert_eq!(entry.source.as_deref(), Some(source), "{entry:?}");
+}
+
+/// Waits for the first bytes of a download, then runs `act` once.
+fn on_first_bytes(
+    mut events: broadcast::Receiver<ProgressEvent>,
+    act: impl FnOnce(u64) + Send + 'static,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event)
+                    if matches!(event.kind, ProgressKind::Progress)
+                        && event.bytes_downloaded > 0 =>
+                {
+                    act(event.bytes_downloaded);
+                    return Some(event.bytes_downloaded);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// Node A fills the mirror from the Hub; node B, with an empty cache, reads every byte from
+/// the mirror and asks the Hub only for the hash of the unpinned file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_through_fills_the_store_and_the_next_node_reads_only_from_it() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let fx = Fixture::new(&[
+        model(ModelId::Semantic, 1_500_000, true),
+        model(ModelId::Code, 1_000_000, true),
+        model(ModelId::Graph, 600_000, false),
+    ]);
+    let served = [ModelId::Semantic, ModelId::Code, ModelId::Graph];
+
+    // Node A: everything from the Hub, uploaded once verified.
+    let mirror = garage.mirror_config(&garage.endpoint(0), true);
+    let node_a = ModelArtifactManager::new(node_config(&fx, &fx.cache_dir(), mirror.clone()))
+        .expect("manager A");
+    let mut events_a = node_a.subscribe_progress();
+    node_a.ensure_all_models().await.expect("node A ensures");
+    let events_a = drain(&mut events_a);
+    for id in served {
+        assert_eq!(
+            sources(&events_a)[&id].as_deref(),
+            Some("hub"),
+            "{id} on node A"
+        );
+        assert_ready_from(&node_a, id, "hub");
+        assert_verified(&fx, &node_a, id);
+    }
+    assert!(
+        fx.gets("/lfs/").len() >= served.len(),
+        "node A fetched the blobs from the Hub: {:?}",
+        fx.hub.requests()
+    );
+    let expected: BTreeMap<String, u64> = served
+        .iter()
+        .map(|id| {
+            (
+                fx.file(*id).sha256.clone(),
+                fx.file(*id).content.len() as u64,
+            )
+        })
+        .collect();
+    let objects = garage.objects(0).await;
+    assert_eq!(
+        objects, expected,
+        "the store holds <prefix>/<sha256> of each file, with its size"
+    );
+    let uploaded_at: BTreeMap<String, _> = {
+        let store = garage.store(0);
+        let mut times = BTreeMap::new();
+        for sha in expected.keys() {
+            times.insert(
+                sha.clone(),
+                store.head(&object_path(sha)).await.unwrap().last_modified,
+            );
+        }
+        times
+    };
+
+    // Node B: fresh cache, same mirror.
+    fx.hub.clear_requests();
+    let cache_b = fx.dir.path().join("node-b");
+    let node_b = ModelArtifactManager::new(node_config(&fx, &cache_b, mirror)).expect("manager B");
+    let mut events_b = node_b.subscribe_progress();
+    node_b.ensure_all_models().await.expect("node B ensures");
+    let events_b = drain(&mut events_b);
+    assert!(
+        fallbacks(&events_b).is_empty(),
+        "{:?}",
+        fallbacks(&events_b)
+    );
+    for id in served {
+        let sha = &fx.file(id).sha256;
+        assert_eq!(
+            sources(&events_b)[&id].as_deref(),
+            Some(object_url(sha).as_str()),
+            "{id} on node B"
+        );
+        assert_ready_from(&node_b, id, &object_url(sha));
+        assert_verified(&fx, &node_b, id);
+        assert!(
+            node_b.get_path(id).unwrap().starts_with(&cache_b),
+            "node B's own cache"
+        );
+    }
+    // The Hub: no byte of any blob; nothing at all for pinned files; a HEAD (for the hash)
+    // for the unpinned one.
+    let requests = fx.hub.requests();
+    assert!(
+        requests.iter().all(|r| r.method != "GET"),
+        "node B sent no GET to the Hub: {requests:?}"
+    );
+    assert!(
+        requests.iter().all(|r| r.host == Host::Hub),
+        "nothing reached the CDN: {requests:?}"
+    );
+    for id in [ModelId::Semantic, ModelId::Code] {
+        assert!(
+            hub_requests_for(&fx, id).is_empty(),
+            "pinned {id}: no Hub request: {:?}",
+            hub_requests_for(&fx, id)
+        );
+    }
+    let graph = hub_requests_for(&fx, ModelId::Graph);
+    assert!(
+        !graph.is_empty() && graph.iter().all(|r| r.method == "HEAD"),
+        "unpinned: HEAD only: {graph:?}"
+    );
+    // The store: the same objects, none uploaded again.
+    assert_eq!(garage.objects(0).await, expected);
+    let store = garage.store(0);
+    for (sha, when) in &uploaded_at {
+        let now = store.head(&object_path(sha)).await.unwrap().last_modified;
+        assert_eq!(&now, when, "{sha} was not rewritten by node B");
+    }
+}
+
+/// A fully pinned manifest and a Hub nobody can reach: everything comes from the store (a
+/// partial download resumed by a range read), and a file the store lacks fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_air_gapped_node_gets_everything_from_the_store() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let fx = Fixture::new(&[
+        model(ModelId::Semantic, 1_200_000, true),
+        model(ModelId::Sparse, 800_000, true),
+        model(ModelId::Entity, 300_000, true),
+    ]);
+    // Seed the store through the library's own upload, as a connected node would.
+    let mirror = Mirror::connect(&garage.mirror_config(&garage.endpoint(0), true)).unwrap();
+    for id in [ModelId::Semantic, ModelId::Sparse] {
+        let file = fx.file(id);
+        let path = fx.dir.path().join(format!("seed-{}", file.sha256));
+        std::fs::write(&path, &file.content).unwrap();
+        let uploaded = mirror
+            .upload(&path, &file.sha256, file.content.len() as u64)
+            .await
+            .expect("seed upload");
+        assert!(uploaded, "{id} was not in the store yet");
+    }
+    assert_eq!(garage.objects(0).await.len(), 2);
+
+    // A partial download of one of them from an earlier run: resumed by a ranged read.
+    let sparse = fx.file(ModelId::Sparse);
+    let kept = 300_000usize;
+    std::fs::create_dir_all(fx.blobs_dir(ModelId::Sparse)).unwrap();
+    std::fs::write(
+        fx.blobs_dir(ModelId::Sparse)
+            .join(format!("{}.0000aaaa.incomplete", sparse.sha256)),
+        &sparse.content[..kept],
+    )
+    .unwrap();
+
+    let closed = free_ports(1)[0];
+    let config = ArtifactManagerConfig {
+        endpoint: format!("http://127.0.0.1:{closed}"),
+        ..node_config(
+            &fx,
+            &fx.cache_dir(),
+            garage.mirror_config(&garage.endpoint(0), false),
+        )
+    };
+    let manager = ModelArtifactManager::new(config).unwrap();
+    let mut events = manager.subscribe_progress();
+    let error = manager
+        .ensure_models(&[ModelId::Semantic, ModelId::Sparse])
+        .await;
+    let events = drain(&mut events);
+    error.expect("both files come from the store");
+    assert!(fallbacks(&events).is_empty(), "{:?}", fallbacks(&events));
+    let resumed = events.iter().find_map(|e| match &e.kind {
+        ProgressKind::Completed {
+            outcome,
+            bytes_transferred,
+            ..
+        } if e.model_id == ModelId::Sparse => Some((*outcome, *bytes_transferred)),
+        _ => None,
+    });
+    assert_eq!(
+        resumed,
+        Some((Outcome::Resumed, (sparse.content.len() - kept) as u64)),
+        "the partial was continued with a range read of the object"
+    );
+    for id in [ModelId::Semantic, ModelId::Sparse] {
+        let url = object_url(&fx.file(id).sha256);
+        assert_eq!(sources(&events)[&id].as_deref(), Some(url.as_str()));
+        assert_ready_from(&manager, id, &url);
+        assert_verified(&fx, &manager, id);
+    }
+    assert!(
+        fx.hub.requests().is_empty(),
+        "the emulator was never asked: {:?}",
+        fx.hub.requests()
+    );
+
+    // Not in the store and no Hub: that file fails, clearly, and alone.
+    let error = manager.ensure_all_models().await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains(ModelId::Entity.as_str()), "{text}");
+    assert!(
+        !text.contains(ModelId::Semantic.as_str()) && !text.contains(ModelId::Sparse.as_str()),
+        "{text}"
+    );
+    assert!(manager.get_path(ModelId::Entity).is_none());
+    assert!(manager
+        .readiness_report()
+        .ready_models
+        .contains(&ModelId::Sparse));
+}
+
+/// An object whose bytes are not the blob (same size, other content) is caught by the hash
+/// check, never placed in the cache; the Hub supplies the file, and the pull-through upload
+/// replaces the bad object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_object_is_detected_and_the_hub_supplies_the_file() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let fx = Fixture::new(&[model(ModelId::Code, 1_000_000, true)]);
+    let file = fx.file(ModelId::Code).clone();
+    let mut corrupt = file.content.clone();
+    for byte in corrupt.iter_mut().skip(4096).step_by(997) {
+        *byte ^= 0x5a;
+    }
+    assert_eq!(corrupt.len(), file.content.len());
+    let store = garage.store(0);
+    store
+        .put(
+            &object_path(&file.sha256),
+            PutPayload::from(corrupt.clone()),
+        )
+        .await
+        .unwrap();
+
+    let manager = ModelArtifactManager::new(node_config(
+        &fx,
+        &fx.cache_dir(),
+        garage.mirror_config(&garage.endpoint(0), true),
+    ))
+    .unwrap();
+    let mut events = manager.subscribe_progress();
+    manager
+        .ensure_all_models()
+        .await
+        .expect("the Hub supplies the file");
+    let events = drain(&mut events);
+
+    let falls = fallbacks(&events);
+    assert_eq!(falls.len(), 1, "{falls:?}");
+    assert_eq!(falls[0].1, object_url(&file.sha256));
+    assert!(
+        falls[0].2.contains(&file.sha256),
+        "the reason names the expected hash: {}",
+        falls[0].2
+    );
+    assert_eq!(
+        sources(&events)[&ModelId::Code].as_deref(),
+        Some("hub"),
+        "{events:?}"
+    );
+    assert_ready_from(&manager, ModelId::Code, "hub");
+    assert_verified(&fx, &manager, ModelId::Code);
+    let blob = std::fs::read(fx.blob_path(ModelId::Code)).unwrap();
+    assert_eq!(
+        synth::sha256_hex(&blob),
+        file.sha256,
+        "the blob is the real one"
+    );
+    assert!(
+        support::partials(&fx.blobs_dir(ModelId::Code)).is_empty(),
+        "no leftover of the corrupt bytes"
+    );
+    // The Hub sent the whole file.
+    let cdn: Vec<_> = fx
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains(&file.sha256))
+        .collect();
+    assert!(
+        cdn.iter()
+            .any(|r| r.body_bytes_sent == file.content.len() as u64),
+        "a full download from the Hub: {cdn:?}"
+    );
+    // The store now holds the verified bytes.
+    let stored = store
+        .get(&object_path(&file.sha256))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        synth::sha256_hex(&stored),
+        file.sha256,
+        "the pull-through upload replaced the corrupted object"
+    );
+}
+
+/// The store dies while a body streams (a slow link in front of it, the node killed at the
+/// first bytes): the mirror is given up after its retry timeout and the Hub resumes the
+/// partial download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_dying_mid_download_falls_back_to_the_hub() {
+    let binary = garage_or_skip!();
+    let garage = Arc::new(Garage::start(&binary, 1));
+    let fx = Fixture::new(&[model(ModelId::Semantic, 4_000_000, true)]);
+    let file = fx.file(ModelId::Semantic).clone();
+    let size = file.content.len() as u64;
+    garage
+        .store(0)
+        .put(
+            &object_path(&file.sha256),
+            PutPayload::from(file.content.clone()),
+        )
+        .await
+        .unwrap();
+
+    let link = slow_link(garage.s3_port(0), 1_000_000).await;
+    let mut mirror = garage.mirror_config(&format!("http://127.0.0.1:{link}"), false);
+    mirror.retry_timeout = Duration::from_secs(1);
+    let manager = ModelArtifactManager::new(ArtifactManagerConfig {
+        progress_interval: Duration::from_millis(20),
+        ..node_config(&fx, &fx.cache_dir(), mirror)
+    })
+    .unwrap();
+    let mut events = manager.subscribe_progress();
+    let killed = {
+        let garage = garage.clone();
+        on_first_bytes(manager.subscribe_progress(), move |_| garage.kill(0))
+    };
+    let started = Instant::now();
+    manager
+        .ensure_all_models()
+        .await
+        .expect("the Hub completes the file");
+    let elapsed = started.elapsed();
+    let events = drain(&mut events);
+    let killed_at = killed.await.unwrap().expect("bytes arrived from the store");
+    assert!(killed_at < size, "killed at {killed_at} of {size}");
+    assert!(!garage.is_running(0), "the node is dead");
+
+    let falls = fallbacks(&events);
+    assert_eq!(falls.len(), 1, "{falls:?}");
+    assert_eq!(falls[0].1, object_url(&file.sha256));
+    assert_eq!(sources(&events)[&ModelId::Semantic].as_deref(), Some("hub"));
+    assert_ready_from(&manager, ModelId::Semantic, "hub");
+    assert_verified(&fx, &manager, ModelId::Semantic);
+    // The Hub resumed what the store had delivered, and sent only the rest.
+    let hub_gets: Vec<_> = fx
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains(&file.sha256))
+        .collect();
+    let resumed = hub_gets.iter().find(|r| {
+        r.range()
+            .is_some_and(|range| !range.starts_with("bytes=0-"))
+    });
+    let resumed = resumed.unwrap_or_else(|| panic!("a ranged GET resuming: {hub_gets:?}"));
+    assert!(
+        resumed.body_bytes_sent < size,
+        "only the rest came from the Hub: {resumed:?}"
+    );
+    let from_store = events
+        .iter()
+        .filter(|e| matches!(e.kind, ProgressKind::Started { .. }))
+        .filter_map(|e| match e.kind {
+            ProgressKind::Started { resumed_from } => Some(resumed_from),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        from_store > 0,
+        "the Hub download started from the store's bytes"
+    );
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "given up in bounded time: {elapsed:?}"
+    );
+}
+
+/// Three nodes, replication factor 3: a node stopping while a body streams from another
+/// does not disturb the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_survives_losing_a_node_during_a_download() {
+    let binary = garage_or_skip!();
+    let garage = Arc::new(Garage::start(&binary, 3));
+    let fx = Fixture::new(&[
+        model(ModelId::Causal, 3_000_000, true),
+        model(ModelId::Hdc, 500_000, false),
+    ]);
+    let served = [ModelId::Causal, ModelId::Hdc];
+
+    // Node A fills the store through the first Garage node.
+    let node_a = ModelArtifactManager::new(node_config(
+        &fx,
+        &fx.cache_dir(),
+        garage.mirror_config(&garage.endpoint(0), true),
+    ))
+    .unwrap();
+    node_a.ensure_all_models().await.expect("node A ensures");
+    // Every Garage node lists both objects (each holds a replica).
+    for index in 0..3 {
+        let objects = garage.objects(index).await;
+        for id in served {
+            assert_eq!(
+                objects.get(&fx.file(id).sha256),
+                Some(&(fx.file(id).content.len() as u64)),
+                "node {index}: {objects:?}"
+            );
+        }
+    }
+
+    // Node B reads through the second Garage node over a slow link; the third Garage node
+    // is stopped as the first bytes arrive.
+    fx.hub.clear_requests();
+    let link = slow_link(garage.s3_port(1), 2_000_000).await;
+    let cache_b = fx.dir.path().join("node-b");
+    let node_b = ModelArtifactManager::new(ArtifactManagerConfig {
+        progress_interval: Duration::from_millis(20),
+        max_concurrent_downloads: 1,
+        ..node_config(
+            &fx,
+            &cache_b,
+            garage.mirror_config(&format!("http://127.0.0.1:{link}"), false),
+        )
+    })
+    .unwrap();
+    let mut events = node_b.subscribe_progress();
+    let stopped = {
+        let garage = garage.clone();
+        on_first_bytes(node_b.subscribe_progress(), move |_| garage.kill(2))
+    };
+    node_b.ensure_all_models().await.expect("node B ensures");
+    let events = drain(&mut events);
+    let stopped_at = stopped.await.unwrap().expect("bytes arrived");
+    assert!(!garage.is_running(2), "the third node is down");
+    assert!(
+        stopped_at < fx.file(ModelId::Causal).content.len() as u64,
+        "stopped mid-download, at {stopped_at}"
+    );
+
+    assert!(fallbacks(&events).is_empty(), "{:?}", fallbacks(&events));
+    for id in served {
+        let url = object_url(&fx.file(id).sha256);
+        assert_eq!(sources(&events)[&id].as_deref(), Some(url.as_str()), "{id}");
+        assert_ready_from(&node_b, id, &url);
+        assert_verified(&fx, &node_b, id);
+    }
+    let requests = fx.hub.requests();
+    assert!(
+        requests.iter().all(|r| r.method != "GET"),
+        "no byte from the Hub: {requests:?}"
+    );
+    // Garage's side: the cluster knows it lost a node and still serves every object.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let health = garage.health(0).expect("health");
+        if health["storageNodesUp"] == 2 || Instant::now() > deadline {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(health["storageNodesUp"], 2, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(garage.objects(1).await.len(), served.len());
+}
