@@ -17,11 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use context_graph_embeddings::artifacts::source::{ByteSource, Opened};
 use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, Mirror, MirrorConfig, ModelArtifactManager, Outcome, ProgressEvent,
     ProgressKind, ReadinessState,
 };
-use context_graph_embeddings::ModelId;
+use context_graph_embeddings::{EmbeddingError, ModelId};
 use futures_util::TryStreamExt;
 use hub_emulator::{synth, Host};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -1031,4 +1032,93 @@ async fn a_three_node_cluster_survives_losing_a_node_during_a_download() {
     assert_eq!(health["storageNodesUp"], 2, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(garage.objects(1).await.len(), served.len());
+}
+
+/// `CG_MODELS_MIRROR`, `CG_MODELS_MIRROR_WRITE` and the usual AWS variables (or a credentials
+/// file and profile) are all a node needs to write to and read from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_alone_configures_the_mirror() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let content = synth::safetensors(200_000, 7);
+    let sha = synth::sha256_hex(&content);
+    let size = content.len() as u64;
+    let blob = dir.path().join("blob");
+    std::fs::write(&blob, &content).unwrap();
+    let url = format!("s3://{BUCKET}/{PREFIX}");
+
+    // A writer: keys, region and endpoint in AWS_* variables.
+    let writer_vars: BTreeMap<&str, String> = BTreeMap::from([
+        ("CG_MODELS_MIRROR", url.clone()),
+        ("CG_MODELS_MIRROR_WRITE", "1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", garage.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", garage.secret.clone()),
+        ("AWS_REGION", REGION.to_owned()),
+        ("AWS_ENDPOINT_URL", garage.endpoint(0)),
+    ]);
+    let writer_env = |name: &str| writer_vars.get(name).cloned();
+    let config = ArtifactManagerConfig::from_lookup(&writer_env)
+        .mirror
+        .expect("CG_MODELS_MIRROR names a mirror");
+    assert!(config.write && config.endpoint.is_none() && config.access_key_id.is_none());
+    let writer = Mirror::connect_with(&config, &writer_env).unwrap();
+    assert!(writer.is_writable());
+    assert!(writer.upload(&blob, &sha, size).await.expect("upload"));
+    assert_eq!(garage.objects(0).await.get(&sha), Some(&size));
+
+    // A reader: keys from a profile of a credentials file, the S3-specific endpoint variable.
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = GKnotthisone\naws_secret_access_key = wrong\n\n\
+             [mirror]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            garage.key_id, garage.secret
+        ),
+    )
+    .unwrap();
+    let reader_vars: BTreeMap<&str, String> = BTreeMap::from([
+        ("CG_MODELS_MIRROR", url),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            credentials.display().to_string(),
+        ),
+        ("AWS_PROFILE", "mirror".to_owned()),
+        ("AWS_DEFAULT_REGION", REGION.to_owned()),
+        ("AWS_ENDPOINT_URL_S3", garage.endpoint(0)),
+    ]);
+    let reader_env = |name: &str| reader_vars.get(name).cloned();
+    let config = MirrorConfig::from_env(&reader_env).unwrap();
+    assert!(!config.write);
+    let reader = Mirror::connect_with(&config, &reader_env).unwrap();
+    assert_eq!(read_object(&reader, &sha).await.unwrap(), content);
+
+    // The region is part of the signature: Garage refuses any other than its `s3_region`.
+    let mut wrong_vars = reader_vars.clone();
+    wrong_vars.remove("AWS_DEFAULT_REGION");
+    let wrong_env = |name: &str| wrong_vars.get(name).cloned();
+    let wrong = Mirror::connect_with(&config, &wrong_env).unwrap();
+    let error = read_object(&wrong, &sha).await.unwrap_err();
+    assert!(
+        matches!(error, EmbeddingError::Mirror { .. }),
+        "a plain mirror failure (the Hub is tried next): {error:?}"
+    );
+}
+
+/// Reads a whole object through the mirror's byte source.
+async fn read_object(mirror: &Mirror, sha256: &str) -> Result<Vec<u8>, EmbeddingError> {
+    let source = mirror.source(sha256, Duration::from_secs(5));
+    let Opened::Whole { mut body, length } = source.open(0, None).await? else {
+        panic!("a read from 0 to the end gives the whole object");
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body
+        .next_chunk(Duration::from_secs(5), &source.name())
+        .await?
+    {
+        bytes.extend_from_slice(&chunk);
+    }
+    assert_eq!(length, Some(bytes.len() as u64));
+    Ok(bytes)
 }
