@@ -108,6 +108,7 @@ impl Bench {
                         row.samples.push(Sample {
                             wall: finished.wall,
                             peak_rss_kib: finished.peak_rss_kib,
+                            cpu: finished.cpu,
                             requests: Some(requests),
                         });
                     }
@@ -197,19 +198,21 @@ impl Bench {
                             .arg("--quiet")
                             .arg("verify");
                         rows[0].command = Some(self.shown(&job, &self.work.join("warm")));
-                        let finished = process::run(&job, None, self.timeout, &self.work)?;
+                        let finished =
+                            process::run(&job, Some(&self.rss), self.timeout, &self.work)?;
                         finished
                             .success
-                            .then_some(finished.wall)
+                            .then_some((finished.wall, finished.cpu))
                             .ok_or(finished.detail)
                     }
                     1 => {
                         let job = Job::new(sha256sum.clone().unwrap_or_default()).args(&paths);
                         rows[1].command = Some("sha256sum <the eight snapshot files>".to_owned());
-                        let finished = process::run(&job, None, self.timeout, &self.work)?;
+                        let finished =
+                            process::run(&job, Some(&self.rss), self.timeout, &self.work)?;
                         finished
                             .success
-                            .then_some(finished.wall)
+                            .then_some((finished.wall, finished.cpu))
                             .ok_or(finished.detail)
                     }
                     _ => {
@@ -217,11 +220,13 @@ impl Bench {
                             "in process: for each file, read 1 MiB blocks into one sha2::Sha256"
                                 .to_owned(),
                         );
-                        Ok(sha2_one_core(&paths)?)
+                        let wall = sha2_one_core(&paths)?;
+                        // One thread doing nothing else: its CPU time is its wall time.
+                        Ok((wall, Some(wall)))
                     }
                 };
                 match outcome {
-                    Ok(wall) => {
+                    Ok((wall, cpu)) => {
                         eprintln!(
                             "cg-bench: verify: run {}/{} {:<42} {:>8.3} s",
                             run + 1,
@@ -232,6 +237,7 @@ impl Bench {
                         rows[index].samples.push(Sample {
                             wall,
                             peak_rss_kib: None,
+                            cpu,
                             requests: None,
                         });
                     }
@@ -298,6 +304,7 @@ impl Bench {
                     status.samples.push(Sample {
                         wall: finished.wall,
                         peak_rss_kib: None,
+                        cpu: None,
                         requests: None,
                     });
                 } else {
@@ -360,6 +367,7 @@ impl Bench {
                         row.row.samples.push(Sample {
                             wall,
                             peak_rss_kib: None,
+                            cpu: None,
                             requests: None,
                         });
                     }

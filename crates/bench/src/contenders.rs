@@ -185,12 +185,23 @@ pub fn output_path(contender: Contender, file: &FileSpec, dir: &Path) -> PathBuf
     }
 }
 
-/// `None` when every file is in place with the right size, else what is wrong.
+/// `None` when every file is in place with the right size and SHA-256 (hashed here, after
+/// the run, untimed), else what is wrong.
 pub fn check_outputs(contender: Contender, files: &[&FileSpec], dir: &Path) -> Option<String> {
     for file in files {
         let path = output_path(contender, file, dir);
         match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == file.size => {}
+            Ok(meta) if meta.len() == file.size => match sha256_hex(&path) {
+                Ok(sha) if sha == file.sha256 => {}
+                Ok(sha) => {
+                    return Some(format!(
+                        "{} has SHA-256 {sha}, expected {}",
+                        path.display(),
+                        file.sha256
+                    ))
+                }
+                Err(e) => return Some(format!("{}: {e}", path.display())),
+            },
             Ok(meta) => {
                 return Some(format!(
                     "{} has {} bytes, expected {}",
@@ -203,4 +214,21 @@ pub fn check_outputs(contender: Contender, files: &[&FileSpec], dir: &Path) -> O
         }
     }
     None
+}
+
+/// SHA-256 of a file, lower-case hex.
+pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }

@@ -23,6 +23,8 @@ pub struct FileSpec {
     pub filename: String,
     /// Size of the synthetic file in bytes.
     pub size: u64,
+    /// SHA-256 of its content (hex).
+    pub sha256: String,
     /// Resolve URL (redirects to the emulator's CDN host).
     pub url: String,
 }
@@ -79,7 +81,12 @@ impl Served {
             let commit = hub
                 .commit_of(&model.repo_id, &model.revision)
                 .ok_or_else(|| anyhow!("{}: revision does not resolve", model.model_id))?;
+            let sha256 = hub
+                .file_info(&model.repo_id, &model.revision, &model.filename)
+                .ok_or_else(|| anyhow!("{}: file not served", model.model_id))?
+                .sha256;
             files.push(FileSpec {
+                sha256,
                 url: hub.resolve_url(&model.repo_id, &model.revision, &model.filename),
                 model_id: model.model_id,
                 repo_id: model.repo_id,

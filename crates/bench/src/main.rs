@@ -425,7 +425,7 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
             .to_owned(),
         "Cold cache: every run downloads into a fresh temporary directory, deleted afterwards. \
          A run counts only when the process exits 0 and every file is in place with the right \
-         size (contents are not re-hashed by the harness)."
+         size and SHA-256 (hashed by the harness after the run, outside the timing)."
             .to_owned(),
         "ours: `target/release/cg-models ensure` (rebuilt with `cargo build --release -p \
          cg-models` before the run unless `--no-build`) with the synthetic manifest the \

@@ -133,7 +133,7 @@ fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%$".contains(c));
     if plain {
         word.to_owned()
     } else {
@@ -144,7 +144,7 @@ fn quote(word: &str) -> String {
 /// How peak resident memory of a child is measured.
 #[derive(Debug, Clone)]
 pub enum RssMethod {
-    /// GNU time at this path, `-f %M` (`ru_maxrss` from `wait4`).
+    /// GNU time at this path, `-f '%M %U %S'` (`ru_maxrss` and CPU times from `wait4`).
     GnuTime(PathBuf),
     /// `VmHWM` of `/proc/<pid>/status`, polled every 10 ms.
     ProcPolling,
@@ -155,16 +155,13 @@ impl RssMethod {
     pub fn detect() -> Self {
         let time = PathBuf::from("/usr/bin/time");
         let works = Command::new(&time)
-            .args(["-f", "%M", "true"])
+            .args(["-f", "%M %U %S", "true"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
             .is_ok_and(|out| {
                 out.status.success()
-                    && String::from_utf8_lossy(&out.stderr)
-                        .trim()
-                        .parse::<u64>()
-                        .is_ok()
+                    && parse_time_line(String::from_utf8_lossy(&out.stderr).trim()).is_some()
             });
         if works {
             RssMethod::GnuTime(time)
@@ -177,9 +174,10 @@ impl RssMethod {
     pub fn describe(&self) -> String {
         match self {
             RssMethod::GnuTime(path) => format!(
-                "`{} -f %M` around the child: the child's `ru_maxrss` as returned by `wait4` \
-                 (peak resident set of the contender's process; child processes it waits for \
-                 are included by the kernel only if they were larger)",
+                "`{} -f '%M %U %S'` around the child: the child's `ru_maxrss` as returned by \
+                 `wait4` (peak resident set of the contender's process; child processes it \
+                 waits for are included by the kernel only if they were larger); CPU time = \
+                 user + system seconds from the same `rusage`",
                 path.display()
             ),
             RssMethod::ProcPolling => "`VmHWM` of `/proc/<pid>/status` of the child, polled every \
@@ -196,6 +194,8 @@ pub struct Finished {
     pub wall: Duration,
     /// Peak resident set in KiB, when measured.
     pub peak_rss_kib: Option<u64>,
+    /// User + system CPU time of the child (GNU time only).
+    pub cpu: Option<Duration>,
     /// Exit status 0 (and not timed out).
     pub success: bool,
     /// For a failure: the exit status and the end of stderr.
@@ -216,7 +216,7 @@ pub fn run(
         Some(RssMethod::GnuTime(time)) => {
             let leading: Vec<OsString> = vec![
                 "-f".into(),
-                "%M".into(),
+                "%M %U %S".into(),
                 "-o".into(),
                 rss_file.path().into(),
                 job.program.clone().into(),
@@ -266,18 +266,13 @@ pub fn run(
         let _ = poller.join();
     }
 
-    let peak_rss_kib = match rss {
-        Some(RssMethod::GnuTime(_)) => {
-            std::fs::read_to_string(rss_file.path())
-                .ok()
-                .and_then(|text| {
-                    text.lines()
-                        .rev()
-                        .find_map(|line| line.trim().parse::<u64>().ok())
-                })
-        }
-        Some(RssMethod::ProcPolling) => Some(hwm.load(Ordering::SeqCst)).filter(|&k| k > 0),
-        None => None,
+    let (peak_rss_kib, cpu) = match rss {
+        Some(RssMethod::GnuTime(_)) => std::fs::read_to_string(rss_file.path())
+            .ok()
+            .and_then(|text| text.lines().rev().find_map(parse_time_line))
+            .map_or((None, None), |(kib, cpu)| (Some(kib), Some(cpu))),
+        Some(RssMethod::ProcPolling) => (Some(hwm.load(Ordering::SeqCst)).filter(|&k| k > 0), None),
+        None => (None, None),
     };
     let timed_out = timed_out.load(Ordering::SeqCst);
     let success = status.success() && !timed_out;
@@ -291,9 +286,19 @@ pub fn run(
     Ok(Finished {
         wall,
         peak_rss_kib,
+        cpu,
         success,
         detail,
     })
+}
+
+/// GNU time's `%M %U %S` line: peak RSS in KiB and user + system CPU time.
+fn parse_time_line(line: &str) -> Option<(u64, Duration)> {
+    let mut fields = line.split_whitespace();
+    let kib = fields.next()?.parse().ok()?;
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((kib, Duration::from_secs_f64(user + system)))
 }
 
 /// The last `lines` non-empty lines of a file, joined with ` | `.

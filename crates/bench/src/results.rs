@@ -15,6 +15,8 @@ pub struct Sample {
     pub wall: Duration,
     /// Peak resident set in KiB, when measured.
     pub peak_rss_kib: Option<u64>,
+    /// User + system CPU time, when measured.
+    pub cpu: Option<Duration>,
     /// `GET` responses with a body (200/206) the emulator sent during the run.
     pub requests: Option<usize>,
 }
@@ -72,6 +74,16 @@ impl Row {
             .filter_map(|s| s.peak_rss_kib)
             .max()
             .map(|kib| kib as f64 * 1024.0 / MIB)
+    }
+
+    /// Median user + system CPU seconds of the runs that measured it.
+    pub fn median_cpu(&self) -> Option<f64> {
+        median(
+            self.samples
+                .iter()
+                .filter_map(|s| s.cpu.map(|c| c.as_secs_f64()))
+                .collect(),
+        )
     }
 
     /// Median number of body responses per run.
@@ -170,6 +182,13 @@ impl DownloadTable {
             "wall, min–max (s)",
             "MB/s (median)",
         ];
+        let with_cpu = self
+            .rows
+            .iter()
+            .any(|r| r.samples.iter().any(|s| s.cpu.is_some()));
+        if with_cpu {
+            headers.push("CPU user+sys (s, median)");
+        }
         if with_rss {
             headers.push("peak RSS (MiB, max)");
         }
@@ -190,6 +209,9 @@ impl DownloadTable {
                     ),
                     num(row.throughput(self.bytes), 1),
                 ];
+                if with_cpu {
+                    cells.push(num(row.median_cpu(), 2));
+                }
                 if with_rss {
                     cells.push(num(row.peak_rss_mib(), 1));
                 }
