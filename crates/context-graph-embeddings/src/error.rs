@@ -128,7 +128,7 @@ pub enum EmbeddingError {
         refusal: HubRefusal,
     },
     /// The repository is gated and the token is missing or lacks access.
-    #[error("{location}: gated repository ({refusal}); accept its terms on https://huggingface.co/{}, then give a token with access via HF_TOKEN, the token file ($HF_HOME/token) or --token", .location.repo_id)]
+    #[error("{location}: gated repository ({refusal}); accept its terms on {repo_page}, then give a token with access via HF_TOKEN, the token file ($HF_HOME/token) or --token")]
     GatedRepo {
         /// The file.
         location: FileLocation,
@@ -136,6 +136,8 @@ pub enum EmbeddingError {
         refusal: HubRefusal,
         /// Whether a token was sent.
         token_sent: bool,
+        /// The repo's page on the Hub, where its terms are accepted.
+        repo_page: String,
     },
     /// The Hub refused with a status that retrying cannot fix (401, 403, 4xx).
     #[error("{location}: the Hub refused the request ({refusal})")]
@@ -355,6 +357,14 @@ fn join_models(models: &[ModelId]) -> String {
 fn format_failures(failures: &[(ModelId, EmbeddingError)]) -> String {
     failures
         .iter()
-        .map(|(model, error)| format!("\n  - {model}: {error}"))
+        .map(|(model, error)| {
+            // Most errors name their model first already; do not say it twice.
+            let text = error.to_string();
+            if text.starts_with(model.as_str()) {
+                format!("\n  - {text}")
+            } else {
+                format!("\n  - {model}: {text}")
+            }
+        })
         .collect()
 }

@@ -142,10 +142,13 @@ pub async fn fetch_blob(
                         hasher,
                     };
                     emitter.send(model, size, total, ProgressKind::Verifying);
+                    // The progress record goes before the rename: a crash after the rename
+                    // would leave it for ever beside a partial that no longer exists, while a
+                    // complete partial without it is simply adopted whole next time.
+                    let sidecar = sidecar_path(&path);
+                    let _ = blocking(move || fs::remove_file(sidecar)).await;
                     match check_and_persist(request, &mut complete).await {
                         Ok(blob_path) => {
-                            let sidecar = sidecar_path(&path);
-                            let _ = blocking(move || fs::remove_file(sidecar)).await;
                             return Ok(FetchedBlob {
                                 blob_path,
                                 transferred,
@@ -589,6 +592,10 @@ fn adopt_partial(blobs_dir: &Path, etag: &str, expected_size: Option<u64>) -> io
     let ours = new_partial_path(blobs_dir, etag);
     let mut adopted: Option<PathBuf> = None;
     for (candidate, _) in partial_files(blobs_dir, etag) {
+        if super::cache::partial_in_use(&candidate) {
+            // Another running writer's file (locks that do nothing): not ours to take.
+            continue;
+        }
         let sidecar = sidecar_path(&candidate);
         if adopted.is_none() && fs::rename(&candidate, &ours).is_ok() {
             let _ = fs::rename(&sidecar, sidecar_path(&ours));

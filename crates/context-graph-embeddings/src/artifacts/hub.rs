@@ -499,11 +499,17 @@ async fn error_from_response(
         Some("RevisionNotFound") => return EmbeddingError::RevisionNotFound { location, refusal },
         Some("EntryNotFound") => return EmbeddingError::EntryNotFound { location, refusal },
         Some("GatedRepo") => {
+            let repo_page = format!(
+                "{}/{}",
+                url.origin().ascii_serialization(),
+                location.repo_id
+            );
             return EmbeddingError::GatedRepo {
                 location,
                 refusal,
                 token_sent,
-            }
+                repo_page,
+            };
         }
         Some("RepoNotFound") => return EmbeddingError::RepoNotFound { location, refusal },
         _ => {}

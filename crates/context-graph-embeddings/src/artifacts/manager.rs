@@ -329,7 +329,7 @@ impl ModelArtifactManager {
         if let Some(commit) = &commit {
             let path = self.layout.snapshot_path(repo, commit, &artifact.filename);
             if let Ok(meta) = std::fs::metadata(&path) {
-                if meta.is_file() {
+                if meta.is_file() && cache::entry_stays_inside(&path) {
                     state.size = Some(meta.len());
                     state.blob_name = snapshot_link_blob_name(&path);
                     let stamp = VerificationStamp::read(&self.layout.stamp_path(
@@ -446,7 +446,23 @@ impl ModelArtifactManager {
         parallelism: usize,
         only_unverified: bool,
     ) -> Vec<VerifyOutcome> {
-        let artifacts: Vec<&ModelArtifact> = self.manifest.artifacts().collect();
+        let all: Vec<ModelId> = self.manifest.artifacts().map(|a| a.model_id).collect();
+        self.verify_models(&all, parallelism, only_unverified).await
+    }
+
+    /// Like [`verify_present`](Self::verify_present), for some models only (built-ins and
+    /// models without an artifact are skipped).
+    pub async fn verify_models(
+        &self,
+        models: &[ModelId],
+        parallelism: usize,
+        only_unverified: bool,
+    ) -> Vec<VerifyOutcome> {
+        let artifacts: Vec<&ModelArtifact> = self
+            .manifest
+            .artifacts()
+            .filter(|a| models.contains(&a.model_id))
+            .collect();
         let results = stream::iter(artifacts)
             .map(|artifact| async move {
                 let state = self.inspect(artifact);
@@ -622,7 +638,7 @@ impl ModelArtifactManager {
         let lock_path = self.layout.lock_path(repo, &etag);
         let emitter = self.emitter.clone();
         let lock_for_event = lock_path.clone();
-        let _lock = BlobLock::acquire(&lock_path, move || {
+        let lock = BlobLock::acquire(&lock_path, move || {
             emitter.send(
                 model_id,
                 0,
@@ -633,6 +649,12 @@ impl ModelArtifactManager {
             );
         })
         .await?;
+        if !lock.is_effective() {
+            self.warn(model_id, format!(
+                "this file system does not support locks ({}); downloading without one (still safe: private temporary files, verified before they are put in place)",
+                lock_path.display()
+            ));
+        }
         let _ = self.layout.ensure_cachedir_tag();
 
         // After the lock: another process (or Python) may have placed the blob meanwhile.
@@ -647,7 +669,13 @@ impl ModelArtifactManager {
                     fetched = Some((Outcome::Reused, 0, "cache".to_owned()));
                 }
                 _ => {
-                    tracing::warn!(blob = %blob_path.display(), "cached blob does not match its expected hash; fetching it again");
+                    self.warn(
+                        model_id,
+                        format!(
+                        "the cached blob {} does not match its expected SHA-256; fetching it again",
+                        blob_path.display()
+                    ),
+                    );
                     cache::remove_entry(&blob_path)?;
                 }
             }
@@ -764,9 +792,12 @@ impl ModelArtifactManager {
                     Ok(_) => {
                         tracing::info!(model = %model_id, object = %mirror.object_url(&expected_sha256), "uploaded to the mirror")
                     }
-                    Err(error) => {
-                        tracing::warn!(model = %model_id, %error, "upload to the mirror failed; the download itself is fine")
-                    }
+                    Err(error) => self.warn(
+                        model_id,
+                        format!(
+                            "upload to the mirror failed ({error}); the download itself is fine"
+                        ),
+                    ),
                 }
             }
         }
@@ -804,6 +835,13 @@ impl ModelArtifactManager {
         };
         self.completed_from(artifact, &snapshot, outcome, transferred, Some(source));
         Ok(snapshot)
+    }
+
+    /// Tells the user something that does not stop the download: a log line and an event.
+    fn warn(&self, model_id: ModelId, message: String) {
+        tracing::warn!(model = %model_id, "{message}");
+        self.emitter
+            .send(model_id, 0, 0, ProgressKind::Warning { message });
     }
 
     fn completed(&self, artifact: &ModelArtifact, path: &Path, outcome: Outcome, transferred: u64) {
@@ -1338,6 +1376,24 @@ impl ModelArtifactManager {
             blob_names.extend(state.blob_name.clone());
             blob_names.extend(artifact.sha256.clone());
             blob_names.extend(state.stamp.as_ref().map(|s| s.sha256.clone()));
+            if artifact.sha256.is_none()
+                && self
+                    .manifest
+                    .artifacts()
+                    .filter(|a| a.repo_id == artifact.repo_id)
+                    .count()
+                    == 1
+            {
+                // An unpinned download that never finished has no known etag: when no other
+                // entry uses this repo, the partial downloads in it are this entry's.
+                if let Ok(entries) = std::fs::read_dir(self.layout.blobs_dir(repo)) {
+                    blob_names.extend(entries.flatten().filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.ends_with(cache::INCOMPLETE_SUFFIX)
+                            .then(|| name.split('.').next().unwrap_or_default().to_owned())
+                    }));
+                }
+            }
             blob_names.sort();
             blob_names.dedup();
             if let Some(commit) = &state.commit {
@@ -1367,6 +1423,7 @@ impl ModelArtifactManager {
                 }
                 for (partial, _) in partial_files(&self.layout.blobs_dir(repo), &name) {
                     cache::remove_entry(&partial)?;
+                    cache::remove_entry(&super::ranged::sidecar_path(&partial))?;
                 }
                 drop(lock);
             }

@@ -203,25 +203,42 @@ impl Manifest {
 
     /// Serialises the manifest in the same format it is read from (pretty JSON, trailing newline).
     pub fn to_json_pretty(&self) -> String {
-        let items: Vec<Value> = self
+        /// Entries in the field order people write them (serde keeps struct order).
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Written<'a> {
+            Builtin {
+                model_id: &'a str,
+                builtin: bool,
+            },
+            Artifact {
+                model_id: &'a str,
+                repo_id: &'a str,
+                filename: &'a str,
+                sha256: &'a Option<String>,
+                size_bytes: Option<u64>,
+                revision: &'a Option<String>,
+            },
+        }
+        let items: Vec<Written<'_>> = self
             .entries
             .iter()
             .map(|entry| match entry {
-                ManifestEntry::Builtin(id) => {
-                    serde_json::json!({ "model_id": id.as_str(), "builtin": true })
-                }
-                ManifestEntry::Artifact(a) => serde_json::json!({
-                    "model_id": a.model_id.as_str(),
-                    "repo_id": a.repo_id,
-                    "filename": a.filename,
-                    "sha256": a.sha256,
-                    "size_bytes": a.size_bytes,
-                    "revision": a.revision,
-                }),
+                ManifestEntry::Builtin(id) => Written::Builtin {
+                    model_id: id.as_str(),
+                    builtin: true,
+                },
+                ManifestEntry::Artifact(a) => Written::Artifact {
+                    model_id: a.model_id.as_str(),
+                    repo_id: &a.repo_id,
+                    filename: &a.filename,
+                    sha256: &a.sha256,
+                    size_bytes: a.size_bytes,
+                    revision: &a.revision,
+                },
             })
             .collect();
-        let mut text =
-            serde_json::to_string_pretty(&Value::Array(items)).unwrap_or_else(|_| "[]".to_owned());
+        let mut text = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_owned());
         text.push('\n');
         text
     }
@@ -558,8 +575,14 @@ mod tests {
     #[test]
     fn round_trips_through_its_own_serialisation() {
         let manifest = Manifest::embedded().unwrap();
-        let again = Manifest::parse(&manifest.to_json_pretty(), "built-in manifest").unwrap();
+        let text = manifest.to_json_pretty();
+        let again = Manifest::parse(&text, "built-in manifest").unwrap();
         assert_eq!(manifest, again);
+        let first = text.lines().nth(2).unwrap().trim();
+        assert!(
+            first.starts_with("\"model_id\""),
+            "fields keep their written order: {first}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
 
 use super::downloader::blocking;
 use super::environment::{EnvLookup, ProcessEnv};
@@ -162,6 +162,14 @@ impl Mirror {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(region)
+            // The client's default 30 s limit covers a whole request, body included: a slow
+            // link would cut every read and fail every 16 MB upload part. Reads have the
+            // downloader's idle timeout; a whole request gets ten minutes.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(600)),
+            )
             .with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: config.retry_timeout,

@@ -36,6 +36,7 @@ pub struct ProgressEvent {
 /// What a progress event reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ProgressKind {
     /// A transfer begins; `resumed_from` bytes were already on disk and verified as a prefix.
     Started {
@@ -72,6 +73,12 @@ pub enum ProgressKind {
         /// was fetched.
         source: Option<String>,
     },
+    /// Something the user should know that does not stop the download (a file system
+    /// without locks, a corrupt cached blob fetched again, a failed mirror upload).
+    Warning {
+        /// The warning, one sentence.
+        message: String,
+    },
     /// A source failed; the next one (the Hub after a mirror) is tried.
     FallingBack {
         /// The source that failed.
@@ -89,6 +96,7 @@ pub enum ProgressKind {
 /// How a model became ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// Downloaded in full.
     Downloaded,

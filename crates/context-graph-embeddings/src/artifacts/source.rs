@@ -42,6 +42,10 @@ impl Body {
                     url: name.to_owned(),
                     idle,
                 }),
+                Ok(Err(e)) if e.is_timeout() => Err(EmbeddingError::IdleTimeout {
+                    url: name.to_owned(),
+                    idle,
+                }),
                 Ok(Err(e)) => Err(EmbeddingError::Network {
                     url: name.to_owned(),
                     message: format!("body interrupted: {}", error_chain(&e)),

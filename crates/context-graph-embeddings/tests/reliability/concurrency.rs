@@ -3,9 +3,9 @@
 //! only verified blobs; and a reader polling readiness never sees Ready for a file that is not
 //! complete and verified.
 //!
-//! The no-locks tests need a test-only switch in `lock.rs`, `CG_MODELS_TEST_NO_LOCKS=1`, which
-//! does not exist yet: they are WAITING FOR THAT HOOK and fail until it lands (see
-//! [`require_no_locks_hook`]).
+//! The no-locks tests use the test-only switch of `lock.rs`, `CG_MODELS_TEST_NO_LOCKS=1`, and
+//! first check that it really makes locks exclude nothing ([`require_no_locks_hook`]), so they
+//! can never silently test working locks instead.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -221,23 +221,22 @@ pub fn require_no_locks_hook(fx: &Fixture) {
     let result = probe.result().unwrap_or_default();
     assert!(
         status.success() && result["second_granted_at_once"] == true,
-        "WAITING FOR HOOK: with {NO_LOCKS_ENV}=1 a blob lock taken twice still blocks, so \
-         lock.rs has no test switch to make locks ineffective yet (the network file system \
-         case cannot be tested). Probe result: {result}"
+        "with {NO_LOCKS_ENV}=1 a blob lock taken twice still blocks: the switch in lock.rs \
+         does not work, so the network-file-system case is not being tested. Probe result: {result}"
     );
 }
 
-/// WAITING FOR HOOK (`CG_MODELS_TEST_NO_LOCKS=1` in lock.rs).
+/// The switch `CG_MODELS_TEST_NO_LOCKS=1` in lock.rs makes a lock taken twice be granted at once.
 #[test]
-fn waiting_for_hook_no_locks_switch_exists() {
+fn the_no_locks_switch_really_switches_locks_off() {
     let fx = Fixture::new(&[pinned(PINNED, 10_000)]);
     require_no_locks_hook(&fx);
 }
 
-/// WAITING FOR HOOK. Four writers without working locks, with cuts so that partial downloads
+/// Four writers without working locks, with cuts so that partial downloads
 /// are left around and adopted: only verified blobs may ever reach a final path.
 #[test]
-fn waiting_for_hook_without_locks_four_writers_place_only_verified_blobs() {
+fn without_locks_four_writers_place_only_verified_blobs() {
     let test = test_name!();
     const SIZE: u64 = 1_500_000;
     let fx = Fixture::new(&[pinned(PINNED, SIZE), unpinned(UNPINNED, SIZE)]);
@@ -297,12 +296,12 @@ fn waiting_for_hook_without_locks_four_writers_place_only_verified_blobs() {
     );
 }
 
-/// WAITING FOR HOOK. Without working locks, writer B adopts (renames) the partial download
+/// Without working locks, writer B adopts (renames) the partial download
 /// writer A is still writing, completes and places it; A keeps writing into that same file,
 /// now at the final path, and the server sends A one wrong byte. The blob must still hash to
 /// its name.
 #[test]
-fn waiting_for_hook_without_locks_a_slow_writer_never_corrupts_a_placed_blob() {
+fn without_locks_a_slow_writer_never_corrupts_a_placed_blob() {
     let test = test_name!();
     const SIZE: u64 = 1_000_000;
     let fx = Fixture::new(&[pinned(PINNED, SIZE)]);
