@@ -83,6 +83,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub offline: bool,
 
+    /// Content-addressed mirror tried before the Hub, e.g. s3://bucket/models
+    /// [default: $CG_MODELS_MIRROR]. Credentials from AWS_* variables or ~/.aws/credentials;
+    /// an S3-compatible store's address from AWS_ENDPOINT_URL.
+    #[arg(long, global = true, value_name = "S3_URL")]
+    pub mirror: Option<String>,
+
+    /// Upload files fetched from the Hub to the mirror once verified (pull-through)
+    /// [default: $CG_MODELS_MIRROR_WRITE].
+    #[arg(long, global = true, requires = "mirror")]
+    pub mirror_write: bool,
+
     /// How many files download at once [default: 4].
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: Option<u16>,

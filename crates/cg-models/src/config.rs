@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use context_graph_embeddings::artifacts::environment::read_token_file;
-use context_graph_embeddings::artifacts::ArtifactManagerConfig;
+use context_graph_embeddings::artifacts::{ArtifactManagerConfig, MirrorConfig};
 
 use crate::cli::GlobalArgs;
 use crate::failure::CliError;
@@ -38,6 +38,15 @@ pub fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig, CliEr
             ))
         })?;
         config.hf_token = Some(token);
+    }
+    if let Some(url) = &args.mirror {
+        let mut mirror = config
+            .mirror
+            .take()
+            .unwrap_or_else(|| MirrorConfig::new(url.clone()));
+        mirror.url = url.clone();
+        mirror.write |= args.mirror_write;
+        config.mirror = Some(mirror);
     }
     config.offline |= args.offline;
     if let Some(n) = args.concurrency {

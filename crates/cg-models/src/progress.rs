@@ -255,6 +255,15 @@ impl Renderer {
         } = kind
         {
             self.completed(event, path, *outcome, *bytes_transferred);
+        } else if let ProgressKind::FallingBack { from, reason } = kind {
+            self.notice(
+                Style::Yellow,
+                "↪",
+                model,
+                &format!("{from} failed, trying the Hub: {reason}"),
+            );
+        } else if let ProgressKind::Warning { message } = kind {
+            self.notice(Style::Yellow, "!", model, message);
         } else if let ProgressKind::Failed { error } = kind {
             self.end_model(model, 0);
             self.tally

@@ -142,7 +142,12 @@ fn location_text(model: &ModelReadiness, cache: &Path) -> String {
         return format!("error: {}", truncate(error, 300));
     }
     match (&model.path, model.state) {
-        (Some(path), _) => path.display().to_string(),
+        (Some(path), _) => match model.source.as_deref() {
+            Some(source) if source.starts_with("s3://") => {
+                format!("{} (from {source})", path.display())
+            }
+            _ => path.display().to_string(),
+        },
         (None, ReadinessState::Builtin) => "computed in-process".to_owned(),
         (None, ReadinessState::Missing) if model.partial_bytes > 0 => format!(
             "{} downloaded so far in {}",
