@@ -34,6 +34,7 @@ use super::retry::RetryPolicy;
 use super::source::{ByteSource, Opened};
 use super::verification::hash_reader_into;
 use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult, FileLocation};
+use crate::model_id::ModelId;
 
 /// Chunks buffered between the network reader and the writer thread. Bounded, so a slow
 /// disk slows the reader (back-pressure) instead of filling memory.
@@ -160,25 +161,8 @@ pub async fn fetch_blob(
                             | EmbeddingError::SizeMismatch { .. }),
                         ) => {
                             integrity_failures += 1;
-                            let sidecar = sidecar_path(&path);
-                            let _ = blocking(move || fs::remove_file(sidecar)).await;
                             blocking_reset(&mut complete).await?;
-                            emitter.send(
-                                model,
-                                0,
-                                total,
-                                ProgressKind::Retrying {
-                                    attempt: 1,
-                                    delay_ms: 0,
-                                    reason: format!("{error}; fetching the file again"),
-                                },
-                            );
-                            emitter.send(
-                                model,
-                                0,
-                                total,
-                                ProgressKind::Started { resumed_from: 0 },
-                            );
+                            announce_refetch(emitter, model, total, &error);
                             complete
                         }
                         Err(other) => return Err(other),
@@ -250,17 +234,7 @@ pub async fn fetch_blob(
                             return Err(error);
                         }
                         blocking_reset(&mut partial).await?;
-                        emitter.send(
-                            model,
-                            0,
-                            total,
-                            ProgressKind::Retrying {
-                                attempt: 1,
-                                delay_ms: 0,
-                                reason: format!("{error}; fetching the file again"),
-                            },
-                        );
-                        emitter.send(model, 0, total, ProgressKind::Started { resumed_from: 0 });
+                        announce_refetch(emitter, model, total, &error);
                     }
                     Err(other) => return Err(other),
                 }
@@ -535,6 +509,22 @@ async fn check_and_persist(
     .await
     .map_err(|e| EmbeddingError::io("cannot move verified download to", &blob_path, e))?;
     Ok(blob_path)
+}
+
+/// Tells subscribers that the bytes failed their check and the file is fetched again from
+/// zero (the one refetch an integrity failure gets).
+fn announce_refetch(emitter: &ProgressEmitter, model: ModelId, total: u64, error: &EmbeddingError) {
+    emitter.send(
+        model,
+        0,
+        total,
+        ProgressKind::Retrying {
+            attempt: 1,
+            delay_ms: 0,
+            reason: format!("{error}; fetching the file again"),
+        },
+    );
+    emitter.send(model, 0, total, ProgressKind::Started { resumed_from: 0 });
 }
 
 /// A partial download taken over by this writer.

@@ -561,16 +561,7 @@ pub fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> Embed
             idle,
         };
     }
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
+    let mut message = super::source::error_chain(error);
     // reqwest names the URL in its message; the query of a signed URL must not leak.
     if let Some(query) = url.query() {
         message = message.replace(query, "…");
