@@ -39,11 +39,7 @@ impl Machine {
             })
             .unwrap_or_else(|| "?".to_owned());
         let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
-        let load = read("/proc/loadavg")
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let load = load_average();
         Machine {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             memory_gib: memory_kib / (1024.0 * 1024.0),
@@ -56,6 +52,16 @@ impl Machine {
             load,
         }
     }
+}
+
+/// The 1, 5 and 15-minute load averages of `/proc/loadavg`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `(tool, version)` for every tool and library the numbers depend on.

@@ -210,6 +210,9 @@ fn run(args: Args) -> Result<()> {
             Ok(table) => report.cold = Some(table),
             Err(e) => report.notes.push(format!("cold download failed: {e:#}")),
         }
+        report
+            .loads
+            .push(("cold download", machine::load_average()));
     }
     if wanted(Section::Capped) {
         let cap = (args.cap * MB) as u64;
@@ -234,24 +237,30 @@ fn run(args: Args) -> Result<()> {
             Ok(table) => report.capped = Some(table),
             Err(e) => report.notes.push(format!("capped download failed: {e:#}")),
         }
+        report
+            .loads
+            .push(("capped download", machine::load_average()));
     }
     if wanted(Section::Resume) {
         match bench.resume(&served, &[Contender::Ours, Contender::HuggingfaceHub]) {
             Ok(rows) => report.resume = Some(rows),
             Err(e) => report.notes.push(format!("resume failed: {e:#}")),
         }
+        report.loads.push(("resume", machine::load_average()));
     }
     if wanted(Section::Verify) {
         match bench.verify(&served) {
             Ok(table) => report.verify = Some(table),
             Err(e) => report.notes.push(format!("verify failed: {e:#}")),
         }
+        report.loads.push(("verify-all", machine::load_average()));
     }
     if wanted(Section::Readiness) {
         match bench.readiness(&served, args.readiness_iterations, args.status_runs) {
             Ok(r) => report.readiness = Some(r),
             Err(e) => report.notes.push(format!("readiness failed: {e:#}")),
         }
+        report.loads.push(("readiness", machine::load_average()));
     }
     drop(all);
     drop(served);
@@ -279,6 +288,9 @@ fn run(args: Args) -> Result<()> {
                 .notes
                 .push(format!("small-scale download failed: {e:#}")),
         }
+        report
+            .loads
+            .push(("small-scale download", machine::load_average()));
     }
 
     let results = report.render_results();

@@ -29,6 +29,8 @@ pub struct Report {
     pub readiness: Option<Readiness>,
     /// Resume after a kill.
     pub resume: Option<Vec<ResumeRow>>,
+    /// Load average (1, 5, 15 min) when each measurement finished.
+    pub loads: Vec<(&'static str, String)>,
     /// Remarks found during the run (failures to set something up, ...).
     pub notes: Vec<String>,
 }
@@ -233,6 +235,19 @@ impl Report {
         }
         if self.cold.is_some() || self.cold_small.is_some() {
             out.push_str(&self.render_memory());
+            out.push('\n');
+        }
+        if !self.loads.is_empty() {
+            out.push_str(
+                "### Machine load\n\nLoad average (1, 5, 15 min) when each measurement finished: \
+                 on 2 cores, a 1-minute load above ~1 means other work competed for the CPU.\n\n",
+            );
+            let rows: Vec<Vec<String>> = self
+                .loads
+                .iter()
+                .map(|(what, load)| vec![(*what).to_owned(), load.clone()])
+                .collect();
+            out.push_str(&table(&["after", "load average"], &rows));
             out.push('\n');
         }
         out.push_str("## Targets\n\n");
