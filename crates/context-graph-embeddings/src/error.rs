@@ -148,7 +148,7 @@ pub enum EmbeddingError {
         refusal: HubRefusal,
     },
     /// The server kept failing with transient errors until the retries ran out.
-    #[error("{location}: gave up after {attempts} attempts; last error: {last}")]
+    #[error("{location}: gave up after {attempts} attempt(s); last error: {last}")]
     RetriesExhausted {
         /// The file.
         location: FileLocation,
@@ -166,7 +166,7 @@ pub enum EmbeddingError {
         retry_after: Option<Duration>,
     },
     /// The connection failed, was reset, or the body ended early.
-    #[error("network error talking to {url}: {message}")]
+    #[error("network error talking to {url}: {message} (check the connection and any proxy in HTTPS_PROXY; a Hub mirror goes in HF_ENDPOINT or --endpoint)")]
     Network {
         /// URL without query string.
         url: String,

@@ -562,6 +562,8 @@ pub fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> Embed
         };
     }
     let mut message = super::source::error_chain(error);
+    // reqwest repeats the URL the error already names.
+    message = message.replace(&format!(" for url ({url})"), "");
     // reqwest names the URL in its message; the query of a signed URL must not leak.
     if let Some(query) = url.query() {
         message = message.replace(query, "…");
