@@ -421,7 +421,7 @@ pub fn render_header(
     ));
     out.push_str(
         "Longer, more faithful runs: `--scale 1` (real file sizes, ~5.1 GB per download, \
-         ~1 h on 2 cores) and `--runs 5`. `--only cold,capped,verify,readiness,resume,memory` \
+         an estimated 20–30 min on 2 cores, the capped runs alone ~7 min) and `--runs 5`. `--only cold,capped,verify,readiness,resume,memory` \
          runs a subset (memory includes cold).\n\n",
     );
     out.push_str("## Machine\n\n");
