@@ -55,8 +55,8 @@ impl Default for ParallelSettings {
     fn default() -> Self {
         ParallelSettings {
             connections: 8,
-            min_file_bytes: 64 * 1024 * 1024,
-            chunk_bytes: 16 * 1024 * 1024,
+            min_file_bytes: 32 * 1024 * 1024,
+            chunk_bytes: 8 * 1024 * 1024,
         }
     }
 }
