@@ -38,7 +38,7 @@ use crate::model_id::ModelId;
 
 /// Chunks buffered between the network reader and the writer thread. Bounded, so a slow
 /// disk slows the reader (back-pressure) instead of filling memory.
-const WRITE_QUEUE_CHUNKS: usize = 64;
+const WRITE_QUEUE_CHUNKS: usize = 32;
 
 /// What to fetch.
 #[derive(Debug, Clone)]

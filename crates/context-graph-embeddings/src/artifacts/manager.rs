@@ -458,11 +458,19 @@ impl ModelArtifactManager {
         parallelism: usize,
         only_unverified: bool,
     ) -> Vec<VerifyOutcome> {
-        let artifacts: Vec<&ModelArtifact> = self
+        let mut artifacts: Vec<&ModelArtifact> = self
             .manifest
             .artifacts()
             .filter(|a| models.contains(&a.model_id))
             .collect();
+        // Largest first, so the cores finish together instead of one hashing the big file
+        // alone at the end.
+        let size_of = |artifact: &ModelArtifact| {
+            artifact
+                .size_bytes
+                .unwrap_or_else(|| self.inspect(artifact).size.unwrap_or(0))
+        };
+        artifacts.sort_by_cached_key(|a| std::cmp::Reverse(size_of(a)));
         let results = stream::iter(artifacts)
             .map(|artifact| async move {
                 let state = self.inspect(artifact);

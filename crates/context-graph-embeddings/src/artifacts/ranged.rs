@@ -34,8 +34,13 @@ use super::source::{ByteSource, Opened};
 use super::verification::hash_reader_into;
 use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult};
 
-/// Pieces queued between the connections and the writer thread.
-const WRITE_QUEUE_PIECES: usize = 128;
+/// Pieces queued between the connections and the writer thread. A piece can keep a whole
+/// network read buffer alive, so the queue is short: memory, not throughput, is bounded here.
+const WRITE_QUEUE_PIECES: usize = 32;
+
+/// Bytes written between two updates of the progress record, so a kill loses at most about
+/// this much per connection besides what was in flight.
+const RECORD_EVERY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Read size when hashing bytes back from disk.
 const READ_BACK_BYTES: usize = 1 << 20;
@@ -520,6 +525,7 @@ fn write_pieces(
 ) -> (Sha256, u64, io::Result<()>) {
     let mut hasher = Sha256::new();
     let mut hashed = 0u64;
+    let mut unrecorded = 0u64;
     if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
         return (hasher, hashed, Err(error));
     }
@@ -542,7 +548,9 @@ fn write_pieces(
         if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
             return (hasher, hashed, Err(error));
         }
-        if complete {
+        unrecorded += piece.bytes.len() as u64;
+        if complete || unrecorded >= RECORD_EVERY_BYTES {
+            unrecorded = 0;
             if let Err(error) = progress.write(sidecar) {
                 return (hasher, hashed, Err(error));
             }
