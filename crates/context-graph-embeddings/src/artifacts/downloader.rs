@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 
 use super::cache::{new_partial_path, partial_files};
 use super::progress::{ProgressEmitter, ProgressKind, ProgressMeter};
-use super::ranged::{fetch_ranged, sidecar_path, ParallelSettings, RangeProgress, RangedEnd};
+use super::ranged::{
+    fetch_ranged, sidecar_path, sidecar_temp_path, ParallelSettings, RangeProgress, RangedEnd,
+};
 use super::retry::RetryPolicy;
 use super::source::{ByteSource, Opened};
 use super::verification::hash_reader_into;
@@ -66,6 +68,9 @@ pub struct FetchSettings {
     pub progress_interval: std::time::Duration,
     /// Parallel ranged download of large files.
     pub parallel: ParallelSettings,
+    /// Range connections shared by all parallel downloads of one manager, so several large
+    /// files at once do not multiply connections, buffers and CPU contention.
+    pub range_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// A fetched, verified blob.
@@ -587,6 +592,8 @@ fn adopt_partial(blobs_dir: &Path, etag: &str, expected_size: Option<u64>) -> io
             continue;
         }
         let sidecar = sidecar_path(&candidate);
+        // A progress record being written when its writer was killed.
+        let _ = fs::remove_file(sidecar_temp_path(&sidecar));
         if adopted.is_none() && fs::rename(&candidate, &ours).is_ok() {
             let _ = fs::rename(&sidecar, sidecar_path(&ours));
             adopted = Some(candidate);

@@ -174,6 +174,7 @@ pub struct ModelArtifactManager {
     layout: CacheLayout,
     emitter: ProgressEmitter,
     download_slots: Arc<Semaphore>,
+    range_slots: Arc<Semaphore>,
     mirror: Option<Mirror>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -220,6 +221,7 @@ impl ModelArtifactManager {
             mirror,
             layout: CacheLayout::new(&config.cache_dir),
             download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            range_slots: Arc::new(Semaphore::new(config.parallel.connections.max(1))),
             config,
             manifests: HashMap::new(),
             manifest: Manifest::embedded()?,
@@ -721,6 +723,7 @@ impl ModelArtifactManager {
             retry_policy: self.config.retry_policy.clone(),
             progress_interval: self.config.progress_interval,
             parallel: self.config.parallel.clone(),
+            range_slots: self.range_slots.clone(),
         };
         let on_bytes = |bytes: u64, total: u64| {
             self.set_status(

@@ -122,7 +122,7 @@ impl RangeProgress {
     }
 
     fn write(&self, path: &Path) -> io::Result<()> {
-        let temporary = path.with_extension("ranges.tmp");
+        let temporary = sidecar_temp_path(path);
         fs::write(&temporary, serde_json::to_vec(self).unwrap_or_default())?;
         fs::rename(&temporary, path)
     }
@@ -148,6 +148,12 @@ impl RangeProgress {
 fn chunk_len(size: u64, chunk: u64, index: usize) -> u64 {
     let start = index as u64 * chunk;
     chunk.min(size.saturating_sub(start))
+}
+
+/// Where a sidecar is written before it is renamed into place; a kill between the two
+/// leaves it behind, and the next writer adopting the partial removes it.
+pub fn sidecar_temp_path(sidecar: &Path) -> PathBuf {
+    sidecar.with_extension("ranges.tmp")
 }
 
 /// The sidecar path of a partial file.
@@ -356,7 +362,13 @@ async fn worker(shared: &Shared<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingRe
         }
         attempts += 1;
         let before = shared.transferred.load(Ordering::Relaxed);
-        match fetch_piece(shared, &sender, chunk, start, end).await {
+        let Ok(slot) = shared.settings.range_slots.acquire().await else {
+            return Ok(());
+        };
+        let result = fetch_piece(shared, &sender, chunk, start, end).await;
+        // Free the connection slot before any backoff sleep.
+        drop(slot);
+        match result {
             Ok(()) => retries = 0,
             Err(PieceError::RangesUnsupported(reason)) => {
                 if let Ok(mut unsupported) = shared.unsupported.lock() {
