@@ -153,25 +153,17 @@ pub async fn fetch_blob(
                     // complete partial without it is simply adopted whole next time.
                     let sidecar = sidecar_path(&path);
                     let _ = blocking(move || fs::remove_file(sidecar)).await;
-                    match check_and_persist(request, &mut complete).await {
-                        Ok(blob_path) => {
-                            return Ok(FetchedBlob {
-                                blob_path,
-                                transferred,
-                                resumed_from,
-                            });
-                        }
-                        Err(
-                            error @ (EmbeddingError::HashMismatch { .. }
-                            | EmbeddingError::SizeMismatch { .. }),
-                        ) => {
-                            integrity_failures += 1;
-                            blocking_reset(&mut complete).await?;
-                            announce_refetch(emitter, model, total, &error);
-                            complete
-                        }
-                        Err(other) => return Err(other),
+                    let placed =
+                        persist_or_reset(request, &mut complete, &mut integrity_failures, emitter)
+                            .await?;
+                    if let Some(blob_path) = placed {
+                        return Ok(FetchedBlob {
+                            blob_path,
+                            transferred,
+                            resumed_from,
+                        });
                     }
+                    complete
                 }
                 RangedEnd::SingleStream { len, hasher } => {
                     emitter.send(
@@ -220,28 +212,15 @@ pub async fn fetch_blob(
         match result {
             Ok(AttemptEnd::Complete) => {
                 emitter.send(model, partial.len, total, ProgressKind::Verifying);
-                match check_and_persist(request, &mut partial).await {
-                    Ok(blob_path) => {
-                        return Ok(FetchedBlob {
-                            blob_path,
-                            transferred,
-                            resumed_from,
-                        })
-                    }
-                    Err(
-                        error @ (EmbeddingError::HashMismatch { .. }
-                        | EmbeddingError::SizeMismatch { .. }),
-                    ) => {
-                        integrity_failures += 1;
-                        let path = partial.path.clone();
-                        if integrity_failures > 1 {
-                            let _ = blocking(move || fs::remove_file(&path)).await;
-                            return Err(error);
-                        }
-                        blocking_reset(&mut partial).await?;
-                        announce_refetch(emitter, model, total, &error);
-                    }
-                    Err(other) => return Err(other),
+                let placed =
+                    persist_or_reset(request, &mut partial, &mut integrity_failures, emitter)
+                        .await?;
+                if let Some(blob_path) = placed {
+                    return Ok(FetchedBlob {
+                        blob_path,
+                        transferred,
+                        resumed_from,
+                    });
                 }
             }
             Err(error) if error.is_transient() => {
@@ -514,6 +493,35 @@ async fn check_and_persist(
     .await
     .map_err(|e| EmbeddingError::io("cannot move verified download to", &blob_path, e))?;
     Ok(blob_path)
+}
+
+/// Checks and places a complete partial. `Some(blob)` when it is in place; `None` when it
+/// failed its check for the first time and was reset for one refetch from zero (announced);
+/// a second failure is fatal and removes the partial.
+async fn persist_or_reset(
+    request: &FetchRequest,
+    partial: &mut Partial,
+    integrity_failures: &mut u32,
+    emitter: &ProgressEmitter,
+) -> EmbeddingResult<Option<PathBuf>> {
+    match check_and_persist(request, partial).await {
+        Ok(blob_path) => Ok(Some(blob_path)),
+        Err(
+            error @ (EmbeddingError::HashMismatch { .. } | EmbeddingError::SizeMismatch { .. }),
+        ) => {
+            *integrity_failures += 1;
+            if *integrity_failures > 1 {
+                let path = partial.path.clone();
+                let _ = blocking(move || fs::remove_file(&path)).await;
+                return Err(error);
+            }
+            blocking_reset(partial).await?;
+            let total = request.expected_size.unwrap_or(0);
+            announce_refetch(emitter, request.location.model_id, total, &error);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Tells subscribers that the bytes failed their check and the file is fetched again from

@@ -180,6 +180,24 @@ impl Fixture {
             .join(&f.filename)
     }
 
+    /// Starts this test binary again as a child process running only `test` (a child body
+    /// that does nothing unless `env` is set), with this fixture's cache, Hub and manifest
+    /// passed in `env` as JSON. The caller kills it.
+    pub fn spawn_child(&self, test: &str, env: &str) -> std::process::Child {
+        let spec = serde_json::json!({
+            "cache_dir": self.cache_dir(),
+            "endpoint": self.hub.endpoint(),
+            "manifest": self.manifest_path,
+        });
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture"])
+            .env(env, spec.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// GET requests whose path contains `needle`.
     pub fn gets(&self, needle: &str) -> Vec<hub_emulator::RequestRecord> {
         self.hub

@@ -1,6 +1,5 @@
 //! Parallel ranged download of one large file.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use context_graph_embeddings::artifacts::{
@@ -222,22 +221,10 @@ async fn completed_ranges_survive_a_killed_process() {
             bytes_per_sec: 1_000_000,
         },
     ));
-    let spec = serde_json::json!({
-        "cache_dir": fx.cache_dir(),
-        "endpoint": fx.hub.endpoint(),
-        "manifest": fx.manifest_path,
-    });
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "artifacts::ranged::child_ranged_download_for_kill_test",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = fx.spawn_child(
+        "artifacts::ranged::child_ranged_download_for_kill_test",
+        CHILD_ENV,
+    );
     let blobs = fx.blobs_dir(ModelId::Multimodal);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

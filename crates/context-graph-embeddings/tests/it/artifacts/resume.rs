@@ -1,6 +1,5 @@
 //! Resume across attempts and across processes.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use context_graph_embeddings::artifacts::{ModelArtifactManager, Outcome, ProgressKind};
@@ -48,22 +47,7 @@ async fn a_killed_process_leaves_a_partial_that_the_next_run_completes() {
         )
         .times(1),
     );
-    let spec = serde_json::json!({
-        "cache_dir": fx.cache_dir(),
-        "endpoint": fx.hub.endpoint(),
-        "manifest": fx.manifest_path,
-    });
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "artifacts::resume::child_download_for_kill_test",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, spec.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = fx.spawn_child("artifacts::resume::child_download_for_kill_test", CHILD_ENV);
     let blobs = fx.blobs_dir(ModelId::Multimodal);
     let deadline = Instant::now() + Duration::from_secs(30);
     let partial_len = loop {
