@@ -209,6 +209,10 @@ pub struct EnsureArgs {
 /// Arguments of `verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Models to re-hash (e.g. Semantic, entity, E11) [default: every model of the manifest].
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<ModelId>,
+
     /// Re-download files that fail verification.
     #[arg(long)]
     pub repair: bool,

@@ -719,6 +719,11 @@ fn verify_detects_a_flipped_byte_and_repair_fetches_it_again() {
     assert!(run.stderr.contains("--repair"), "{}", run.stderr);
     world.run(&["status"]).code(1);
 
+    // Only the models named are re-hashed: Entity alone is intact.
+    let run = world.run(&["verify", "Entity"]).ok();
+    assert!(run.stdout.contains("Entity"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Semantic"), "{}", run.stdout);
+
     let run = world.run(&["verify", "--repair"]).ok();
     assert!(run.stderr.contains("Repaired Semantic"), "{}", run.stderr);
     let repaired = fs::read(world.snapshot("Semantic")).expect("read");

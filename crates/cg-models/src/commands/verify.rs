@@ -19,9 +19,15 @@ pub async fn run(
 ) -> Result<u8, CliError> {
     let parallelism = super::status::parallelism();
     output.info(format!(
-        "Re-hashing every model file on disk ({parallelism} at a time)…"
+        "Re-hashing the model files on disk ({parallelism} at a time)…"
     ));
-    let results = manager.verify_present(parallelism, false).await;
+    let results = if args.models.is_empty() {
+        manager.verify_present(parallelism, false).await
+    } else {
+        manager
+            .verify_models(&args.models, parallelism, false)
+            .await
+    };
     let mut bad: Vec<ModelId> = Vec::new();
     let mut missing: Vec<ModelId> = Vec::new();
     for result in &results {
