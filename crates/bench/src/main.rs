@@ -10,7 +10,9 @@
 //! - verify-all: `cg-models verify` against `sha256sum` and one core of sha2;
 //! - readiness of a full cache: `readiness_report()` in process and `cg-models status`;
 //! - resume: SIGKILL at 90% of the largest file, restart, bytes the restart fetched;
-//! - peak resident memory of every contender at two scales.
+//! - peak resident memory of every contender at two scales;
+//! - per-node time with a warm mirror: a fresh cache reading a Garage bucket a pull-through
+//!   `cg-models ensure --mirror-write` filled, against a fresh cache going to the Hub.
 //!
 //! It prints the results and targets and writes them, with the machine, tool versions and
 //! the exact command, to `BENCHMARKS.md`. Run on demand, never from the test suite:
@@ -26,6 +28,7 @@ mod bench;
 mod contenders;
 mod emulator;
 mod machine;
+mod mirror;
 mod process;
 mod python;
 mod report;
@@ -107,6 +110,8 @@ enum Section {
     Resume,
     /// Peak memory at two scales (runs `cold` too).
     Memory,
+    /// Per-node time with a warm Garage mirror against the Hub alone.
+    Mirror,
 }
 
 fn main() {
@@ -262,6 +267,10 @@ fn run(args: Args) -> Result<()> {
         }
         report.loads.push(("readiness", machine::load_average()));
     }
+    if wanted(Section::Mirror) {
+        report.mirror = Some(measure_mirror(&bench, &served, work.path()));
+        report.loads.push(("warm mirror", machine::load_average()));
+    }
     drop(all);
     drop(served);
 
@@ -309,6 +318,34 @@ fn run(args: Args) -> Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("cg-bench: wrote {}", args.out.display());
     Ok(())
+}
+
+/// The warm-mirror measurement, or why it could not be made (the rest still runs).
+fn measure_mirror(bench: &Bench, served: &Served, work: &Path) -> mirror::MirrorReport {
+    let not_measured = |why: String| mirror::MirrorReport {
+        unavailable: Some(why),
+        ..mirror::MirrorReport::default()
+    };
+    let binary = match mirror::garage_binary() {
+        Ok(binary) => binary,
+        Err(why) => {
+            eprintln!("cg-bench: mirror: not measured: {why}");
+            return not_measured(why);
+        }
+    };
+    let version = capture(&binary.to_string_lossy(), &["--version"], true);
+    eprintln!("cg-bench: mirror: starting {}", binary.display());
+    let garage = match mirror::Garage::start(&binary, work) {
+        Ok(garage) => garage,
+        Err(e) => return not_measured(format!("Garage did not start: {e:#}")),
+    };
+    let mut result = match bench.mirror(served, &garage) {
+        Ok(result) => result,
+        Err(e) => not_measured(format!("the measurement failed: {e:#}")),
+    };
+    result.garage_version = version;
+    drop(garage);
+    result
 }
 
 /// The workspace root (two levels above this crate).
@@ -485,6 +522,9 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
             KILL_AT * 100.0
         ),
         format!("Peak memory: {}.", rss.describe()),
+        "Warm mirror: one Garage node on loopback (`CG_TEST_GARAGE`, else `garage` on PATH), \
+         started and killed by the harness; see its section for the method."
+            .to_owned(),
         "MB = 10^6 bytes, MiB = 2^20 bytes.".to_owned(),
     ]
 }

@@ -29,6 +29,8 @@ pub struct Report {
     pub readiness: Option<Readiness>,
     /// Resume after a kill.
     pub resume: Option<Vec<ResumeRow>>,
+    /// Per-node time with a warm mirror.
+    pub mirror: Option<crate::mirror::MirrorReport>,
     /// Load average (1, 5, 15 min) when each measurement finished.
     pub loads: Vec<(&'static str, String)>,
     /// Remarks found during the run (failures to set something up, ...).
@@ -233,6 +235,10 @@ impl Report {
             out.push_str(&render_resume(rows));
             out.push('\n');
         }
+        if let Some(mirror) = &self.mirror {
+            out.push_str(&crate::mirror::render(mirror, self.runs));
+            out.push('\n');
+        }
         if self.cold.is_some() || self.cold_small.is_some() {
             out.push_str(&self.render_memory());
             out.push('\n');
@@ -421,7 +427,7 @@ pub fn render_header(
     ));
     out.push_str(
         "Longer, more faithful runs: `--scale 1` (real file sizes, ~5.1 GB per download, \
-         an estimated 20–30 min on 2 cores, the capped runs alone ~7 min) and `--runs 5`. `--only cold,capped,verify,readiness,resume,memory` \
+         an estimated 20–30 min on 2 cores, the capped runs alone ~7 min) and `--runs 5`. `--only cold,capped,verify,readiness,resume,memory,mirror` \
          runs a subset (memory includes cold).\n\n",
     );
     out.push_str("## Machine\n\n");
