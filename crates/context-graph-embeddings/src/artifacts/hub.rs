@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderMap};
 use reqwest::{Response, StatusCode, Url};
 
 use super::retry::{classify_status, parse_ratelimit, parse_retry_after, StatusClass};
@@ -204,21 +204,10 @@ impl HubClient {
         })
     }
 
-    /// `GET` of `url` from byte `start` (with `Range` and, when given, `If-Range`), following
-    /// redirects; the token is sent only to the Hub's origin. Returns the response after
-    /// checking its status: 200 or 206, or 416 passed through for the caller to judge.
-    pub async fn get_from(
-        &self,
-        url: &str,
-        start: u64,
-        if_range: Option<&str>,
-        location: &FileLocation,
-    ) -> EmbeddingResult<Response> {
-        self.get_range(url, start, None, if_range, location).await
-    }
-
-    /// `GET` of bytes `start..=end` (`end` `None`: to the end of the file); see
-    /// [`get_from`](Self::get_from).
+    /// `GET` of bytes `start..=end` (`end` `None`: to the end of the file; no `Range` at all
+    /// for the whole file), with `If-Range` when a validator is given, following redirects;
+    /// the token is sent only to the Hub's origin. Returns 200, 206, or 416 for the caller to
+    /// judge; other statuses become errors.
     pub async fn get_range(
         &self,
         url: &str,
@@ -606,14 +595,10 @@ pub fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>
     Some((start.trim().parse().ok()?, end.trim().parse().ok()?, total))
 }
 
-/// A header value from a string known to be valid.
-pub fn header_value(text: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     #[test]
     fn urls_are_encoded_like_huggingface_hub() {

@@ -989,6 +989,7 @@ impl ModelArtifactManager {
     pub async fn ensure_models(&self, models: &[ModelId]) -> EmbeddingResult<()> {
         let mut failures: Vec<(ModelId, EmbeddingError)> = Vec::new();
         let mut todo: Vec<&ModelArtifact> = Vec::new();
+        let mut unverified: Vec<ModelId> = Vec::new();
         for model_id in models {
             match self.manifest.entry(*model_id) {
                 Some(ManifestEntry::Builtin(_)) => {}
@@ -998,13 +999,27 @@ impl ModelArtifactManager {
                         Some(path) if state.stamp_valid => {
                             self.completed(artifact, &path, Outcome::AlreadyPresent, 0)
                         }
-                        Some(path) if self.verify_checksum(*model_id).await.unwrap_or(false) => {
-                            self.completed(artifact, &path, Outcome::Verified, 0);
-                        }
-                        _ => todo.push(artifact),
+                        Some(_) => unverified.push(artifact.model_id),
+                        None => todo.push(artifact),
                     }
                 }
                 None => failures.push((*model_id, EmbeddingError::NotAnArtifact(*model_id))),
+            }
+        }
+        // Files another tool placed (or whose stamp went stale): hashed on all cores at once,
+        // and fetched only if they turn out wrong.
+        if !unverified.is_empty() {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            for outcome in self.verify_models(&unverified, cores, false).await {
+                let Some(artifact) = self.manifests.get(&outcome.model_id) else {
+                    continue;
+                };
+                match (outcome.verified, outcome.path) {
+                    (Some(true), Some(path)) => {
+                        self.completed(artifact, &path, Outcome::Verified, 0)
+                    }
+                    _ => todo.push(artifact),
+                }
             }
         }
         if todo.is_empty() {

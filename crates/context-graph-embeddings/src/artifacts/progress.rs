@@ -198,12 +198,6 @@ impl ProgressMeter {
     pub fn speed(&self) -> u64 {
         self.speed_bps as u64
     }
-
-    /// Restarts the byte baseline (after a restart from zero).
-    pub fn reset(&mut self, bytes: u64) {
-        self.last_bytes = bytes;
-        self.last_emit = None;
-    }
 }
 
 #[cfg(test)]
