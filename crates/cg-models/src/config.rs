@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use context_graph_embeddings::artifacts::environment::read_token_file;
+use context_graph_embeddings::artifacts::read_token_file;
 use context_graph_embeddings::artifacts::{ArtifactManagerConfig, MirrorConfig};
 
 use crate::cli::GlobalArgs;

@@ -315,6 +315,17 @@ impl EmbeddingError {
         }
     }
 
+    /// A failed write into a download: "disk full while writing" when the disk is full (so the
+    /// user knows what to free), else "cannot write".
+    pub(crate) fn write_failed(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let action = if is_disk_full_io(&source) {
+            "disk full while writing"
+        } else {
+            "cannot write"
+        };
+        EmbeddingError::io(action, path, source)
+    }
+
     /// Whether retrying the same request could succeed.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -17,11 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use context_graph_embeddings::artifacts::source::{ByteSource, Opened};
 use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, Mirror, MirrorConfig, ModelArtifactManager, Outcome, ProgressEvent,
     ProgressKind, ReadinessState,
 };
+use context_graph_embeddings::artifacts::{ByteSource, Opened};
 use context_graph_embeddings::{EmbeddingError, ModelId};
 use futures_util::TryStreamExt;
 use hub_emulator::{synth, Host};

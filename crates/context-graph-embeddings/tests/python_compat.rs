@@ -1438,7 +1438,7 @@ mod environment_variables {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use context_graph_embeddings::artifacts::environment;
+    use context_graph_embeddings::artifacts::implicit_token;
     use context_graph_embeddings::artifacts::{
         ArtifactManagerConfig, ModelArtifactManager, RetryPolicy,
     };
@@ -1641,7 +1641,7 @@ print(json.dumps(out))
         for (case, theirs) in with_home.iter().zip(python) {
             let env = fixture::lookup(case);
             let config = ArtifactManagerConfig::from_lookup(&env);
-            let token = environment::implicit_token(&env).map(|(t, _)| t);
+            let token = implicit_token(&env).map(|(t, _)| t);
             let download_set = case
                 .iter()
                 .any(|(k, v)| *k == "HF_HUB_DOWNLOAD_TIMEOUT" && v != "0");

@@ -11,7 +11,7 @@ mod verify;
 
 use std::path::Path;
 
-use context_graph_embeddings::artifacts::environment::TokenSource;
+use context_graph_embeddings::artifacts::TokenSource;
 use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, ManifestEntry, ModelArtifactManager, ReadinessReport,
 };

@@ -12,6 +12,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Arms a crash point (`<point>[:<n>]`); read only in builds with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+pub const CRASH_AT_ENV: &str = "CG_MODELS_CRASH_AT";
+
+/// Turns blob locks into silent no-ops (the network-file-system case); read only in builds
+/// with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+pub const NO_LOCKS_ENV: &str = "CG_MODELS_TEST_NO_LOCKS";
+
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 

@@ -13,7 +13,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{EmbeddingError, EmbeddingResult};
+use super::ids::{is_commit_hash, validate_sha256};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
 /// The manifest compiled into the binary (`manifests.json` beside this file).
@@ -45,6 +46,16 @@ pub struct ModelArtifact {
 }
 
 impl ModelArtifact {
+    /// The file this entry names, for errors and events.
+    pub fn location(&self) -> FileLocation {
+        FileLocation {
+            model_id: self.model_id,
+            repo_id: self.repo_id.clone(),
+            revision: self.revision_or_default().to_owned(),
+            filename: self.filename.clone(),
+        }
+    }
+
     /// The revision to ask for: the entry's, or `main`.
     pub fn revision_or_default(&self) -> &str {
         self.revision.as_deref().unwrap_or(DEFAULT_REVISION)
@@ -404,14 +415,6 @@ fn truncate(text: &str) -> String {
     out
 }
 
-/// Whether `text` is a full 40-hex git commit id (lower case).
-pub fn is_commit_hash(text: &str) -> bool {
-    text.len() == 40
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 /// Checks a repo id: `name` or `org/name`, each part of letters, digits, `-`, `_`, `.`, not
 /// starting or ending with `-` or `.`, without `--` or `..` (which would break the cache
 /// folder name `models--org--name` or escape it).
@@ -478,18 +481,6 @@ pub fn validate_filename(filename: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Checks a SHA-256 and returns it in lower case.
-pub fn validate_sha256(sha256: &str) -> Result<String, String> {
-    if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(sha256.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "`{}` is not a SHA-256 (64 hex digits); use null when it is not known",
-            truncate(sha256)
-        ))
-    }
 }
 
 /// Checks a revision: a commit id, or a branch/tag name such as `main`, `v1.0` or `refs/pr/1`.

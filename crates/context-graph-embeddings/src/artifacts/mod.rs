@@ -1,53 +1,59 @@
-//! Model artifacts: the manifest of weight files, the Hugging Face cache they live in, and
-//! the manager that downloads, verifies and reports them.
+//! Model artifacts: the manifest of model files, the Hugging Face cache they live in, and the
+//! manager that downloads, verifies and reports them.
 //!
-//! | module | owns |
+//! The folders follow the data path, and the dependency rule points one way
+//! (`docs/architecture.md`; checked by `tests/architecture.rs`):
+//!
+//! | part | owns |
 //! |---|---|
-//! | [`manifest`] | the manifest format and its validation |
-//! | [`manager`] | the public [`ModelArtifactManager`]: ensure, status, readiness, clear, limits |
-//! | [`downloader`] | streaming one blob: resume, retries, hashing, atomic placement |
-//! | [`ranged`] | parallel ranged download of one large file |
-//! | [`source`] | where blob bytes are read from (the Hub, a mirror) |
-//! | [`verification`] | SHA-256 of files and verification stamps |
-//! | [`hub`] | the Hub's HTTP protocol and error codes |
-//! | [`cache`] | the Hugging Face cache layout |
-//! | [`lock`] | cross-process blob locks compatible with `huggingface_hub` |
-//! | [`mirror`] | a content-addressed pull-through mirror on S3-compatible storage |
-//! | [`pinning`] | filling a manifest's pins from the Hub |
-//! | [`eviction`] | the cache size limit and LRU eviction |
-//! | [`failpoint`] | crash points for crash-safety tests |
-//! | [`retry`] | retry policy and failure classification |
-//! | [`progress`] | typed progress events |
-//! | [`environment`] | `HF_*` environment variables |
-//! | [`config`] | [`ArtifactManagerConfig`] |
+//! | `manager` | the public [`ModelArtifactManager`]: the spec's API as thin delegations |
+//! | `ensure/` | deciding what to do: local state and the readiness rule, the report, one model's steps, a batch |
+//! | `transfer/` | one blob from a byte source into `blobs/<etag>`, verified: resume, one stream, parallel ranges, persist |
+//! | `remote/` | talking to servers: the Hub protocol and client, byte sources, the S3 mirror, retry |
+//! | `store/` | every file name in the cache: layout, snapshots and refs, stamps, locks, budget, clearing |
+//! | leaves | `manifest`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `testing` |
+//!
+//! Modules are private; this list is the public surface.
 
-pub mod cache;
-pub mod config;
-pub mod downloader;
-pub mod environment;
-pub mod eviction;
-pub mod failpoint;
-pub mod hub;
-pub mod lock;
-pub mod manager;
-pub mod manifest;
-pub mod mirror;
-pub mod pinning;
-pub mod progress;
-pub mod ranged;
-pub mod retry;
-pub mod source;
-pub mod verification;
+mod blocking;
+mod config;
+mod ensure;
+mod environment;
+mod hash;
+mod ids;
+mod manager;
+mod manifest;
+mod pinning;
+mod progress;
+mod remote;
+mod status;
+mod store;
+mod testing;
+mod transfer;
 
-pub use config::ArtifactManagerConfig;
-pub use eviction::{EvictionCandidate, EvictionReport};
-pub use manager::{
-    available_space, DownloadStatus, HashSource, ModelArtifactManager, ModelReadiness,
-    ReadinessReport, ReadinessState, VerifyOutcome,
-};
+pub use blocking::available_space;
+pub use config::{ArtifactManagerConfig, ParallelSettings};
+pub use ensure::local::HashSource;
+pub use ensure::readiness::{ModelReadiness, ReadinessReport, ReadinessState, VerifyOutcome};
+pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
+pub use manager::ModelArtifactManager;
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
-pub use mirror::{Mirror, MirrorConfig};
 pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
-pub use ranged::ParallelSettings;
-pub use retry::RetryPolicy;
+pub use remote::mirror::{Mirror, MirrorConfig};
+pub use remote::retry::RetryPolicy;
+pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
+pub use status::DownloadStatus;
+pub use store::budget::{EvictionCandidate, EvictionReport};
+
+/// Internals the reliability and integration tests reach into (crash-safety checks of the
+/// on-disk records); only in builds with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub mod test_support {
+    pub use super::environment::{CRASH_AT_ENV, NO_LOCKS_ENV};
+    pub use super::store::layout::{sidecar_path, CacheLayout};
+    pub use super::store::lock::{BlobLock, LockKind};
+    pub use super::store::stamp::VerificationStamp;
+    pub use super::transfer::partial::RangeProgress;
+}

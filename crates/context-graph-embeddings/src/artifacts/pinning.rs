@@ -5,9 +5,10 @@
 
 use serde::Serialize;
 
-use super::manager::ModelArtifactManager;
-use super::manifest::{is_commit_hash, Manifest, ManifestEntry};
-use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
+use super::ids::is_commit_hash;
+use super::manifest::{Manifest, ManifestEntry};
+use super::remote::client::HubClient;
+use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
 
 /// One field of one entry that pinning fills or changes.
@@ -34,89 +35,86 @@ pub struct PinOutcome {
     pub changed: Vec<PinChange>,
 }
 
-impl ModelArtifactManager {
-    /// Asks the Hub for every artifact's commit, SHA-256 and size, and returns a fully pinned
-    /// manifest with the differences. Writes nothing. Fails in offline mode.
-    pub async fn pin_manifest(&self) -> EmbeddingResult<PinOutcome> {
-        let mut manifest = self.manifest().clone();
-        let mut filled = Vec::new();
-        let mut changed = Vec::new();
-        let mut failures = Vec::new();
-        for entry in &mut manifest.entries {
-            let ManifestEntry::Artifact(artifact) = entry else {
-                continue;
-            };
-            let location = FileLocation {
-                model_id: artifact.model_id,
-                repo_id: artifact.repo_id.clone(),
-                revision: artifact.revision_or_default().to_owned(),
-                filename: artifact.filename.clone(),
-            };
-            if self.config().offline {
-                failures.push((
-                    artifact.model_id,
-                    EmbeddingError::OfflineMissing { location },
-                ));
-                continue;
-            }
-            let result = async {
-                let commit = if is_commit_hash(&location.revision) {
-                    location.revision.clone()
-                } else {
-                    self.hub().resolve_revision(&location).await?
-                };
-                let (sha256, size) = self.hub().lfs_info(&location, &commit).await?;
-                Ok::<_, EmbeddingError>((commit, sha256, size))
-            }
-            .await;
-            let (commit, sha256, size) = match result {
-                Ok(values) => values,
-                Err(error) => {
-                    failures.push((artifact.model_id, error));
-                    continue;
-                }
-            };
-            let model_id = artifact.model_id;
-            if artifact.revision.as_deref() != Some(commit.as_str()) {
-                filled.push(PinChange {
-                    model_id,
-                    field: "revision",
-                    old: artifact.revision.clone(),
-                    new: commit.clone(),
-                });
-                artifact.revision = Some(commit);
-            }
-            let mut record = |field: &'static str, old: Option<String>, new: String| match old {
-                None => filled.push(PinChange {
-                    model_id,
-                    field,
-                    old: None,
-                    new,
-                }),
-                Some(old) if old != new => changed.push(PinChange {
-                    model_id,
-                    field,
-                    old: Some(old),
-                    new,
-                }),
-                Some(_) => {}
-            };
-            record("sha256", artifact.sha256.clone(), sha256.clone());
-            record(
-                "size_bytes",
-                artifact.size_bytes.map(|s| s.to_string()),
-                size.to_string(),
-            );
-            artifact.sha256 = Some(sha256);
-            artifact.size_bytes = Some(size);
+/// Asks the Hub for every artifact's commit, SHA-256 and size, and returns a fully pinned
+/// manifest with the differences. Writes nothing. Fails in offline mode.
+pub(crate) async fn pin(
+    hub: &HubClient,
+    manifest: &Manifest,
+    offline: bool,
+) -> EmbeddingResult<PinOutcome> {
+    let mut manifest = manifest.clone();
+    let mut filled = Vec::new();
+    let mut changed = Vec::new();
+    let mut failures = Vec::new();
+    for entry in &mut manifest.entries {
+        let ManifestEntry::Artifact(artifact) = entry else {
+            continue;
+        };
+        let location = artifact.location();
+        if offline {
+            failures.push((
+                artifact.model_id,
+                EmbeddingError::OfflineMissing { location },
+            ));
+            continue;
         }
-        if !failures.is_empty() {
-            return Err(EmbeddingError::DownloadsFailed(failures));
+        let result = async {
+            let commit = if is_commit_hash(&location.revision) {
+                location.revision.clone()
+            } else {
+                hub.resolve_revision(&location).await?
+            };
+            let (sha256, size) = hub.lfs_info(&location, &commit).await?;
+            Ok::<_, EmbeddingError>((commit, sha256, size))
         }
-        Ok(PinOutcome {
-            manifest,
-            filled,
-            changed,
-        })
+        .await;
+        let (commit, sha256, size) = match result {
+            Ok(values) => values,
+            Err(error) => {
+                failures.push((artifact.model_id, error));
+                continue;
+            }
+        };
+        let model_id = artifact.model_id;
+        if artifact.revision.as_deref() != Some(commit.as_str()) {
+            filled.push(PinChange {
+                model_id,
+                field: "revision",
+                old: artifact.revision.clone(),
+                new: commit.clone(),
+            });
+            artifact.revision = Some(commit);
+        }
+        let mut record = |field: &'static str, old: Option<String>, new: String| match old {
+            None => filled.push(PinChange {
+                model_id,
+                field,
+                old: None,
+                new,
+            }),
+            Some(old) if old != new => changed.push(PinChange {
+                model_id,
+                field,
+                old: Some(old),
+                new,
+            }),
+            Some(_) => {}
+        };
+        record("sha256", artifact.sha256.clone(), sha256.clone());
+        record(
+            "size_bytes",
+            artifact.size_bytes.map(|s| s.to_string()),
+            size.to_string(),
+        );
+        artifact.sha256 = Some(sha256);
+        artifact.size_bytes = Some(size);
     }
+    if !failures.is_empty() {
+        return Err(EmbeddingError::DownloadsFailed(failures));
+    }
+    Ok(PinOutcome {
+        manifest,
+        filled,
+        changed,
+    })
 }

@@ -133,17 +133,6 @@ impl ProgressEmitter {
     pub fn emit(&self, event: ProgressEvent) {
         let _ = self.sender.send(event);
     }
-
-    /// Sends an event built from its parts.
-    pub fn send(&self, model_id: ModelId, bytes: u64, total: u64, kind: ProgressKind) {
-        self.emit(ProgressEvent {
-            model_id,
-            bytes_downloaded: bytes,
-            total_bytes: total,
-            speed_bps: 0,
-            kind,
-        });
-    }
 }
 
 impl Default for ProgressEmitter {
@@ -207,10 +196,17 @@ mod tests {
     #[test]
     fn emitting_without_subscribers_or_with_a_full_one_never_blocks() {
         let emitter = ProgressEmitter::new();
-        emitter.send(ModelId::Entity, 0, 1, ProgressKind::Progress);
+        let event = |bytes| ProgressEvent {
+            model_id: ModelId::Entity,
+            bytes_downloaded: bytes,
+            total_bytes: 1,
+            speed_bps: 0,
+            kind: ProgressKind::Progress,
+        };
+        emitter.emit(event(0));
         let mut slow = emitter.subscribe();
         for i in 0..(PROGRESS_CHANNEL_CAPACITY as u64 * 3) {
-            emitter.send(ModelId::Entity, i, 1, ProgressKind::Progress);
+            emitter.emit(event(i));
         }
         assert!(matches!(
             slow.try_recv(),

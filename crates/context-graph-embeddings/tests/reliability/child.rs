@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use context_graph_embeddings::artifacts::lock::BlobLock;
+use context_graph_embeddings::artifacts::test_support::BlobLock;
 use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, ModelArtifactManager, ParallelSettings, ProgressKind, RetryPolicy,
 };

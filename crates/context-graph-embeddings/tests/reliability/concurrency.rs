@@ -3,7 +3,7 @@
 //! only verified blobs; and a reader polling readiness never sees Ready for a file that is not
 //! complete and verified.
 //!
-//! The no-locks tests use the test-only switch of `lock.rs`, `CG_MODELS_TEST_NO_LOCKS=1`, and
+//! The no-locks tests use the test-only switch of the `failpoints` feature (`testing.rs`), `CG_MODELS_TEST_NO_LOCKS=1`, and
 //! first check that it really makes locks exclude nothing ([`require_no_locks_hook`]), so they
 //! can never silently test working locks instead.
 
@@ -24,8 +24,7 @@ const AREA: &str = "Concurrent processes";
 const PINNED: ModelId = ModelId::Entity;
 const UNPINNED: ModelId = ModelId::Graph;
 
-/// The test-only switch that makes every blob lock a no-op.
-pub const NO_LOCKS_ENV: &str = "CG_MODELS_TEST_NO_LOCKS";
+pub use context_graph_embeddings::artifacts::test_support::NO_LOCKS_ENV;
 
 fn capped(fx: &Fixture, bytes_per_sec: u64) {
     for id in fx.files.keys() {
@@ -210,7 +209,7 @@ fn a_reader_never_sees_ready_before_the_file_is_verified() {
     }
 }
 
-/// Fails, clearly, while `lock.rs` has no `CG_MODELS_TEST_NO_LOCKS` switch: then the no-locks
+/// Fails, clearly, while the build has no `CG_MODELS_TEST_NO_LOCKS` switch (the `failpoints` feature): then the no-locks
 /// tests would silently test working locks instead.
 pub fn require_no_locks_hook(fx: &Fixture) {
     let dir = fx.dir.path().join("probe");
@@ -221,12 +220,12 @@ pub fn require_no_locks_hook(fx: &Fixture) {
     let result = probe.result().unwrap_or_default();
     assert!(
         status.success() && result["second_granted_at_once"] == true,
-        "with {NO_LOCKS_ENV}=1 a blob lock taken twice still blocks: the switch in lock.rs \
+        "with {NO_LOCKS_ENV}=1 a blob lock taken twice still blocks: the switch of the `failpoints` feature \
          does not work, so the network-file-system case is not being tested. Probe result: {result}"
     );
 }
 
-/// The switch `CG_MODELS_TEST_NO_LOCKS=1` in lock.rs makes a lock taken twice be granted at once.
+/// The switch `CG_MODELS_TEST_NO_LOCKS=1` (`failpoints` feature) makes a lock taken twice be granted at once.
 #[test]
 fn the_no_locks_switch_really_switches_locks_off() {
     let fx = Fixture::new(&[pinned(PINNED, 10_000)]);

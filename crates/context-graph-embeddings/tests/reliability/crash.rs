@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use context_graph_embeddings::artifacts::test_support::CRASH_AT_ENV;
 use context_graph_embeddings::ModelId;
 use hub_emulator::{Fault, FaultRule, FaultTarget};
 
@@ -64,7 +65,7 @@ fn crash_case_with(fx: &Fixture, point: &str, nth: u32, ranged: bool, test: &str
     }
     let mut child = ChildProcess::spawn(
         spec,
-        &[("CG_MODELS_CRASH_AT", format!("{point}:{nth}"))],
+        &[(CRASH_AT_ENV, format!("{point}:{nth}"))],
         &fx.dir.path().join("children"),
         &label,
     );
@@ -343,7 +344,7 @@ fn leftovers_after(operation: &str, test: &str) {
     spec["parallel_chunk_bytes"] = serde_json::json!(RANGE_CHUNK);
     let mut child = ChildProcess::spawn(
         spec,
-        &[("CG_MODELS_CRASH_AT", "download.before_rename:1".to_owned())],
+        &[(CRASH_AT_ENV, "download.before_rename:1".to_owned())],
         &fx.dir.path().join("children"),
         "leftovers",
     );

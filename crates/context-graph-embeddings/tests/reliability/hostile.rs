@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use context_graph_embeddings::artifacts::cache::CacheLayout;
+use context_graph_embeddings::artifacts::test_support::CacheLayout;
 use context_graph_embeddings::artifacts::{ArtifactManagerConfig, Manifest, ModelArtifactManager};
 use context_graph_embeddings::safetensors::{check_file, parse_header, MAX_HEADER_BYTES};
 use context_graph_embeddings::{EmbeddingError, ModelId};
@@ -970,7 +970,6 @@ pub fn secrets_child(spec: &Value, config: &ArtifactManagerConfig) -> Value {
             let manager = ModelArtifactManager::new(run_config).unwrap();
             texts.push(format!("{manager:?}"));
             texts.push(format!("{manager:#?}"));
-            texts.push(format!("{:?}", manager.hub()));
             let mut events = manager.subscribe_progress();
             let result = manager.ensure_all_models().await;
             while let Ok(event) = events.try_recv() {

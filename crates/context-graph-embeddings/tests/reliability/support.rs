@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use context_graph_embeddings::artifacts::verification::VerificationStamp;
+use context_graph_embeddings::artifacts::test_support::VerificationStamp;
 use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, ModelArtifactManager, RetryPolicy,
 };
@@ -790,8 +790,8 @@ impl ChildProcess {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, spec.to_string())
-            .env_remove("CG_MODELS_CRASH_AT")
-            .env_remove("CG_MODELS_TEST_NO_LOCKS")
+            .env_remove(context_graph_embeddings::artifacts::test_support::CRASH_AT_ENV)
+            .env_remove(context_graph_embeddings::artifacts::test_support::NO_LOCKS_ENV)
             .env_remove("HF_TOKEN")
             .env_remove("HUGGING_FACE_HUB_TOKEN")
             .env_remove("RUST_LOG")

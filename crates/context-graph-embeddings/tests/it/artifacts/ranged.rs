@@ -231,8 +231,8 @@ async fn completed_ranges_survive_a_killed_process() {
         let done = partials(&blobs)
             .first()
             .and_then(|p| {
-                context_graph_embeddings::artifacts::ranged::RangeProgress::read(
-                    &context_graph_embeddings::artifacts::ranged::sidecar_path(p),
+                context_graph_embeddings::artifacts::test_support::RangeProgress::read(
+                    &context_graph_embeddings::artifacts::test_support::sidecar_path(p),
                 )
             })
             .map_or(0, |p| p.written.iter().filter(|w| **w == CHUNK).count());
@@ -245,8 +245,8 @@ async fn completed_ranges_survive_a_killed_process() {
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = partials(&blobs).pop().unwrap();
-    let recorded = context_graph_embeddings::artifacts::ranged::RangeProgress::read(
-        &context_graph_embeddings::artifacts::ranged::sidecar_path(&partial),
+    let recorded = context_graph_embeddings::artifacts::test_support::RangeProgress::read(
+        &context_graph_embeddings::artifacts::test_support::sidecar_path(&partial),
     )
     .unwrap()
     .total();

@@ -17,22 +17,26 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rand::Rng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::downloader::{blocking, FetchRequest, FetchSettings};
-use super::progress::{ProgressEmitter, ProgressEvent, ProgressKind, ProgressMeter};
-use super::source::{ByteSource, Opened};
-use super::verification::hash_reader_into;
-use crate::error::{is_disk_full_io, EmbeddingError, EmbeddingResult};
+use super::partial::{chunk_len, RangeProgress};
+use super::request::{FetchRequest, FetchSettings};
+use crate::artifacts::blocking::run_blocking;
+use crate::artifacts::hash::hash_reader_into;
+use crate::artifacts::progress::ProgressMeter;
+use crate::artifacts::remote::retry::{RetryDecision, RetryState};
+use crate::artifacts::remote::source::{ByteSource, Opened};
+use crate::artifacts::status::ModelEvents;
+use crate::artifacts::store::layout::sidecar_path;
+use crate::artifacts::testing;
+use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Pieces queued between the connections and the writer thread. A piece can keep a whole
 /// network read buffer alive, so the queue is short: memory, not throughput, is bounded here.
@@ -45,126 +49,8 @@ const RECORD_EVERY_BYTES: u64 = 4 * 1024 * 1024;
 /// Read size when hashing bytes back from disk.
 const READ_BACK_BYTES: usize = 1 << 20;
 
-/// How one file is split and fetched in parallel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParallelSettings {
-    /// Connections for one file (1 turns parallel download off).
-    pub connections: usize,
-    /// Smallest file fetched in parallel.
-    pub min_file_bytes: u64,
-    /// Smallest chunk; larger files get larger chunks (at most 1024 chunks per file).
-    pub chunk_bytes: u64,
-}
-
-impl Default for ParallelSettings {
-    fn default() -> Self {
-        ParallelSettings {
-            connections: 8,
-            min_file_bytes: 32 * 1024 * 1024,
-            chunk_bytes: 8 * 1024 * 1024,
-        }
-    }
-}
-
-impl ParallelSettings {
-    /// Whether a file of `size` bytes is fetched in parallel.
-    pub fn applies_to(&self, size: Option<u64>) -> bool {
-        self.connections > 1
-            && size.is_some_and(|s| s >= self.min_file_bytes && s > self.chunk_bytes)
-    }
-
-    /// The chunk size for a file of `size` bytes.
-    pub fn chunk_for(&self, size: u64) -> u64 {
-        self.chunk_bytes.max(size.div_ceil(1024)).max(1)
-    }
-}
-
-/// The sidecar recording per-chunk progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeProgress {
-    /// File size.
-    pub size: u64,
-    /// Chunk size.
-    pub chunk: u64,
-    /// Bytes on disk from the start of each chunk.
-    pub written: Vec<u64>,
-}
-
-impl RangeProgress {
-    /// Fresh progress for a file; `prefix` bytes from the start are already on disk.
-    pub fn new(size: u64, chunk: u64, prefix: u64) -> Self {
-        let count = usize::try_from(size.div_ceil(chunk)).unwrap_or(usize::MAX);
-        let written = (0..count)
-            .map(|c| {
-                let start = c as u64 * chunk;
-                prefix.saturating_sub(start).min(chunk_len(size, chunk, c))
-            })
-            .collect();
-        RangeProgress {
-            size,
-            chunk,
-            written,
-        }
-    }
-
-    /// Reads a sidecar; `None` when missing, unreadable or inconsistent.
-    pub fn read(path: &Path) -> Option<Self> {
-        let progress: RangeProgress = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-        let count = progress.size.div_ceil(progress.chunk.max(1));
-        let consistent = progress.chunk > 0
-            && progress.written.len() as u64 == count
-            && progress
-                .written
-                .iter()
-                .enumerate()
-                .all(|(c, w)| *w <= chunk_len(progress.size, progress.chunk, c));
-        consistent.then_some(progress)
-    }
-
-    fn write(&self, path: &Path) -> io::Result<()> {
-        let temporary = sidecar_temp_path(path);
-        fs::write(&temporary, serde_json::to_vec(self).unwrap_or_default())?;
-        fs::rename(&temporary, path)
-    }
-
-    /// Bytes on disk in all.
-    pub fn total(&self) -> u64 {
-        self.written.iter().sum()
-    }
-
-    /// Bytes from the start that are on disk without a gap.
-    pub fn contiguous_prefix(&self) -> u64 {
-        let mut prefix = 0;
-        for (c, w) in self.written.iter().enumerate() {
-            prefix += w;
-            if *w < chunk_len(self.size, self.chunk, c) {
-                break;
-            }
-        }
-        prefix
-    }
-}
-
-fn chunk_len(size: u64, chunk: u64, index: usize) -> u64 {
-    let start = index as u64 * chunk;
-    chunk.min(size.saturating_sub(start))
-}
-
-/// Where a sidecar is written before it is renamed into place; a kill between the two
-/// leaves it behind, and the next writer adopting the partial removes it.
-pub fn sidecar_temp_path(sidecar: &Path) -> PathBuf {
-    sidecar.with_extension("ranges.tmp")
-}
-
-/// The sidecar path of a partial file.
-pub fn sidecar_path(partial: &Path) -> PathBuf {
-    let mut name = partial.as_os_str().to_owned();
-    name.push(".ranges");
-    PathBuf::from(name)
-}
-
 /// How a parallel download ended.
-pub enum RangedEnd {
+pub(crate) enum RangedEnd {
     /// Every byte is on disk and hashed in order.
     Complete {
         /// The running hash over the whole file.
@@ -191,12 +77,12 @@ enum PieceError {
     Failed(EmbeddingError),
 }
 
-struct Shared<'a> {
+/// What the connections of one ranged download share.
+struct RangedTransfer<'a> {
     request: &'a FetchRequest,
     settings: &'a FetchSettings,
     source: &'a dyn ByteSource,
-    emitter: &'a ProgressEmitter,
-    on_bytes: &'a (dyn Fn(u64, u64) + Send + Sync),
+    events: &'a ModelEvents,
     size: u64,
     chunk: u64,
     queue: Mutex<VecDeque<usize>>,
@@ -213,12 +99,11 @@ struct Shared<'a> {
 /// continuing from `progress`. Returns when every byte is on disk, or when the server turned
 /// out not to support parallel ranges, with the bytes received. Errors keep the partial and
 /// its sidecar for resume.
-pub async fn fetch_ranged(
+pub(crate) async fn fetch_ranged(
     source: &dyn ByteSource,
     request: &FetchRequest,
     settings: &FetchSettings,
-    emitter: &ProgressEmitter,
-    on_bytes: &(dyn Fn(u64, u64) + Send + Sync),
+    events: &ModelEvents,
     path: &Path,
     progress: RangeProgress,
 ) -> EmbeddingResult<(RangedEnd, u64)> {
@@ -229,7 +114,7 @@ pub async fn fetch_ranged(
         let target = path.to_path_buf();
         let sidecar = sidecar.clone();
         let progress = progress.clone();
-        blocking(move || {
+        run_blocking(move || {
             let file = OpenOptions::new().write(true).open(&target)?;
             file.set_len(size)?;
             progress.write(&sidecar)
@@ -245,12 +130,11 @@ pub async fn fetch_ranged(
         .map(|(c, _)| c)
         .collect();
     let connections = settings.parallel.connections.min(pending.len()).max(1);
-    let shared = Shared {
+    let shared = RangedTransfer {
         request,
         settings,
         source,
-        emitter,
-        on_bytes,
+        events,
         size,
         chunk,
         queue: Mutex::new(pending),
@@ -268,7 +152,7 @@ pub async fn fetch_ranged(
     let (sender, receiver) = mpsc::channel::<Piece>(WRITE_QUEUE_PIECES);
     let writer = {
         let path = path.to_path_buf();
-        let file = blocking({
+        let file = run_blocking({
             let path = path.clone();
             move || OpenOptions::new().read(true).write(true).open(&path)
         })
@@ -286,23 +170,14 @@ pub async fn fetch_ranged(
         .map_err(|e| EmbeddingError::io("writer thread failed for", path, io::Error::other(e)))?;
     let transferred = shared.transferred.load(Ordering::Relaxed);
     if let Err(error) = write_result {
-        let full = is_disk_full_io(&error);
-        return Err(EmbeddingError::io(
-            if full {
-                "disk full while writing"
-            } else {
-                "cannot write"
-            },
-            path,
-            error,
-        ));
+        return Err(EmbeddingError::write_failed(path, error));
     }
     let unsupported = shared.unsupported.lock().ok().and_then(|u| u.clone());
     if let Some(reason) = unsupported {
         tracing::info!(file = %request.location, %reason, "parallel ranges refused; continuing with one stream");
         let path = path.to_path_buf();
         let sidecar = sidecar_path(&path);
-        blocking(move || {
+        run_blocking(move || {
             OpenOptions::new()
                 .write(true)
                 .open(&path)?
@@ -332,20 +207,16 @@ pub async fn fetch_ranged(
         });
     }
     let on_disk = shared.on_disk.load(Ordering::Relaxed);
-    emitter.emit(ProgressEvent {
-        model_id: request.location.model_id,
-        bytes_downloaded: on_disk,
-        total_bytes: size,
-        speed_bps: shared.meter.lock().map_or(0, |m| m.speed()),
-        kind: ProgressKind::Progress,
-    });
-    on_bytes(on_disk, size);
+    events.progress(on_disk, size, shared.meter.lock().map_or(0, |m| m.speed()));
     Ok((RangedEnd::Complete { hasher }, transferred))
 }
 
-async fn worker(shared: &Shared<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingResult<()> {
-    let mut retries = 0u32;
-    let mut attempts = 0u32;
+async fn worker(shared: &RangedTransfer<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingResult<()> {
+    let mut retry = RetryState::new(
+        &shared.settings.retry_policy,
+        shared.settings.retry_attempts,
+        &shared.request.location,
+    );
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -360,7 +231,7 @@ async fn worker(shared: &Shared<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingRe
         if start > end {
             continue;
         }
-        attempts += 1;
+        retry.attempt_started();
         let before = shared.transferred.load(Ordering::Relaxed);
         let Ok(slot) = shared.settings.range_slots.acquire().await else {
             return Ok(());
@@ -369,7 +240,7 @@ async fn worker(shared: &Shared<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingRe
         // Free the connection slot before any backoff sleep.
         drop(slot);
         match result {
-            Ok(()) => retries = 0,
+            Ok(()) => retry.succeeded(),
             Err(PieceError::RangesUnsupported(reason)) => {
                 if let Ok(mut unsupported) = shared.unsupported.lock() {
                     unsupported.get_or_insert(reason);
@@ -381,54 +252,30 @@ async fn worker(shared: &Shared<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingRe
                 if let Ok(mut queue) = shared.queue.lock() {
                     queue.push_front(chunk);
                 }
-                if !error.is_transient() {
-                    shared.stop.store(true, Ordering::Relaxed);
-                    return Err(error);
+                let progressed = shared.transferred.load(Ordering::Relaxed) > before;
+                match retry.after_failure(error, progressed, rand::random()) {
+                    RetryDecision::GiveUp(error) => {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                    RetryDecision::Retry(backoff) => {
+                        let on_disk = shared.on_disk.load(Ordering::Relaxed);
+                        shared.events.retrying(on_disk, shared.size, &backoff);
+                        tokio::time::sleep(backoff.delay).await;
+                    }
                 }
-                if shared.transferred.load(Ordering::Relaxed) > before {
-                    retries = 0;
-                }
-                retries += 1;
-                if retries > shared.settings.retry_attempts {
-                    shared.stop.store(true, Ordering::Relaxed);
-                    return Err(EmbeddingError::RetriesExhausted {
-                        location: shared.request.location.clone(),
-                        attempts,
-                        last: Box::new(error),
-                    });
-                }
-                let hint = match &error {
-                    EmbeddingError::TransientStatus { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let delay = shared
-                    .settings
-                    .retry_policy
-                    .delay(retries, hint, rand::rng().random());
-                shared.emitter.send(
-                    shared.request.location.model_id,
-                    shared.on_disk.load(Ordering::Relaxed),
-                    shared.size,
-                    ProgressKind::Retrying {
-                        attempt: retries,
-                        delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        reason: error.to_string(),
-                    },
-                );
-                tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
 async fn fetch_piece(
-    shared: &Shared<'_>,
+    shared: &RangedTransfer<'_>,
     sender: &mpsc::Sender<Piece>,
     chunk: usize,
     start: u64,
     end: u64,
 ) -> Result<(), PieceError> {
-    let request = shared.request;
     let url = shared.source.name();
     let mut body = match shared.source.open(start, Some(end)).await {
         Ok(Opened::Range {
@@ -514,14 +361,7 @@ async fn fetch_piece(
             .ok()
             .and_then(|mut m| m.due(Instant::now(), on_disk));
         if let Some(speed) = due {
-            shared.emitter.emit(ProgressEvent {
-                model_id: request.location.model_id,
-                bytes_downloaded: on_disk,
-                total_bytes: shared.size,
-                speed_bps: speed,
-                kind: ProgressKind::Progress,
-            });
-            (shared.on_bytes)(on_disk, shared.size);
+            shared.events.progress(on_disk, shared.size, speed);
         }
     }
     Ok(())
@@ -545,7 +385,7 @@ fn write_pieces(
         if let Err(error) = file.write_all_at(&piece.bytes, piece.offset) {
             return (hasher, hashed, Err(error));
         }
-        super::failpoint::hit("download.chunk");
+        testing::hit("download.chunk");
         let chunk_start = piece.chunk as u64 * progress.chunk;
         let end = piece.offset + piece.bytes.len() as u64 - chunk_start;
         let written = &mut progress.written[piece.chunk];
@@ -665,7 +505,7 @@ mod tests {
         assert_eq!(hashed, 1000);
         assert_eq!(
             hex::encode(hasher.finalize()),
-            super::super::verification::sha256_hex(&data)
+            crate::artifacts::hash::sha256_hex(&data)
         );
     }
 }

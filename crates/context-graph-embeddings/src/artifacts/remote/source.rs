@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{Stream, StreamExt};
-use reqwest::{header, StatusCode};
+use reqwest::StatusCode;
 
-use super::hub::{parse_content_range, strip_query, HubClient};
+use super::client::HubClient;
+use super::protocol::error_chain;
+use super::protocol::{is_html, parse_content_range, strip_query};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// A boxed future, as trait methods return them.
@@ -141,11 +143,7 @@ impl ByteSource for HubSource {
             if status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Ok(Opened::Unsatisfiable);
             }
-            let is_html = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|t| t.to_ascii_lowercase().contains("text/html"));
+            let is_html = is_html(response.headers());
             if is_html && !self.location.filename.ends_with(".html") {
                 return Err(EmbeddingError::BadResponse {
                     url: self.name(),
@@ -184,19 +182,4 @@ impl ByteSource for HubSource {
     fn idle_timeout(&self) -> Duration {
         self.client.idle_timeout()
     }
-}
-
-/// The error and its causes, one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }

@@ -1,60 +1,18 @@
-//! SHA-256 verification of files, and verification stamps: the record that a file was
-//! verified, so that readiness at start-up costs a `stat`, not a re-hash of gigabytes.
+//! Verification stamps: the record that a file was verified, so that readiness at start-up costs a `stat`, not a re-hash of gigabytes.
 //!
 //! A stamp holds the file's size, modification time, inode and device next to the verified
 //! hash. Any change to the file (rewrite, truncation, replacement) changes one of them, and the
 //! file is then treated as unverified until hashed again.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::cache::write_atomic;
+use super::fs::write_atomic;
 use crate::error::EmbeddingResult;
-
-/// Read size of file hashing (large reads keep syscalls off the profile).
-const HASH_BUFFER_BYTES: usize = 1 << 20;
-
-/// SHA-256 of bytes in lower-case hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Hashes a file; returns its lower-case hex SHA-256 and its length. Blocking: call from a
-/// blocking thread (`spawn_blocking`) in async code.
-pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let length = hash_reader_into(&mut file, &mut hasher, u64::MAX)?;
-    Ok((hex::encode(hasher.finalize()), length))
-}
-
-/// Feeds at most `limit` bytes of `reader` into `hasher`; returns how many were read.
-pub fn hash_reader_into(
-    reader: &mut impl Read,
-    hasher: &mut Sha256,
-    limit: u64,
-) -> io::Result<u64> {
-    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
-    let mut total = 0u64;
-    while total < limit {
-        let want = usize::try_from((limit - total).min(HASH_BUFFER_BYTES as u64))
-            .unwrap_or(HASH_BUFFER_BYTES);
-        let read = match reader.read(&mut buffer[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..read]);
-        total += read as u64;
-    }
-    Ok(total)
-}
 
 /// Identity of a file's current content, as far as metadata tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,19 +102,7 @@ impl VerificationStamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashes_match_known_vectors() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        fs::write(&path, &data).unwrap();
-        assert_eq!(hash_file(&path).unwrap(), (sha256_hex(&data), 3_000_000));
-    }
+    use crate::artifacts::hash::sha256_hex;
 
     #[test]
     fn stamp_is_invalidated_by_any_rewrite() {

@@ -1,4 +1,5 @@
-//! Cache size limits: which blobs may go, in which order, and removing them safely.
+//! The cache's size budget: what a plan still needs, whether it fits the limit and the disk,
+//! which blobs may go, in which order, and removing them safely.
 //!
 //! Only blobs that no entry of the active manifest needs are candidates, least recently used
 //! first (the later of access and modification time, so file systems mounted `noatime` still
@@ -13,14 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::cache::{
-    link_at_or_above, remove_empty_parents, remove_entry, snapshot_link_blob_name, CacheLayout,
-    INCOMPLETE_SUFFIX,
-};
-use crate::error::EmbeddingResult;
-
-/// Suffix of a parallel download's progress record beside its partial file.
-const SIDECAR_SUFFIX: &str = ".ranges";
+use super::fs::{create_dir_all, link_at_or_above, remove_empty_parents, remove_entry};
+use super::layout::{partial_blob_name, partial_files, snapshot_link_blob_name, CacheLayout};
+use super::lock::BlobLock;
+use crate::artifacts::blocking::{available_space, run_blocking, run_blocking_checked};
+use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// A blob (or partial download) that eviction may remove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,13 +82,9 @@ pub fn candidates(
             let name = entry.file_name().to_string_lossy().into_owned();
             // A parallel download's progress record (`<partial>.ranges`) belongs to its
             // partial: protected, evicted and reported like it.
-            let partial = name.ends_with(INCOMPLETE_SUFFIX)
-                || name.ends_with(&format!("{INCOMPLETE_SUFFIX}{SIDECAR_SUFFIX}"));
-            let blob_name = if partial {
-                name.split('.').next().unwrap_or_default().to_owned()
-            } else {
-                name.clone()
-            };
+            let partial = partial_blob_name(&name);
+            let blob_name = partial.unwrap_or(&name).to_owned();
+            let partial = partial.is_some();
             if protected.contains(&(repo_folder.clone(), blob_name)) {
                 continue;
             }
@@ -176,6 +170,168 @@ pub fn snapshot_links_to(repo_dir: &Path, blob_name: &str) -> Vec<PathBuf> {
         walk(&snapshots, blob_name, &mut out);
     }
     out
+}
+
+/// Blobs that must not be evicted: pairs of repo folder and blob name.
+pub(crate) type Protected = HashSet<(String, String)>;
+
+/// One blob a plan is about to fetch.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedBlob {
+    /// The repo.
+    pub(crate) repo_id: String,
+    /// The blob name.
+    pub(crate) etag: String,
+    /// Its size (0 when unknown).
+    pub(crate) size: u64,
+}
+
+/// Bytes still to fetch for a plan: sizes minus blobs already there and partial downloads
+/// already on disk. Blocking (a few `stat`s).
+pub(crate) fn bytes_needed(layout: &CacheLayout, plan: &[PlannedBlob]) -> u64 {
+    plan.iter()
+        .map(|blob| {
+            if layout.blob_path(&blob.repo_id, &blob.etag).exists() {
+                return 0;
+            }
+            let partial = partial_files(&layout.blobs_dir(&blob.repo_id), &blob.etag)
+                .first()
+                .map_or(0, |p| p.1);
+            blob.size.saturating_sub(partial)
+        })
+        .sum()
+}
+
+/// The cache's size, walked on a blocking thread.
+pub(crate) async fn cache_size_off_thread(layout: &CacheLayout) -> u64 {
+    let layout = layout.clone();
+    run_blocking(move || Ok(layout.total_size()))
+        .await
+        .unwrap_or(0)
+}
+
+/// Makes room for a plan: within `limit` (evicting least recently used blobs nobody
+/// protects, the plan's own included among the protected), and on a disk with enough free
+/// space when `check_disk` is set. Fails, before anything is written, when neither can be had.
+pub(crate) async fn make_room(
+    layout: &CacheLayout,
+    plan: &[PlannedBlob],
+    limit: Option<u64>,
+    check_disk: bool,
+    mut protected: Protected,
+) -> EmbeddingResult<()> {
+    let needed = {
+        let layout = layout.clone();
+        let plan = plan.to_vec();
+        run_blocking(move || Ok(bytes_needed(&layout, &plan)))
+            .await
+            .unwrap_or(0)
+    };
+    if needed == 0 {
+        return Ok(());
+    }
+    if let Some(limit) = limit {
+        let current = cache_size_off_thread(layout).await;
+        if current.saturating_add(needed) > limit {
+            protected.extend(
+                plan.iter()
+                    .map(|b| (CacheLayout::repo_folder_name(&b.repo_id), b.etag.clone())),
+            );
+            let found = {
+                let layout = layout.clone();
+                run_blocking(move || Ok(candidates(&layout, &protected)))
+                    .await
+                    .unwrap_or_default()
+            };
+            let evictable: u64 = found.iter().map(|c| c.bytes).sum();
+            let to_free = current.saturating_add(needed) - limit;
+            if evictable < to_free {
+                return Err(EmbeddingError::CacheLimitExceeded {
+                    needed,
+                    limit,
+                    current,
+                    evictable,
+                });
+            }
+            for candidate in select(found, to_free) {
+                remove_candidate_locked(layout, &candidate).await?;
+            }
+        }
+    }
+    if check_disk {
+        let root = layout.root().to_path_buf();
+        let checked = root.clone();
+        let available = run_blocking_checked("cannot create folder", &root, move || {
+            create_dir_all(&checked)?;
+            Ok(available_space(&checked))
+        })
+        .await?;
+        if let Some(available) = available {
+            if needed > available {
+                return Err(EmbeddingError::InsufficientDisk {
+                    path: root,
+                    needed,
+                    available,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes one candidate under its blob's lock, so no other process is mid-download of it.
+pub(crate) async fn remove_candidate_locked(
+    layout: &CacheLayout,
+    candidate: &EvictionCandidate,
+) -> EmbeddingResult<()> {
+    let lock_path = layout.lock_path_in(&candidate.repo_folder, &candidate.blob_name);
+    let _lock = BlobLock::acquire(&lock_path, || {}).await?;
+    let layout = layout.clone();
+    let candidate = candidate.clone();
+    let path = candidate.path.clone();
+    run_blocking_checked("cannot remove", &path, move || {
+        remove_candidate(&layout, &candidate)
+    })
+    .await
+}
+
+/// Evicts least recently used blobs not in `protected` until the cache is at most
+/// `max_bytes`. With `dry_run`, only reports.
+pub(crate) async fn collect_garbage(
+    layout: &CacheLayout,
+    max_bytes: u64,
+    protected: Protected,
+    dry_run: bool,
+) -> EmbeddingResult<EvictionReport> {
+    let size_before = cache_size_off_thread(layout).await;
+    let mut report = EvictionReport {
+        size_before,
+        size_after: size_before,
+        dry_run,
+        ..EvictionReport::default()
+    };
+    if size_before <= max_bytes {
+        return Ok(report);
+    }
+    let found = {
+        let layout = layout.clone();
+        run_blocking(move || Ok(candidates(&layout, &protected)))
+            .await
+            .unwrap_or_default()
+    };
+    for candidate in select(found, size_before - max_bytes) {
+        if !dry_run {
+            remove_candidate_locked(layout, &candidate).await?;
+        }
+        report.freed_bytes += candidate.bytes;
+        report.removed.push(candidate);
+    }
+    report.size_after = if dry_run {
+        size_before.saturating_sub(report.freed_bytes)
+    } else {
+        cache_size_off_thread(layout).await
+    };
+    Ok(report)
 }
 
 #[cfg(test)]

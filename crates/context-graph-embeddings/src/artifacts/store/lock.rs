@@ -8,8 +8,8 @@
 //! file system refuses (`Unsupported`) is therefore skipped with a warning. Locks die with
 //! their process, so a killed download never leaves a lock that blocks the next run.
 //!
-//! `CG_MODELS_TEST_NO_LOCKS=1` makes every lock a silent no-op that still claims success:
-//! the network-file-system case, for the tests that prove correctness without locks.
+//! Builds with the `failpoints` feature can simulate that case (`LockKind::Simulated`, see
+//! `testing.rs`), for the tests that prove correctness without locks.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -17,22 +17,26 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{EmbeddingError, EmbeddingResult};
 
-/// The variable that turns locks into silent no-ops (tests of the network-file-system case).
-pub const NO_LOCKS_ENV: &str = "CG_MODELS_TEST_NO_LOCKS";
-
-fn locks_lie() -> bool {
-    static LIE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LIE.get_or_init(|| {
-        std::env::var(NO_LOCKS_ENV).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
-    })
+/// What a [`BlobLock`] really holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// An `flock` the file system granted.
+    Held,
+    /// The file system refuses locks; the download goes on without one.
+    Unsupported,
+    /// A no-op that claims success, as `flock` does on some network file systems (only in
+    /// builds with the `failpoints` feature, for the tests that prove correctness without
+    /// locks).
+    Simulated,
 }
 
 /// A held blob lock; released on drop.
 #[derive(Debug)]
 pub struct BlobLock {
     file: Option<File>,
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     path: PathBuf,
-    lying: bool,
+    kind: LockKind,
 }
 
 impl BlobLock {
@@ -47,18 +51,18 @@ impl BlobLock {
                 .map_err(|e| EmbeddingError::io("cannot open lock", &path, io::Error::other(e)))?
         };
         let file = opened.map_err(|e| EmbeddingError::io("cannot open lock", &path, e))?;
-        if locks_lie() {
+        if crate::artifacts::testing::locks_simulated() {
             return Ok(BlobLock {
                 file: None,
                 path,
-                lying: true,
+                kind: LockKind::Simulated,
             });
         }
         match file.try_lock() {
             Ok(()) => Ok(BlobLock {
                 file: Some(file),
                 path,
-                lying: false,
+                kind: LockKind::Held,
             }),
             Err(std::fs::TryLockError::WouldBlock) => {
                 on_wait();
@@ -72,7 +76,7 @@ impl BlobLock {
                     Ok(file) => Ok(BlobLock {
                         file: Some(file),
                         path,
-                        lying: false,
+                        kind: LockKind::Held,
                     }),
                     Err(e) => Self::unsupported_or_error(path, e),
                 }
@@ -90,7 +94,7 @@ impl BlobLock {
             Ok(BlobLock {
                 file: None,
                 path,
-                lying: false,
+                kind: LockKind::Unsupported,
             })
         } else {
             Err(EmbeddingError::io("cannot take lock", path, error))
@@ -98,12 +102,13 @@ impl BlobLock {
     }
 
     /// Whether a lock is held as far as the file system says (false where it refuses locks;
-    /// true for the silent no-op locks of `CG_MODELS_TEST_NO_LOCKS`, which lie like NFS).
+    /// true for simulated locks, which claim success as some network file systems do).
     pub fn is_effective(&self) -> bool {
-        self.file.is_some() || self.lying
+        self.kind != LockKind::Unsupported
     }
 
     /// The lock file.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub fn path(&self) -> &Path {
         &self.path
     }

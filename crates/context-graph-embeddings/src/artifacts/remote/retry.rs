@@ -1,13 +1,17 @@
 //! Retry policy as plain data, and the classifier that says what is worth retrying.
 //!
-//! No I/O and no sleeping here: the download loop asks [`RetryPolicy::delay`] how long to wait
-//! and sleeps itself, so the schedule is testable without a network or a clock.
+//! No I/O and no sleeping here: every retry loop (the `HEAD` of a file, one stream, each range
+//! worker) keeps one [`RetryState`], asks it after each failure whether and how long to wait,
+//! and sleeps itself, so the schedule and the give-up rule are testable without a network or
+//! a clock, and written once.
 //!
 //! Transient (retried): connection failures, resets, idle timeouts, bodies that end early,
 //! 408, 429 and 5xx. Fatal (not retried): every other 4xx, which carries the Hub's reason
 //! (missing repo, gated repo, bad token), and local errors such as a full disk.
 
 use std::time::Duration;
+
+use crate::error::{EmbeddingError, FileLocation};
 
 /// How retries are spaced.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +63,95 @@ impl RetryPolicy {
             Some(hint) => hint.min(self.max_server_delay).max(jittered),
             None => jittered,
         }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug)]
+pub(crate) enum RetryDecision {
+    /// Wait, then try again.
+    Retry(Backoff),
+    /// Stop: the error is fatal, or the retries ran out (then `RetriesExhausted`).
+    GiveUp(EmbeddingError),
+}
+
+/// One wait before a retry, as the `Retrying` event reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    /// The retry number since the last progress (1 for the first retry).
+    pub(crate) attempt: u32,
+    /// How long to wait.
+    pub(crate) delay: Duration,
+    /// What failed, as shown to users.
+    pub(crate) reason: String,
+}
+
+/// The state of one retry loop: retries since the last progress (a loop that makes progress
+/// starts counting again, so a long download over a flaky link is not given up), attempts in
+/// all (for the final error), and the policy.
+#[derive(Debug)]
+pub(crate) struct RetryState {
+    policy: RetryPolicy,
+    max_retries: u32,
+    location: FileLocation,
+    retries: u32,
+    attempts: u32,
+}
+
+impl RetryState {
+    /// A loop for `location` allowing `max_retries` retries in a row without progress.
+    pub(crate) fn new(policy: &RetryPolicy, max_retries: u32, location: &FileLocation) -> Self {
+        RetryState {
+            policy: policy.clone(),
+            max_retries,
+            location: location.clone(),
+            retries: 0,
+            attempts: 0,
+        }
+    }
+
+    /// Counts an attempt; call before each try.
+    pub(crate) fn attempt_started(&mut self) {
+        self.attempts += 1;
+    }
+
+    /// An attempt succeeded: the next failure counts from one again.
+    pub(crate) fn succeeded(&mut self) {
+        self.retries = 0;
+    }
+
+    /// Decides after a failure: fatal errors give up at once; transient ones are retried,
+    /// `max_retries` times in a row without progress, after the policy's delay (or the delay
+    /// the server asked for). `jitter` in `[0, 1)` spreads clients apart.
+    pub(crate) fn after_failure(
+        &mut self,
+        error: EmbeddingError,
+        made_progress: bool,
+        jitter: f64,
+    ) -> RetryDecision {
+        if !error.is_transient() {
+            return RetryDecision::GiveUp(error);
+        }
+        if made_progress {
+            self.retries = 0;
+        }
+        self.retries += 1;
+        if self.retries > self.max_retries {
+            return RetryDecision::GiveUp(EmbeddingError::RetriesExhausted {
+                location: self.location.clone(),
+                attempts: self.attempts.max(1),
+                last: Box::new(error),
+            });
+        }
+        let server_delay = match &error {
+            EmbeddingError::TransientStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        RetryDecision::Retry(Backoff {
+            attempt: self.retries,
+            delay: self.policy.delay(self.retries, server_delay, jitter),
+            reason: error.to_string(),
+        })
     }
 }
 
@@ -180,5 +273,76 @@ mod tests {
         );
         assert_eq!(parse_ratelimit("\"api\";r=3;t=55"), None);
         assert_eq!(parse_ratelimit("garbage"), None);
+    }
+
+    fn location() -> FileLocation {
+        FileLocation {
+            model_id: crate::ModelId::Entity,
+            repo_id: "org/model".to_owned(),
+            revision: "main".to_owned(),
+            filename: "model.safetensors".to_owned(),
+        }
+    }
+
+    fn transient() -> EmbeddingError {
+        EmbeddingError::TransientStatus {
+            refusal: crate::error::HubRefusal {
+                status: 503,
+                error_code: None,
+                message: None,
+                url: "http://hub/x".to_owned(),
+            },
+            retry_after: Some(Duration::from_millis(7)),
+        }
+    }
+
+    #[test]
+    fn retry_state_gives_up_after_max_retries_in_a_row_and_counts_attempts() {
+        let mut state = RetryState::new(&RetryPolicy::default(), 2, &location());
+        let mut delays = Vec::new();
+        loop {
+            state.attempt_started();
+            match state.after_failure(transient(), false, 0.5) {
+                RetryDecision::Retry(backoff) => delays.push((backoff.attempt, backoff.delay)),
+                RetryDecision::GiveUp(EmbeddingError::RetriesExhausted { attempts, .. }) => {
+                    assert_eq!(attempts, 3);
+                    break;
+                }
+                RetryDecision::GiveUp(other) => panic!("unexpected {other}"),
+            }
+        }
+        // The server's delay is honoured (capped by the policy, never below it).
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            delays,
+            vec![
+                (1, policy.delay(1, Some(Duration::from_millis(7)), 0.5)),
+                (2, policy.delay(2, Some(Duration::from_millis(7)), 0.5))
+            ]
+        );
+    }
+
+    #[test]
+    fn progress_resets_the_count_and_fatal_errors_stop_at_once() {
+        let mut state = RetryState::new(&RetryPolicy::immediate(), 1, &location());
+        for _ in 0..5 {
+            state.attempt_started();
+            assert!(matches!(
+                state.after_failure(transient(), true, 0.0),
+                RetryDecision::Retry(Backoff { attempt: 1, .. })
+            ));
+        }
+        state.attempt_started();
+        assert!(matches!(
+            state.after_failure(transient(), false, 0.0),
+            RetryDecision::GiveUp(EmbeddingError::RetriesExhausted { attempts: 6, .. })
+        ));
+        let mut fresh = RetryState::new(&RetryPolicy::immediate(), 9, &location());
+        fresh.attempt_started();
+        let fatal = EmbeddingError::Config("bad".to_owned());
+        assert!(matches!(
+            fresh.after_failure(fatal, false, 0.0),
+            RetryDecision::GiveUp(EmbeddingError::Config(_))
+        ));
     }
 }

@@ -8,10 +8,15 @@
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{self, HeaderMap};
+use reqwest::header;
 use reqwest::{Response, StatusCode, Url};
 
+use super::protocol::{
+    error_chain, header_str, is_html, metadata_from, percent_encode, strip_query, strong_etag,
+    RemoteFile,
+};
 use super::retry::{classify_status, parse_ratelimit, parse_retry_after, StatusClass};
+use crate::artifacts::ids::{is_commit_hash, validate_sha256};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
 
 /// Most redirects followed for one request.
@@ -41,41 +46,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// What the Hub says about one file at one revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
-    /// The commit the revision resolved to (`X-Repo-Commit`).
-    pub commit: String,
-    /// The normalised etag: the blob name in the cache (SHA-256 for LFS files).
-    pub etag: String,
-    /// The SHA-256 the Hub advertises (`X-Linked-Etag`), when it is one.
-    pub sha256: Option<String>,
-    /// The size the Hub advertises (`X-Linked-Size`, or `Content-Length` of a final 200).
-    pub size: Option<u64>,
-    /// Where the bytes are (the resolve URL or the CDN location it redirects to).
-    pub download_url: String,
-    /// A validator for `If-Range` when the bytes come from the resolve URL itself.
-    pub validator: Option<String>,
-    /// Whether the Hub said this (false: built from a fully pinned manifest entry without
-    /// asking, for a mirror-first download that need not reach the Hub at all).
-    pub from_hub: bool,
-}
-
-impl RemoteFile {
-    /// What a fully pinned entry at a commit says, without asking the Hub.
-    pub fn from_pins(commit: &str, sha256: &str, size: Option<u64>) -> Self {
-        RemoteFile {
-            commit: commit.to_owned(),
-            etag: sha256.to_owned(),
-            sha256: Some(sha256.to_owned()),
-            size,
-            download_url: String::new(),
-            validator: None,
-            from_hub: false,
-        }
-    }
-}
-
 /// The client side of the Hub protocol.
 #[derive(Debug, Clone)]
 pub struct HubClient {
@@ -87,16 +57,32 @@ pub struct HubClient {
     idle_timeout: Duration,
 }
 
+/// How to build a [`HubClient`].
+#[derive(Debug, Clone)]
+pub struct HubClientOptions {
+    /// The Hub, e.g. `https://huggingface.co`.
+    pub endpoint: String,
+    /// Sent to the endpoint's own origin only.
+    pub token: Option<Secret>,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for a metadata answer (`HEAD`, API calls).
+    pub metadata_timeout: Duration,
+    /// Longest wait for the next byte of a body.
+    pub idle_timeout: Duration,
+}
+
 impl HubClient {
-    /// A client for `endpoint`, with a connect timeout, an idle (read) timeout and no
-    /// automatic redirects.
-    pub fn new(
-        endpoint: &str,
-        token: Option<Secret>,
-        connect_timeout: Duration,
-        metadata_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> EmbeddingResult<Self> {
+    /// A client for the options' endpoint, with a connect timeout, an idle (read) timeout and
+    /// no automatic redirects.
+    pub fn new(options: HubClientOptions) -> EmbeddingResult<Self> {
+        let HubClientOptions {
+            endpoint,
+            token,
+            connect_timeout,
+            metadata_timeout,
+            idle_timeout,
+        } = options;
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let endpoint_url = Url::parse(&endpoint).map_err(|e| {
             EmbeddingError::Config(format!("endpoint `{endpoint}` is not a URL: {e}"))
@@ -125,11 +111,6 @@ impl HubClient {
             metadata_timeout,
             idle_timeout,
         })
-    }
-
-    /// The endpoint, without trailing slash.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
     }
 
     /// Whether a token is configured.
@@ -266,7 +247,7 @@ impl HubClient {
         value
             .get("sha")
             .and_then(|s| s.as_str())
-            .filter(|s| super::manifest::is_commit_hash(s))
+            .filter(|s| is_commit_hash(s))
             .map(str::to_owned)
             .ok_or_else(|| EmbeddingError::Protocol {
                 location: location.clone(),
@@ -307,7 +288,7 @@ impl HubClient {
         let sha = lfs
             .and_then(|l| l.get("oid").or_else(|| l.get("sha256")))
             .and_then(|o| o.as_str())
-            .and_then(|o| super::manifest::validate_sha256(o).ok());
+            .and_then(|o| validate_sha256(o).ok());
         let size = lfs
             .and_then(|l| l.get("size"))
             .or_else(|| entry.get("size"))
@@ -394,76 +375,6 @@ fn redirect_target(
     Ok(next)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
-
-/// Strips `W/` and quotes from an etag, as `huggingface_hub._normalize_etag` does.
-pub fn normalize_etag(raw: &str) -> String {
-    raw.trim()
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .to_owned()
-}
-
-fn strong_etag(headers: &HeaderMap) -> Option<String> {
-    let raw = header_str(headers, "etag")?;
-    (!raw.starts_with("W/") && raw.len() > 2).then(|| raw.to_owned())
-}
-
-fn metadata_from(
-    headers: &HeaderMap,
-    download_url: &str,
-    is_redirect: bool,
-    location: &FileLocation,
-) -> EmbeddingResult<RemoteFile> {
-    let protocol = |reason: String| EmbeddingError::Protocol {
-        location: location.clone(),
-        reason,
-    };
-    let commit = header_str(headers, "x-repo-commit")
-        .map(str::to_ascii_lowercase)
-        .filter(|c| super::manifest::is_commit_hash(c))
-        .ok_or_else(|| {
-            protocol("the Hub's answer has no X-Repo-Commit header (is the endpoint a Hugging Face Hub?)".to_owned())
-        })?;
-    let etag = header_str(headers, "x-linked-etag")
-        .or_else(|| header_str(headers, "etag"))
-        .map(normalize_etag)
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| {
-            protocol("the Hub's answer has no X-Linked-Etag or ETag header".to_owned())
-        })?;
-    if etag.contains(['/', '\\', '\0']) || etag.starts_with('.') || etag.len() > 128 {
-        return Err(protocol(format!(
-            "the Hub sent an unusable etag `{}`",
-            etag.chars().take(80).collect::<String>()
-        )));
-    }
-    let sha256 = super::manifest::validate_sha256(&etag).ok();
-    let size = header_str(headers, "x-linked-size")
-        .and_then(|s| s.parse::<u64>().ok())
-        .or_else(|| {
-            if is_redirect {
-                None
-            } else {
-                header_str(headers, "content-length").and_then(|s| s.parse::<u64>().ok())
-            }
-        });
-    Ok(RemoteFile {
-        commit,
-        etag,
-        sha256,
-        size,
-        download_url: download_url.to_owned(),
-        validator: None,
-        from_hub: true,
-    })
-}
-
 async fn error_from_response(
     response: Response,
     url: &Url,
@@ -518,11 +429,7 @@ async fn error_from_response(
 }
 
 async fn read_error_body(mut response: Response) -> Option<String> {
-    let is_html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.contains("html"));
+    let is_html = is_html(response.headers());
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         body.extend_from_slice(&chunk);
@@ -550,7 +457,7 @@ pub fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> Embed
             idle,
         };
     }
-    let mut message = super::source::error_chain(error);
+    let mut message = error_chain(error);
     // reqwest repeats the URL the error already names.
     message = message.replace(&format!(" for url ({url})"), "");
     // reqwest names the URL in its message; the query of a signed URL must not leak.
@@ -563,53 +470,23 @@ pub fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> Embed
     }
 }
 
-/// A URL without its query string (signed CDN URLs carry credentials there).
-pub fn strip_query(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or(url).to_owned()
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// Parses `Content-Range: bytes a-b/total`.
-pub fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (span, total) = rest.split_once('/')?;
-    let (start, end) = span.split_once('-')?;
-    let total = if total.trim() == "*" {
-        None
-    } else {
-        Some(total.trim().parse().ok()?)
-    };
-    Some((start.trim().parse().ok()?, end.trim().parse().ok()?, total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+
+    fn options(endpoint: &str, token: Option<Secret>) -> HubClientOptions {
+        HubClientOptions {
+            endpoint: endpoint.to_owned(),
+            token,
+            connect_timeout: Duration::from_secs(1),
+            metadata_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+        }
+    }
 
     #[test]
     fn urls_are_encoded_like_huggingface_hub() {
-        let client = HubClient::new(
-            "http://localhost:1/",
-            None,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        let client = HubClient::new(options("http://localhost:1/", None)).unwrap();
         assert_eq!(
             client.resolve_url("org/name", "refs/pr/1", "sub dir/model.safetensors"),
             "http://localhost:1/org/name/resolve/refs%2Fpr%2F1/sub%20dir/model.safetensors"
@@ -617,46 +494,10 @@ mod tests {
     }
 
     #[test]
-    fn etags_are_normalised() {
-        assert_eq!(normalize_etag("W/\"abc\""), "abc");
-        assert_eq!(normalize_etag("\"abc\""), "abc");
-    }
-
-    #[test]
     fn secrets_do_not_debug() {
         let secret = Secret::new("hf_abc".to_owned());
         assert_eq!(format!("{secret:?}"), "<redacted>");
-        let client = HubClient::new(
-            "http://localhost:1",
-            Some(secret),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        let client = HubClient::new(options("http://localhost:1", Some(secret))).unwrap();
         assert!(!format!("{client:?}").contains("hf_abc"));
-    }
-
-    #[test]
-    fn content_range_parses() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_static("bytes 10-99/100"),
-        );
-        assert_eq!(parse_content_range(&headers), Some((10, 99, Some(100))));
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_static("bytes */100"),
-        );
-        assert_eq!(parse_content_range(&headers), None);
-    }
-
-    #[test]
-    fn query_strings_are_stripped() {
-        assert_eq!(
-            strip_query("http://cdn/x?X-Amz-Signature=abc"),
-            "http://cdn/x"
-        );
     }
 }

@@ -22,9 +22,10 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
 
-use super::downloader::blocking;
-use super::environment::{EnvLookup, ProcessEnv};
-use super::source::{error_chain, Body, BoxFuture, ByteSource, Opened};
+use super::protocol::error_chain;
+use super::source::{Body, BoxFuture, ByteSource, Opened};
+use crate::artifacts::blocking::run_blocking;
+use crate::artifacts::environment::{self, EnvLookup, ProcessEnv};
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Part size of multipart uploads.
@@ -89,7 +90,7 @@ impl MirrorConfig {
     pub fn from_env(env: &dyn EnvLookup) -> Option<Self> {
         let url = env.var("CG_MODELS_MIRROR")?;
         Some(MirrorConfig {
-            write: super::environment::is_true(env, "CG_MODELS_MIRROR_WRITE"),
+            write: environment::is_true(env, "CG_MODELS_MIRROR_WRITE"),
             ..MirrorConfig::new(url)
         })
     }
@@ -248,12 +249,12 @@ impl Mirror {
         let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
         let mut file = {
             let to_open = blob.to_path_buf();
-            blocking(move || std::fs::File::open(to_open))
+            run_blocking(move || std::fs::File::open(to_open))
                 .await
                 .map_err(|e| EmbeddingError::io("cannot open", blob, e))?
         };
         loop {
-            let (returned, buffer) = blocking(move || {
+            let (returned, buffer) = run_blocking(move || {
                 use std::io::Read;
                 let mut buffer = vec![0u8; UPLOAD_PART_BYTES];
                 let mut filled = 0;

@@ -14,11 +14,15 @@
 //! safe removal of files (never following a link out of the cache).
 
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use rand::Rng;
-
+use super::fs::{
+    create_dir_all, link_above, link_at_or_above, process_runs, random_suffix,
+    remove_stale_temporaries, symlink, temporary_owner, temporary_path, write_atomic,
+};
+use crate::artifacts::hash::sha256_hex;
+use crate::artifacts::ids::is_commit_hash;
+use crate::artifacts::testing;
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Content of `CACHEDIR.TAG`, as `huggingface_hub` writes it (the standard signature first).
@@ -29,6 +33,10 @@ pub const METADATA_DIR: &str = ".cg-models-v1";
 
 /// Suffix of files being downloaded.
 pub const INCOMPLETE_SUFFIX: &str = ".incomplete";
+
+/// Suffix of a parallel download's progress record, beside its partial file
+/// (`<etag>.<pid>-<8 hex>.incomplete.ranges`).
+pub const SIDECAR_SUFFIX: &str = ".ranges";
 
 /// Paths of one Hugging Face hub cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,18 +95,27 @@ impl CacheLayout {
 
     /// The lock of one blob, at the path `huggingface_hub` locks.
     pub fn lock_path(&self, repo_id: &str, etag: &str) -> PathBuf {
+        self.lock_path_in(&Self::repo_folder_name(repo_id), etag)
+    }
+
+    /// The lock of a blob (or of the blob a partial download's name belongs to) in a repo
+    /// folder (`models--org--name`).
+    pub fn lock_path_in(&self, repo_folder: &str, blob_or_partial_name: &str) -> PathBuf {
+        let etag = partial_blob_name(blob_or_partial_name).unwrap_or(blob_or_partial_name);
         self.root
             .join(".locks")
-            .join(Self::repo_folder_name(repo_id))
+            .join(repo_folder)
             .join(format!("{etag}.lock"))
+    }
+
+    /// The snapshot folder of one commit.
+    pub fn snapshot_dir(&self, repo_id: &str, commit: &str) -> PathBuf {
+        self.repo_dir(repo_id).join("snapshots").join(commit)
     }
 
     /// Where the verification stamp of a snapshot file lives.
     pub fn stamp_path(&self, repo_id: &str, commit: &str, filename: &str) -> PathBuf {
-        let name = format!(
-            "{commit}-{}.json",
-            &super::verification::sha256_hex(filename.as_bytes())[..16]
-        );
+        let name = format!("{commit}-{}.json", &sha256_hex(filename.as_bytes())[..16]);
         self.repo_dir(repo_id)
             .join(METADATA_DIR)
             .join("verified")
@@ -108,12 +125,12 @@ impl CacheLayout {
     /// The commit a revision points to: the revision itself when it is a commit id, else the
     /// content of its ref file (trimmed; only a 40-hex value counts).
     pub fn resolve_commit(&self, repo_id: &str, revision: &str) -> Option<String> {
-        if super::manifest::is_commit_hash(revision) {
+        if is_commit_hash(revision) {
             return Some(revision.to_owned());
         }
         let text = fs::read_to_string(self.ref_path(repo_id, revision)).ok()?;
         let commit = text.trim();
-        super::manifest::is_commit_hash(commit).then(|| commit.to_owned())
+        is_commit_hash(commit).then(|| commit.to_owned())
     }
 
     /// Writes `refs/<revision>` = commit (no newline, atomically, only if it changed), as
@@ -126,7 +143,7 @@ impl CacheLayout {
         if fs::read_to_string(&path).ok().as_deref() == Some(commit) {
             return Ok(());
         }
-        super::failpoint::hit("ref.before_write");
+        testing::hit("ref.before_write");
         write_atomic(&path, commit.as_bytes())
     }
 
@@ -174,12 +191,12 @@ impl CacheLayout {
             fs::copy(&blob, &temporary)
                 .map_err(|e| EmbeddingError::io("cannot copy blob to", &temporary, e))?;
         }
-        super::failpoint::hit("snapshot.before_link");
+        testing::hit("snapshot.before_link");
         fs::rename(&temporary, &target).map_err(|e| {
             let _ = fs::remove_file(&temporary);
             EmbeddingError::io("cannot place snapshot entry", &target, e)
         })?;
-        super::failpoint::hit("snapshot.after_link");
+        testing::hit("snapshot.after_link");
         Ok(target)
     }
 
@@ -276,114 +293,6 @@ pub fn partial_in_use(partial: &Path) -> bool {
         .is_some_and(|pid| pid != std::process::id() && process_runs(pid))
 }
 
-/// Eight random hex digits.
-pub fn random_suffix() -> String {
-    format!("{:08x}", rand::rng().random::<u32>())
-}
-
-/// A fresh name for a temporary file in `dir`: `.<pid>-<8 hex>.tmp`. The process id lets a
-/// later run tell the leftovers of a killed process from the files of a live writer.
-pub fn temporary_path(dir: &Path) -> PathBuf {
-    dir.join(format!(".{}-{}.tmp", std::process::id(), random_suffix()))
-}
-
-/// The process that made a temporary file named by [`temporary_path`], if the name has that
-/// shape.
-fn temporary_owner(name: &str) -> Option<u32> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (pid, random) = inner.split_once('-')?;
-    let random_ok = random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit());
-    random_ok.then(|| pid.parse().ok()).flatten()
-}
-
-/// Whether a process with this id runs (on this machine, in this pid namespace). Unsure
-/// answers count as running, so nothing of a live writer is ever removed.
-fn process_runs(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return true;
-    };
-    !matches!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    )
-}
-
-/// Removes the temporary files in `dir` that processes no longer running left behind (killed
-/// between creating and renaming them). Called before a new temporary file is made in the same
-/// folder, so whatever a killed run left is cleaned up by the run that redoes its work.
-/// Files of running processes, this one included, and names of any other shape are kept.
-pub fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = temporary_owner(&name.to_string_lossy()) else {
-            continue;
-        };
-        if !process_runs(pid) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// `fs::create_dir_all` with the path in the error.
-pub fn create_dir_all(path: &Path) -> EmbeddingResult<()> {
-    fs::create_dir_all(path).map_err(|e| EmbeddingError::io("cannot create folder", path, e))
-}
-
-/// Writes a small file atomically: temporary file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, content: &[u8]) -> EmbeddingResult<()> {
-    let parent = path.parent().unwrap_or_else(|| Path::new("."));
-    create_dir_all(parent)?;
-    remove_stale_temporaries(parent);
-    let temporary = temporary_path(parent);
-    let result = (|| -> io::Result<()> {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&temporary);
-        EmbeddingError::io("cannot write", path, e)
-    })
-}
-
-/// The outermost repo folder (`models--…`) among `path` and its ancestors, as an index into
-/// `path.ancestors()`.
-fn repo_folder_index(ancestors: &[&Path]) -> Option<usize> {
-    ancestors.iter().rposition(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("models--"))
-    })
-}
-
-/// The link, if any, that `path` itself or one of its folders up to its repo folder
-/// (`models--…`, included) is. Everything a repo folder holds is reached without links except
-/// snapshot entries themselves; a link anywhere else was planted and may point anywhere, so
-/// nothing is removed, listed or read through it. `None` for paths outside any repo folder.
-pub fn link_at_or_above(path: &Path) -> Option<PathBuf> {
-    let ancestors: Vec<&Path> = path.ancestors().collect();
-    let top = repo_folder_index(&ancestors)?;
-    ancestors[..=top]
-        .iter()
-        .find(|p| {
-            p.symlink_metadata()
-                .is_ok_and(|m| m.file_type().is_symlink())
-        })
-        .map(|p| p.to_path_buf())
-}
-
-/// [`link_at_or_above`] for the folders holding `path` (a link at `path` itself is fine: it
-/// is removed as a link).
-fn link_above(path: &Path) -> Option<PathBuf> {
-    path.parent().and_then(link_at_or_above)
-}
-
 /// Whether a snapshot entry's bytes stay inside the cache: no link among its folders, and the
 /// entry is either a regular file (a copy) or a link of the cache's own shape
 /// (`../…/blobs/<name>`) to a regular blob file in a `blobs/` folder that is not a link.
@@ -426,44 +335,6 @@ pub fn entry_stays_inside(snapshot_entry: &Path) -> bool {
         && resolved.symlink_metadata().is_ok_and(|m| m.is_file())
 }
 
-/// Removes a file or link without following links; a missing file is fine. A path reached
-/// through a link inside its repo folder is left alone (with a warning): whatever is behind
-/// that link is not the cache's to remove.
-pub fn remove_entry(path: &Path) -> EmbeddingResult<bool> {
-    if let Some(link) = link_above(path) {
-        tracing::warn!(
-            path = %path.display(),
-            link = %link.display(),
-            "not removing a path reached through a link inside the cache; what the link points to is not the cache's"
-        );
-        return Ok(false);
-    }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path)
-            .map(|()| true)
-            .map_err(|e| EmbeddingError::io("cannot remove", path, e)),
-        Ok(_) => fs::remove_file(path)
-            .map(|()| true)
-            .map_err(|e| EmbeddingError::io("cannot remove", path, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(EmbeddingError::io("cannot inspect", path, e)),
-    }
-}
-
-/// Removes empty folders from `path` up to (not including) `stop`.
-pub fn remove_empty_parents(path: &Path, stop: &Path) {
-    if link_above(path).is_some() {
-        return;
-    }
-    let mut current = path.parent();
-    while let Some(dir) = current {
-        if dir == stop || !dir.starts_with(stop) || fs::remove_dir(dir).is_err() {
-            break;
-        }
-        current = dir.parent();
-    }
-}
-
 /// The blob name a snapshot symlink points to, if it is a link of the cache's own shape
 /// (`../…/blobs/<name>` with a plain name). Links pointing anywhere else are ignored, so no
 /// operation ever follows them out of the cache.
@@ -480,22 +351,34 @@ pub fn snapshot_link_blob_name(snapshot_entry: &Path) -> Option<String> {
     (blobs == "blobs" && only_parents && plain && !target.is_absolute()).then_some(name)
 }
 
-#[cfg(unix)]
-fn symlink(original: &Path, link: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(original, link)
+/// Where a sidecar is written before it is renamed into place; a kill between the two
+/// leaves it behind, and the next writer adopting the partial removes it.
+pub fn sidecar_temp_path(sidecar: &Path) -> PathBuf {
+    sidecar.with_extension("ranges.tmp")
 }
 
-#[cfg(not(unix))]
-fn symlink(_original: &Path, _link: &Path) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "symlinks are not supported here; set HF_HUB_DISABLE_SYMLINKS=1",
-    ))
+/// The sidecar path of a partial file.
+pub fn sidecar_path(partial: &Path) -> PathBuf {
+    let mut name = partial.as_os_str().to_owned();
+    name.push(SIDECAR_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The blob a partial download or its progress record belongs to (the etag before the first
+/// dot), `None` for names of any other shape.
+pub fn partial_blob_name(file_name: &str) -> Option<&str> {
+    let is_partial = file_name.ends_with(INCOMPLETE_SUFFIX)
+        || file_name.ends_with(&format!("{INCOMPLETE_SUFFIX}{SIDECAR_SUFFIX}"));
+    is_partial
+        .then(|| file_name.split('.').next())
+        .flatten()
+        .filter(|etag| !etag.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::store::fs::remove_entry;
 
     #[test]
     fn paths_match_huggingface_hub() {

@@ -1,0 +1,344 @@
+//! The readiness report (from metadata and stamps only: no hashing, no network) and
+//! verification by hashing: one model, or several on all cores, largest first.
+
+use std::path::PathBuf;
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+
+use super::context::Context;
+use super::local::{expected_hash, inspect, inspect_off_thread, is_ready, HashSource};
+use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
+use crate::artifacts::hash::hash_file;
+use crate::artifacts::manifest::{ManifestEntry, ModelArtifact, WeightFormat};
+use crate::artifacts::store::fs::remove_entry;
+use crate::artifacts::store::stamp::VerificationStamp;
+use crate::error::{EmbeddingError, EmbeddingResult};
+use crate::model_id::ModelId;
+
+/// The readiness of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessState {
+    /// Computed in-process; always ready.
+    Builtin,
+    /// On disk and verified.
+    Ready,
+    /// On disk, but not (or no longer) verified: `verify` or `ensure` hashes it.
+    Unverified,
+    /// Not on disk (maybe partly downloaded).
+    Missing,
+    /// The last attempt in this process failed.
+    Failed,
+}
+
+/// Readiness details of one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelReadiness {
+    /// The model.
+    pub model_id: ModelId,
+    /// Its state.
+    pub state: ReadinessState,
+    /// Hub repo (none for built-ins).
+    pub repo_id: Option<String>,
+    /// File in the repo.
+    pub filename: Option<String>,
+    /// Revision asked for.
+    pub revision: Option<String>,
+    /// Commit of the cached snapshot, when known.
+    pub commit: Option<String>,
+    /// Snapshot path, when on disk.
+    pub path: Option<PathBuf>,
+    /// Size in bytes (pinned, or of the verified file).
+    pub size_bytes: Option<u64>,
+    /// Expected SHA-256, when known.
+    pub expected_sha256: Option<String>,
+    /// Where the expected hash comes from.
+    pub hash_source: HashSource,
+    /// Weight format (the safetensors check applies only to safetensors).
+    pub format: Option<WeightFormat>,
+    /// Bytes of an unfinished download on disk.
+    pub partial_bytes: u64,
+    /// The error of a failed model.
+    pub error: Option<String>,
+    /// Where the verified file came from (`hub`, the mirror object, `cache`), when recorded.
+    pub source: Option<String>,
+}
+
+/// Overall readiness report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadinessReport {
+    /// Models ready to load (verified files and built-ins).
+    pub ready_models: Vec<ModelId>,
+    /// Models not ready: absent, partial, or present but unverified.
+    pub missing_models: Vec<ModelId>,
+    /// Models whose last attempt failed, with the error.
+    pub failed_models: Vec<(ModelId, String)>,
+    /// Sum of the known sizes of all artifacts.
+    pub total_size_bytes: u64,
+    /// Bytes on disk for them (verified files and partial downloads).
+    pub downloaded_bytes: u64,
+    /// Per-model details, in manifest order.
+    pub models: Vec<ModelReadiness>,
+}
+
+impl ReadinessReport {
+    /// Whether every model is ready.
+    pub fn all_ready(&self) -> bool {
+        self.missing_models.is_empty() && self.failed_models.is_empty()
+    }
+}
+
+/// The result of verifying one present file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyOutcome {
+    /// The model.
+    pub model_id: ModelId,
+    /// The file checked, if present.
+    pub path: Option<PathBuf>,
+    /// `Some(true)` verified, `Some(false)` corrupt, `None` not present.
+    pub verified: Option<bool>,
+    /// Expected and actual hash, for a corrupt file; or what prevented the check.
+    pub detail: Option<String>,
+}
+
+/// Overall readiness, from file metadata and stamps only (no hashing, no network).
+pub(crate) fn readiness_report(ctx: &Context) -> ReadinessReport {
+    let mut report = ReadinessReport {
+        ready_models: Vec::new(),
+        missing_models: Vec::new(),
+        failed_models: Vec::new(),
+        total_size_bytes: 0,
+        downloaded_bytes: 0,
+        models: Vec::new(),
+    };
+    for entry in &ctx.manifest.entries {
+        match entry {
+            ManifestEntry::Builtin(model_id) => {
+                report.ready_models.push(*model_id);
+                report.models.push(ModelReadiness::builtin(*model_id));
+            }
+            ManifestEntry::Artifact(artifact) => {
+                let row = model_readiness(ctx, artifact);
+                match row.state {
+                    ReadinessState::Ready => {
+                        report.ready_models.push(artifact.model_id);
+                        report.downloaded_bytes += row.size_on_disk;
+                    }
+                    ReadinessState::Failed => {
+                        report.failed_models.push((
+                            artifact.model_id,
+                            row.readiness.error.clone().unwrap_or_default(),
+                        ));
+                        report.downloaded_bytes += row.readiness.partial_bytes;
+                    }
+                    _ => {
+                        report.missing_models.push(artifact.model_id);
+                        report.downloaded_bytes += row.readiness.partial_bytes;
+                    }
+                }
+                report.total_size_bytes += row.known_size.unwrap_or(0);
+                report.models.push(row.readiness);
+            }
+        }
+    }
+    report
+}
+
+/// One artifact's row of the report, with the sizes the totals need.
+struct Row {
+    state: ReadinessState,
+    readiness: ModelReadiness,
+    known_size: Option<u64>,
+    size_on_disk: u64,
+}
+
+fn model_readiness(ctx: &Context, artifact: &ModelArtifact) -> Row {
+    let state = inspect(&ctx.layout, artifact);
+    let (expected, hash_source) = expected_hash(artifact, &state);
+    let known_size = artifact
+        .size_bytes
+        .or(state.stamp.as_ref().map(|s| s.fingerprint.size));
+    let ready = is_ready(artifact, &state, ctx.config.verify_checksums);
+    let failure = ctx.board.failure(artifact.model_id);
+    let readiness_state = if ready {
+        ReadinessState::Ready
+    } else if failure.is_some() {
+        ReadinessState::Failed
+    } else if state.snapshot.is_some() {
+        ReadinessState::Unverified
+    } else {
+        ReadinessState::Missing
+    };
+    Row {
+        state: readiness_state,
+        known_size,
+        size_on_disk: state.size.unwrap_or(0),
+        readiness: ModelReadiness {
+            model_id: artifact.model_id,
+            state: readiness_state,
+            repo_id: Some(artifact.repo_id.clone()),
+            filename: Some(artifact.filename.clone()),
+            revision: Some(artifact.revision_or_default().to_owned()),
+            commit: state.commit.clone(),
+            path: state.snapshot.clone(),
+            size_bytes: known_size.or(state.size),
+            expected_sha256: expected,
+            hash_source,
+            format: Some(artifact.format()),
+            partial_bytes: state.partial_bytes,
+            error: if ready { None } else { failure },
+            source: state.stamp.as_ref().and_then(|s| s.source.clone()),
+        },
+    }
+}
+
+impl ModelReadiness {
+    fn builtin(model_id: ModelId) -> Self {
+        ModelReadiness {
+            model_id,
+            state: ReadinessState::Builtin,
+            repo_id: None,
+            filename: None,
+            revision: None,
+            commit: None,
+            path: None,
+            size_bytes: None,
+            expected_sha256: None,
+            hash_source: HashSource::Unknown,
+            format: None,
+            partial_bytes: 0,
+            error: None,
+            source: None,
+        }
+    }
+}
+
+/// Hashes one model's file in full. `Ok(true)` when it matches (a stamp is written),
+/// `Ok(false)` when it does not (the model is marked failed), `MissingModels` when the file is
+/// not there.
+pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> EmbeddingResult<bool> {
+    let artifact = ctx.artifact(model_id)?;
+    let state = inspect_off_thread(&ctx.layout, artifact).await;
+    let Some(path) = state.snapshot.clone() else {
+        return Err(EmbeddingError::MissingModels(vec![model_id]));
+    };
+    let (expected, _) = expected_hash(artifact, &state);
+    let Some(expected) = expected else {
+        return Err(EmbeddingError::NoExpectedHash {
+            location: artifact.location(),
+        });
+    };
+    let commit = state.commit.clone().unwrap_or_default();
+    let hashed_path = path.clone();
+    let (actual, length) = run_blocking(move || hash_file(&hashed_path))
+        .await
+        .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
+    let stamp_path = ctx
+        .layout
+        .stamp_path(&artifact.repo_id, &commit, &artifact.filename);
+    let size_ok = artifact.size_bytes.is_none_or(|s| s == length);
+    let events = ctx.events(model_id);
+    if actual == expected && size_ok {
+        let stamped = path.clone();
+        run_blocking_checked("cannot read", &path, move || {
+            let stamp = VerificationStamp::now(&stamped, &actual)
+                .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
+            stamp.write(&stamp_path)
+        })
+        .await?;
+        ctx.board.set(
+            model_id,
+            crate::artifacts::status::DownloadStatus::Completed {
+                path,
+                verified: true,
+            },
+        );
+        Ok(true)
+    } else {
+        let _ =
+            run_blocking_checked("cannot remove", &path, move || remove_entry(&stamp_path)).await;
+        let error = if size_ok {
+            EmbeddingError::HashMismatch {
+                location: artifact.location(),
+                path: path.clone(),
+                expected,
+                actual,
+            }
+        } else {
+            EmbeddingError::SizeMismatch {
+                location: artifact.location(),
+                path: path.clone(),
+                expected: artifact.size_bytes.unwrap_or(0),
+                actual: length,
+            }
+        };
+        events.marked_failed(&error);
+        Ok(false)
+    }
+}
+
+/// Re-hashes the files of some models, `parallelism` at once (each on its own blocking
+/// thread), largest first so the cores finish together, and reports each result. With
+/// `only_unverified`, files with a valid stamp are skipped.
+pub(crate) async fn verify_models(
+    ctx: &Context,
+    models: &[ModelId],
+    parallelism: usize,
+    only_unverified: bool,
+) -> Vec<VerifyOutcome> {
+    let mut artifacts: Vec<(&ModelArtifact, super::local::LocalState)> = Vec::new();
+    for artifact in ctx
+        .manifest
+        .artifacts()
+        .filter(|a| models.contains(&a.model_id))
+    {
+        artifacts.push((artifact, inspect_off_thread(&ctx.layout, artifact).await));
+    }
+    artifacts.sort_by_key(|(artifact, state)| {
+        std::cmp::Reverse(
+            artifact
+                .size_bytes
+                .unwrap_or_else(|| state.size.unwrap_or(0)),
+        )
+    });
+    let mut results = stream::iter(artifacts)
+        .map(|(artifact, state)| async move {
+            let model_id = artifact.model_id;
+            let Some(path) = state.snapshot.clone() else {
+                return VerifyOutcome {
+                    model_id,
+                    path: None,
+                    verified: None,
+                    detail: None,
+                };
+            };
+            if only_unverified && state.stamp_valid {
+                return VerifyOutcome {
+                    model_id,
+                    path: Some(path),
+                    verified: Some(true),
+                    detail: None,
+                };
+            }
+            match verify_checksum(ctx, model_id).await {
+                Ok(verified) => VerifyOutcome {
+                    model_id,
+                    path: Some(path),
+                    verified: Some(verified),
+                    detail: (!verified).then(|| ctx.board.failure(model_id)).flatten(),
+                },
+                Err(error) => VerifyOutcome {
+                    model_id,
+                    path: Some(path),
+                    verified: None,
+                    detail: Some(error.to_string()),
+                },
+            }
+        })
+        .buffer_unordered(parallelism.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    results.sort_by_key(|r| r.model_id.index());
+    results
+}

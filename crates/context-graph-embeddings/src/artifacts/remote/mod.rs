@@ -1,0 +1,9 @@
+//! Talking to servers, knowing nothing of the cache: the Hub protocol's pure parsing, the Hub
+//! client, byte sources (the Hub, the S3 mirror) behind one `ByteSource` seam, and the retry
+//! policy with the one retry state every retry loop uses.
+
+pub(crate) mod client;
+pub(crate) mod mirror;
+pub(crate) mod protocol;
+pub(crate) mod retry;
+pub(crate) mod source;

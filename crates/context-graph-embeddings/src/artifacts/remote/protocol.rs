@@ -1,0 +1,204 @@
+//! The Hub protocol's pure parts: what a `HEAD` answer means (`X-Repo-Commit`,
+//! `X-Linked-Etag`, `X-Linked-Size`), etags, `Content-Range`, URL encoding and redaction, and
+//! one-line error chains. No I/O here, so every rule is unit-tested on plain headers.
+
+use reqwest::header::{self, HeaderMap};
+
+use crate::artifacts::ids::{is_commit_hash, validate_sha256};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
+
+/// What the Hub says about one file at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// The commit the revision resolved to (`X-Repo-Commit`).
+    pub commit: String,
+    /// The normalised etag: the blob name in the cache (SHA-256 for LFS files).
+    pub etag: String,
+    /// The SHA-256 the Hub advertises (`X-Linked-Etag`), when it is one.
+    pub sha256: Option<String>,
+    /// The size the Hub advertises (`X-Linked-Size`, or `Content-Length` of a final 200).
+    pub size: Option<u64>,
+    /// Where the bytes are (the resolve URL or the CDN location it redirects to).
+    pub download_url: String,
+    /// A validator for `If-Range` when the bytes come from the resolve URL itself.
+    pub validator: Option<String>,
+    /// Whether the Hub said this (false: built from a fully pinned manifest entry without
+    /// asking, for a mirror-first download that need not reach the Hub at all).
+    pub from_hub: bool,
+}
+
+impl RemoteFile {
+    /// What a fully pinned entry at a commit says, without asking the Hub.
+    pub fn from_pins(commit: &str, sha256: &str, size: Option<u64>) -> Self {
+        RemoteFile {
+            commit: commit.to_owned(),
+            etag: sha256.to_owned(),
+            sha256: Some(sha256.to_owned()),
+            size,
+            download_url: String::new(),
+            validator: None,
+            from_hub: false,
+        }
+    }
+}
+
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Strips `W/` and quotes from an etag, as `huggingface_hub._normalize_etag` does.
+pub fn normalize_etag(raw: &str) -> String {
+    raw.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_owned()
+}
+
+pub(crate) fn strong_etag(headers: &HeaderMap) -> Option<String> {
+    let raw = header_str(headers, "etag")?;
+    (!raw.starts_with("W/") && raw.len() > 2).then(|| raw.to_owned())
+}
+
+pub(crate) fn metadata_from(
+    headers: &HeaderMap,
+    download_url: &str,
+    is_redirect: bool,
+    location: &FileLocation,
+) -> EmbeddingResult<RemoteFile> {
+    let protocol = |reason: String| EmbeddingError::Protocol {
+        location: location.clone(),
+        reason,
+    };
+    let commit = header_str(headers, "x-repo-commit")
+        .map(str::to_ascii_lowercase)
+        .filter(|c| is_commit_hash(c))
+        .ok_or_else(|| {
+            protocol("the Hub's answer has no X-Repo-Commit header (is the endpoint a Hugging Face Hub?)".to_owned())
+        })?;
+    let etag = header_str(headers, "x-linked-etag")
+        .or_else(|| header_str(headers, "etag"))
+        .map(normalize_etag)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            protocol("the Hub's answer has no X-Linked-Etag or ETag header".to_owned())
+        })?;
+    if etag.contains(['/', '\\', '\0']) || etag.starts_with('.') || etag.len() > 128 {
+        return Err(protocol(format!(
+            "the Hub sent an unusable etag `{}`",
+            etag.chars().take(80).collect::<String>()
+        )));
+    }
+    let sha256 = validate_sha256(&etag).ok();
+    let size = header_str(headers, "x-linked-size")
+        .and_then(|s| s.parse::<u64>().ok())
+        .or_else(|| {
+            if is_redirect {
+                None
+            } else {
+                header_str(headers, "content-length").and_then(|s| s.parse::<u64>().ok())
+            }
+        });
+    Ok(RemoteFile {
+        commit,
+        etag,
+        sha256,
+        size,
+        download_url: download_url.to_owned(),
+        validator: None,
+        from_hub: true,
+    })
+}
+
+/// A URL without its query string (signed CDN URLs carry credentials there).
+pub fn strip_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_owned()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses `Content-Range: bytes a-b/total`.
+pub fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let total = if total.trim() == "*" {
+        None
+    } else {
+        Some(total.trim().parse().ok()?)
+    };
+    Some((start.trim().parse().ok()?, end.trim().parse().ok()?, total))
+}
+
+/// The error and its causes, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Whether an answer is an HTML page (a login wall, a proxy's error page), which is never the
+/// bytes of a model file nor a Hub error worth quoting.
+pub(crate) fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn etags_are_normalised() {
+        assert_eq!(normalize_etag("W/\"abc\""), "abc");
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+    }
+
+    #[test]
+    fn content_range_parses() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 10-99/100"),
+        );
+        assert_eq!(parse_content_range(&headers), Some((10, 99, Some(100))));
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes */100"),
+        );
+        assert_eq!(parse_content_range(&headers), None);
+    }
+
+    #[test]
+    fn query_strings_are_stripped() {
+        assert_eq!(
+            strip_query("http://cdn/x?X-Amz-Signature=abc"),
+            "http://cdn/x"
+        );
+    }
+}

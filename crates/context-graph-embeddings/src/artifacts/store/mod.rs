@@ -1,0 +1,11 @@
+//! Everything that knows a file name in the Hugging Face cache: the layout (paths, partial and
+//! sidecar names, defined once), snapshot links and refs, verification stamps, blob locks, the
+//! size budget and eviction, and what clearing a model removes. Uses only the leaf modules, so
+//! a change of on-disk naming touches this folder and nothing else.
+
+pub(crate) mod budget;
+pub(crate) mod clear;
+pub(crate) mod fs;
+pub(crate) mod layout;
+pub(crate) mod lock;
+pub(crate) mod stamp;
