@@ -121,6 +121,22 @@ impl RepoSpec {
         self
     }
 
+    /// Adds a model sharded like `transformers` saves big ones: `shards` files
+    /// `model-0000i-of-0000N.safetensors` of `total_size` bytes together, stored with LFS, and
+    /// the regular file `model.safetensors.index.json` mapping each tensor to its shard (see
+    /// [`synth::sharded_safetensors`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`synth::sharded_safetensors`] does.
+    pub fn sharded_safetensors(self, total_size: u64, shards: usize, seed: u64) -> Self {
+        let (index, files) = synth::sharded_safetensors(total_size, shards, seed);
+        let spec = self.regular_file("model.safetensors.index.json", index);
+        files
+            .into_iter()
+            .fold(spec, |spec, (name, bytes)| spec.lfs_file(&name, bytes))
+    }
+
     /// The repo id this spec describes.
     pub fn repo_id(&self) -> &str {
         &self.repo_id
