@@ -26,13 +26,16 @@ pub mod fault;
 mod http;
 mod log;
 pub mod manifest;
+mod quirks;
 mod repo;
 mod routes;
 mod server;
+mod signing;
 pub mod synth;
 
 pub use fault::{Fault, FaultRule, FaultTarget};
 pub use http::encode_component;
 pub use log::{Host, RequestRecord};
+pub use quirks::MirrorQuirks;
 pub use repo::{is_commit_sha, is_lfs_path, RepoSpec, LFS_EXTENSIONS};
 pub use server::{FileInfo, HubBuilder, HubEmulator};

@@ -2,6 +2,12 @@
 //! [`serde_json::Value`], so this crate does not depend on that one) into repos of synthetic
 //! files, and writes the matching manifest back for the synthetic contents.
 //!
+//! Each repo looks like a real sentence-transformers repo: the weights and `config.json` the
+//! manifest has always served (same bytes, same commit ids), plus the companion files of
+//! [`synth::companion_files`] (tokenizer, module configs, and a README, `.gitattributes` and
+//! ONNX export a loader must not fetch), and beside a `model.safetensors` a small decoy
+//! `pytorch_model.bin`. Companions never replace a file a manifest entry names.
+//!
 //! Manifest format: a JSON array whose entries are either `{"model_id": "X", "builtin": true}`
 //! (skipped) or `{"model_id", "repo_id", "filename", "sha256"|null, "size_bytes"|null,
 //! "revision"|null}`; a 40-hex `revision` becomes the repo's commit id, another string a ref.
@@ -74,7 +80,8 @@ pub struct ServedModel {
 /// Repos for a manifest, ready to start.
 #[derive(Debug)]
 pub struct ManifestHub {
-    /// Builder holding one repo per distinct `repo_id` (weights plus a `config.json`).
+    /// Builder holding one repo per distinct `repo_id` (weights, a `config.json` and the
+    /// companion files described in the module docs).
     pub builder: HubBuilder,
     /// The non-builtin entries, in manifest order.
     pub models: Vec<ServedModel>,
@@ -148,7 +155,9 @@ pub fn hub_from_manifest(
     }
     let builder = repos
         .into_values()
-        .fold(HubBuilder::new(), |builder, (spec, _)| builder.repo(spec));
+        .fold(HubBuilder::new(), |builder, (spec, _)| {
+            builder.repo(with_companions(spec))
+        });
     Ok(ManifestHub {
         builder,
         models,
@@ -182,6 +191,27 @@ pub fn synthetic_manifest(manifest: &Value, hub: &HubEmulator) -> Value {
         }
     }
     manifest
+}
+
+/// Adds the companion files whose paths the manifest did not already fill, keeping the commit
+/// id derived from the manifest's own files only (so it is what it was before companions).
+fn with_companions(spec: RepoSpec) -> RepoSpec {
+    let present: std::collections::BTreeSet<String> =
+        spec.files.iter().map(|f| f.path.clone()).collect();
+    let repo_id = spec.repo_id.clone();
+    let mut extra = synth::companion_files(&repo_id);
+    if present.contains("model.safetensors") {
+        extra.push((
+            "pytorch_model.bin".to_owned(),
+            synth::decoy_pytorch_bin(&repo_id),
+        ));
+    }
+    let mut spec = extra
+        .into_iter()
+        .filter(|(path, _)| !present.contains(path))
+        .fold(spec, |spec, (path, bytes)| spec.file(&path, bytes));
+    spec.commit_paths = Some(present);
+    spec
 }
 
 /// A stable seed per file, so reruns serve identical bytes.
@@ -240,6 +270,81 @@ mod tests {
         assert_eq!(out[1]["size_bytes"], 134_062);
         assert!(out[2]["sha256"].is_null() && out[2]["size_bytes"].is_null());
         assert_eq!(out[0], manifest[0]);
+    }
+
+    #[test]
+    fn companions_do_not_change_weights_or_derived_commits() {
+        let manifest: Value = serde_json::json!([
+            {"model_id": "Graph", "repo_id": "org/unpinned", "filename": "model.safetensors",
+             "sha256": null, "size_bytes": 4096, "revision": null},
+            {"model_id": "Causal", "repo_id": "org/bin", "filename": "pytorch_model.bin",
+             "sha256": null, "size_bytes": 4096, "revision": null},
+        ]);
+        let served = hub_from_manifest(&manifest, &ManifestOptions::default()).unwrap();
+        let hub = served.builder.start().unwrap();
+        // The repos as the manifest served them before companion files existed.
+        let legacy = HubBuilder::new()
+            .repo(
+                RepoSpec::new("org/unpinned")
+                    .lfs_file(
+                        "model.safetensors",
+                        synth::safetensors(
+                            4096,
+                            seed_for("Graph", "org/unpinned", "model.safetensors"),
+                        ),
+                    )
+                    .regular_file("config.json", config_json("org/unpinned")),
+            )
+            .repo(
+                RepoSpec::new("org/bin")
+                    .lfs_file(
+                        "pytorch_model.bin",
+                        synth::safetensors(
+                            4096,
+                            seed_for("Causal", "org/bin", "pytorch_model.bin"),
+                        ),
+                    )
+                    .regular_file("config.json", config_json("org/bin")),
+            )
+            .start()
+            .unwrap();
+        for (repo, weights) in [
+            ("org/unpinned", "model.safetensors"),
+            ("org/bin", "pytorch_model.bin"),
+        ] {
+            assert_eq!(
+                hub.commit_of(repo, "main"),
+                legacy.commit_of(repo, "main"),
+                "{repo}"
+            );
+            for path in [weights, "config.json"] {
+                let ours = hub.file_info(repo, "main", path).unwrap();
+                let theirs = legacy.file_info(repo, "main", path).unwrap();
+                assert_eq!(
+                    (ours.sha256, ours.size, ours.lfs),
+                    (theirs.sha256, theirs.size, theirs.lfs)
+                );
+            }
+            for path in [
+                "tokenizer.json",
+                "modules.json",
+                "1_Pooling/config.json",
+                "onnx/model.onnx",
+            ] {
+                assert!(hub.file_info(repo, "main", path).is_some(), "{repo} {path}");
+            }
+        }
+        // The decoy .bin only sits beside safetensors weights, never over a real .bin.
+        let decoy = hub
+            .file_info("org/unpinned", "main", "pytorch_model.bin")
+            .unwrap();
+        assert!(decoy.lfs && decoy.size < 8192);
+        assert_eq!(
+            hub.file_info("org/bin", "main", "pytorch_model.bin")
+                .unwrap()
+                .size,
+            4096
+        );
     }
 
     #[test]

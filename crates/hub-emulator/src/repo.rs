@@ -2,6 +2,8 @@
 //! of hashed files, commits and refs the server answers from.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,6 +32,9 @@ pub struct RepoSpec {
     pub(crate) commit_sha: Option<String>,
     pub(crate) extra_refs: Vec<String>,
     pub(crate) accepted_tokens: Option<Vec<String>>,
+    /// Paths the derived commit id is computed from (`None` = all files); lets the manifest
+    /// add companion files without changing the commit ids it served before.
+    pub(crate) commit_paths: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +53,28 @@ impl RepoSpec {
             commit_sha: None,
             extra_refs: Vec::new(),
             accepted_tokens: None,
+            commit_paths: None,
         }
+    }
+
+    /// A repo holding every file under `dir`, at its path relative to `dir` (with `/`), stored
+    /// with LFS or as a regular file by the rule of [`RepoSpec::file`]. Symbolic links are not
+    /// followed (they are left out), nor is a `.git` folder read. Files are read into memory.
+    ///
+    /// # Errors
+    ///
+    /// If `dir` or anything under it cannot be read, or a path is not valid UTF-8.
+    pub fn from_dir(repo_id: &str, dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref();
+        let mut found = Vec::new();
+        collect_files(dir, "", &mut found)?;
+        found.sort();
+        let mut spec = Self::new(repo_id);
+        for rel in found {
+            let content = std::fs::read(dir.join(&rel))?;
+            spec = spec.file(&rel, content);
+        }
+        Ok(spec)
     }
 
     /// Adds a file, stored with LFS when its extension is in [`LFS_EXTENSIONS`], as a regular
@@ -95,6 +121,22 @@ impl RepoSpec {
         self
     }
 
+    /// Adds a model sharded like `transformers` saves big ones: `shards` files
+    /// `model-0000i-of-0000N.safetensors` of `total_size` bytes together, stored with LFS, and
+    /// the regular file `model.safetensors.index.json` mapping each tensor to its shard (see
+    /// [`synth::sharded_safetensors`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`synth::sharded_safetensors`] does.
+    pub fn sharded_safetensors(self, total_size: u64, shards: usize, seed: u64) -> Self {
+        let (index, files) = synth::sharded_safetensors(total_size, shards, seed);
+        let spec = self.regular_file("model.safetensors.index.json", index);
+        files
+            .into_iter()
+            .fold(spec, |spec, (name, bytes)| spec.lfs_file(&name, bytes))
+    }
+
     /// The repo id this spec describes.
     pub fn repo_id(&self) -> &str {
         &self.repo_id
@@ -106,6 +148,30 @@ impl RepoSpec {
         self.files.push(SpecFile { path, content, lfs });
         self
     }
+}
+
+/// Appends to `out` the paths (relative, `/`-separated) of the regular files under `dir`.
+fn collect_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().into_string().map_err(|name| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("file name is not UTF-8: {name:?} in {}", dir.display()),
+            )
+        })?;
+        let rel = format!("{prefix}{name}");
+        // `file_type` does not follow symbolic links.
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if name != ".git" {
+                collect_files(&entry.path(), &format!("{rel}/"), out)?;
+            }
+        } else if kind.is_file() {
+            out.push(rel);
+        }
+    }
+    Ok(())
 }
 
 /// Whether [`RepoSpec::file`] stores `path` with LFS.
@@ -371,7 +437,17 @@ impl Store {
             let sha = spec
                 .commit_sha
                 .clone()
-                .unwrap_or_else(|| Commit::derive_sha(&spec.repo_id, None, &files));
+                .unwrap_or_else(|| match &spec.commit_paths {
+                    Some(paths) => {
+                        let basis: BTreeMap<String, Arc<FileEntry>> = files
+                            .iter()
+                            .filter(|(path, _)| paths.contains(*path))
+                            .map(|(path, entry)| (path.clone(), Arc::clone(entry)))
+                            .collect();
+                        Commit::derive_sha(&spec.repo_id, None, &basis)
+                    }
+                    None => Commit::derive_sha(&spec.repo_id, None, &files),
+                });
             let mut refs = HashMap::from([("main".to_owned(), sha.clone())]);
             refs.extend(spec.extra_refs.iter().map(|r| (r.clone(), sha.clone())));
             let commit = Arc::new(Commit {

@@ -1,6 +1,6 @@
 //! Routing: turns a request into the [`Response`] the Hub (resolve URLs, JSON API) or the CDN
 //! (`/lfs/<sha256>`) would give, before any fault. Pure: no I/O, no locks held by callers
-//! beyond the store they pass in.
+//! beyond the store they pass in; the clock comes in through [`RouteContext::now`].
 
 use serde_json::{json, Value};
 
@@ -9,7 +9,9 @@ use crate::http::{
     form_pairs, parse_range, percent_decode, query_flag, RangeRequest, Request, Response,
 };
 use crate::log::Host;
+use crate::quirks::MirrorQuirks;
 use crate::repo::{Commit, GateRefusal, Repo, Store};
+use crate::signing;
 
 use std::sync::Arc;
 
@@ -18,6 +20,11 @@ pub(crate) struct RouteContext<'a> {
     pub(crate) store: &'a Store,
     pub(crate) cdn_redirect: bool,
     pub(crate) cdn_origin: &'a str,
+    /// How long the signed CDN URLs handed out stay valid.
+    pub(crate) cdn_url_ttl: std::time::Duration,
+    pub(crate) quirks: MirrorQuirks,
+    /// Seconds since the Unix epoch, for signing and checking CDN URLs.
+    pub(crate) now: f64,
 }
 
 /// The answer to `request` on `host`; `ignore_range` answers 200 even if `Range` is asked.
@@ -27,14 +34,19 @@ pub(crate) fn route(
     request: &Request,
     ignore_range: bool,
 ) -> Response {
+    if let Some(refusal) = ctx.quirks.refuse_query(host, request) {
+        return refusal;
+    }
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
-    match host {
+    let mut response = match host {
         Host::Cdn => cdn(ctx, request, &segments, ignore_range),
         Host::Hub => match segments.as_slice() {
             ["api", kind, rest @ ..] => api(ctx, request, kind, rest),
             _ => resolve(ctx, request, &segments, ignore_range),
         },
-    }
+    };
+    ctx.quirks.strip_headers(host, &mut response);
+    response
 }
 
 /// Paths a fault target's `path_contains` is matched against (see `fault.rs`).
@@ -287,7 +299,12 @@ fn resolve(
             response.status = 302;
             response.header(
                 "Location",
-                format!("{}/lfs/{}?X-Amz-Signature=fake", ctx.cdn_origin, lfs.sha256),
+                format!(
+                    "{}/lfs/{}?{}",
+                    ctx.cdn_origin,
+                    lfs.sha256,
+                    signing::signed_query(&lfs.sha256, ctx.now, ctx.cdn_url_ttl)
+                ),
             )
         }
         _ => serve_content(request, &file.content, etag, response, ignore_range),
@@ -296,7 +313,8 @@ fn resolve(
 
 // ---------------------------------------------------------------- CDN
 
-/// `/lfs/<sha256>` on the CDN host: content-addressed, no token needed.
+/// `/lfs/<sha256>` on the CDN host: content-addressed, no token needed; a signed URL must not
+/// have expired (see `signing.rs`).
 fn cdn(
     ctx: &RouteContext<'_>,
     request: &Request,
@@ -312,6 +330,9 @@ fn cdn(
     let Some(data) = ctx.store.blobs.get(*sha) else {
         return not_found();
     };
+    if let Some(refusal) = signing::check(sha, request.query.as_deref(), ctx.now) {
+        return refusal;
+    }
     let response = Response::new(200).header("ETag", format!("\"{sha}\""));
     if not_modified(request, sha) {
         let mut response = response;

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::fault::{Fault, FaultBook, FaultRule, FaultSubject};
 use crate::http::{self, read_request, reason_phrase, ReadOutcome, Request, Response};
 use crate::log::{lock, Host, RequestLog, RequestRecord};
+use crate::quirks::MirrorQuirks;
 use crate::repo::{FileEntry, RepoSpec, Store};
 use crate::routes::{self, RouteContext};
 
@@ -30,6 +31,8 @@ struct Shared {
     faults: Mutex<FaultBook>,
     log: RequestLog,
     cdn_redirect: bool,
+    cdn_url_ttl: Duration,
+    quirks: MirrorQuirks,
     hub_origin: String,
     cdn_origin: String,
 }
@@ -47,6 +50,8 @@ impl Shared {
 pub struct HubBuilder {
     repos: Vec<RepoSpec>,
     cdn_redirect: bool,
+    cdn_url_ttl: Duration,
+    quirks: MirrorQuirks,
     hub_port: u16,
     cdn_port: u16,
 }
@@ -58,11 +63,14 @@ impl Default for HubBuilder {
 }
 
 impl HubBuilder {
-    /// No repos, LFS files redirected to the CDN, ephemeral ports.
+    /// No repos, LFS files redirected to the CDN with URLs valid for an hour, no mirror
+    /// quirks, ephemeral ports.
     pub fn new() -> Self {
         Self {
             repos: Vec::new(),
             cdn_redirect: true,
+            cdn_url_ttl: crate::signing::DEFAULT_TTL,
+            quirks: MirrorQuirks::default(),
             hub_port: 0,
             cdn_port: 0,
         }
@@ -79,6 +87,22 @@ impl HubBuilder {
     /// or serve the bytes directly.
     pub fn cdn_redirect(mut self, on: bool) -> Self {
         self.cdn_redirect = on;
+        self
+    }
+
+    /// How long the signed CDN URLs of LFS redirects stay valid (default one hour, like the
+    /// Hub's `X-Amz-Expires=3600`). The URL carries `Expires=<unix seconds>`, rounded up to a
+    /// whole second; once that second has passed the CDN answers `403` with S3's
+    /// `<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>`, while a
+    /// new resolve through the Hub hands out a fresh URL.
+    pub fn cdn_url_ttl(mut self, ttl: Duration) -> Self {
+        self.cdn_url_ttl = ttl;
+        self
+    }
+
+    /// Behave like a mirror rather than the Hub (see [`MirrorQuirks`]).
+    pub fn mirror_quirks(mut self, quirks: MirrorQuirks) -> Self {
+        self.quirks = quirks;
         self
     }
 
@@ -107,6 +131,8 @@ impl HubBuilder {
             faults: Mutex::new(FaultBook::default()),
             log: RequestLog::default(),
             cdn_redirect: self.cdn_redirect,
+            cdn_url_ttl: self.cdn_url_ttl,
+            quirks: self.quirks,
             hub_origin: format!("http://localhost:{hub_port}"),
             cdn_origin: format!("http://127.0.0.1:{cdn_port}"),
         });
@@ -380,6 +406,9 @@ fn prepare(shared: &Shared, host: Host, request: &Request) -> Exchange {
         store: &store,
         cdn_redirect: shared.cdn_redirect,
         cdn_origin: &shared.cdn_origin,
+        cdn_url_ttl: shared.cdn_url_ttl,
+        quirks: shared.quirks,
+        now: crate::signing::now_unix(),
     };
     let mut response = routes::route(&ctx, host, request, false);
     let mut faults = lock(&shared.faults);

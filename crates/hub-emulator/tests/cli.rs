@@ -220,3 +220,82 @@ fn bad_manifest_is_a_clear_error() {
     assert!(stderr.contains("filename"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn serves_a_folder_with_quirks_and_short_lived_cdn_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
+    std::fs::write(dir.path().join("config.json"), common::CONFIG).unwrap();
+    std::fs::write(dir.path().join("1_Pooling/config.json"), "{}").unwrap();
+    let weights = common::weights();
+    std::fs::write(dir.path().join("model.safetensors"), &weights).unwrap();
+    let commit = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41";
+    let mut server = serve(&[
+        "--repo-dir",
+        dir.path().to_str().unwrap(),
+        "--repo-id",
+        "org/folder",
+        "--revision",
+        commit,
+        "--cdn-url-ttl",
+        "60",
+        "--omit-repo-commit",
+    ]);
+    let reply = head(
+        &server.endpoint,
+        &format!("/org/folder/resolve/{commit}/config.json"),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("etag").unwrap(),
+        format!(
+            "\"{}\"",
+            synth::git_blob_sha1_hex(common::CONFIG.as_bytes())
+        )
+    );
+    assert!(
+        reply.header("x-repo-commit").is_none(),
+        "--omit-repo-commit"
+    );
+    let reply = head(
+        &server.endpoint,
+        "/org/folder/resolve/main/model.safetensors",
+    );
+    assert_eq!(reply.status, 302);
+    assert_eq!(
+        reply.header("x-linked-etag").unwrap(),
+        format!("\"{}\"", synth::sha256_hex(&weights))
+    );
+    let location = reply.header("location").unwrap().to_owned();
+    assert!(location.contains("X-Amz-Expires=60"), "{location}");
+    assert_eq!(get(&server.cdn, &common::path_of(&location)).body, weights);
+    let info = get(
+        &server.endpoint,
+        &format!("/api/models/org/folder/revision/{commit}"),
+    )
+    .json();
+    assert_eq!(info["sha"], commit);
+    // Only the folder is served without --manifest.
+    assert_eq!(
+        head(
+            &server.endpoint,
+            "/intfloat/e5-large-v2/resolve/main/config.json"
+        )
+        .status,
+        401
+    );
+    assert!(terminate(&mut server).success());
+}
+
+#[test]
+fn rejects_a_bad_folder_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--port", "0", "--repo-dir"])
+        .arg(dir.path())
+        .args(["--repo-id", "org/x", "--revision", "main"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("40-hex"));
+}
