@@ -17,10 +17,10 @@ use crate::process::{self, Job, RssMethod};
 use crate::results::{median, quantile, DownloadTable, Row, Sample, MB};
 
 /// Fraction of the file on disk at which the resume test kills the first run.
-pub const KILL_AT: f64 = 0.9;
+pub(crate) const KILL_AT: f64 = 0.9;
 
 /// Shared settings and state of one harness run.
-pub struct Bench {
+pub(crate) struct Bench {
     /// Runs per contender and measurement.
     pub runs: usize,
     /// Longest a single process may take.
@@ -37,7 +37,7 @@ pub struct Bench {
 
 impl Bench {
     /// A harness context.
-    pub fn new(
+    pub(crate) fn new(
         runs: usize,
         timeout: Duration,
         work: PathBuf,
@@ -56,7 +56,7 @@ impl Bench {
 
     /// Every contender downloads `files` into a fresh directory, `runs` times, the contenders
     /// alternating run by run (the starting contender rotates each round).
-    pub fn download_round(
+    pub(crate) fn download_round(
         &self,
         served: &Served,
         files: &[&FileSpec],
@@ -137,7 +137,7 @@ impl Bench {
     }
 
     /// A cache filled by one (untimed) `cg-models ensure` at `served`'s scale, made once.
-    pub fn warm_cache(&mut self, served: &Served) -> Result<PathBuf> {
+    pub(crate) fn warm_cache(&mut self, served: &Served) -> Result<PathBuf> {
         if let Some(warm) = &self.warm {
             return Ok(warm.clone());
         }
@@ -162,7 +162,7 @@ impl Bench {
 
     /// Verify-all: `cg-models verify` against `sha256sum` and a one-core sha2 loop over the
     /// same (page-cached) files, alternating.
-    pub fn verify(&mut self, served: &Served) -> Result<DownloadTable> {
+    pub(crate) fn verify(&mut self, served: &Served) -> Result<DownloadTable> {
         let cache = self.warm_cache(served)?;
         let paths: Vec<PathBuf> = served
             .files
@@ -260,7 +260,7 @@ impl Bench {
 
     /// Readiness of a fully cached manifest: `readiness_report()` in this process and the
     /// whole `cg-models status` process.
-    pub fn readiness(
+    pub(crate) fn readiness(
         &mut self,
         served: &Served,
         iterations: usize,
@@ -331,7 +331,11 @@ impl Bench {
     /// Resume: each contender starts downloading the largest file alone, is killed with
     /// SIGKILL when its partial file holds [`KILL_AT`] of the bytes, and is started again;
     /// the emulator's log gives the body bytes of the second run.
-    pub fn resume(&self, served: &Served, contenders: &[Contender]) -> Result<Vec<ResumeRow>> {
+    pub(crate) fn resume(
+        &self,
+        served: &Served,
+        contenders: &[Contender],
+    ) -> Result<Vec<ResumeRow>> {
         let file = served.largest();
         let mut rows: Vec<ResumeRow> = contenders
             .iter()
@@ -442,7 +446,7 @@ impl Bench {
 /// Bytes on disk in the partial downloads of a `blobs/` folder: every `*.incomplete` file,
 /// counted as the smaller of its length and its allocated blocks (a parallel download may
 /// size the file up front and fill it out of order, leaving holes).
-pub fn partial_bytes(blobs: &Path) -> u64 {
+pub(crate) fn partial_bytes(blobs: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(blobs) else {
         return 0;
     };
@@ -455,7 +459,7 @@ pub fn partial_bytes(blobs: &Path) -> u64 {
 }
 
 /// Hashes the files one after another on this thread; returns the time taken.
-pub fn sha2_one_core(paths: &[PathBuf]) -> Result<Duration> {
+pub(crate) fn sha2_one_core(paths: &[PathBuf]) -> Result<Duration> {
     let start = Instant::now();
     let mut buffer = vec![0u8; 1 << 20];
     for path in paths {
@@ -475,7 +479,7 @@ pub fn sha2_one_core(paths: &[PathBuf]) -> Result<Duration> {
 
 /// Readiness measurements.
 #[derive(Debug, Clone)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Median time of one `readiness_report()`.
     pub in_process_median: Option<Duration>,
     /// Its 95th percentile.
@@ -492,7 +496,7 @@ pub struct Readiness {
 
 /// Resume trials of one contender.
 #[derive(Debug, Clone)]
-pub struct ResumeRow {
+pub(crate) struct ResumeRow {
     /// Name, second-run wall times, failures.
     pub row: Row,
     /// Fraction of the file on disk when the first run was killed, per trial.
@@ -505,7 +509,7 @@ pub struct ResumeRow {
 
 impl ResumeRow {
     /// Median of the second runs' bytes as a percentage of the file.
-    pub fn median_percent(&self) -> Option<f64> {
+    pub(crate) fn median_percent(&self) -> Option<f64> {
         median(
             self.second_run_bytes
                 .iter()

@@ -11,11 +11,11 @@ use crate::python::PythonEnv;
 
 /// Files downloaded at once by the clients that take a worker count (`huggingface_hub`'s
 /// `snapshot_download` default and hf-hub's `max_workers` default).
-pub const WORKERS: usize = 8;
+pub(crate) const WORKERS: usize = 8;
 
 /// A downloader under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Contender {
+pub(crate) enum Contender {
     /// `cg-models ensure` (this project), release build.
     Ours,
     /// Python `huggingface_hub`, `hf_hub_download` from 8 threads.
@@ -30,7 +30,7 @@ pub enum Contender {
 
 impl Contender {
     /// Every contender, in table order.
-    pub const ALL: [Contender; 5] = [
+    pub(crate) const ALL: [Contender; 5] = [
         Contender::Ours,
         Contender::HuggingfaceHub,
         Contender::HfHub,
@@ -39,7 +39,7 @@ impl Contender {
     ];
 
     /// Name in tables.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::Ours => "ours (cg-models ensure)",
             Contender::HuggingfaceHub => "huggingface_hub (Python)",
@@ -52,7 +52,7 @@ impl Contender {
 
 /// The programs the contenders need; `Err` says why one is unavailable.
 #[derive(Debug, Clone)]
-pub struct Toolbox {
+pub(crate) struct Toolbox {
     /// `target/release/cg-models`.
     pub cg_models: Result<PathBuf, String>,
     /// `target/release/hf_hub_fetch`.
@@ -67,7 +67,7 @@ pub struct Toolbox {
 
 impl Toolbox {
     /// Why `contender` cannot run, if it cannot.
-    pub fn unavailable(&self, contender: Contender) -> Option<String> {
+    pub(crate) fn unavailable(&self, contender: Contender) -> Option<String> {
         let missing = match contender {
             Contender::Ours => self.cg_models.as_ref().err(),
             Contender::HuggingfaceHub => self.python.as_ref().err(),
@@ -79,7 +79,7 @@ impl Toolbox {
     }
 
     /// The `cg-models` global options for a cache in `dir`: endpoint, cache, manifest.
-    pub fn cg_models(&self, served: &Served, cache: &Path) -> Option<Job> {
+    pub(crate) fn cg_models(&self, served: &Served, cache: &Path) -> Option<Job> {
         let program = self.cg_models.as_ref().ok()?;
         Some(
             Job::new(program)
@@ -95,7 +95,7 @@ impl Toolbox {
 
     /// The job that downloads `files` into the fresh directory `dir` (a Hugging Face cache at
     /// `dir/cache` for the Hub clients, plain files in `dir/files` for curl and aria2c).
-    pub fn download_job(
+    pub(crate) fn download_job(
         &self,
         contender: Contender,
         served: &Served,
@@ -178,7 +178,7 @@ impl Toolbox {
 }
 
 /// Where `contender` leaves `file` after downloading into `dir`.
-pub fn output_path(contender: Contender, file: &FileSpec, dir: &Path) -> PathBuf {
+pub(crate) fn output_path(contender: Contender, file: &FileSpec, dir: &Path) -> PathBuf {
     match contender {
         Contender::Curl | Contender::Aria2 => dir.join("files").join(file.flat_name()),
         _ => snapshot_path(&dir.join("cache"), file),
@@ -187,7 +187,11 @@ pub fn output_path(contender: Contender, file: &FileSpec, dir: &Path) -> PathBuf
 
 /// `None` when every file is in place with the right size and SHA-256 (hashed here, after
 /// the run, untimed), else what is wrong.
-pub fn check_outputs(contender: Contender, files: &[&FileSpec], dir: &Path) -> Option<String> {
+pub(crate) fn check_outputs(
+    contender: Contender,
+    files: &[&FileSpec],
+    dir: &Path,
+) -> Option<String> {
     for file in files {
         let path = output_path(contender, file, dir);
         match std::fs::metadata(&path) {
@@ -217,7 +221,7 @@ pub fn check_outputs(contender: Contender, files: &[&FileSpec], dir: &Path) -> O
 }
 
 /// SHA-256 of a file, lower-case hex.
-pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
+pub(crate) fn sha256_hex(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;

@@ -10,7 +10,7 @@ use hub_emulator::{Fault, FaultRule, FaultTarget, HubEmulator};
 
 /// One weight file the emulator serves.
 #[derive(Debug, Clone)]
-pub struct FileSpec {
+pub(crate) struct FileSpec {
     /// The manifest's `model_id` (what `cg-models ensure` takes).
     pub model_id: String,
     /// Hub repo.
@@ -31,7 +31,7 @@ pub struct FileSpec {
 
 impl FileSpec {
     /// `repo_id` with `/` replaced, for output file names.
-    pub fn flat_name(&self) -> String {
+    pub(crate) fn flat_name(&self) -> String {
         format!(
             "{}--{}",
             self.repo_id.replace('/', "--"),
@@ -41,7 +41,7 @@ impl FileSpec {
 }
 
 /// A running emulator serving the manifest's downloadable models at one scale.
-pub struct Served {
+pub(crate) struct Served {
     /// The emulator (request log, faults).
     pub hub: HubEmulator,
     /// The files, in manifest order.
@@ -54,7 +54,7 @@ impl Served {
     /// Generates the synthetic files (real sizes × `scale`; sizes of unpinned entries are the
     /// emulator's approximations) and starts serving them; writes the synthetic manifest
     /// into `dir`.
-    pub fn start(scale: f64, dir: &Path) -> Result<Self> {
+    pub(crate) fn start(scale: f64, dir: &Path) -> Result<Self> {
         if !manifest::DEFAULT_MANIFEST_FOUND {
             bail!("hub-emulator was built without the library's manifest (manifests.json missing at build time)");
         }
@@ -104,12 +104,12 @@ impl Served {
     }
 
     /// Sum of the file sizes.
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
 
     /// The largest file.
-    pub fn largest(&self) -> &FileSpec {
+    pub(crate) fn largest(&self) -> &FileSpec {
         self.files
             .iter()
             .max_by_key(|f| f.size)
@@ -117,7 +117,7 @@ impl Served {
     }
 
     /// Caps every response body at `bytes_per_sec`, per connection.
-    pub fn cap_bandwidth(&self, bytes_per_sec: u64) {
+    pub(crate) fn cap_bandwidth(&self, bytes_per_sec: u64) {
         self.hub.add_fault(FaultRule::new(
             FaultTarget::any(),
             Fault::BandwidthCap { bytes_per_sec },
@@ -125,13 +125,13 @@ impl Served {
     }
 
     /// Removes the bandwidth cap (every fault rule).
-    pub fn uncap(&self) {
+    pub(crate) fn uncap(&self) {
         self.hub.clear_faults();
     }
 
     /// Body bytes the emulator sent in `GET` responses answered `200` or `206` since the
     /// last [`HubEmulator::clear_requests`], and how many such responses there were.
-    pub fn body_bytes_sent(&self) -> (u64, usize) {
+    pub(crate) fn body_bytes_sent(&self) -> (u64, usize) {
         let records = self.hub.requests();
         let bodies = records
             .iter()
@@ -143,12 +143,12 @@ impl Served {
 }
 
 /// The Hugging Face cache folder of a model repo.
-pub fn repo_dir(cache: &Path, repo_id: &str) -> PathBuf {
+pub(crate) fn repo_dir(cache: &Path, repo_id: &str) -> PathBuf {
     cache.join(format!("models--{}", repo_id.replace('/', "--")))
 }
 
 /// Where a Hugging Face cache holds a file: `snapshots/<commit>/<filename>`.
-pub fn snapshot_path(cache: &Path, file: &FileSpec) -> PathBuf {
+pub(crate) fn snapshot_path(cache: &Path, file: &FileSpec) -> PathBuf {
     repo_dir(cache, &file.repo_id)
         .join("snapshots")
         .join(&file.commit)

@@ -7,7 +7,7 @@ use crate::process::capture;
 
 /// The machine.
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// Logical CPUs available to this process.
     pub cores: usize,
     /// `MemTotal` of `/proc/meminfo`, in GiB.
@@ -22,7 +22,7 @@ pub struct Machine {
 
 impl Machine {
     /// Reads `/proc` (fields that cannot be read say `?`).
-    pub fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let meminfo = read("/proc/meminfo");
         let memory_kib: f64 = meminfo
@@ -55,7 +55,7 @@ impl Machine {
 }
 
 /// The 1, 5 and 15-minute load averages of `/proc/loadavg`.
-pub fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -65,7 +65,7 @@ pub fn load_average() -> String {
 }
 
 /// `(tool, version)` for every tool and library the numbers depend on.
-pub fn tool_versions(root: &Path, tools: &Toolbox) -> Vec<(String, String)> {
+pub(crate) fn tool_versions(root: &Path, tools: &Toolbox) -> Vec<(String, String)> {
     let mut versions = Vec::new();
     let missing = |why: &String| format!("not available ({why})");
     versions.push((

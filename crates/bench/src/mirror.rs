@@ -22,9 +22,9 @@ use crate::process::{self, Job};
 use crate::results::{median, num, secs, table, Row, Sample, MB};
 
 /// Bucket the mirror lives in.
-pub const BUCKET: &str = "cg-bench";
+pub(crate) const BUCKET: &str = "cg-bench";
 /// Key prefix of the mirror inside the bucket.
-pub const PREFIX: &str = "models";
+pub(crate) const PREFIX: &str = "models";
 /// Garage's S3 region.
 const REGION: &str = "garage";
 /// Name of the access key created for the benchmark.
@@ -34,7 +34,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(60);
 
 /// The Garage binary: `CG_TEST_GARAGE`, else `garage` on `PATH`, else `~/.cargo/bin/garage`;
 /// `Err` says why there is none.
-pub fn garage_binary() -> std::result::Result<PathBuf, String> {
+pub(crate) fn garage_binary() -> std::result::Result<PathBuf, String> {
     let configured = std::env::var_os("CG_TEST_GARAGE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
@@ -68,7 +68,7 @@ pub fn garage_binary() -> std::result::Result<PathBuf, String> {
 
 /// One Garage node on loopback with one bucket and one key that may read and write it.
 /// The node is killed when this is dropped.
-pub struct Garage {
+pub(crate) struct Garage {
     binary: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -85,7 +85,7 @@ impl Garage {
     /// Starts a node with its data in a temporary directory under `parent` and waits until
     /// its S3 API answers; a node that dies while booting (a port taken meanwhile) makes it
     /// start over, at most three times.
-    pub fn start(binary: &Path, parent: &Path) -> Result<Garage> {
+    pub(crate) fn start(binary: &Path, parent: &Path) -> Result<Garage> {
         let mut last = anyhow!("not started");
         for _ in 0..3 {
             match Self::try_start(binary, parent) {
@@ -266,12 +266,12 @@ s3_region = "{REGION}"
     }
 
     /// The S3 endpoint.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
     /// The environment `cg-models` reads the store's endpoint, region and key from.
-    pub fn env(&self, job: Job) -> Job {
+    pub(crate) fn env(&self, job: Job) -> Job {
         job.env("AWS_ENDPOINT_URL", self.endpoint())
             .env("AWS_REGION", REGION)
             .env("AWS_ACCESS_KEY_ID", &self.key_id)
@@ -279,7 +279,7 @@ s3_region = "{REGION}"
     }
 
     /// Objects and bytes stored in the bucket (`garage bucket info`), as Garage words it.
-    pub fn bucket_summary(&self) -> Option<String> {
+    pub(crate) fn bucket_summary(&self) -> Option<String> {
         let text = self.run(&["bucket", "info", BUCKET]).ok()?;
         let pick = |word: &str| {
             text.lines()
@@ -312,7 +312,7 @@ fn free_ports() -> Result<(u16, u16)> {
 
 /// What the Hub emulator served one node, from its request log.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HubTraffic {
+pub(crate) struct HubTraffic {
     /// Body bytes of `GET` answers 200/206 from the CDN host (the blobs).
     pub blob_bytes: u64,
     /// Requests to the Hub host (resolve URLs, API), any method.
@@ -323,7 +323,7 @@ pub struct HubTraffic {
 
 impl HubTraffic {
     /// The traffic in the emulator's log since it was last cleared.
-    pub fn read(served: &Served) -> Self {
+    pub(crate) fn read(served: &Served) -> Self {
         let mut traffic = HubTraffic::default();
         for r in served.hub.requests() {
             match r.host {
@@ -346,7 +346,7 @@ impl HubTraffic {
 
 /// The runs of one kind of node.
 #[derive(Debug, Clone)]
-pub struct MirrorNode {
+pub(crate) struct MirrorNode {
     /// Name, wall times, failures, command.
     pub row: Row,
     /// Hub traffic per successful run.
@@ -368,7 +368,7 @@ impl MirrorNode {
 
 /// The warm-mirror measurement.
 #[derive(Debug, Clone, Default)]
-pub struct MirrorReport {
+pub(crate) struct MirrorReport {
     /// Why it was not measured (Garage missing or not starting).
     pub unavailable: Option<String>,
     /// `garage --version`.
@@ -394,7 +394,7 @@ const HUB: &str = "fresh cache, Hub only (no mirror)";
 
 impl Bench {
     /// The warm-mirror measurement with a Garage node at `garage`.
-    pub fn mirror(&self, served: &Served, garage: &Garage) -> Result<MirrorReport> {
+    pub(crate) fn mirror(&self, served: &Served, garage: &Garage) -> Result<MirrorReport> {
         let files: Vec<&FileSpec> = served.files.iter().collect();
         let mirror_url = format!("s3://{BUCKET}/{PREFIX}");
         let unavailable = self.tools.unavailable(Contender::Ours);
@@ -526,7 +526,7 @@ fn unpinned(served: &Served, files: &[&FileSpec]) -> Vec<String> {
 }
 
 /// The BENCHMARKS.md section.
-pub fn render(report: &MirrorReport, runs: usize) -> String {
+pub(crate) fn render(report: &MirrorReport, runs: usize) -> String {
     let mut out = String::from("### Per-node time with a warm mirror\n\n");
     if let Some(why) = &report.unavailable {
         if report.nodes.is_empty() {

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 
 /// A command line to run, with the environment variables it needs.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     /// Program to execute.
     pub program: PathBuf,
     /// Its arguments.
@@ -35,7 +35,7 @@ pub struct Job {
 
 impl Job {
     /// A job running `program` without arguments.
-    pub fn new(program: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
             args: Vec::new(),
@@ -44,13 +44,13 @@ impl Job {
     }
 
     /// Appends one argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
     /// Appends several arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub(crate) fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -61,7 +61,7 @@ impl Job {
     }
 
     /// Sets an environment variable for the child.
-    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.envs.push((key.to_owned(), value.as_ref().to_owned()));
         self
     }
@@ -69,7 +69,7 @@ impl Job {
     /// The command line as a shell would show it, with the variables it sets in front, each
     /// `(from, to)` of `replace` applied (e.g. temporary paths to `$DIR`), long arguments
     /// (JSON file lists) shortened and at most 14 arguments shown.
-    pub fn display(&self, replace: &[(&str, &str)]) -> String {
+    pub(crate) fn display(&self, replace: &[(&str, &str)]) -> String {
         let edit = |text: &str| {
             replace
                 .iter()
@@ -120,7 +120,7 @@ impl Job {
 
     /// Starts the job directly (no memory measurement) with stderr to `stderr`; the caller
     /// waits for or kills the child.
-    pub fn spawn(&self, stderr: File) -> Result<Child> {
+    pub(crate) fn spawn(&self, stderr: File) -> Result<Child> {
         self.command(&self.program, &[])
             .stderr(stderr)
             .spawn()
@@ -143,7 +143,7 @@ fn quote(word: &str) -> String {
 
 /// How peak resident memory of a child is measured.
 #[derive(Debug, Clone)]
-pub enum RssMethod {
+pub(crate) enum RssMethod {
     /// GNU time at this path, `-f '%M %U %S'` (`ru_maxrss` and CPU times from `wait4`).
     GnuTime(PathBuf),
     /// `VmHWM` of `/proc/<pid>/status`, polled every 10 ms.
@@ -152,7 +152,7 @@ pub enum RssMethod {
 
 impl RssMethod {
     /// GNU time when `/usr/bin/time -f %M true` works, else polling.
-    pub fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         let time = PathBuf::from("/usr/bin/time");
         let works = Command::new(&time)
             .args(["-f", "%M %U %S", "true"])
@@ -171,7 +171,7 @@ impl RssMethod {
     }
 
     /// One sentence for the report.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             RssMethod::GnuTime(path) => format!(
                 "`{} -f '%M %U %S'` around the child: the child's `ru_maxrss` as returned by \
@@ -189,7 +189,7 @@ impl RssMethod {
 
 /// How a child ended.
 #[derive(Debug, Clone)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// From spawn to reaped.
     pub wall: Duration,
     /// Peak resident set in KiB, when measured.
@@ -204,7 +204,7 @@ pub struct Finished {
 
 /// Runs `job` to completion (or `timeout`), measuring wall time and, with `rss`, peak memory.
 /// `scratch` holds the stderr capture and GNU time's output.
-pub fn run(
+pub(crate) fn run(
     job: &Job,
     rss: Option<&RssMethod>,
     timeout: Duration,
@@ -302,7 +302,7 @@ fn parse_time_line(line: &str) -> Option<(u64, Duration)> {
 }
 
 /// The last `lines` non-empty lines of a file, joined with ` | `.
-pub fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let mut text = String::new();
     if let Ok(mut file) = File::open(path) {
         let _ = file.read_to_string(&mut text);
@@ -325,7 +325,7 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// SIGKILL to the process group led by `pid` (a child the harness started with
 /// `process_group(0)`).
-pub fn kill_group(pid: u32) {
+pub(crate) fn kill_group(pid: u32) {
     let Ok(pid) = i32::try_from(pid) else { return };
     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -343,7 +343,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 
 /// Runs a short helper command and returns its trimmed stdout (first line with `first_line`),
 /// or `None` when it cannot run or fails.
-pub fn capture(program: &str, args: &[&str], first_line: bool) -> Option<String> {
+pub(crate) fn capture(program: &str, args: &[&str], first_line: bool) -> Option<String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -362,7 +362,7 @@ pub fn capture(program: &str, args: &[&str], first_line: bool) -> Option<String>
 }
 
 /// Finds an executable on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))

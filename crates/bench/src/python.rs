@@ -12,7 +12,7 @@ use crate::process::capture;
 ///
 /// Argument: one JSON object `{"cache_dir", "workers", "files": [{"repo_id", "revision",
 /// "filename"}]}`. `HF_ENDPOINT` is read by `huggingface_hub` at import time.
-pub const DOWNLOAD_SCRIPT: &str = r#"
+pub(crate) const DOWNLOAD_SCRIPT: &str = r#"
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +41,7 @@ main()
 
 /// The Python interpreter of the benchmark environment and the `huggingface_hub` version in it.
 #[derive(Debug, Clone)]
-pub struct PythonEnv {
+pub(crate) struct PythonEnv {
     /// `<venv>/bin/python`.
     pub python: PathBuf,
     /// `huggingface_hub.__version__`.
@@ -55,7 +55,7 @@ pub struct PythonEnv {
 /// Makes sure `venv` holds `huggingface_hub` (creating the environment with `python3 -m venv`
 /// and installing the latest release with pip when it does not), and writes the download
 /// script into `work`. Progress goes to stderr; failures come back as text for the report.
-pub fn ensure(venv: &Path, work: &Path) -> Result<PythonEnv, String> {
+pub(crate) fn ensure(venv: &Path, work: &Path) -> Result<PythonEnv, String> {
     let python = venv.join("bin").join("python");
     let version = |python: &Path| {
         capture(

@@ -8,7 +8,7 @@ use crate::results::{num, secs, table, DownloadTable, MB};
 
 /// Everything one harness run measured (sections not run are `None`).
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Main scale.
     pub scale: f64,
     /// Second, smaller scale for the memory comparison.
@@ -39,7 +39,7 @@ pub struct Report {
 
 /// One target: what is required, what was measured, whether it holds.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The requirement.
     pub requirement: String,
     /// The numbers it was judged on.
@@ -71,7 +71,7 @@ impl Target {
 
 impl Report {
     /// The targets, judged on what was measured.
-    pub fn targets(&self) -> Vec<Target> {
+    pub(crate) fn targets(&self) -> Vec<Target> {
         let mut targets = Vec::new();
         let ours = Contender::Ours.name();
 
@@ -213,7 +213,7 @@ impl Report {
     }
 
     /// The results and targets (what is printed to the terminal).
-    pub fn render_results(&self) -> String {
+    pub(crate) fn render_results(&self) -> String {
         let mut out = String::from("## Results\n\n");
         if let Some(cold) = &self.cold {
             out.push_str(&cold.render(true, true));
@@ -411,7 +411,7 @@ fn render_resume(rows: &[ResumeRow]) -> String {
 }
 
 /// The header of BENCHMARKS.md: command, machine, tools, method.
-pub fn render_header(
+pub(crate) fn render_header(
     report: &Report,
     command: &str,
     date: &str,

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 /// Bytes in a megabyte (throughput is in MB/s, decimal, like the tools report it).
-pub const MB: f64 = 1_000_000.0;
+pub(crate) const MB: f64 = 1_000_000.0;
 /// Bytes in a mebibyte (memory is in MiB).
-pub const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// One timed run of one contender.
 #[derive(Debug, Clone)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Wall time of the whole process (or the in-process loop).
     pub wall: Duration,
     /// Peak resident set in KiB, when measured.
@@ -23,7 +23,7 @@ pub struct Sample {
 
 /// All runs of one contender in one measurement.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     /// Contender name.
     pub name: String,
     /// Command line of its last run (`$DIR` = that run's fresh directory).
@@ -38,7 +38,7 @@ pub struct Row {
 
 impl Row {
     /// An empty row.
-    pub fn new(name: impl Into<String>, unavailable: Option<String>) -> Self {
+    pub(crate) fn new(name: impl Into<String>, unavailable: Option<String>) -> Self {
         Row {
             name: name.into(),
             command: None,
@@ -49,26 +49,26 @@ impl Row {
     }
 
     /// Median wall time of the successful runs.
-    pub fn median_wall(&self) -> Option<Duration> {
+    pub(crate) fn median_wall(&self) -> Option<Duration> {
         median(self.samples.iter().map(|s| s.wall.as_secs_f64()).collect())
             .map(Duration::from_secs_f64)
     }
 
     /// Fastest and slowest successful run.
-    pub fn range(&self) -> Option<(Duration, Duration)> {
+    pub(crate) fn range(&self) -> Option<(Duration, Duration)> {
         let min = self.samples.iter().map(|s| s.wall).min()?;
         let max = self.samples.iter().map(|s| s.wall).max()?;
         Some((min, max))
     }
 
     /// `bytes` over the median wall time, in MB/s.
-    pub fn throughput(&self, bytes: u64) -> Option<f64> {
+    pub(crate) fn throughput(&self, bytes: u64) -> Option<f64> {
         self.median_wall()
             .map(|wall| bytes as f64 / MB / wall.as_secs_f64().max(1e-9))
     }
 
     /// Largest peak resident set over the runs, in MiB.
-    pub fn peak_rss_mib(&self) -> Option<f64> {
+    pub(crate) fn peak_rss_mib(&self) -> Option<f64> {
         self.samples
             .iter()
             .filter_map(|s| s.peak_rss_kib)
@@ -77,7 +77,7 @@ impl Row {
     }
 
     /// Median user + system CPU seconds of the runs that measured it.
-    pub fn median_cpu(&self) -> Option<f64> {
+    pub(crate) fn median_cpu(&self) -> Option<f64> {
         median(
             self.samples
                 .iter()
@@ -87,7 +87,7 @@ impl Row {
     }
 
     /// Median number of body responses per run.
-    pub fn median_requests(&self) -> Option<f64> {
+    pub(crate) fn median_requests(&self) -> Option<f64> {
         median(
             self.samples
                 .iter()
@@ -97,7 +97,7 @@ impl Row {
     }
 
     /// "3/3", or the reason it did not run.
-    pub fn runs_cell(&self) -> String {
+    pub(crate) fn runs_cell(&self) -> String {
         if let Some(why) = &self.unavailable {
             return format!("not run: {why}");
         }
@@ -107,7 +107,7 @@ impl Row {
 }
 
 /// Median of a list (mean of the two middle values for an even count).
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -121,7 +121,7 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// The `q` quantile (0..=1) of a list, nearest rank.
-pub fn quantile(mut values: Vec<f64>, q: f64) -> Option<f64> {
+pub(crate) fn quantile(mut values: Vec<f64>, q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -131,17 +131,17 @@ pub fn quantile(mut values: Vec<f64>, q: f64) -> Option<f64> {
 }
 
 /// Seconds with three decimals, `—` for none.
-pub fn secs(wall: Option<Duration>) -> String {
+pub(crate) fn secs(wall: Option<Duration>) -> String {
     wall.map_or_else(|| "—".to_owned(), |w| format!("{:.3}", w.as_secs_f64()))
 }
 
 /// A number with `decimals` decimals, `—` for none.
-pub fn num(value: Option<f64>, decimals: usize) -> String {
+pub(crate) fn num(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "—".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
 /// Renders a markdown table.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = format!("| {} |\n", headers.join(" | "));
     out.push_str(&format!(
         "|{}|\n",
@@ -156,7 +156,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// One download measurement: the same files fetched by every contender, runs alternated.
 #[derive(Debug, Clone)]
-pub struct DownloadTable {
+pub(crate) struct DownloadTable {
     /// Heading.
     pub title: String,
     /// What was downloaded, for the text under the heading.
@@ -169,12 +169,12 @@ pub struct DownloadTable {
 
 impl DownloadTable {
     /// The row named `name`.
-    pub fn row(&self, name: &str) -> Option<&Row> {
+    pub(crate) fn row(&self, name: &str) -> Option<&Row> {
         self.rows.iter().find(|r| r.name == name)
     }
 
     /// Markdown: heading, table, commands, failures.
-    pub fn render(&self, with_rss: bool, with_requests: bool) -> String {
+    pub(crate) fn render(&self, with_rss: bool, with_requests: bool) -> String {
         let mut headers = vec![
             "contender",
             "runs ok",
@@ -229,7 +229,7 @@ impl DownloadTable {
 }
 
 /// The command of each row and every failed run, as a list under a table.
-pub fn render_commands_and_failures(rows: &[Row]) -> String {
+pub(crate) fn render_commands_and_failures(rows: &[Row]) -> String {
     let mut out = String::new();
     let commands: Vec<&Row> = rows.iter().filter(|r| r.command.is_some()).collect();
     if !commands.is_empty() {

@@ -38,7 +38,7 @@ error, 130 interrupted (Ctrl-C; partial downloads are kept and resume next time)
     propagate_version = true,
     max_term_width = 100
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options shared by every command.
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -51,7 +51,7 @@ pub struct Cli {
 /// Options every command accepts, before or after the command name.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// Model manifest to use instead of the built-in one.
     #[arg(long, global = true, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
@@ -127,7 +127,7 @@ pub struct GlobalArgs {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Download and verify every missing model, or only those named.
     #[command(
         visible_aliases = ["pull", "download"],
@@ -200,7 +200,7 @@ points at a wrong endpoint or a tampered mirror. Without --output the file given
 
 /// Arguments of `ensure`.
 #[derive(Debug, Args)]
-pub struct EnsureArgs {
+pub(crate) struct EnsureArgs {
     /// Models to fetch (e.g. Semantic, entity, E11) [default: every model of the manifest].
     #[arg(value_name = "MODEL")]
     pub models: Vec<ModelId>,
@@ -208,7 +208,7 @@ pub struct EnsureArgs {
 
 /// Arguments of `verify`.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// Models to re-hash (e.g. Semantic, entity, E11) [default: every model of the manifest].
     #[arg(value_name = "MODEL")]
     pub models: Vec<ModelId>,
@@ -220,7 +220,7 @@ pub struct VerifyArgs {
 
 /// Arguments of `gc`.
 #[derive(Debug, Args)]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// Target size of the whole cache (e.g. 20GiB) [default: --max-cache-size].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
@@ -236,7 +236,7 @@ pub struct GcArgs {
 
 /// Arguments of `clear`.
 #[derive(Debug, Args)]
-pub struct ClearArgs {
+pub(crate) struct ClearArgs {
     /// Models to remove [default: every model of the manifest].
     #[arg(value_name = "MODEL")]
     pub models: Vec<ModelId>,
@@ -248,7 +248,7 @@ pub struct ClearArgs {
 
 /// Arguments of `lock`.
 #[derive(Debug, Args)]
-pub struct LockArgs {
+pub(crate) struct LockArgs {
     /// Accept pinned values that differ from what the Hub says now.
     #[arg(long)]
     pub force: bool,

@@ -11,7 +11,7 @@ use crate::failure::CliError;
 
 /// The library configuration for these options. A token file that cannot be read, or an
 /// empty token, is a usage error.
-pub fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig, CliError> {
+pub(crate) fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig, CliError> {
     let mut config = ArtifactManagerConfig::from_env();
     if let Some(dir) = &args.cache_dir {
         config.cache_dir = dir.clone();

@@ -6,19 +6,19 @@ use std::fmt;
 use context_graph_embeddings::EmbeddingError;
 
 /// Exit code: everything asked for is done.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit code: something failed, or some model is not ready.
-pub const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Exit code: the command line or the configuration (manifest, token file) is wrong.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code: interrupted by Ctrl-C (SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code: stopped by SIGTERM.
-pub const EXIT_TERMINATED: u8 = 143;
+pub(crate) const EXIT_TERMINATED: u8 = 143;
 
 /// An error that ends a command, with the exit code it maps to.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// The exit code.
     pub code: u8,
     /// What failed; its `Display` is the sentence shown to the user.
@@ -27,7 +27,7 @@ pub struct CliError {
 
 impl CliError {
     /// A usage or configuration error (exit 2).
-    pub fn usage(message: impl fmt::Display) -> Self {
+    pub(crate) fn usage(message: impl fmt::Display) -> Self {
         CliError {
             code: EXIT_USAGE,
             error: anyhow::anyhow!("{message}"),
@@ -35,7 +35,7 @@ impl CliError {
     }
 
     /// A failure (exit 1).
-    pub fn failure(message: impl fmt::Display) -> Self {
+    pub(crate) fn failure(message: impl fmt::Display) -> Self {
         CliError {
             code: EXIT_FAILURE,
             error: anyhow::anyhow!("{message}"),
@@ -53,7 +53,7 @@ impl From<EmbeddingError> for CliError {
 }
 
 /// The exit code for a library error: configuration and manifest problems are usage errors.
-pub fn exit_code_of(error: &EmbeddingError) -> u8 {
+pub(crate) fn exit_code_of(error: &EmbeddingError) -> u8 {
     match error {
         EmbeddingError::ManifestRead { .. }
         | EmbeddingError::ManifestSyntax { .. }

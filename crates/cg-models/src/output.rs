@@ -18,7 +18,7 @@ use crate::failure::CliError;
 
 /// How progress and notes are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// stderr is a terminal: progress bars, redrawn in place.
     Terminal,
     /// stderr is a pipe or file: timestamped plain lines, no escape codes.
@@ -29,7 +29,7 @@ pub enum Mode {
 
 /// A text style; rendered as ANSI colours only when colours are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// Success marks.
     Green,
     /// Failures.
@@ -44,7 +44,7 @@ pub enum Style {
 
 /// The printer every command uses.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     /// The mode.
     pub mode: Mode,
     /// Whether ANSI colours are used.
@@ -59,7 +59,7 @@ pub struct Output {
 
 impl Output {
     /// The output for these options and the real terminals.
-    pub fn new(args: &GlobalArgs) -> Self {
+    pub(crate) fn new(args: &GlobalArgs) -> Self {
         let stderr_is_terminal = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
             || std::env::var("TERM").is_ok_and(|t| t == "dumb");
@@ -80,12 +80,12 @@ impl Output {
     }
 
     /// Whether human notes are shown (not quiet, not JSON).
-    pub fn chatty(&self) -> bool {
+    pub(crate) fn chatty(&self) -> bool {
         !self.quiet && self.mode != Mode::Json
     }
 
     /// `text` in `style`, when colours are on.
-    pub fn paint(&self, style: Style, text: impl Display) -> String {
+    pub(crate) fn paint(&self, style: Style, text: impl Display) -> String {
         if !self.color {
             return text.to_string();
         }
@@ -100,21 +100,21 @@ impl Output {
     }
 
     /// A note on stderr (timestamped in plain mode); nothing when quiet or in JSON mode.
-    pub fn info(&self, message: impl Display) {
+    pub(crate) fn info(&self, message: impl Display) {
         if self.chatty() {
             self.stderr_line(&message.to_string());
         }
     }
 
     /// A detail shown with `-v` (or more, at `level`).
-    pub fn detail(&self, level: u8, message: impl Display) {
+    pub(crate) fn detail(&self, level: u8, message: impl Display) {
         if self.verbose >= level && !self.quiet {
             self.stderr_line(&self.paint(Style::Dim, message));
         }
     }
 
     /// A warning on stderr; shown unless quiet.
-    pub fn warn(&self, message: impl Display) {
+    pub(crate) fn warn(&self, message: impl Display) {
         if !self.quiet {
             let label = self.paint(Style::Yellow, "warning:");
             self.stderr_line(&format!("{label} {message}"));
@@ -122,7 +122,7 @@ impl Output {
     }
 
     /// One line on stderr, with a UTC timestamp in plain mode.
-    pub fn stderr_line(&self, line: &str) {
+    pub(crate) fn stderr_line(&self, line: &str) {
         let mut err = std::io::stderr().lock();
         let result = if self.mode == Mode::Plain {
             writeln!(err, "{} {line}", timestamp_now())
@@ -133,14 +133,14 @@ impl Output {
     }
 
     /// One line of a command's result on stdout (not in JSON or quiet mode).
-    pub fn result_line(&self, line: impl Display) {
+    pub(crate) fn result_line(&self, line: impl Display) {
         if self.mode != Mode::Json && !self.quiet {
             println!("{line}");
         }
     }
 
     /// `text` in `style` for stdout: coloured only when stdout is a terminal too.
-    pub fn paint_stdout(&self, style: Style, text: impl Display) -> String {
+    pub(crate) fn paint_stdout(&self, style: Style, text: impl Display) -> String {
         if self.stdout_is_terminal {
             self.paint(style, text)
         } else {
@@ -150,7 +150,7 @@ impl Output {
 
     /// One JSON object on stdout (only in JSON mode). `value` must serialise to an object;
     /// a `"type": kind` field is put first, the value's fields follow in their order.
-    pub fn json(&self, kind: &str, value: &impl Serialize) {
+    pub(crate) fn json(&self, kind: &str, value: &impl Serialize) {
         if self.mode != Mode::Json {
             return;
         }
@@ -161,7 +161,7 @@ impl Output {
 
     /// Shows an error: one sentence (the error's `Display`) on stderr, its causes with `-v`,
     /// its full structure with `-vv`; in JSON mode also an `error` object on stdout.
-    pub fn error(&self, error: &CliError) {
+    pub(crate) fn error(&self, error: &CliError) {
         let message = error.error.to_string();
         let label = self.paint(Style::Red, "error:");
         self.stderr_line(&format!("{label} {message}"));
@@ -185,7 +185,7 @@ impl Output {
 }
 
 /// `value` as one JSON object line with `"type": kind` first.
-pub fn json_line(kind: &str, value: &impl Serialize) -> String {
+pub(crate) fn json_line(kind: &str, value: &impl Serialize) -> String {
     let kind_json = serde_json::Value::from(kind).to_string();
     match serde_json::to_string(value) {
         Ok(body) if body == "{}" => format!("{{\"type\":{kind_json}}}"),
@@ -196,7 +196,7 @@ pub fn json_line(kind: &str, value: &impl Serialize) -> String {
 }
 
 /// The current UTC time as `2026-11-26T04:50:01Z`.
-pub fn timestamp_now() -> String {
+pub(crate) fn timestamp_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -204,7 +204,7 @@ pub fn timestamp_now() -> String {
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC timestamp, second precision.
-pub fn format_timestamp(secs: u64) -> String {
+pub(crate) fn format_timestamp(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
@@ -233,7 +233,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Wraps `items` joined by `, ` into lines of at most `width` characters, continuation lines
 /// indented by `indent` spaces (the first line is not indented; the caller prints its label).
-pub fn wrap_list(items: &[String], width: usize, indent: usize) -> String {
+pub(crate) fn wrap_list(items: &[String], width: usize, indent: usize) -> String {
     let mut out = String::new();
     let mut line_len = indent;
     for (i, item) in items.iter().enumerate() {

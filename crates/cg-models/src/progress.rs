@@ -33,7 +33,7 @@ const NAME_WIDTH: usize = 15;
 
 /// How one model ended in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Ready, and how it became so.
     Ready {
         /// The library's outcome.
@@ -49,7 +49,7 @@ pub enum Ending {
 
 /// What happened to every model that reported an ending.
 #[derive(Debug, Default, Clone)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Endings by model.
     pub endings: BTreeMap<ModelId, Ending>,
     /// Events lost because the display fell behind (the library never waits for it).
@@ -58,7 +58,7 @@ pub struct Tally {
 
 impl Tally {
     /// Models that ended with `outcome`, and their summed transferred bytes.
-    pub fn with_outcome(&self, wanted: Outcome) -> (Vec<ModelId>, u64) {
+    pub(crate) fn with_outcome(&self, wanted: Outcome) -> (Vec<ModelId>, u64) {
         let mut models = Vec::new();
         let mut bytes = 0;
         for (model, ending) in &self.endings {
@@ -78,7 +78,7 @@ impl Tally {
     }
 
     /// Models that failed.
-    pub fn failed(&self) -> Vec<ModelId> {
+    pub(crate) fn failed(&self) -> Vec<ModelId> {
         self.endings
             .iter()
             .filter(|(_, e)| matches!(e, Ending::Failed(_)))
@@ -93,7 +93,7 @@ impl Tally {
 ///
 /// The display lives inside the returned future: dropping it (Ctrl-C) drops the work and
 /// clears the bars at once, before anything else is printed.
-pub async fn track<T>(
+pub(crate) async fn track<T>(
     mut events: broadcast::Receiver<ProgressEvent>,
     output: &Output,
     expected: HashMap<ModelId, u64>,
@@ -623,7 +623,7 @@ fn average_speed(bytes: u64, elapsed: Duration) -> String {
 }
 
 /// Cuts `text` to at most `width` characters, marking the cut with `…`.
-pub fn truncate(text: &str, width: usize) -> String {
+pub(crate) fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_owned();
     }
@@ -634,7 +634,7 @@ pub fn truncate(text: &str, width: usize) -> String {
 
 /// The summary lines after a download run: what was downloaded, resumed, reused, verified,
 /// already present, failed; each list wrapped to 80 columns.
-pub fn summary_lines(tally: &Tally, output: &Output) -> Vec<String> {
+pub(crate) fn summary_lines(tally: &Tally, output: &Output) -> Vec<String> {
     let mut lines = Vec::new();
     let groups = [
         (Outcome::Downloaded, "downloaded"),

@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 /// Parses a human size such as `20GiB`, `500MB`, `1.5G` or `1048576` into bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
@@ -63,7 +63,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Formats bytes with binary units and about three significant digits: `999 B`, `1.50 KiB`,
 /// `12.3 MiB`, `1.25 GiB`. At most 8 characters up to 1023 TiB.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -85,12 +85,12 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Formats a transfer speed: `12.3 MiB/s`.
-pub fn format_speed(bytes_per_sec: u64) -> String {
+pub(crate) fn format_speed(bytes_per_sec: u64) -> String {
     format!("{}/s", format_size(bytes_per_sec))
 }
 
 /// Formats a duration compactly: `0.4s`, `2s`, `12s`, `3m05s`, `1h02m`.
-pub fn format_duration(duration: Duration) -> String {
+pub(crate) fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     if secs < 10 && duration.subsec_millis() == 0 {
         format!("{secs}s")
@@ -106,7 +106,7 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 /// The time left to move `remaining` bytes at `speed` bytes per second, if it can be told.
-pub fn eta(remaining: u64, speed: u64) -> Option<Duration> {
+pub(crate) fn eta(remaining: u64, speed: u64) -> Option<Duration> {
     (speed > 0).then(|| Duration::from_secs(remaining.div_ceil(speed)))
 }
 

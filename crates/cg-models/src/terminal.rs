@@ -25,7 +25,7 @@ const SIZE_REFRESH: Duration = Duration::from_secs(2);
 
 /// stderr as indicatif's terminal, buffered until each redraw is complete.
 #[derive(Debug)]
-pub struct StderrTerminal {
+pub(crate) struct StderrTerminal {
     buffer: Mutex<Output>,
     size: Mutex<(Instant, u16, u16)>,
 }
@@ -39,7 +39,7 @@ struct Output {
 
 impl StderrTerminal {
     /// A terminal on stderr, sized now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (rows, cols) = terminal_size();
         StderrTerminal {
             buffer: Mutex::new(Output::default()),

@@ -29,7 +29,7 @@ mod fixture {
     const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
     /// The official client's interpreter, with a private `HOME` for its scripts.
-    pub struct Py {
+    pub(crate) struct Py {
         exe: PathBuf,
         home: tempfile::TempDir,
     }
@@ -37,7 +37,7 @@ mod fixture {
     impl Py {
         /// Finds the interpreter; fails (with how to fix it) when it has no
         /// `huggingface_hub`, unless `CG_SKIP_PYTHON_TESTS=1`.
-        pub fn find() -> Option<Py> {
+        pub(crate) fn find() -> Option<Py> {
             let exe = std::env::var_os("CG_TEST_PYTHON")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PYTHON));
@@ -72,7 +72,7 @@ mod fixture {
         /// `HF_*` variable but `vars`, telemetry and progress bars off. The script gets
         /// `json`, `hashlib`, `os`, `sys`, `time`, `pathlib`, `huggingface_hub` and a
         /// `sha256(path)` helper, and must print one JSON value as its last line.
-        pub fn command(&self, vars: &[(&str, String)], body: &str) -> Command {
+        pub(crate) fn command(&self, vars: &[(&str, String)], body: &str) -> Command {
             let prelude = "import hashlib, json, os, sys, time, pathlib\n\
                            import huggingface_hub\n\
                            def sha256(path):\n    \
@@ -95,21 +95,21 @@ mod fixture {
         }
 
         /// Runs a script to the end and returns its JSON.
-        pub fn run(&self, vars: &[(&str, String)], body: &str) -> Value {
+        pub(crate) fn run(&self, vars: &[(&str, String)], body: &str) -> Value {
             let child = self.command(vars, body).spawn().expect("start python");
             let (stdout, _) = finish(child, "python");
             last_json(&stdout)
         }
 
         /// The private `HOME` of the scripts.
-        pub fn home(&self) -> &Path {
+        pub(crate) fn home(&self) -> &Path {
             self.home.path()
         }
     }
 
     /// Clears the environment of a child but for what a process needs to start, with `home`
     /// as `HOME`.
-    pub fn clean_env(command: &mut Command, home: &Path) {
+    pub(crate) fn clean_env(command: &mut Command, home: &Path) {
         command.env_clear();
         for keep in ["PATH", "TMPDIR", "LANG", "LC_ALL", "SYSTEMROOT"] {
             if let Some(value) = std::env::var_os(keep) {
@@ -120,7 +120,7 @@ mod fixture {
     }
 
     /// Waits for a child (at most two minutes) and returns its output; panics when it failed.
-    pub fn finish(child: Child, what: &str) -> (String, String) {
+    pub(crate) fn finish(child: Child, what: &str) -> (String, String) {
         let (stdout, stderr, status) = finish_any(child);
         assert!(
             status.success(),
@@ -130,7 +130,7 @@ mod fixture {
     }
 
     /// Waits for a child (at most two minutes) and returns its output and status.
-    pub fn finish_any(mut child: Child) -> (String, String, std::process::ExitStatus) {
+    pub(crate) fn finish_any(mut child: Child) -> (String, String, std::process::ExitStatus) {
         let started = Instant::now();
         while child.try_wait().expect("wait for child").is_none() {
             if started.elapsed() > CHILD_TIMEOUT {
@@ -153,7 +153,7 @@ mod fixture {
     }
 
     /// The JSON value a script printed on its last line.
-    pub fn last_json(stdout: &str) -> Value {
+    pub(crate) fn last_json(stdout: &str) -> Value {
         let last = stdout.lines().last().unwrap_or_default();
         serde_json::from_str(last)
             .unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}):\n{stdout}"))
@@ -161,7 +161,7 @@ mod fixture {
 
     /// One file the emulator serves, as a manifest entry names it.
     #[derive(Debug, Clone)]
-    pub struct Served {
+    pub(crate) struct Served {
         pub model: ModelId,
         pub repo: String,
         pub file: String,
@@ -179,7 +179,7 @@ mod fixture {
 
     impl Served {
         /// Describes `file` of `repo` at `revision` as the emulator serves it now.
-        pub fn new(
+        pub(crate) fn new(
             hub: &HubEmulator,
             model: ModelId,
             repo: &str,
@@ -204,24 +204,24 @@ mod fixture {
         }
 
         /// `<cache>/models--org--name`.
-        pub fn repo_dir(&self, cache: &Path) -> PathBuf {
+        pub(crate) fn repo_dir(&self, cache: &Path) -> PathBuf {
             cache.join(format!("models--{}", self.repo.replace('/', "--")))
         }
 
         /// `<cache>/models--org--name/snapshots/<commit>/<file>`.
-        pub fn snapshot(&self, cache: &Path) -> PathBuf {
+        pub(crate) fn snapshot(&self, cache: &Path) -> PathBuf {
             let mut path = self.repo_dir(cache).join("snapshots").join(&self.commit);
             path.extend(self.file.split('/'));
             path
         }
 
         /// `<cache>/models--org--name/blobs/<etag>`.
-        pub fn blob(&self, cache: &Path) -> PathBuf {
+        pub(crate) fn blob(&self, cache: &Path) -> PathBuf {
             self.repo_dir(cache).join("blobs").join(&self.etag)
         }
 
         /// `<cache>/.locks/models--org--name/<etag>.lock`, where `huggingface_hub` locks.
-        pub fn lock(&self, cache: &Path) -> PathBuf {
+        pub(crate) fn lock(&self, cache: &Path) -> PathBuf {
             cache
                 .join(".locks")
                 .join(format!("models--{}", self.repo.replace('/', "--")))
@@ -229,7 +229,7 @@ mod fixture {
         }
 
         /// What the Python scripts get to download or look up.
-        pub fn case(&self) -> Value {
+        pub(crate) fn case(&self) -> Value {
             serde_json::json!({
                 "repo": self.repo,
                 "file": self.file,
@@ -239,13 +239,13 @@ mod fixture {
     }
 
     /// The scripts' list of files, as the `CG_CASES` variable.
-    pub fn cases(served: &[Served]) -> (&'static str, String) {
+    pub(crate) fn cases(served: &[Served]) -> (&'static str, String) {
         let list: Vec<Value> = served.iter().map(Served::case).collect();
         ("CG_CASES", Value::Array(list).to_string())
     }
 
     /// Writes a 12-entry manifest: the served files, every other model built in.
-    pub fn write_manifest(path: &Path, served: &[Served]) {
+    pub(crate) fn write_manifest(path: &Path, served: &[Served]) {
         let entries: Vec<Value> = ModelId::ALL
             .iter()
             .map(|id| match served.iter().find(|s| s.model == *id) {
@@ -264,7 +264,7 @@ mod fixture {
     }
 
     /// A variable lookup that sees only `vars` (never the process environment).
-    pub fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
+    pub(crate) fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
         let map: BTreeMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -274,7 +274,7 @@ mod fixture {
 
     /// A configuration resolved from `HF_HUB_CACHE`, `HF_ENDPOINT` and `extra` only (like a
     /// process started with just those), plus fast retries and no implicit token.
-    pub fn config_with(
+    pub(crate) fn config_with(
         cache: &Path,
         endpoint: &str,
         manifest: &Path,
@@ -301,14 +301,18 @@ mod fixture {
     }
 
     /// A manager on `cache` against `hub`.
-    pub fn manager(cache: &Path, hub: &HubEmulator, manifest: &Path) -> ModelArtifactManager {
+    pub(crate) fn manager(
+        cache: &Path,
+        hub: &HubEmulator,
+        manifest: &Path,
+    ) -> ModelArtifactManager {
         ModelArtifactManager::new(config_with(cache, &hub.endpoint(), manifest, &[]))
             .expect("manager")
     }
 
     /// `GET`s that carried bytes of `served`: the CDN object for LFS files, the resolve URL
     /// for regular files.
-    pub fn content_gets(hub: &HubEmulator, served: &Served) -> Vec<RequestRecord> {
+    pub(crate) fn content_gets(hub: &HubEmulator, served: &Served) -> Vec<RequestRecord> {
         hub.requests()
             .into_iter()
             .filter(|r| r.method == "GET")
@@ -332,21 +336,21 @@ mod fixture {
     }
 
     /// Whether a request came from the official Python client.
-    pub fn from_python(record: &RequestRecord) -> bool {
+    pub(crate) fn from_python(record: &RequestRecord) -> bool {
         record
             .header("user-agent")
             .is_some_and(|ua| ua.contains("python/"))
     }
 
     /// SHA-256 of a file's bytes.
-    pub fn sha256_of(path: &Path) -> String {
+    pub(crate) fn sha256_of(path: &Path) -> String {
         hub_emulator::synth::sha256_hex(
             &std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
         )
     }
 
     /// Polls `condition` every 10 ms for at most `limit`.
-    pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;
         while !condition() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");

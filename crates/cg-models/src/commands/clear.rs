@@ -13,7 +13,7 @@ use crate::output::Output;
 use crate::size::format_size;
 
 /// Runs `clear`.
-pub async fn run(
+pub(super) async fn run(
     manager: &ModelArtifactManager,
     output: &Output,
     args: &ClearArgs,

@@ -14,7 +14,7 @@ use crate::progress::{summary_lines, track};
 use crate::size::format_duration;
 
 /// Runs `ensure`.
-pub async fn run(
+pub(super) async fn run(
     manager: &ModelArtifactManager,
     output: &Output,
     args: &EnsureArgs,

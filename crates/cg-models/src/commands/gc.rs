@@ -9,7 +9,7 @@ use crate::output::{format_timestamp, Output, Style};
 use crate::size::format_size;
 
 /// Runs `gc`; `default_max` is the global `--max-cache-size`.
-pub async fn run(
+pub(super) async fn run(
     manager: &ModelArtifactManager,
     output: &Output,
     args: &GcArgs,

@@ -12,7 +12,7 @@ use crate::failure::{CliError, EXIT_FAILURE, EXIT_OK};
 use crate::output::{Mode, Output, Style};
 
 /// Runs `lock`.
-pub async fn run(
+pub(super) async fn run(
     manager: &ModelArtifactManager,
     output: &Output,
     args: &LockArgs,

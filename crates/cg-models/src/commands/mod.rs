@@ -24,7 +24,7 @@ use crate::failure::CliError;
 use crate::output::Output;
 
 /// Runs the command of `cli`; returns its exit code, or the error that ended it.
-pub async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
+pub(crate) async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
     let config = artifact_config(&cli.global)?;
     let manager = ModelArtifactManager::new(config)?;
     describe(&manager, output);

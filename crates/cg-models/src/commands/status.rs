@@ -14,7 +14,7 @@ use crate::progress::truncate;
 use crate::size::format_size;
 
 /// Runs `status`.
-pub async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, CliError> {
+pub(super) async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, CliError> {
     let before = manager.readiness_report();
     let unverified = before
         .models
@@ -60,7 +60,7 @@ pub async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, 
 }
 
 /// How many files are hashed at once: one per core.
-pub fn parallelism() -> usize {
+pub(super) fn parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 

@@ -12,7 +12,7 @@ use crate::output::{Output, Style};
 use crate::progress::track;
 
 /// Runs `verify`.
-pub async fn run(
+pub(super) async fn run(
     manager: &ModelArtifactManager,
     output: &Output,
     args: &VerifyArgs,

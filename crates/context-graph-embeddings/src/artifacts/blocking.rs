@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Runs blocking file work (hashing, fsync, directory walks) on tokio's blocking pool.
-pub async fn run_blocking<T: Send + 'static>(
+pub(super) async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(work)

@@ -22,7 +22,7 @@ pub const CRASH_AT_ENV: &str = "CG_MODELS_CRASH_AT";
 pub const NO_LOCKS_ENV: &str = "CG_MODELS_TEST_NO_LOCKS";
 
 /// The public Hub.
-pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+pub(super) const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Reads one environment variable; empty values count as unset.
 pub trait EnvLookup {
@@ -32,7 +32,7 @@ pub trait EnvLookup {
 
 /// The real process environment.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
+pub(super) struct ProcessEnv;
 
 impl EnvLookup for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -47,7 +47,7 @@ impl<F: Fn(&str) -> Option<String>> EnvLookup for F {
 }
 
 /// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
-pub fn hf_home(env: &dyn EnvLookup) -> PathBuf {
+pub(super) fn hf_home(env: &dyn EnvLookup) -> PathBuf {
     if let Some(home) = env.var("HF_HOME") {
         return expand_path(&home, env);
     }
@@ -59,7 +59,7 @@ pub fn hf_home(env: &dyn EnvLookup) -> PathBuf {
 }
 
 /// The hub cache: `HF_HUB_CACHE`, else the legacy `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`.
-pub fn hub_cache_dir(env: &dyn EnvLookup) -> PathBuf {
+pub(super) fn hub_cache_dir(env: &dyn EnvLookup) -> PathBuf {
     env.var("HF_HUB_CACHE")
         .or_else(|| env.var("HUGGINGFACE_HUB_CACHE"))
         .map(|p| expand_path(&p, env))
@@ -67,14 +67,14 @@ pub fn hub_cache_dir(env: &dyn EnvLookup) -> PathBuf {
 }
 
 /// `HF_ENDPOINT` without a trailing `/`, else the public Hub.
-pub fn endpoint(env: &dyn EnvLookup) -> String {
+pub(super) fn endpoint(env: &dyn EnvLookup) -> String {
     env.var("HF_ENDPOINT")
         .map(|e| e.trim_end_matches('/').to_owned())
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
 }
 
 /// Whether a boolean variable is true (`1`, `ON`, `YES`, `TRUE`, any case), as in `huggingface_hub`.
-pub fn is_true(env: &dyn EnvLookup, name: &str) -> bool {
+pub(super) fn is_true(env: &dyn EnvLookup, name: &str) -> bool {
     env.var(name).is_some_and(|v| is_true_value(&v))
 }
 
@@ -90,14 +90,14 @@ fn is_true_value(value: &str) -> bool {
 /// `HF_HUB_OFFLINE`, or when it is unset the legacy `TRANSFORMERS_OFFLINE`: a set
 /// `HF_HUB_OFFLINE=0` wins over `TRANSFORMERS_OFFLINE=1`, as in `huggingface_hub`
 /// (`_is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))`).
-pub fn offline(env: &dyn EnvLookup) -> bool {
+pub(super) fn offline(env: &dyn EnvLookup) -> bool {
     env.var("HF_HUB_OFFLINE")
         .or_else(|| env.var("TRANSFORMERS_OFFLINE"))
         .is_some_and(|v| is_true_value(&v))
 }
 
 /// A whole number of seconds from a variable such as `HF_HUB_DOWNLOAD_TIMEOUT`.
-pub fn seconds(env: &dyn EnvLookup, name: &str) -> Option<Duration> {
+pub(super) fn seconds(env: &dyn EnvLookup, name: &str) -> Option<Duration> {
     env.var(name)
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)

@@ -12,13 +12,13 @@ use sha2::{Digest, Sha256};
 const HASH_BUFFER_BYTES: usize = 1 << 20;
 
 /// SHA-256 of bytes in lower-case hex.
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(super) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
 /// Hashes a file; returns its lower-case hex SHA-256 and its length. Blocking: call from a
 /// blocking thread (`spawn_blocking`) in async code.
-pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+pub(super) fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut file = fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let length = hash_reader_into(&mut file, &mut hasher, u64::MAX)?;
@@ -26,7 +26,7 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Feeds at most `limit` bytes of `reader` into `hasher`; returns how many were read.
-pub fn hash_reader_into(
+pub(super) fn hash_reader_into(
     reader: &mut impl Read,
     hasher: &mut Sha256,
     limit: u64,

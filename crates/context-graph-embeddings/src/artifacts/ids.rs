@@ -3,7 +3,7 @@
 //! first needed it.
 
 /// Whether `text` is a full 40-hex git commit id (lower case).
-pub fn is_commit_hash(text: &str) -> bool {
+pub(super) fn is_commit_hash(text: &str) -> bool {
     text.len() == 40
         && text
             .bytes()
@@ -11,7 +11,7 @@ pub fn is_commit_hash(text: &str) -> bool {
 }
 
 /// Checks a SHA-256 and returns it in lower case.
-pub fn validate_sha256(sha256: &str) -> Result<String, String> {
+pub(super) fn validate_sha256(sha256: &str) -> Result<String, String> {
     if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(sha256.to_ascii_lowercase())
     } else {

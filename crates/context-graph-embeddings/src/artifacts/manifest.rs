@@ -18,13 +18,13 @@ use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
 /// The manifest compiled into the binary (`manifests.json` beside this file).
-pub const EMBEDDED_MANIFEST: &str = include_str!("manifests.json");
+pub(super) const EMBEDDED_MANIFEST: &str = include_str!("manifests.json");
 
 /// The revision used when an entry names none.
-pub const DEFAULT_REVISION: &str = "main";
+pub(super) const DEFAULT_REVISION: &str = "main";
 
 /// Largest file size a manifest may pin (1 TiB); anything above is a typo or hostile.
-pub const MAX_PINNED_SIZE: u64 = 1 << 40;
+pub(super) const MAX_PINNED_SIZE: u64 = 1 << 40;
 
 /// Model artifact metadata: one weight file on the Hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,7 +418,7 @@ fn truncate(text: &str) -> String {
 /// Checks a repo id: `name` or `org/name`, each part of letters, digits, `-`, `_`, `.`, not
 /// starting or ending with `-` or `.`, without `--` or `..` (which would break the cache
 /// folder name `models--org--name` or escape it).
-pub fn validate_repo_id(repo_id: &str) -> Result<(), String> {
+pub(super) fn validate_repo_id(repo_id: &str) -> Result<(), String> {
     let shown = truncate(repo_id);
     if repo_id.is_empty() || repo_id.len() > 96 {
         return Err(format!(
@@ -448,7 +448,7 @@ pub fn validate_repo_id(repo_id: &str) -> Result<(), String> {
 
 /// Checks a file path inside a repo: relative, `/`-separated, no `..` or `.` segment, no
 /// backslash, no empty segment, no control characters.
-pub fn validate_filename(filename: &str) -> Result<(), String> {
+pub(super) fn validate_filename(filename: &str) -> Result<(), String> {
     let shown = truncate(filename);
     if filename.is_empty() || filename.len() > 1024 {
         return Err("must be 1 to 1024 characters".to_owned());
@@ -484,7 +484,7 @@ pub fn validate_filename(filename: &str) -> Result<(), String> {
 }
 
 /// Checks a revision: a commit id, or a branch/tag name such as `main`, `v1.0` or `refs/pr/1`.
-pub fn validate_revision(revision: &str) -> Result<(), String> {
+pub(super) fn validate_revision(revision: &str) -> Result<(), String> {
     let shown = truncate(revision);
     let valid_chars = revision
         .bytes()

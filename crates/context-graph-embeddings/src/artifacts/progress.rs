@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::model_id::ModelId;
 
 /// How many events a subscriber may fall behind before it loses the oldest.
-pub const PROGRESS_CHANNEL_CAPACITY: usize = 4096;
+pub(super) const PROGRESS_CHANNEL_CAPACITY: usize = 4096;
 
 /// Progress event for download tracking. The spec's four fields are kept; `kind` says what
 /// happened.
@@ -113,24 +113,24 @@ pub enum Outcome {
 
 /// Sends events to the broadcast channel; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ProgressEmitter {
+pub(super) struct ProgressEmitter {
     sender: broadcast::Sender<ProgressEvent>,
 }
 
 impl ProgressEmitter {
     /// A new channel.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let (sender, _) = broadcast::channel(PROGRESS_CHANNEL_CAPACITY);
         ProgressEmitter { sender }
     }
 
     /// A new receiver of all events sent from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<ProgressEvent> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<ProgressEvent> {
         self.sender.subscribe()
     }
 
     /// Sends an event; never blocks, and having no subscriber is fine.
-    pub fn emit(&self, event: ProgressEvent) {
+    pub(super) fn emit(&self, event: ProgressEvent) {
         let _ = self.sender.send(event);
     }
 }
@@ -143,7 +143,7 @@ impl Default for ProgressEmitter {
 
 /// Throttles `Progress` events of one transfer and measures its speed.
 #[derive(Debug)]
-pub struct ProgressMeter {
+pub(super) struct ProgressMeter {
     interval: Duration,
     last_emit: Option<Instant>,
     last_bytes: u64,
@@ -152,7 +152,7 @@ pub struct ProgressMeter {
 
 impl ProgressMeter {
     /// A meter emitting at most once per `interval`.
-    pub fn new(interval: Duration, start_bytes: u64) -> Self {
+    pub(super) fn new(interval: Duration, start_bytes: u64) -> Self {
         ProgressMeter {
             interval,
             last_emit: None,
@@ -162,7 +162,7 @@ impl ProgressMeter {
     }
 
     /// Returns the speed to report if an event is due at `now` with `bytes` on disk.
-    pub fn due(&mut self, now: Instant, bytes: u64) -> Option<u64> {
+    pub(super) fn due(&mut self, now: Instant, bytes: u64) -> Option<u64> {
         let Some(last) = self.last_emit else {
             self.last_emit = Some(now);
             self.last_bytes = bytes;
@@ -184,7 +184,7 @@ impl ProgressMeter {
     }
 
     /// The last measured speed.
-    pub fn speed(&self) -> u64 {
+    pub(super) fn speed(&self) -> u64 {
         self.speed_bps as u64
     }
 }

@@ -15,7 +15,7 @@ use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
 
 /// One served model file.
 #[derive(Debug, Clone)]
-pub struct ServedFile {
+pub(crate) struct ServedFile {
     pub repo_id: String,
     pub filename: String,
     pub commit: String,
@@ -25,7 +25,7 @@ pub struct ServedFile {
 }
 
 /// A running emulator plus a manifest and cache for one test.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub hub: HubEmulator,
     pub dir: tempfile::TempDir,
     pub manifest_path: PathBuf,
@@ -34,28 +34,31 @@ pub struct Fixture {
 
 /// What to serve for one model.
 #[derive(Debug, Clone, Copy)]
-pub struct Model {
+pub(crate) struct Model {
     pub id: ModelId,
     pub size: u64,
     pub pinned: bool,
 }
 
-pub fn model(id: ModelId, size: u64, pinned: bool) -> Model {
+pub(crate) fn model(id: ModelId, size: u64, pinned: bool) -> Model {
     Model { id, size, pinned }
 }
 
-pub fn commit_for(id: ModelId) -> String {
+pub(crate) fn commit_for(id: ModelId) -> String {
     synth::sha256_hex(id.as_str().as_bytes())[..40].to_owned()
 }
 
 impl Fixture {
     /// Serves each model from its own repo `test-org/<name>` at a fixed commit.
-    pub fn new(models: &[Model]) -> Fixture {
+    pub(crate) fn new(models: &[Model]) -> Fixture {
         Self::with(models, |b, _| b)
     }
 
     /// Like `new`, with a hook to adjust each repo (e.g. gating) and the builder.
-    pub fn with(models: &[Model], adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec) -> Fixture {
+    pub(crate) fn with(
+        models: &[Model],
+        adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec,
+    ) -> Fixture {
         let mut builder = HubBuilder::new();
         let mut files = BTreeMap::new();
         for (i, m) in models.iter().enumerate() {
@@ -98,7 +101,7 @@ impl Fixture {
     }
 
     /// Writes the manifest, letting `edit` change each artifact entry.
-    pub fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
+    pub(crate) fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
         let entries: Vec<serde_json::Value> = ModelId::ALL
             .iter()
             .map(|id| match self.files.get(id) {
@@ -124,12 +127,12 @@ impl Fixture {
         .unwrap();
     }
 
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("hub")
     }
 
     /// A configuration against the emulator: private cache, no implicit token, fast retries.
-    pub fn config(&self) -> ArtifactManagerConfig {
+    pub(crate) fn config(&self) -> ArtifactManagerConfig {
         ArtifactManagerConfig {
             cache_dir: self.cache_dir(),
             endpoint: self.hub.endpoint(),
@@ -151,15 +154,15 @@ impl Fixture {
         }
     }
 
-    pub fn manager(&self) -> ModelArtifactManager {
+    pub(crate) fn manager(&self) -> ModelArtifactManager {
         ModelArtifactManager::new(self.config()).expect("manager")
     }
 
-    pub fn file(&self, id: ModelId) -> &ServedFile {
+    pub(crate) fn file(&self, id: ModelId) -> &ServedFile {
         &self.files[&id]
     }
 
-    pub fn blob_path(&self, id: ModelId) -> PathBuf {
+    pub(crate) fn blob_path(&self, id: ModelId) -> PathBuf {
         let f = self.file(id);
         self.cache_dir()
             .join(format!("models--{}", f.repo_id.replace('/', "--")))
@@ -167,11 +170,11 @@ impl Fixture {
             .join(&f.sha256)
     }
 
-    pub fn blobs_dir(&self, id: ModelId) -> PathBuf {
+    pub(crate) fn blobs_dir(&self, id: ModelId) -> PathBuf {
         self.blob_path(id).parent().unwrap().to_path_buf()
     }
 
-    pub fn snapshot_path(&self, id: ModelId) -> PathBuf {
+    pub(crate) fn snapshot_path(&self, id: ModelId) -> PathBuf {
         let f = self.file(id);
         self.cache_dir()
             .join(format!("models--{}", f.repo_id.replace('/', "--")))
@@ -183,7 +186,7 @@ impl Fixture {
     /// Starts this test binary again as a child process running only `test` (a child body
     /// that does nothing unless `env` is set), with this fixture's cache, Hub and manifest
     /// passed in `env` as JSON. The caller kills it.
-    pub fn spawn_child(&self, test: &str, env: &str) -> std::process::Child {
+    pub(crate) fn spawn_child(&self, test: &str, env: &str) -> std::process::Child {
         let spec = serde_json::json!({
             "cache_dir": self.cache_dir(),
             "endpoint": self.hub.endpoint(),
@@ -199,7 +202,7 @@ impl Fixture {
     }
 
     /// GET requests whose path contains `needle`.
-    pub fn gets(&self, needle: &str) -> Vec<hub_emulator::RequestRecord> {
+    pub(crate) fn gets(&self, needle: &str) -> Vec<hub_emulator::RequestRecord> {
         self.hub
             .requests()
             .into_iter()
@@ -209,7 +212,9 @@ impl Fixture {
 }
 
 /// Collects every event already sent.
-pub fn drain(receiver: &mut tokio::sync::broadcast::Receiver<ProgressEvent>) -> Vec<ProgressEvent> {
+pub(crate) fn drain(
+    receiver: &mut tokio::sync::broadcast::Receiver<ProgressEvent>,
+) -> Vec<ProgressEvent> {
     let mut events = Vec::new();
     while let Ok(event) = receiver.try_recv() {
         events.push(event);
@@ -218,7 +223,7 @@ pub fn drain(receiver: &mut tokio::sync::broadcast::Receiver<ProgressEvent>) -> 
 }
 
 /// Names of the partial downloads in a folder.
-pub fn partials(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn partials(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries

@@ -30,7 +30,7 @@ fn child_process() {
 }
 
 /// The configuration a parent describes (mirrors `Fixture::config_at`).
-pub fn config_from_spec(spec: &serde_json::Value) -> ArtifactManagerConfig {
+pub(crate) fn config_from_spec(spec: &serde_json::Value) -> ArtifactManagerConfig {
     let millis =
         |key: &str, default: u64| Duration::from_millis(spec[key].as_u64().unwrap_or(default));
     let parallel = match spec["parallel_chunk_bytes"].as_u64() {

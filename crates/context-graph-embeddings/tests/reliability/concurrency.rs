@@ -24,7 +24,7 @@ const AREA: &str = "Concurrent processes";
 const PINNED: ModelId = ModelId::Entity;
 const UNPINNED: ModelId = ModelId::Graph;
 
-pub use context_graph_embeddings::artifacts::test_support::NO_LOCKS_ENV;
+pub(crate) use context_graph_embeddings::artifacts::test_support::NO_LOCKS_ENV;
 
 fn capped(fx: &Fixture, bytes_per_sec: u64) {
     for id in fx.files.keys() {
@@ -211,7 +211,7 @@ fn a_reader_never_sees_ready_before_the_file_is_verified() {
 
 /// Fails, clearly, while the build has no `CG_MODELS_TEST_NO_LOCKS` switch (the `failpoints` feature): then the no-locks
 /// tests would silently test working locks instead.
-pub fn require_no_locks_hook(fx: &Fixture) {
+pub(crate) fn require_no_locks_hook(fx: &Fixture) {
     let dir = fx.dir.path().join("probe");
     let mut spec = fx.child_spec(&fx.cache_dir(), "lock_probe");
     spec["lock_path"] = serde_json::json!(dir.join("probe.lock"));

@@ -938,7 +938,7 @@ async fn links_in_the_cache_never_make_verify_read_foreign_files() {
 /// Body of the `secrets` child: logs captured at TRACE into a file (including `log` records
 /// of dependencies), three managers (explicit token, wrong token, token from `HF_TOKEN`) and a
 /// failing endpoint; every text a user or log could see is returned for the parent to search.
-pub fn secrets_child(spec: &Value, config: &ArtifactManagerConfig) -> Value {
+pub(crate) fn secrets_child(spec: &Value, config: &ArtifactManagerConfig) -> Value {
     let log = fs::File::create(spec["log_file"].as_str().unwrap()).unwrap();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)

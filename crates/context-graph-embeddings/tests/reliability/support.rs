@@ -20,14 +20,14 @@ use context_graph_embeddings::{EmbeddingError, ModelId};
 use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec, RequestRecord};
 
 /// The environment variable that turns the test binary into a child process (see `child.rs`).
-pub const CHILD_ENV: &str = "CG_RELIABILITY_CHILD";
+pub(crate) const CHILD_ENV: &str = "CG_RELIABILITY_CHILD";
 
 /// The full name of the child entry point, for `--exact`.
-pub const CHILD_TEST: &str = "child::child_process";
+pub(crate) const CHILD_TEST: &str = "child::child_process";
 
 /// One served model file.
 #[derive(Debug, Clone)]
-pub struct ServedFile {
+pub(crate) struct ServedFile {
     pub repo_id: String,
     pub filename: String,
     /// The commit the file was served at when the fixture started.
@@ -41,7 +41,7 @@ pub struct ServedFile {
 
 impl ServedFile {
     /// `pinned` or `unpinned`, for evidence lines.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         if self.pinned {
             "pinned"
         } else {
@@ -52,7 +52,7 @@ impl ServedFile {
 
 /// What to serve for one model.
 #[derive(Debug, Clone, Copy)]
-pub struct Model {
+pub(crate) struct Model {
     pub id: ModelId,
     pub size: u64,
     pub pinned: bool,
@@ -61,7 +61,7 @@ pub struct Model {
 }
 
 /// A model whose manifest entry pins hash and size.
-pub fn pinned(id: ModelId, size: u64) -> Model {
+pub(crate) fn pinned(id: ModelId, size: u64) -> Model {
     Model {
         id,
         size,
@@ -71,7 +71,7 @@ pub fn pinned(id: ModelId, size: u64) -> Model {
 }
 
 /// A model whose manifest entry has no hash and no size (the Hub's advertised hash is used).
-pub fn unpinned(id: ModelId, size: u64) -> Model {
+pub(crate) fn unpinned(id: ModelId, size: u64) -> Model {
     Model {
         id,
         size,
@@ -82,20 +82,20 @@ pub fn unpinned(id: ModelId, size: u64) -> Model {
 
 impl Model {
     /// The manifest asks for the branch `main` rather than the commit.
-    pub fn on_branch(mut self) -> Self {
+    pub(crate) fn on_branch(mut self) -> Self {
         self.on_branch = true;
         self
     }
 }
 
 /// The fixed commit a model's repo starts at.
-pub fn commit_for(id: ModelId) -> String {
+pub(crate) fn commit_for(id: ModelId) -> String {
     synth::sha256_hex(id.as_str().as_bytes())[..40].to_owned()
 }
 
 /// How the emulator is set up.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// LFS files redirect to the CDN host (default), or are served by the resolve URL itself.
     pub cdn_redirect: bool,
     /// Gate every repo behind these tokens.
@@ -112,7 +112,7 @@ impl Default for Options {
 }
 
 /// A running emulator plus a manifest and a working folder for one test.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub hub: HubEmulator,
     pub dir: tempfile::TempDir,
     pub manifest_path: PathBuf,
@@ -121,12 +121,12 @@ pub struct Fixture {
 
 impl Fixture {
     /// Serves each model from its own repo `test-org/<name>`, LFS through the CDN.
-    pub fn new(models: &[Model]) -> Fixture {
+    pub(crate) fn new(models: &[Model]) -> Fixture {
         Self::with_options(models, Options::default())
     }
 
     /// Like [`new`](Self::new) with emulator options.
-    pub fn with_options(models: &[Model], options: Options) -> Fixture {
+    pub(crate) fn with_options(models: &[Model], options: Options) -> Fixture {
         let mut builder = HubBuilder::new().cdn_redirect(options.cdn_redirect);
         let mut files = BTreeMap::new();
         for (i, m) in models.iter().enumerate() {
@@ -174,7 +174,7 @@ impl Fixture {
     }
 
     /// Writes the manifest, letting `edit` change each artifact entry.
-    pub fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
+    pub(crate) fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
         let entries: Vec<serde_json::Value> = ModelId::ALL
             .iter()
             .map(|id| match self.files.get(id) {
@@ -201,22 +201,22 @@ impl Fixture {
     }
 
     /// The default cache of this fixture.
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("hub")
     }
 
     /// A fresh, empty cache folder path inside the fixture folder.
-    pub fn fresh_cache(&self, name: &str) -> PathBuf {
+    pub(crate) fn fresh_cache(&self, name: &str) -> PathBuf {
         self.dir.path().join(name).join("hub")
     }
 
     /// A configuration against the emulator: the default cache, no implicit token, fast retries.
-    pub fn config(&self) -> ArtifactManagerConfig {
+    pub(crate) fn config(&self) -> ArtifactManagerConfig {
         self.config_at(&self.cache_dir())
     }
 
     /// [`config`](Self::config) with another cache folder.
-    pub fn config_at(&self, cache_dir: &Path) -> ArtifactManagerConfig {
+    pub(crate) fn config_at(&self, cache_dir: &Path) -> ArtifactManagerConfig {
         ArtifactManagerConfig {
             cache_dir: cache_dir.to_path_buf(),
             endpoint: self.hub.endpoint(),
@@ -243,35 +243,35 @@ impl Fixture {
         }
     }
 
-    pub fn manager(&self) -> ModelArtifactManager {
+    pub(crate) fn manager(&self) -> ModelArtifactManager {
         ModelArtifactManager::new(self.config()).expect("manager")
     }
 
-    pub fn manager_at(&self, cache_dir: &Path) -> ModelArtifactManager {
+    pub(crate) fn manager_at(&self, cache_dir: &Path) -> ModelArtifactManager {
         ModelArtifactManager::new(self.config_at(cache_dir)).expect("manager")
     }
 
-    pub fn file(&self, id: ModelId) -> &ServedFile {
+    pub(crate) fn file(&self, id: ModelId) -> &ServedFile {
         &self.files[&id]
     }
 
-    pub fn repo_dir_in(&self, cache: &Path, id: ModelId) -> PathBuf {
+    pub(crate) fn repo_dir_in(&self, cache: &Path, id: ModelId) -> PathBuf {
         cache.join(format!(
             "models--{}",
             self.file(id).repo_id.replace('/', "--")
         ))
     }
 
-    pub fn blobs_dir_in(&self, cache: &Path, id: ModelId) -> PathBuf {
+    pub(crate) fn blobs_dir_in(&self, cache: &Path, id: ModelId) -> PathBuf {
         self.repo_dir_in(cache, id).join("blobs")
     }
 
-    pub fn blob_path_in(&self, cache: &Path, id: ModelId) -> PathBuf {
+    pub(crate) fn blob_path_in(&self, cache: &Path, id: ModelId) -> PathBuf {
         self.blobs_dir_in(cache, id).join(&self.file(id).sha256)
     }
 
     /// The snapshot entry at the commit the fixture started with.
-    pub fn snapshot_path_in(&self, cache: &Path, id: ModelId) -> PathBuf {
+    pub(crate) fn snapshot_path_in(&self, cache: &Path, id: ModelId) -> PathBuf {
         let f = self.file(id);
         self.repo_dir_in(cache, id)
             .join("snapshots")
@@ -281,7 +281,7 @@ impl Fixture {
 
     /// GETs of a blob's bytes (by SHA-256 on the CDN, or by file name on the Hub) that were
     /// answered with file bytes (200 or 206).
-    pub fn byte_gets(&self, id: ModelId) -> Vec<RequestRecord> {
+    pub(crate) fn byte_gets(&self, id: ModelId) -> Vec<RequestRecord> {
         let f = self.file(id);
         let repo_path = format!("/{}/resolve/", f.repo_id);
         self.hub
@@ -296,17 +296,17 @@ impl Fixture {
     }
 
     /// Sum of file bytes the emulator sent for a model (200/206 GETs).
-    pub fn bytes_sent(&self, id: ModelId) -> u64 {
+    pub(crate) fn bytes_sent(&self, id: ModelId) -> u64 {
         self.byte_gets(id).iter().map(|r| r.body_bytes_sent).sum()
     }
 
     /// The SHA-256 of every content this fixture serves (for the cache checker).
-    pub fn known_hashes(&self) -> HashSet<String> {
+    pub(crate) fn known_hashes(&self) -> HashSet<String> {
         self.files.values().map(|f| f.sha256.clone()).collect()
     }
 
     /// A child process specification (see `child.rs`) for a cache folder.
-    pub fn child_spec(&self, cache: &Path, op: &str) -> serde_json::Value {
+    pub(crate) fn child_spec(&self, cache: &Path, op: &str) -> serde_json::Value {
         serde_json::json!({
             "op": op,
             "cache_dir": cache,
@@ -317,13 +317,13 @@ impl Fixture {
 
     /// Replaces this run's temporary paths and ports in a text, so evidence reads the same
     /// on every run.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         redact_with(text, self.dir.path(), &self.hub)
     }
 }
 
 /// [`Fixture::redact`] for any folder and emulator.
-pub fn redact_with(text: &str, dir: &Path, hub: &HubEmulator) -> String {
+pub(crate) fn redact_with(text: &str, dir: &Path, hub: &HubEmulator) -> String {
     let mut out = text.replace(&dir.display().to_string(), "$TMP");
     out = out.replace(&hub.endpoint(), "http://hub");
     out = out.replace(&hub.cdn_origin(), "http://cdn");
@@ -356,7 +356,7 @@ pub fn redact_with(text: &str, dir: &Path, hub: &HubEmulator) -> String {
 }
 
 /// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     let mut file = fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -377,7 +377,7 @@ fn is_hex(text: &str, len: usize) -> bool {
 
 /// What the cache holds, read independently of the library, and every broken promise found.
 #[derive(Debug, Default)]
-pub struct CacheCheck {
+pub(crate) struct CacheCheck {
     /// Complete blobs (path, size).
     pub blobs: Vec<(PathBuf, u64)>,
     /// Unfinished downloads (path, size).
@@ -397,12 +397,12 @@ pub struct CacheCheck {
 }
 
 impl CacheCheck {
-    pub fn partial_bytes(&self) -> u64 {
+    pub(crate) fn partial_bytes(&self) -> u64 {
         self.partials.iter().map(|p| p.1).sum()
     }
 
     /// Panics with every violation, naming the situation.
-    pub fn assert_sound(&self, situation: &str) {
+    pub(crate) fn assert_sound(&self, situation: &str) {
         assert!(
             self.violations.is_empty(),
             "{situation}: a final path holds unverified or wrong bytes:\n  {}",
@@ -411,7 +411,7 @@ impl CacheCheck {
     }
 
     /// Short description of what is on disk, for evidence lines.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "{} blob(s) all hashing to their names, {} snapshot entr{} all resolving to verified blobs, {} partial(s) ({} B), {} temp file(s)",
             self.blobs.len(),
@@ -428,7 +428,7 @@ impl CacheCheck {
 /// hashes to its name, every snapshot entry resolves inside the cache to such a blob (or is a
 /// copy of a known content), every stamp that describes a file vouches for that file's real
 /// hash, and no final path is a link out of the cache.
-pub fn check_cache(root: &Path, known: &HashSet<String>) -> CacheCheck {
+pub(crate) fn check_cache(root: &Path, known: &HashSet<String>) -> CacheCheck {
     let mut check = CacheCheck::default();
     let Ok(entries) = fs::read_dir(root) else {
         return check;
@@ -598,7 +598,7 @@ fn name_of(path: &Path) -> String {
 }
 
 /// Visits every entry below `dir`, never following links.
-pub fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata)) {
+pub(crate) fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata)) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -615,7 +615,7 @@ pub fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &fs::Metadata)) {
 }
 
 /// Lexical normalisation (`a/b/../c` → `a/c`), without touching the file system.
-pub fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -630,7 +630,7 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 /// What is on disk for one model, checked, in words.
-pub fn describe_model(fx: &Fixture, cache: &Path, id: ModelId) -> String {
+pub(crate) fn describe_model(fx: &Fixture, cache: &Path, id: ModelId) -> String {
     let f = fx.file(id);
     let blob = fx.blob_path_in(cache, id);
     let snapshot = fx.snapshot_path_in(cache, id);
@@ -664,7 +664,13 @@ pub fn describe_model(fx: &Fixture, cache: &Path, id: ModelId) -> String {
 
 /// Asserts the promise for one model after any run: a verified file equal to the served bytes,
 /// or nothing at its final paths.
-pub fn assert_model_state(fx: &Fixture, cache: &Path, id: ModelId, ok: bool, situation: &str) {
+pub(crate) fn assert_model_state(
+    fx: &Fixture,
+    cache: &Path,
+    id: ModelId,
+    ok: bool,
+    situation: &str,
+) {
     let f = fx.file(id);
     let blob = fx.blob_path_in(cache, id);
     let snapshot = fx.snapshot_path_in(cache, id);
@@ -690,7 +696,7 @@ pub fn assert_model_state(fx: &Fixture, cache: &Path, id: ModelId, ok: bool, sit
 }
 
 /// The per-model outcome of a batch.
-pub fn per_model(result: &Result<(), EmbeddingError>, id: ModelId) -> Result<(), String> {
+pub(crate) fn per_model(result: &Result<(), EmbeddingError>, id: ModelId) -> Result<(), String> {
     match result {
         Ok(()) => Ok(()),
         Err(EmbeddingError::DownloadsFailed(failures)) => {
@@ -704,7 +710,10 @@ pub fn per_model(result: &Result<(), EmbeddingError>, id: ModelId) -> Result<(),
 }
 
 /// The error of one model in a batch result, if it failed.
-pub fn model_error(result: &Result<(), EmbeddingError>, id: ModelId) -> Option<&EmbeddingError> {
+pub(crate) fn model_error(
+    result: &Result<(), EmbeddingError>,
+    id: ModelId,
+) -> Option<&EmbeddingError> {
     match result {
         Ok(()) => None,
         Err(EmbeddingError::DownloadsFailed(failures)) => {
@@ -717,7 +726,7 @@ pub fn model_error(result: &Result<(), EmbeddingError>, id: ModelId) -> Option<&
 /// Prints one evidence line for `scripts/reliability-report`:
 /// `RELIABILITY|<area>|<fault>|<what the user sees>|<what is on disk>|<test>`.
 #[allow(clippy::print_stdout)]
-pub fn evidence(area: &str, fault: &str, sees: &str, disk: &str, test: &str) {
+pub(crate) fn evidence(area: &str, fault: &str, sees: &str, disk: &str, test: &str) {
     fn clean(text: &str) -> String {
         let one_line: String = text
             .replace('|', "¦")
@@ -744,7 +753,7 @@ pub fn evidence(area: &str, fault: &str, sees: &str, disk: &str, test: &str) {
 }
 
 /// Turns `type_name` of a function defined inside a test into the test's name.
-pub fn clean_test_name(type_name: &str) -> String {
+pub(crate) fn clean_test_name(type_name: &str) -> String {
     let trimmed = type_name.strip_suffix("::here").unwrap_or(type_name);
     let parts: Vec<&str> = trimmed
         .split("::")
@@ -758,7 +767,7 @@ pub fn clean_test_name(type_name: &str) -> String {
 }
 
 /// A child process: this test binary re-run with [`CHILD_ENV`] set (see `child.rs`).
-pub struct ChildProcess {
+pub(crate) struct ChildProcess {
     child: std::process::Child,
     pub label: String,
     pub log: PathBuf,
@@ -768,7 +777,7 @@ pub struct ChildProcess {
 
 impl ChildProcess {
     /// Starts a child with `spec` (a JSON object; `result` is added) and extra environment.
-    pub fn spawn(
+    pub(crate) fn spawn(
         mut spec: serde_json::Value,
         env: &[(&str, String)],
         dir: &Path,
@@ -812,7 +821,7 @@ impl ChildProcess {
     }
 
     /// The exit status, if the child has ended.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
         }
@@ -820,7 +829,7 @@ impl ChildProcess {
     }
 
     /// Waits at most `timeout`; a child still running then is killed and the test fails.
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait() {
@@ -840,23 +849,23 @@ impl ChildProcess {
     }
 
     /// Kills the child now (SIGKILL).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         self.status = self.child.wait().ok();
     }
 
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
 
     /// The JSON the child wrote as its result, if any.
-    pub fn result(&self) -> Option<serde_json::Value> {
+    pub(crate) fn result(&self) -> Option<serde_json::Value> {
         let text = fs::read_to_string(&self.result).ok()?;
         serde_json::from_str(&text).ok()
     }
 
     /// The child's output.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -871,13 +880,13 @@ impl Drop for ChildProcess {
 }
 
 /// Whether a status is a death by SIGKILL.
-pub fn killed_by_sigkill(status: &ExitStatus) -> bool {
+pub(crate) fn killed_by_sigkill(status: &ExitStatus) -> bool {
     use std::os::unix::process::ExitStatusExt;
     status.signal() == Some(9)
 }
 
 /// Polls `condition` every few milliseconds for at most `timeout`.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if condition() {
@@ -891,7 +900,7 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 }
 
 /// Runs a future with a deadline; a hang fails the test instead of blocking CI.
-pub async fn within<T>(
+pub(crate) async fn within<T>(
     limit: Duration,
     what: &str,
     future: impl std::future::Future<Output = T>,
@@ -904,14 +913,14 @@ pub async fn within<T>(
 
 /// A small deterministic generator for seeded loops (SplitMix64).
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -920,13 +929,13 @@ impl Rng {
     }
 
     /// A number in `0..bound` (`bound` > 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next_u64() % bound
     }
 }
 
 /// The seed of a seeded loop: `RELIABILITY_SEED` if set, else fresh from the clock.
-pub fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     if let Some(seed) = std::env::var("RELIABILITY_SEED")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -940,7 +949,7 @@ pub fn seed() -> u64 {
 }
 
 /// Partial downloads (`*.incomplete`) in a blobs folder, with their sizes.
-pub fn partials_in(blobs_dir: &Path) -> Vec<(PathBuf, u64)> {
+pub(crate) fn partials_in(blobs_dir: &Path) -> Vec<(PathBuf, u64)> {
     fs::read_dir(blobs_dir)
         .map(|entries| {
             entries

@@ -11,7 +11,7 @@ use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
 
 /// A parsed answer.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     /// Body bytes received, up to `Content-Length` (or to EOF without one).
@@ -24,30 +24,30 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn content_length(&self) -> Option<u64> {
+    pub(crate) fn content_length(&self) -> Option<u64> {
         self.header("content-length").map(|v| v.parse().unwrap())
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
 }
 
 /// One keep-alive connection.
-pub struct Conn {
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
 }
 
 impl Conn {
     /// Connects to `origin` (`http://host:port`).
-    pub fn open(origin: &str) -> Conn {
+    pub(crate) fn open(origin: &str) -> Conn {
         let authority = origin.trim_start_matches("http://");
         let stream = TcpStream::connect(authority).expect("connect");
         stream
@@ -59,7 +59,7 @@ impl Conn {
     }
 
     /// Sends a request and reads the answer. `path` may include a query.
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -70,7 +70,7 @@ impl Conn {
         self.read_reply(method == "HEAD")
     }
 
-    pub fn write_request(
+    pub(crate) fn write_request(
         &mut self,
         method: &str,
         path: &str,
@@ -90,12 +90,12 @@ impl Conn {
         stream.write_all(body).unwrap();
     }
 
-    pub fn write_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).unwrap();
     }
 
     /// Reads one answer; `None` if the server closed without answering.
-    pub fn try_read_reply(&mut self, head_only: bool) -> Option<Reply> {
+    pub(crate) fn try_read_reply(&mut self, head_only: bool) -> Option<Reply> {
         let mut status_line = String::new();
         if self.reader.read_line(&mut status_line).unwrap_or(0) == 0 {
             return None;
@@ -138,41 +138,41 @@ impl Conn {
         Some(reply)
     }
 
-    pub fn read_reply(&mut self, head_only: bool) -> Reply {
+    pub(crate) fn read_reply(&mut self, head_only: bool) -> Reply {
         self.try_read_reply(head_only)
             .expect("server closed the connection without answering")
     }
 
     /// Whether the server has closed the connection (reads EOF).
-    pub fn is_closed(&mut self) -> bool {
+    pub(crate) fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.reader.read(&mut byte), Ok(0))
     }
 }
 
 /// One request on a fresh connection.
-pub fn send(origin: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) fn send(origin: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     Conn::open(origin).send(method, path, headers, b"")
 }
 
 /// `GET` on a fresh connection.
-pub fn get(origin: &str, path: &str) -> Reply {
+pub(crate) fn get(origin: &str, path: &str) -> Reply {
     send(origin, "GET", path, &[])
 }
 
 /// `HEAD` on a fresh connection.
-pub fn head(origin: &str, path: &str) -> Reply {
+pub(crate) fn head(origin: &str, path: &str) -> Reply {
     send(origin, "HEAD", path, &[])
 }
 
 /// Path part of an absolute URL.
-pub fn path_of(url: &str) -> String {
+pub(crate) fn path_of(url: &str) -> String {
     let rest = url.split_once("://").unwrap().1;
     rest[rest.find('/').unwrap()..].to_owned()
 }
 
 /// Origin part of an absolute URL.
-pub fn origin_of(url: &str) -> String {
+pub(crate) fn origin_of(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap();
     format!(
         "{scheme}://{}",
@@ -180,17 +180,17 @@ pub fn origin_of(url: &str) -> String {
     )
 }
 
-pub const CONFIG: &str = r#"{"hidden_size": 8, "model_type": "bert"}"#;
-pub const WEIGHTS_LEN: u64 = 100_000;
+pub(crate) const CONFIG: &str = r#"{"hidden_size": 8, "model_type": "bert"}"#;
+pub(crate) const WEIGHTS_LEN: u64 = 100_000;
 
 /// Weights of the standard test repo.
-pub fn weights() -> Vec<u8> {
+pub(crate) fn weights() -> Vec<u8> {
     synth::safetensors(WEIGHTS_LEN, 42)
 }
 
 /// `org/model` with a config, LFS weights, nested and space-named files, a PR ref and a tag;
 /// `solo` (a one-segment repo id); `org/gated` accepting token `good`.
-pub fn standard_hub(cdn_redirect: bool) -> HubEmulator {
+pub(crate) fn standard_hub(cdn_redirect: bool) -> HubEmulator {
     HubBuilder::new()
         .cdn_redirect(cdn_redirect)
         .repo(
@@ -213,7 +213,7 @@ pub fn standard_hub(cdn_redirect: bool) -> HubEmulator {
         .expect("start emulator")
 }
 
-pub fn is_commit(s: &str) -> bool {
+pub(crate) fn is_commit(s: &str) -> bool {
     s.len() == 40
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

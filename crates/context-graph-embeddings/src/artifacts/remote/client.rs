@@ -27,11 +27,11 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// A secret that never shows itself in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a secret.
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Secret(value)
     }
 
@@ -48,7 +48,7 @@ impl fmt::Debug for Secret {
 
 /// The client side of the Hub protocol.
 #[derive(Debug, Clone)]
-pub struct HubClient {
+pub(crate) struct HubClient {
     client: reqwest::Client,
     endpoint: String,
     endpoint_url: Url,
@@ -59,7 +59,7 @@ pub struct HubClient {
 
 /// How to build a [`HubClient`].
 #[derive(Debug, Clone)]
-pub struct HubClientOptions {
+pub(crate) struct HubClientOptions {
     /// The Hub, e.g. `https://huggingface.co`.
     pub endpoint: String,
     /// Sent to the endpoint's own origin only.
@@ -75,7 +75,7 @@ pub struct HubClientOptions {
 impl HubClient {
     /// A client for the options' endpoint, with a connect timeout, an idle (read) timeout and
     /// no automatic redirects.
-    pub fn new(options: HubClientOptions) -> EmbeddingResult<Self> {
+    pub(crate) fn new(options: HubClientOptions) -> EmbeddingResult<Self> {
         let HubClientOptions {
             endpoint,
             token,
@@ -114,18 +114,18 @@ impl HubClient {
     }
 
     /// Whether a token is configured.
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
     /// The idle timeout of body reads.
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         self.idle_timeout
     }
 
     /// `{endpoint}/{repo}/resolve/{revision}/{filename}`, encoded like `huggingface_hub`
     /// (revision fully escaped, so `refs/pr/1` is one segment; file path segments escaped).
-    pub fn resolve_url(&self, repo_id: &str, revision: &str, filename: &str) -> String {
+    pub(crate) fn resolve_url(&self, repo_id: &str, revision: &str, filename: &str) -> String {
         let path: Vec<String> = filename.split('/').map(percent_encode).collect();
         format!(
             "{}/{}/resolve/{}/{}",
@@ -147,7 +147,7 @@ impl HubClient {
 
     /// `HEAD` of the resolve URL: follows redirects within the Hub's origin, stops at a
     /// redirect elsewhere (the CDN), and reads the file's metadata from the last answer.
-    pub async fn head_file(&self, location: &FileLocation) -> EmbeddingResult<RemoteFile> {
+    pub(crate) async fn head_file(&self, location: &FileLocation) -> EmbeddingResult<RemoteFile> {
         let start = self.resolve_url(&location.repo_id, &location.revision, &location.filename);
         let mut url = parse_url(&start, location)?;
         for _ in 0..=MAX_REDIRECTS {
@@ -189,7 +189,7 @@ impl HubClient {
     /// for the whole file), with `If-Range` when a validator is given, following redirects;
     /// the token is sent only to the Hub's origin. Returns 200, 206, or 416 for the caller to
     /// judge; other statuses become errors.
-    pub async fn get_range(
+    pub(crate) async fn get_range(
         &self,
         url: &str,
         start: u64,
@@ -236,7 +236,10 @@ impl HubClient {
     }
 
     /// The commit a revision points to, from `GET /api/models/{repo}/revision/{rev}`.
-    pub async fn resolve_revision(&self, location: &FileLocation) -> EmbeddingResult<String> {
+    pub(crate) async fn resolve_revision(
+        &self,
+        location: &FileLocation,
+    ) -> EmbeddingResult<String> {
         let url = format!(
             "{}/api/models/{}/revision/{}",
             self.endpoint,
@@ -257,7 +260,7 @@ impl HubClient {
 
     /// The SHA-256 and size of an LFS file at a commit, from
     /// `POST /api/models/{repo}/paths-info/{commit}`.
-    pub async fn lfs_info(
+    pub(crate) async fn lfs_info(
         &self,
         location: &FileLocation,
         commit: &str,
@@ -450,7 +453,7 @@ async fn read_error_body(mut response: Response) -> Option<String> {
 }
 
 /// A network error (connect, reset, timeout) with a message that walks the cause chain.
-pub fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> EmbeddingError {
+pub(crate) fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> EmbeddingError {
     if error.is_timeout() {
         return EmbeddingError::IdleTimeout {
             url: strip_query(url.as_str()),

@@ -9,7 +9,7 @@ use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// What the Hub says about one file at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
+pub(crate) struct RemoteFile {
     /// The commit the revision resolved to (`X-Repo-Commit`).
     pub commit: String,
     /// The normalised etag: the blob name in the cache (SHA-256 for LFS files).
@@ -29,7 +29,7 @@ pub struct RemoteFile {
 
 impl RemoteFile {
     /// What a fully pinned entry at a commit says, without asking the Hub.
-    pub fn from_pins(commit: &str, sha256: &str, size: Option<u64>) -> Self {
+    pub(crate) fn from_pins(commit: &str, sha256: &str, size: Option<u64>) -> Self {
         RemoteFile {
             commit: commit.to_owned(),
             etag: sha256.to_owned(),
@@ -50,7 +50,7 @@ pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
 }
 
 /// Strips `W/` and quotes from an etag, as `huggingface_hub._normalize_etag` does.
-pub fn normalize_etag(raw: &str) -> String {
+pub(crate) fn normalize_etag(raw: &str) -> String {
     raw.trim()
         .trim_start_matches("W/")
         .trim_matches('"')
@@ -113,12 +113,12 @@ pub(crate) fn metadata_from(
 }
 
 /// A URL without its query string (signed CDN URLs carry credentials there).
-pub fn strip_query(url: &str) -> String {
+pub(crate) fn strip_query(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_owned()
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -131,7 +131,7 @@ pub fn percent_encode(text: &str) -> String {
 }
 
 /// Parses `Content-Range: bytes a-b/total`.
-pub fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+pub(crate) fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
     let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
     let rest = value.trim().strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;
@@ -145,7 +145,7 @@ pub fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>
 }
 
 /// The error and its causes, one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -157,7 +157,7 @@ impl RetryState {
 
 /// What kind of failure an HTTP status is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusClass {
+pub(crate) enum StatusClass {
     /// Worth retrying: 408, 429, 5xx.
     Transient,
     /// Retrying cannot help: other 4xx (and anything else unexpected).
@@ -165,7 +165,7 @@ pub enum StatusClass {
 }
 
 /// Classifies an error status.
-pub fn classify_status(status: u16) -> StatusClass {
+pub(crate) fn classify_status(status: u16) -> StatusClass {
     match status {
         408 | 429 | 500..=599 => StatusClass::Transient,
         _ => StatusClass::Fatal,
@@ -174,13 +174,13 @@ pub fn classify_status(status: u16) -> StatusClass {
 
 /// Parses `Retry-After` in its seconds form (the HTTP-date form is ignored, as in
 /// `huggingface_hub`).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Parses the IETF `RateLimit` header as the Hub sends it (`"api";r=0;t=55`): when no requests
 /// remain (`r=0`), the wait is `t` seconds plus one.
-pub fn parse_ratelimit(value: &str) -> Option<Duration> {
+pub(crate) fn parse_ratelimit(value: &str) -> Option<Duration> {
     let mut remaining = None;
     let mut reset = None;
     for part in value.split(';') {

@@ -115,7 +115,7 @@ pub trait ByteSource: Send + Sync {
 
 /// The Hub: the resolve URL, or the CDN location it redirected to.
 #[derive(Debug, Clone)]
-pub struct HubSource {
+pub(crate) struct HubSource {
     /// The client (cheap to clone).
     pub client: HubClient,
     /// Where the bytes are.

@@ -54,7 +54,7 @@ pub struct EvictionReport {
 
 /// Blobs of the cache that are not in `protected` (pairs of repo folder and blob name),
 /// least recently used first.
-pub fn candidates(
+pub(crate) fn candidates(
     layout: &CacheLayout,
     protected: &HashSet<(String, String)>,
 ) -> Vec<EvictionCandidate> {
@@ -114,7 +114,10 @@ pub fn candidates(
 }
 
 /// Picks candidates, oldest first, until at least `bytes_to_free` would be freed.
-pub fn select(candidates: Vec<EvictionCandidate>, bytes_to_free: u64) -> Vec<EvictionCandidate> {
+pub(crate) fn select(
+    candidates: Vec<EvictionCandidate>,
+    bytes_to_free: u64,
+) -> Vec<EvictionCandidate> {
     let mut chosen = Vec::new();
     let mut freed = 0u64;
     for candidate in candidates {
@@ -129,7 +132,7 @@ pub fn select(candidates: Vec<EvictionCandidate>, bytes_to_free: u64) -> Vec<Evi
 
 /// Removes one candidate: the blob, the snapshot links of its repo that point to it (and our
 /// stamps, which become invalid by themselves). Links are removed, never followed.
-pub fn remove_candidate(
+pub(crate) fn remove_candidate(
     layout: &CacheLayout,
     candidate: &EvictionCandidate,
 ) -> EmbeddingResult<()> {
@@ -145,7 +148,7 @@ pub fn remove_candidate(
 }
 
 /// Snapshot entries of a repo that are links to `blob_name`.
-pub fn snapshot_links_to(repo_dir: &Path, blob_name: &str) -> Vec<PathBuf> {
+pub(crate) fn snapshot_links_to(repo_dir: &Path, blob_name: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, blob_name: &str, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;

@@ -12,13 +12,13 @@ use rand::Rng;
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Eight random hex digits.
-pub fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     format!("{:08x}", rand::rng().random::<u32>())
 }
 
 /// A fresh name for a temporary file in `dir`: `.<pid>-<8 hex>.tmp`. The process id lets a
 /// later run tell the leftovers of a killed process from the files of a live writer.
-pub fn temporary_path(dir: &Path) -> PathBuf {
+pub(crate) fn temporary_path(dir: &Path) -> PathBuf {
     dir.join(format!(".{}-{}.tmp", std::process::id(), random_suffix()))
 }
 
@@ -50,7 +50,7 @@ pub(crate) fn process_runs(pid: u32) -> bool {
 /// between creating and renaming them). Called before a new temporary file is made in the same
 /// folder, so whatever a killed run left is cleaned up by the run that redoes its work.
 /// Files of running processes, this one included, and names of any other shape are kept.
-pub fn remove_stale_temporaries(dir: &Path) {
+pub(crate) fn remove_stale_temporaries(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -66,12 +66,12 @@ pub fn remove_stale_temporaries(dir: &Path) {
 }
 
 /// `fs::create_dir_all` with the path in the error.
-pub fn create_dir_all(path: &Path) -> EmbeddingResult<()> {
+pub(crate) fn create_dir_all(path: &Path) -> EmbeddingResult<()> {
     fs::create_dir_all(path).map_err(|e| EmbeddingError::io("cannot create folder", path, e))
 }
 
 /// Writes a small file atomically: temporary file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, content: &[u8]) -> EmbeddingResult<()> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> EmbeddingResult<()> {
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
     create_dir_all(parent)?;
     remove_stale_temporaries(parent);
@@ -101,7 +101,7 @@ fn repo_folder_index(ancestors: &[&Path]) -> Option<usize> {
 /// (`models--…`, included) is. Everything a repo folder holds is reached without links except
 /// snapshot entries themselves; a link anywhere else was planted and may point anywhere, so
 /// nothing is removed, listed or read through it. `None` for paths outside any repo folder.
-pub fn link_at_or_above(path: &Path) -> Option<PathBuf> {
+pub(crate) fn link_at_or_above(path: &Path) -> Option<PathBuf> {
     let ancestors: Vec<&Path> = path.ancestors().collect();
     let top = repo_folder_index(&ancestors)?;
     ancestors[..=top]
@@ -122,7 +122,7 @@ pub(crate) fn link_above(path: &Path) -> Option<PathBuf> {
 /// Removes a file or link without following links; a missing file is fine. A path reached
 /// through a link inside its repo folder is left alone (with a warning): whatever is behind
 /// that link is not the cache's to remove.
-pub fn remove_entry(path: &Path) -> EmbeddingResult<bool> {
+pub(crate) fn remove_entry(path: &Path) -> EmbeddingResult<bool> {
     if let Some(link) = link_above(path) {
         tracing::warn!(
             path = %path.display(),
@@ -144,7 +144,7 @@ pub fn remove_entry(path: &Path) -> EmbeddingResult<bool> {
 }
 
 /// Removes empty folders from `path` up to (not including) `stop`.
-pub fn remove_empty_parents(path: &Path, stop: &Path) {
+pub(crate) fn remove_empty_parents(path: &Path, stop: &Path) {
     if link_above(path).is_some() {
         return;
     }

@@ -26,17 +26,17 @@ use crate::artifacts::testing;
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Content of `CACHEDIR.TAG`, as `huggingface_hub` writes it (the standard signature first).
-pub const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by huggingface_hub.\n# For information about cache directory tags, see:\n#\thttps://bford.info/cachedir/\n";
+pub(crate) const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by huggingface_hub.\n# For information about cache directory tags, see:\n#\thttps://bford.info/cachedir/\n";
 
 /// Our own metadata folder inside a repo folder; versioned so a future format can coexist.
-pub const METADATA_DIR: &str = ".cg-models-v1";
+pub(crate) const METADATA_DIR: &str = ".cg-models-v1";
 
 /// Suffix of files being downloaded.
-pub const INCOMPLETE_SUFFIX: &str = ".incomplete";
+pub(crate) const INCOMPLETE_SUFFIX: &str = ".incomplete";
 
 /// Suffix of a parallel download's progress record, beside its partial file
 /// (`<etag>.<pid>-<8 hex>.incomplete.ranges`).
-pub const SIDECAR_SUFFIX: &str = ".ranges";
+pub(crate) const SIDECAR_SUFFIX: &str = ".ranges";
 
 /// Paths of one Hugging Face hub cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl CacheLayout {
 
 /// Partial downloads of one blob: `<etag>.incomplete` (older clients) and
 /// `<etag>.<anything>.incomplete`, largest first.
-pub fn partial_files(blobs_dir: &Path, etag: &str) -> Vec<(PathBuf, u64)> {
+pub(crate) fn partial_files(blobs_dir: &Path, etag: &str) -> Vec<(PathBuf, u64)> {
     if link_at_or_above(blobs_dir).is_some() {
         return Vec::new();
     }
@@ -265,7 +265,7 @@ pub fn partial_files(blobs_dir: &Path, etag: &str) -> Vec<(PathBuf, u64)> {
 /// A fresh private name for a partial download of `etag`.
 /// `<etag>.<pid>-<8 hex>.incomplete`: the process id tells a later writer whether the file
 /// is still being written (see [`partial_in_use`]).
-pub fn new_partial_path(blobs_dir: &Path, etag: &str) -> PathBuf {
+pub(crate) fn new_partial_path(blobs_dir: &Path, etag: &str) -> PathBuf {
     blobs_dir.join(format!(
         "{etag}.{}-{}{INCOMPLETE_SUFFIX}",
         std::process::id(),
@@ -278,7 +278,7 @@ pub fn new_partial_path(blobs_dir: &Path, etag: &str) -> PathBuf {
 /// file systems), so it must be neither adopted nor removed. This process's own partials
 /// (one writer per blob in a process) and partials of other shapes (`huggingface_hub`'s, or a
 /// killed run's) are not in use.
-pub fn partial_in_use(partial: &Path) -> bool {
+pub(crate) fn partial_in_use(partial: &Path) -> bool {
     let name = partial
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -298,7 +298,7 @@ pub fn partial_in_use(partial: &Path) -> bool {
 /// (`../…/blobs/<name>`) to a regular blob file in a `blobs/` folder that is not a link.
 /// Operations that read or hash entries (verification) should skip any entry for which this is
 /// false: its bytes are somewhere else, possibly someone else's.
-pub fn entry_stays_inside(snapshot_entry: &Path) -> bool {
+pub(crate) fn entry_stays_inside(snapshot_entry: &Path) -> bool {
     if link_above(snapshot_entry).is_some() {
         return false;
     }
@@ -338,7 +338,7 @@ pub fn entry_stays_inside(snapshot_entry: &Path) -> bool {
 /// The blob name a snapshot symlink points to, if it is a link of the cache's own shape
 /// (`../…/blobs/<name>` with a plain name). Links pointing anywhere else are ignored, so no
 /// operation ever follows them out of the cache.
-pub fn snapshot_link_blob_name(snapshot_entry: &Path) -> Option<String> {
+pub(crate) fn snapshot_link_blob_name(snapshot_entry: &Path) -> Option<String> {
     let target = fs::read_link(snapshot_entry).ok()?;
     let mut components: Vec<String> = target
         .components()
@@ -353,7 +353,7 @@ pub fn snapshot_link_blob_name(snapshot_entry: &Path) -> Option<String> {
 
 /// Where a sidecar is written before it is renamed into place; a kill between the two
 /// leaves it behind, and the next writer adopting the partial removes it.
-pub fn sidecar_temp_path(sidecar: &Path) -> PathBuf {
+pub(crate) fn sidecar_temp_path(sidecar: &Path) -> PathBuf {
     sidecar.with_extension("ranges.tmp")
 }
 
@@ -366,7 +366,7 @@ pub fn sidecar_path(partial: &Path) -> PathBuf {
 
 /// The blob a partial download or its progress record belongs to (the etag before the first
 /// dot), `None` for names of any other shape.
-pub fn partial_blob_name(file_name: &str) -> Option<&str> {
+pub(crate) fn partial_blob_name(file_name: &str) -> Option<&str> {
     let is_partial = file_name.ends_with(INCOMPLETE_SUFFIX)
         || file_name.ends_with(&format!("{INCOMPLETE_SUFFIX}{SIDECAR_SUFFIX}"));
     is_partial

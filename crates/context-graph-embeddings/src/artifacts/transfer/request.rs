@@ -14,7 +14,7 @@ use crate::error::FileLocation;
 
 /// What to fetch.
 #[derive(Debug, Clone)]
-pub struct FetchRequest {
+pub(crate) struct FetchRequest {
     /// The file, for messages and events.
     pub location: FileLocation,
     /// The repo's `blobs/` folder.
@@ -29,7 +29,7 @@ pub struct FetchRequest {
 
 /// How to fetch.
 #[derive(Debug, Clone)]
-pub struct FetchSettings {
+pub(crate) struct FetchSettings {
     /// Retries per stretch without progress.
     pub retry_attempts: u32,
     /// Backoff schedule.
@@ -45,7 +45,7 @@ pub struct FetchSettings {
 
 /// A fetched, verified blob.
 #[derive(Debug, Clone)]
-pub struct FetchedBlob {
+pub(crate) struct FetchedBlob {
     /// Where it is now.
     pub blob_path: PathBuf,
     /// Bytes received over the network.
