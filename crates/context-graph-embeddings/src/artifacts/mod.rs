@@ -32,7 +32,7 @@ mod testing;
 mod transfer;
 
 pub use blocking::available_space;
-pub use config::{ArtifactManagerConfig, ParallelSettings};
+pub use config::ArtifactManagerConfig;
 pub use ensure::local::HashSource;
 pub use ensure::readiness::{ModelReadiness, ReadinessReport, ReadinessState, VerifyOutcome};
 pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
@@ -45,6 +45,7 @@ pub use remote::retry::RetryPolicy;
 pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
 pub use status::DownloadStatus;
 pub use store::budget::{EvictionCandidate, EvictionReport};
+pub use transfer::request::ParallelSettings;
 
 /// Internals the reliability and integration tests reach into (crash-safety checks of the
 /// on-disk records); only in builds with the `failpoints` feature.

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use super::progress::{Outcome, ProgressEmitter, ProgressEvent, ProgressKind};
-use super::remote::retry::Backoff;
 use crate::error::EmbeddingError;
 use crate::model_id::ModelId;
 
@@ -38,6 +38,17 @@ pub enum DownloadStatus {
         /// Retries made before giving up.
         retries: u32,
     },
+}
+
+/// One wait before a retry, as the `Retrying` event reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    /// The retry number since the last progress (1 for the first retry).
+    pub(crate) attempt: u32,
+    /// How long to wait.
+    pub(crate) delay: Duration,
+    /// What failed, as shown to users.
+    pub(crate) reason: String,
 }
 
 /// The download status of every model in this process.

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use crate::artifacts::status::Backoff;
 use crate::error::{EmbeddingError, FileLocation};
 
 /// How retries are spaced.
@@ -73,17 +74,6 @@ pub(crate) enum RetryDecision {
     Retry(Backoff),
     /// Stop: the error is fatal, or the retries ran out (then `RetriesExhausted`).
     GiveUp(EmbeddingError),
-}
-
-/// One wait before a retry, as the `Retrying` event reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Backoff {
-    /// The retry number since the last progress (1 for the first retry).
-    pub(crate) attempt: u32,
-    /// How long to wait.
-    pub(crate) delay: Duration,
-    /// What failed, as shown to users.
-    pub(crate) reason: String,
 }
 
 /// The state of one retry loop: retries since the last progress (a loop that makes progress

@@ -93,7 +93,7 @@ pub(crate) async fn persist_or_reset(
 /// Tells subscribers that the bytes failed their check and the file is fetched again from
 /// zero (the one refetch an integrity failure gets).
 fn announce_refetch(events: &ModelEvents, total: u64, error: &EmbeddingError) {
-    let backoff = crate::artifacts::remote::retry::Backoff {
+    let backoff = crate::artifacts::status::Backoff {
         attempt: 1,
         delay: std::time::Duration::ZERO,
         reason: format!("{error}; fetching the file again"),
