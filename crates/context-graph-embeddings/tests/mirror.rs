@@ -5,6 +5,9 @@
 //! on `PATH`. Without it these tests fail, unless `CG_SKIP_GARAGE_TESTS=1` (then they say
 //! why and pass).
 
+// Tests read their own switches (CG_TEST_*, CG_SKIP_*) and start children with a real
+// environment; the ban on the process environment is for the library.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::print_stderr)]
 
 #[path = "it/support.rs"]

@@ -14,6 +14,10 @@
 //! suite and turns them into `RELIABILITY.md`. Some tests start this binary again as a child
 //! process (see [`child`]).
 
+// Tests read their own switches (CG_TEST_*, CG_SKIP_*) and start children with a real
+// environment; the ban on the process environment is for the library.
+#![allow(clippy::disallowed_methods)]
+
 /// The name of the test this is called in, e.g. `faults::stalls_longer_than_the_idle_timeout`.
 macro_rules! test_name {
     () => {{
