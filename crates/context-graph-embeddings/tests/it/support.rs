@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,41 +10,32 @@ use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, ModelArtifactManager, ProgressEvent, RetryPolicy,
 };
 use context_graph_embeddings::ModelId;
-use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
+use hub_emulator::{HubBuilder, RepoSpec};
 
-/// One served model file.
-#[derive(Debug, Clone)]
-pub(crate) struct ServedFile {
-    pub repo_id: String,
-    pub filename: String,
-    pub commit: String,
-    pub content: Vec<u8>,
-    pub sha256: String,
-    pub pinned: bool,
-}
+#[path = "../common/served.rs"]
+mod served;
+
+use served::{serve, Served, Serving};
+pub(crate) use served::{Model, ServedFile};
 
 /// A running emulator plus a manifest and cache for one test.
-pub(crate) struct Fixture {
-    pub hub: HubEmulator,
-    pub dir: tempfile::TempDir,
-    pub manifest_path: PathBuf,
-    pub files: BTreeMap<ModelId, ServedFile>,
-}
+pub(crate) struct Fixture(Served);
 
-/// What to serve for one model.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Model {
-    pub id: ModelId,
-    pub size: u64,
-    pub pinned: bool,
+impl std::ops::Deref for Fixture {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
+    }
 }
 
 pub(crate) fn model(id: ModelId, size: u64, pinned: bool) -> Model {
-    Model { id, size, pinned }
-}
-
-pub(crate) fn commit_for(id: ModelId) -> String {
-    synth::sha256_hex(id.as_str().as_bytes())[..40].to_owned()
+    Model {
+        id,
+        size,
+        pinned,
+        on_branch: false,
+    }
 }
 
 impl Fixture {
@@ -59,72 +49,27 @@ impl Fixture {
         models: &[Model],
         adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec,
     ) -> Fixture {
-        let mut builder = HubBuilder::new();
-        let mut files = BTreeMap::new();
-        for (i, m) in models.iter().enumerate() {
-            let repo_id = format!("test-org/{}", m.id.as_str().to_ascii_lowercase());
-            let filename = if m.id == ModelId::Causal {
-                "pytorch_model.bin"
-            } else {
-                "model.safetensors"
-            };
-            let content = synth::safetensors(m.size, 1000 + i as u64);
-            let commit = commit_for(m.id);
-            let spec = RepoSpec::new(&repo_id)
-                .lfs_file(filename, content.clone())
-                .regular_file("config.json", format!("{{\"model\":\"{}\"}}", m.id))
-                .commit_sha(&commit);
-            builder = builder.repo(adjust(spec, m.id));
-            files.insert(
-                m.id,
-                ServedFile {
-                    repo_id,
-                    filename: filename.to_owned(),
-                    commit,
-                    sha256: synth::sha256_hex(&content),
-                    content,
-                    pinned: m.pinned,
+        let served = serve(
+            models,
+            Serving {
+                seed_base: 1000,
+                weights_name: |id| {
+                    if id == ModelId::Causal {
+                        "pytorch_model.bin"
+                    } else {
+                        "model.safetensors"
+                    }
                 },
-            );
-        }
-        let hub = builder.start().expect("emulator starts");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let manifest_path = dir.path().join("manifest.json");
-        let fixture = Fixture {
-            hub,
-            dir,
-            manifest_path,
-            files,
-        };
-        fixture.write_manifest(|_, _| {});
-        fixture
+                adjust: &adjust,
+                builder: HubBuilder::new(),
+            },
+        );
+        Fixture(served)
     }
 
     /// Writes the manifest, letting `edit` change each artifact entry.
     pub(crate) fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
-        let entries: Vec<serde_json::Value> = ModelId::ALL
-            .iter()
-            .map(|id| match self.files.get(id) {
-                Some(f) => {
-                    let mut entry = serde_json::json!({
-                        "model_id": id.as_str(),
-                        "repo_id": f.repo_id,
-                        "filename": f.filename,
-                        "sha256": if f.pinned { Some(f.sha256.clone()) } else { None },
-                        "size_bytes": if f.pinned { Some(f.content.len() as u64) } else { None },
-                        "revision": f.commit,
-                    });
-                    edit(*id, &mut entry);
-                    entry
-                }
-                None => serde_json::json!({ "model_id": id.as_str(), "builtin": true }),
-            })
-            .collect();
-        std::fs::write(
-            &self.manifest_path,
-            serde_json::to_string_pretty(&entries).unwrap(),
-        )
-        .unwrap();
+        served::write_manifest(&self.manifest_path, &self.files, edit);
     }
 
     pub(crate) fn cache_dir(&self) -> PathBuf {

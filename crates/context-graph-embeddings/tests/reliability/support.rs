@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use context_graph_embeddings::artifacts::{
     ArtifactManagerConfig, ModelArtifactManager, RetryPolicy,
 };
 use context_graph_embeddings::{EmbeddingError, ModelId};
-use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec, RequestRecord};
+use hub_emulator::{HubBuilder, HubEmulator, RepoSpec, RequestRecord};
 
 /// The environment variable that turns the test binary into a child process (see `child.rs`).
 pub(crate) const CHILD_ENV: &str = "CG_RELIABILITY_CHILD";
@@ -25,19 +25,11 @@ pub(crate) const CHILD_ENV: &str = "CG_RELIABILITY_CHILD";
 /// The full name of the child entry point, for `--exact`.
 pub(crate) const CHILD_TEST: &str = "child::child_process";
 
-/// One served model file.
-#[derive(Debug, Clone)]
-pub(crate) struct ServedFile {
-    pub repo_id: String,
-    pub filename: String,
-    /// The commit the file was served at when the fixture started.
-    pub commit: String,
-    /// The revision the manifest asks for: the commit, or `main`.
-    pub revision: String,
-    pub content: Vec<u8>,
-    pub sha256: String,
-    pub pinned: bool,
-}
+#[path = "../common/served.rs"]
+mod served;
+
+use served::{serve, Served, Serving};
+pub(crate) use served::{Model, ServedFile};
 
 impl ServedFile {
     /// `pinned` or `unpinned`, for evidence lines.
@@ -48,16 +40,6 @@ impl ServedFile {
             "unpinned"
         }
     }
-}
-
-/// What to serve for one model.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Model {
-    pub id: ModelId,
-    pub size: u64,
-    pub pinned: bool,
-    /// The manifest asks for branch `main` instead of the commit.
-    pub on_branch: bool,
 }
 
 /// A model whose manifest entry pins hash and size.
@@ -88,11 +70,6 @@ impl Model {
     }
 }
 
-/// The fixed commit a model's repo starts at.
-pub(crate) fn commit_for(id: ModelId) -> String {
-    synth::sha256_hex(id.as_str().as_bytes())[..40].to_owned()
-}
-
 /// How the emulator is set up.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -112,11 +89,14 @@ impl Default for Options {
 }
 
 /// A running emulator plus a manifest and a working folder for one test.
-pub(crate) struct Fixture {
-    pub hub: HubEmulator,
-    pub dir: tempfile::TempDir,
-    pub manifest_path: PathBuf,
-    pub files: BTreeMap<ModelId, ServedFile>,
+pub(crate) struct Fixture(Served);
+
+impl std::ops::Deref for Fixture {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
+    }
 }
 
 impl Fixture {
@@ -127,77 +107,28 @@ impl Fixture {
 
     /// Like [`new`](Self::new) with emulator options.
     pub(crate) fn with_options(models: &[Model], options: Options) -> Fixture {
-        let mut builder = HubBuilder::new().cdn_redirect(options.cdn_redirect);
-        let mut files = BTreeMap::new();
-        for (i, m) in models.iter().enumerate() {
-            let repo_id = format!("test-org/{}", m.id.as_str().to_ascii_lowercase());
-            let filename = "model.safetensors";
-            let content = synth::safetensors(m.size, 7000 + i as u64);
-            let commit = commit_for(m.id);
-            let mut spec = RepoSpec::new(&repo_id)
-                .lfs_file(filename, content.clone())
-                .regular_file("config.json", format!("{{\"model\":\"{}\"}}", m.id))
-                .commit_sha(&commit);
-            if let Some(tokens) = &options.gated {
+        let gate = |spec: RepoSpec, _| match &options.gated {
+            Some(tokens) => {
                 let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
-                spec = spec.gated(&tokens);
+                spec.gated(&tokens)
             }
-            builder = builder.repo(spec);
-            files.insert(
-                m.id,
-                ServedFile {
-                    repo_id,
-                    filename: filename.to_owned(),
-                    revision: if m.on_branch {
-                        "main".to_owned()
-                    } else {
-                        commit.clone()
-                    },
-                    commit,
-                    sha256: synth::sha256_hex(&content),
-                    content,
-                    pinned: m.pinned,
-                },
-            );
-        }
-        let hub = builder.start().expect("emulator starts");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let manifest_path = dir.path().join("manifest.json");
-        let fixture = Fixture {
-            hub,
-            dir,
-            manifest_path,
-            files,
+            None => spec,
         };
-        fixture.write_manifest(|_, _| {});
-        fixture
+        let served = serve(
+            models,
+            Serving {
+                seed_base: 7000,
+                weights_name: |_| "model.safetensors",
+                adjust: &gate,
+                builder: HubBuilder::new().cdn_redirect(options.cdn_redirect),
+            },
+        );
+        Fixture(served)
     }
 
     /// Writes the manifest, letting `edit` change each artifact entry.
     pub(crate) fn write_manifest(&self, edit: impl Fn(ModelId, &mut serde_json::Value)) {
-        let entries: Vec<serde_json::Value> = ModelId::ALL
-            .iter()
-            .map(|id| match self.files.get(id) {
-                Some(f) => {
-                    let mut entry = serde_json::json!({
-                        "model_id": id.as_str(),
-                        "repo_id": f.repo_id,
-                        "filename": f.filename,
-                        "sha256": if f.pinned { Some(f.sha256.clone()) } else { None },
-                        "size_bytes": if f.pinned { Some(f.content.len() as u64) } else { None },
-                        "revision": f.revision,
-                    });
-                    edit(*id, &mut entry);
-                    entry
-                }
-                None => serde_json::json!({ "model_id": id.as_str(), "builtin": true }),
-            })
-            .collect();
-        fs::write(
-            &self.manifest_path,
-            serde_json::to_string_pretty(&entries).unwrap(),
-        )
-        .unwrap();
+        served::write_manifest(&self.manifest_path, &self.files, edit);
     }
 
     /// The default cache of this fixture.
