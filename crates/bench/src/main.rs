@@ -385,8 +385,20 @@ fn prepare_tools(
 
     let fetch = release.join("hf_hub_fetch");
     if !fetch.exists() {
-        eprintln!("cg-bench: cargo build --release -p cg-bench --bin hf_hub_fetch");
-        cargo_build(root, &["-p", "cg-bench", "--bin", "hf_hub_fetch"]);
+        eprintln!(
+            "cg-bench: cargo build --release -p cg-bench --features hf-hub-contender --bin hf_hub_fetch"
+        );
+        cargo_build(
+            root,
+            &[
+                "-p",
+                "cg-bench",
+                "--features",
+                "hf-hub-contender",
+                "--bin",
+                "hf_hub_fetch",
+            ],
+        );
     }
     let hf_hub_fetch = if fetch.exists() {
         Ok(fetch)

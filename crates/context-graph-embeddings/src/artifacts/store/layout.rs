@@ -13,6 +13,9 @@
 //! Owns path construction, refs, snapshot links (symlink or copy), size accounting and the
 //! safe removal of files (never following a link out of the cache).
 
+// Public for `artifacts::test_support` (the `failpoints` feature), crate-private otherwise.
+#![cfg_attr(not(feature = "failpoints"), allow(unreachable_pub))]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

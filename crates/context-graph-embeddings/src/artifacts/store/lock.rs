@@ -11,6 +11,9 @@
 //! Builds with the `failpoints` feature can simulate that case (`LockKind::Simulated`, see
 //! `testing.rs`), for the tests that prove correctness without locks.
 
+// Public for `artifacts::test_support` (the `failpoints` feature), crate-private otherwise.
+#![cfg_attr(not(feature = "failpoints"), allow(unreachable_pub))]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! hash. Any change to the file (rewrite, truncation, replacement) changes one of them, and the
 //! file is then treated as unverified until hashed again.
 
+// Public for `artifacts::test_support` (the `failpoints` feature), crate-private otherwise.
+#![cfg_attr(not(feature = "failpoints"), allow(unreachable_pub))]
+
 use std::fs;
 use std::io;
 use std::path::Path;

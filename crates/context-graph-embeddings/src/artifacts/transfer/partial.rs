@@ -3,6 +3,9 @@
 //! progress record), opening it for append, resetting it. The names of these files come from
 //! `store::layout`.
 
+// Public for `artifacts::test_support` (the `failpoints` feature), crate-private otherwise.
+#![cfg_attr(not(feature = "failpoints"), allow(unreachable_pub))]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
