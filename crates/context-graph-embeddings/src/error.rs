@@ -297,6 +297,18 @@ pub enum EmbeddingError {
         /// What is wrong.
         reason: String,
     },
+    /// A verified model's file cannot be used: a `.json` file that does not parse, a
+    /// `tokenizer.json` that does not load, or a file the registry was handed that is not in
+    /// the model's snapshot folder of an artifact cache.
+    #[error("{model_id}: cannot use {path}: {reason}")]
+    InvalidModelFile {
+        /// The model.
+        model_id: ModelId,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -11,6 +11,11 @@ use super::transfer::request::ParallelSettings;
 
 /// Configuration for the artifact manager.
 ///
+/// Build it with [`from_env`](Self::from_env) (defaults resolved from `HF_*` variables like
+/// `huggingface_hub`), [`from_lookup`](Self::from_lookup) (the same from any lookup) or
+/// [`with_cache_dir`](Self::with_cache_dir), then set fields. There is deliberately no
+/// `Default`: it would read the process environment without saying so.
+///
 /// Fields beyond the spec's (`endpoint` and below) are additions that real deployments need;
 /// each defaults to what the Hugging Face ecosystem does. `download_timeout` is an **idle**
 /// timeout (no byte for that long), never a total deadline: a 1.7 GB file on a slow link may
@@ -109,12 +114,6 @@ impl ArtifactManagerConfig {
             cache_dir: cache_dir.into(),
             ..Self::from_env()
         }
-    }
-}
-
-impl Default for ArtifactManagerConfig {
-    fn default() -> Self {
-        Self::from_env()
     }
 }
 

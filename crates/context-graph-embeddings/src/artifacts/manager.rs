@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use super::config::ArtifactManagerConfig;
 use super::ensure::context::Context;
 use super::ensure::local::{inspect, is_ready};
-use super::ensure::readiness::{ReadinessReport, VerifyOutcome};
+use super::ensure::readiness::{ReadinessReport, VerifiedModel, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
 use super::manifest::{Manifest, ManifestEntry};
@@ -122,6 +122,21 @@ impl ModelArtifactManager {
         is_ready(artifact, &state, self.context.config.verify_checksums)
             .then_some(state.snapshot)
             .flatten()
+    }
+
+    /// What the manager verified for a model: its snapshot folder, weights file, format and
+    /// files, `None` unless the model is available (built-ins have no files). This is what
+    /// the registry opens. Blocking (a few `stat`s), like [`get_path`](Self::get_path).
+    pub fn verified_model(&self, model_id: ModelId) -> Option<VerifiedModel> {
+        readiness::verified_model(&self.context, model_id)
+    }
+
+    /// [`verified_model`](Self::verified_model) for every artifact of the manifest, in
+    /// manifest order, read off the async threads. Fails with `MissingModels` naming every
+    /// artifact that is not available (run [`ensure_all_models`](Self::ensure_all_models)
+    /// first).
+    pub async fn verified_models(&self) -> EmbeddingResult<Vec<VerifiedModel>> {
+        readiness::verified_models(&self.context).await
     }
 
     /// Verifies the checksum of the local model file by hashing it in full. `Ok(true)` when it

@@ -34,7 +34,9 @@ mod transfer;
 pub use blocking::available_space;
 pub use config::ArtifactManagerConfig;
 pub use ensure::local::HashSource;
-pub use ensure::readiness::{ModelReadiness, ReadinessReport, ReadinessState, VerifyOutcome};
+pub use ensure::readiness::{
+    ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
+};
 pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
 pub use manager::ModelArtifactManager;
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};

@@ -1,5 +1,6 @@
-//! The readiness report (from metadata and stamps only: no hashing, no network) and
-//! verification by hashing: one model, or several on all cores, largest first.
+//! The readiness report (from metadata and stamps only: no hashing, no network), the
+//! verified models handed to the registry, and verification by hashing: one model, or several
+//! on all cores, largest first.
 
 use std::path::PathBuf;
 
@@ -87,6 +88,71 @@ impl ReadinessReport {
     pub fn all_ready(&self) -> bool {
         self.missing_models.is_empty() && self.failed_models.is_empty()
     }
+}
+
+/// One model as the artifact manager verified it: the files the registry opens, in the
+/// snapshot folder of the manager's cache. The registry opens exactly these, so what the
+/// manager verified and what the pipeline loads can never disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifiedModel {
+    /// The model.
+    pub model_id: ModelId,
+    /// The snapshot folder of the model's repo at the verified commit
+    /// (`<cache>/models--org--name/snapshots/<commit>`).
+    pub snapshot_dir: PathBuf,
+    /// The weights file (inside `snapshot_dir`), verified by SHA-256.
+    pub weights: PathBuf,
+    /// The format of the weights file.
+    pub format: WeightFormat,
+    /// Every verified file of the model, `weights` first (for now only `weights`; companion
+    /// files such as `config.json` and `tokenizer.json` join it with file sets).
+    pub files: Vec<PathBuf>,
+}
+
+/// The verified model for an artifact, when it is ready by the one readiness rule. Blocking
+/// (a few `stat`s and one small read), like [`inspect`].
+pub(crate) fn verified_model(ctx: &Context, model_id: ModelId) -> Option<VerifiedModel> {
+    let artifact = ctx.artifact(model_id).ok()?;
+    let state = inspect(&ctx.layout, artifact);
+    verified_from(ctx, artifact, state)
+}
+
+/// The verified model of every artifact of the manifest, in manifest order; `MissingModels`
+/// naming every artifact that is not ready. Off the async threads.
+pub(crate) async fn verified_models(ctx: &Context) -> EmbeddingResult<Vec<VerifiedModel>> {
+    let mut verified = Vec::new();
+    let mut missing = Vec::new();
+    for artifact in ctx.manifest.artifacts() {
+        let state = inspect_off_thread(&ctx.layout, artifact).await;
+        match verified_from(ctx, artifact, state) {
+            Some(model) => verified.push(model),
+            None => missing.push(artifact.model_id),
+        }
+    }
+    if missing.is_empty() {
+        Ok(verified)
+    } else {
+        Err(EmbeddingError::MissingModels(missing))
+    }
+}
+
+fn verified_from(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    state: super::local::LocalState,
+) -> Option<VerifiedModel> {
+    if !is_ready(artifact, &state, ctx.config.verify_checksums) {
+        return None;
+    }
+    let weights = state.snapshot?;
+    let commit = state.commit?;
+    Some(VerifiedModel {
+        model_id: artifact.model_id,
+        snapshot_dir: ctx.layout.snapshot_dir(&artifact.repo_id, &commit),
+        format: artifact.format(),
+        files: vec![weights.clone()],
+        weights,
+    })
 }
 
 /// The result of verifying one present file.

@@ -1,4 +1,5 @@
 mod cache_limits;
+mod example;
 mod faults;
 mod pipeline;
 mod ranged;
