@@ -63,7 +63,10 @@ impl MetricsFile {
         &self.recorder
     }
 
-    fn write(&self, manager: &ModelArtifactManager) -> Result<(), context_graph_embeddings::EmbeddingError> {
+    fn write(
+        &self,
+        manager: &ModelArtifactManager,
+    ) -> Result<(), context_graph_embeddings::EmbeddingError> {
         // Walks the cache: off the async worker's hot path.
         tokio::task::block_in_place(|| {
             manager.update_metrics(&self.recorder);

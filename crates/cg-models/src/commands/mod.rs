@@ -39,12 +39,7 @@ pub(crate) async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
         Command::Ensure(args) => Box::pin(ensure::run(&manager, output, args)),
         Command::Status => Box::pin(status::run(&manager, output)),
         Command::Verify(args) => Box::pin(verify::run(&manager, output, args, recorder)),
-        Command::Gc(args) => Box::pin(gc::run(
-            &manager,
-            output,
-            args,
-            cli.global.max_cache_size,
-        )),
+        Command::Gc(args) => Box::pin(gc::run(&manager, output, args, cli.global.max_cache_size)),
         Command::Clear(args) => Box::pin(clear::run(&manager, output, args)),
         Command::Lock(args) => Box::pin(lock::run(&manager, output, args)),
         Command::Outdated(args) => Box::pin(outdated::run(&manager, output, args)),

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use tokio::sync::broadcast;
 
 use super::config::ArtifactManagerConfig;
+use super::ensure::bundle::{self, BundleExport, BundleImport};
 use super::ensure::context::Context;
 use super::ensure::local::{inspect, is_ready};
-use super::ensure::readiness::{ReadinessReport, VerifyOutcome};
-use super::ensure::bundle::{self, BundleExport, BundleImport};
 use super::ensure::readiness::ReadinessState;
+use super::ensure::readiness::{ReadinessReport, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
 use super::manifest::{Manifest, ManifestEntry};

@@ -157,7 +157,11 @@ impl MetricsRecorder {
     /// to `cg_models_verification_failures_total`.
     pub fn record_verification(&self, model_id: ModelId, passed: bool) {
         if !passed {
-            *self.lock().verification_failures.entry(model_id).or_default() += 1;
+            *self
+                .lock()
+                .verification_failures
+                .entry(model_id)
+                .or_default() += 1;
         }
     }
 
@@ -189,12 +193,7 @@ impl MetricsRecorder {
         };
         let by_label = |name: &str, keys: &[&'static str], map: &BTreeMap<&'static str, u64>| {
             keys.iter()
-                .map(|k| {
-                    (
-                        format!("{name}=\"{k}\""),
-                        map.get(k).copied().unwrap_or(0),
-                    )
-                })
+                .map(|k| (format!("{name}=\"{k}\""), map.get(k).copied().unwrap_or(0)))
                 .collect::<Vec<_>>()
         };
         family(
@@ -431,15 +430,26 @@ mod tests {
     #[test]
     fn a_download_counts_its_bytes_speed_and_time_left() {
         let recorder = MetricsRecorder::new();
-        recorder.observe(&event(100, 1000, 0, ProgressKind::Started { resumed_from: 100 }));
+        recorder.observe(&event(
+            100,
+            1000,
+            0,
+            ProgressKind::Started { resumed_from: 100 },
+        ));
         recorder.observe(&event(400, 1000, 300, ProgressKind::Progress));
         let text = recorder.render();
         assert_eq!(
             value(&text, "cg_models_downloaded_bytes_total{model=\"Entity\"}"),
             Some(300.0)
         );
-        assert_eq!(value(&text, "cg_models_download_remaining_bytes"), Some(600.0));
-        assert_eq!(value(&text, "cg_models_download_remaining_seconds"), Some(2.0));
+        assert_eq!(
+            value(&text, "cg_models_download_remaining_bytes"),
+            Some(600.0)
+        );
+        assert_eq!(
+            value(&text, "cg_models_download_remaining_seconds"),
+            Some(2.0)
+        );
         recorder.observe(&event(
             0,
             1000,
@@ -483,11 +493,22 @@ mod tests {
 
     #[test]
     fn retry_reasons_are_a_small_fixed_set() {
-        assert_eq!(retry_reason("server busy or failing: HTTP 503 (from x)"), "server_error");
-        assert_eq!(retry_reason("server busy or failing: HTTP 429 (from x)"), "rate_limited");
-        assert_eq!(retry_reason("no data from x for 3s (idle timeout; …)"), "timeout");
         assert_eq!(
-            retry_reason("E (r@c/f): SHA-256 mismatch in p: expected a, got b; fetching the file again"),
+            retry_reason("server busy or failing: HTTP 503 (from x)"),
+            "server_error"
+        );
+        assert_eq!(
+            retry_reason("server busy or failing: HTTP 429 (from x)"),
+            "rate_limited"
+        );
+        assert_eq!(
+            retry_reason("no data from x for 3s (idle timeout; …)"),
+            "timeout"
+        );
+        assert_eq!(
+            retry_reason(
+                "E (r@c/f): SHA-256 mismatch in p: expected a, got b; fetching the file again"
+            ),
             "integrity"
         );
         assert_eq!(retry_reason("something new"), "other");

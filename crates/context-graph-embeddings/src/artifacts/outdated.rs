@@ -301,10 +301,7 @@ mod tests {
         let (pin, head) = ("1".repeat(40), "2".repeat(40));
         let same = [file(FileChange::Unchanged)];
         let changed = [file(FileChange::Changed)];
-        assert_eq!(
-            model_state(Some(&head), &head, &same),
-            DriftState::UpToDate
-        );
+        assert_eq!(model_state(Some(&head), &head, &same), DriftState::UpToDate);
         assert_eq!(model_state(Some(&pin), &head, &same), DriftState::Behind);
         assert_eq!(
             model_state(Some(&pin), &head, &changed),

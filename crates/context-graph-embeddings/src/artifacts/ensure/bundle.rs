@@ -152,7 +152,9 @@ fn export_blocking(
         let not_ready = |what: &str| {
             bundle_error(
                 path,
-                format!("{model} {what}; run `cg-models ensure {model}` first, nothing was written"),
+                format!(
+                    "{model} {what}; run `cg-models ensure {model}` first, nothing was written"
+                ),
             )
         };
         let commit = layout
@@ -162,7 +164,12 @@ fn export_blocking(
             let snapshot = layout.snapshot_path(&artifact.repo_id, &commit, &file.path);
             let size = match fs::metadata(&snapshot) {
                 Ok(meta) if meta.is_file() && entry_stays_inside(&snapshot) => meta.len(),
-                _ => return Err(not_ready(&format!("has no file {} in the cache", file.path))),
+                _ => {
+                    return Err(not_ready(&format!(
+                        "has no file {} in the cache",
+                        file.path
+                    )))
+                }
             };
             let blob_name = snapshot_link_blob_name(&snapshot);
             let stamp =
@@ -230,16 +237,21 @@ fn export_blocking(
     };
     remove_stale_temporaries(&parent);
     let temporary = temporary_path(&parent);
-    let written = write_archive(&temporary, &locked.to_json_pretty(), &index_text, &files, &sources)
-        .and_then(|bytes| {
-            fs::rename(&temporary, path).map_err(|e| {
-                EmbeddingError::io("cannot move the finished bundle to", path, e)
-            })?;
-            if let Ok(dir) = File::open(&parent) {
-                let _ = dir.sync_all();
-            }
-            Ok(bytes)
-        });
+    let written = write_archive(
+        &temporary,
+        &locked.to_json_pretty(),
+        &index_text,
+        &files,
+        &sources,
+    )
+    .and_then(|bytes| {
+        fs::rename(&temporary, path)
+            .map_err(|e| EmbeddingError::io("cannot move the finished bundle to", path, e))?;
+        if let Ok(dir) = File::open(&parent) {
+            let _ = dir.sync_all();
+        }
+        Ok(bytes)
+    });
     match written {
         Ok(content_bytes) => Ok(BundleExport {
             path: path.to_path_buf(),
@@ -502,8 +514,13 @@ fn import_blocking(
         ));
     }
     for file in &index.files {
-        let snapshot =
-            layout.link_snapshot(&file.repo_id, &file.commit, &file.path, &file.blob, use_symlinks)?;
+        let snapshot = layout.link_snapshot(
+            &file.repo_id,
+            &file.commit,
+            &file.path,
+            &file.blob,
+            use_symlinks,
+        )?;
         layout.write_ref(&file.repo_id, &file.revision, &file.commit)?;
         let mut stamp = VerificationStamp::now(&snapshot, &file.sha256)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
@@ -536,7 +553,8 @@ fn copy_blob(from: &Path, to: &Path) -> EmbeddingResult<()> {
     create_dir_all(dir)?;
     let temporary = temporary_path(dir);
     if fs::hard_link(from, &temporary).is_err() {
-        fs::copy(from, &temporary).map_err(|e| EmbeddingError::io("cannot copy blob to", &temporary, e))?;
+        fs::copy(from, &temporary)
+            .map_err(|e| EmbeddingError::io("cannot copy blob to", &temporary, e))?;
     }
     fs::rename(&temporary, to).map_err(|e| {
         let _ = fs::remove_file(&temporary);
@@ -568,7 +586,10 @@ fn check_index(path: &Path, index: &BundleIndex) -> EmbeddingResult<()> {
         if !valid {
             return Err(bundle_error(
                 path,
-                format!("its index has an invalid record for {} ({}); the bundle was altered", file.model_id, file.path),
+                format!(
+                    "its index has an invalid record for {} ({}); the bundle was altered",
+                    file.model_id, file.path
+                ),
             ));
         }
     }
@@ -586,7 +607,9 @@ fn check_matches(
     for file in files {
         let model = file.model_id;
         let inner = match bundled.entry(model) {
-            Some(ManifestEntry::Artifact(a)) => files_of(a).into_iter().find(|f| f.path == file.path),
+            Some(ManifestEntry::Artifact(a)) => {
+                files_of(a).into_iter().find(|f| f.path == file.path)
+            }
             _ => None,
         };
         let consistent = inner.is_some_and(|f| {
@@ -605,7 +628,10 @@ fn check_matches(
             )
         };
         let Some(ManifestEntry::Artifact(artifact)) = active.entry(model) else {
-            return Err(other(format!("{model} has no downloadable file in {}", active.origin)));
+            return Err(other(format!(
+                "{model} has no downloadable file in {}",
+                active.origin
+            )));
         };
         if artifact.repo_id != file.repo_id {
             return Err(other(format!(
@@ -637,7 +663,9 @@ fn check_matches(
                 file.size,
                 active.origin,
                 pinned.sha256.as_deref().unwrap_or("none"),
-                pinned.size.map_or_else(|| "?".to_owned(), |s| s.to_string())
+                pinned
+                    .size
+                    .map_or_else(|| "?".to_owned(), |s| s.to_string())
             )));
         }
     }

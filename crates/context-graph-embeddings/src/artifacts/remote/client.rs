@@ -338,7 +338,10 @@ impl HubClient {
         let value = self.get_json(&url, Some(body), location).await?;
         let items = value.as_array().ok_or_else(|| EmbeddingError::Protocol {
             location: location.clone(),
-            reason: format!("the paths-info answer of {} is not a list", strip_query(&url)),
+            reason: format!(
+                "the paths-info answer of {} is not a list",
+                strip_query(&url)
+            ),
         })?;
         Ok(items
             .iter()
