@@ -20,11 +20,14 @@ Examples:
   cg-models verify --repair            Re-hash every file; re-download corrupt ones
   cg-models gc --max-size 20GiB        Shrink the cache to 20 GiB, oldest unused files first
   cg-models lock --manifest models.json   Pin commits, hashes and sizes from the Hub
+  cg-models outdated                   Which pins are behind their branch (exit 3 if any)
+  cg-models export models.tar          Carry the verified files to an air-gapped site
+  cg-models import models.tar          ... and place them there, every byte verified
 
 Environment: HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE,
 HF_HUB_DOWNLOAD_TIMEOUT and NO_COLOR are honoured like the Hugging Face tools do.
 Exit codes: 0 success, 1 some model not ready or a failure, 2 usage or configuration
-error, 130 interrupted (Ctrl-C; partial downloads are kept and resume next time).";
+error, 3 `outdated` found a stale pin, 130 interrupted (Ctrl-C; partial downloads are kept and resume next time).";
 
 /// The whole command line: global options and one command.
 #[derive(Debug, Parser)]
@@ -123,6 +126,16 @@ pub(crate) struct GlobalArgs {
     /// Newline-delimited JSON on stdout, one object per event, then a final report.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Write Prometheus metrics (text format) to this file while `ensure`, `verify` or
+    /// `import` runs, rewritten atomically every --metrics-interval, for node_exporter's
+    /// textfile collector (name it `*.prom`). Its folder must exist.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Seconds between two rewrites of --metrics-file [default: 5].
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds, requires = "metrics_file")]
+    pub metrics_interval: Option<f64>,
 }
 
 /// The commands.
@@ -196,6 +209,42 @@ contradicts is refused unless --force: the content of a commit never changes, so
 points at a wrong endpoint or a tampered mirror. Without --output the file given with
 --manifest is rewritten; the built-in manifest is printed to stdout instead.")]
     Lock(LockArgs),
+
+    /// Show which pins are behind the head of their branch on the Hub (exit 3 if any).
+    #[command(after_help = "\
+Examples:
+  cg-models outdated --manifest models.json   Table of every model
+  cg-models outdated Semantic --json          One model, as JSON
+  cg-models outdated -q || notify-team        A CI gate
+
+For each model, the head of the branch it follows (its revision when that is a branch,
+else main) against the pinned commit, and for each file whether its SHA-256 or size
+changed. Never moves a pin: `cg-models lock --upgrade` does.
+Exit codes: 0 every pin is up to date, 3 some pin is behind or a file changed, 1 the Hub
+could not be asked, 2 usage error.")]
+    Outdated(OutdatedArgs),
+
+    /// Write the verified files of the manifest (or of the named models) into one bundle.
+    #[command(after_help = "\
+Examples:
+  cg-models export models.tar                 Every model of the manifest
+  cg-models export entity.tar Entity          One model
+
+The bundle is a tar archive: the locked manifest (manifest.json), an index of every file,
+and the files under blobs/<sha256>. Every byte is hashed again while it is written. Carry it
+to another machine and run `cg-models import` there.")]
+    Export(ExportArgs),
+
+    /// Import a bundle: verify every byte against the locked hashes, then place the files.
+    #[command(after_help = "\
+Examples:
+  cg-models import models.tar --manifest models.json --offline
+
+No network is used. Each file is streamed through SHA-256 into a temporary file and renamed
+into the cache only when it matches; models are placed only once the whole bundle is
+verified. A bundle made for another manifest, truncated, or altered is refused. Rerun an
+interrupted import: verified files are kept and skipped.")]
+    Import(ImportArgs),
 }
 
 /// Arguments of `ensure`.
@@ -256,6 +305,47 @@ pub(crate) struct LockArgs {
     /// Write the pinned manifest here instead of back to --manifest.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Move the pins of the named models (all when none is named) to the head of their
+    /// branch, with the new hashes and sizes (see `cg-models outdated`).
+    #[arg(long)]
+    pub upgrade: bool,
+
+    /// With --upgrade: only show what would change.
+    #[arg(long, requires = "upgrade")]
+    pub dry_run: bool,
+
+    /// Models to upgrade (with --upgrade) [default: every model of the manifest].
+    #[arg(value_name = "MODEL", requires = "upgrade")]
+    pub models: Vec<ModelId>,
+}
+
+/// Arguments of `outdated`.
+#[derive(Debug, Args)]
+pub(crate) struct OutdatedArgs {
+    /// Models to check [default: every model of the manifest].
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<ModelId>,
+}
+
+/// Arguments of `export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The bundle to write (replaced atomically if it exists).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Models to export [default: every model of the manifest].
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<ModelId>,
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The bundle to import.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// Parses a positive number of seconds (fractions allowed).

@@ -11,6 +11,8 @@ pub(crate) const EXIT_OK: u8 = 0;
 pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Exit code: the command line or the configuration (manifest, token file) is wrong.
 pub(crate) const EXIT_USAGE: u8 = 2;
+/// Exit code: `outdated` found a pin behind its branch, or a file that changed.
+pub(crate) const EXIT_OUTDATED: u8 = 3;
 /// Exit code: interrupted by Ctrl-C (SIGINT).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code: stopped by SIGTERM.

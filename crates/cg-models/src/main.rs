@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod failure;
+mod metrics;
 mod output;
 mod progress;
 mod size;

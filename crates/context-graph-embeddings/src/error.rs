@@ -315,6 +315,15 @@ pub enum EmbeddingError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// A bundle cannot be exported or imported: unreadable, truncated, tampered with, or made
+    /// for another manifest. Nothing of it is placed in the cache's snapshots.
+    #[error("bundle {path}: {reason}")]
+    Bundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
 }
 
 impl EmbeddingError {

@@ -22,6 +22,9 @@ pub(super) async fn run(
             "lock asks the Hub for commits and hashes, but offline mode is on (--offline or HF_HUB_OFFLINE); run it online",
         ));
     }
+    if args.upgrade {
+        return upgrade(manager, output, args).await;
+    }
     let entries = manager.manifest().artifacts().count();
     output.info(format!(
         "Pinning {entries} manifest entries from {}…",
@@ -93,6 +96,73 @@ pub(super) async fn run(
         }
     };
     output.json("lock", &report(written.as_deref()));
+    super::emit_report(manager, output, "lock", EXIT_OK);
+    Ok(EXIT_OK)
+}
+
+/// `lock --upgrade [MODEL…]`: the named pins move to the head of their branch. The changes
+/// are shown first; with `--dry-run` nothing is written.
+async fn upgrade(
+    manager: &ModelArtifactManager,
+    output: &Output,
+    args: &LockArgs,
+) -> Result<u8, CliError> {
+    let (artifacts, _) = super::select_models(manager, &args.models);
+    output.info(format!(
+        "Upgrading {} pin(s) to the head of their branch on {}…",
+        artifacts.len(),
+        manager.config().endpoint
+    ));
+    let outcome = manager.upgrade_pins(&artifacts).await?;
+    for change in outcome.filled.iter().chain(&outcome.changed) {
+        show_change(output, "upgrade", Style::Yellow, change);
+    }
+    let text = outcome.manifest.to_json_pretty();
+    let manifest_value: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    let nothing_new = outcome.filled.is_empty() && outcome.changed.is_empty();
+    let target: Option<PathBuf> = args
+        .output
+        .clone()
+        .or_else(|| manager.config().manifest_path.clone());
+    let written = if nothing_new {
+        output.info("Every pin is already at the head of its branch; nothing to write.");
+        None
+    } else if args.dry_run {
+        output.info("Dry run: nothing was written.");
+        None
+    } else {
+        match target {
+            Some(path) => {
+                write_atomically(&path, &text)?;
+                output.info(format!(
+                    "Wrote the upgraded manifest to {} ({} value(s) moved). Run `cg-models ensure` to fetch the new files.",
+                    path.display(),
+                    outcome.filled.len() + outcome.changed.len()
+                ));
+                Some(path)
+            }
+            None => {
+                if output.mode != Mode::Json {
+                    print!("{text}");
+                }
+                output.info(
+                    "The built-in manifest cannot be rewritten: the upgraded manifest was printed to stdout (pass --output FILE).",
+                );
+                None
+            }
+        }
+    };
+    output.json(
+        "lock",
+        &json!({
+            "upgrade": true,
+            "filled": outcome.filled,
+            "changed": outcome.changed,
+            "written_to": written,
+            "manifest": manifest_value,
+        }),
+    );
     super::emit_report(manager, output, "lock", EXIT_OK);
     Ok(EXIT_OK)
 }

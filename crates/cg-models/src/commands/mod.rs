@@ -2,14 +2,18 @@
 //! [`ModelArtifactManager`] and shows the result. This module builds the manager and owns
 //! what every command shares: the final JSON report and model selection.
 
+mod bundle;
 mod clear;
 mod ensure;
 mod gc;
 mod lock;
+mod outdated;
 mod status;
 mod verify;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 
 use context_graph_embeddings::artifacts::TokenSource;
 use context_graph_embeddings::artifacts::{
@@ -21,6 +25,7 @@ use serde::Serialize;
 use crate::cli::{Cli, Command};
 use crate::config::artifact_config;
 use crate::failure::CliError;
+use crate::metrics::MetricsFile;
 use crate::output::Output;
 
 /// Runs the command of `cli`; returns its exit code, or the error that ended it.
@@ -28,13 +33,22 @@ pub(crate) async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
     let config = artifact_config(&cli.global)?;
     let manager = ModelArtifactManager::new(config)?;
     describe(&manager, output);
-    match &cli.command {
-        Command::Ensure(args) => ensure::run(&manager, output, args).await,
-        Command::Status => status::run(&manager, output).await,
-        Command::Verify(args) => verify::run(&manager, output, args).await,
-        Command::Gc(args) => gc::run(&manager, output, args, cli.global.max_cache_size).await,
-        Command::Clear(args) => clear::run(&manager, output, args).await,
-        Command::Lock(args) => lock::run(&manager, output, args).await,
+    let metrics = MetricsFile::start(&manager, &cli.global, &cli.command)?;
+    let recorder = metrics.as_ref().map(MetricsFile::recorder);
+    let work: Pin<Box<dyn Future<Output = Result<u8, CliError>> + '_>> = match &cli.command {
+        Command::Ensure(args) => Box::pin(ensure::run(&manager, output, args)),
+        Command::Status => Box::pin(status::run(&manager, output)),
+        Command::Verify(args) => Box::pin(verify::run(&manager, output, args, recorder)),
+        Command::Gc(args) => Box::pin(gc::run(&manager, output, args, cli.global.max_cache_size)),
+        Command::Clear(args) => Box::pin(clear::run(&manager, output, args)),
+        Command::Lock(args) => Box::pin(lock::run(&manager, output, args)),
+        Command::Outdated(args) => Box::pin(outdated::run(&manager, output, args)),
+        Command::Export(args) => Box::pin(bundle::export(&manager, output, args)),
+        Command::Import(args) => Box::pin(bundle::import(&manager, output, args)),
+    };
+    match &metrics {
+        Some(metrics) => metrics.run_while(&manager, output, work).await,
+        None => work.await,
     }
 }
 

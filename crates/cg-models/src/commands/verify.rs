@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use context_graph_embeddings::artifacts::ModelArtifactManager;
+use context_graph_embeddings::artifacts::{MetricsRecorder, ModelArtifactManager};
 use context_graph_embeddings::ModelId;
 
 use crate::cli::VerifyArgs;
@@ -16,6 +16,7 @@ pub(super) async fn run(
     manager: &ModelArtifactManager,
     output: &Output,
     args: &VerifyArgs,
+    metrics: Option<&MetricsRecorder>,
 ) -> Result<u8, CliError> {
     let parallelism = super::status::parallelism();
     output.info(format!(
@@ -32,6 +33,9 @@ pub(super) async fn run(
     let mut missing: Vec<ModelId> = Vec::new();
     for result in &results {
         output.json("verify", result);
+        if let (Some(metrics), Some(_), Some(passed)) = (metrics, &result.path, result.verified) {
+            metrics.record_verification(result.model_id, passed);
+        }
         let (mark, style, label) = match (&result.path, result.verified) {
             (Some(_), Some(true)) => ("✓", Style::Green, "ok"),
             (Some(_), Some(false)) => ("✗", Style::Red, "CORRUPT"),

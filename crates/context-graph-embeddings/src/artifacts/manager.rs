@@ -2,17 +2,20 @@
 //! shared context (token, Hub client, mirror, manifest) and delegates; what a download does is
 //! in `ensure/`, how bytes move in `transfer/`, what files are called in `store/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::broadcast;
 
 use super::config::ArtifactManagerConfig;
+use super::ensure::bundle::{self, BundleExport, BundleImport};
 use super::ensure::context::Context;
 use super::ensure::local::{inspect, is_ready};
-use super::ensure::readiness::{ReadinessReport, VerifiedModel, VerifyOutcome};
+use super::ensure::readiness::{ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
 use super::manifest::{Manifest, ManifestEntry};
+use super::metrics::MetricsRecorder;
+use super::outdated::{self, ModelDrift};
 use super::pinning::{self, PinOutcome};
 use super::progress::ProgressEvent;
 use super::remote::client::{HubClient, HubClientOptions, Secret};
@@ -247,6 +250,91 @@ impl ModelArtifactManager {
             self.context.config.offline,
         )
         .await
+    }
+
+    /// Compares the pins of some models (every artifact when `models` is empty) with the head
+    /// of the branch each follows (its revision when that is a branch, else `main`): the
+    /// commit, and each file's SHA-256 and size. Reads only; never moves a pin. Fails in
+    /// offline mode.
+    pub async fn check_outdated(&self, models: &[ModelId]) -> EmbeddingResult<Vec<ModelDrift>> {
+        outdated::check(
+            &self.context.client,
+            &self.context.manifest,
+            models,
+            self.context.config.offline,
+        )
+        .await
+    }
+
+    /// Moves the pins of some models (every artifact when `models` is empty) to the head of the
+    /// branch each follows, with the SHA-256 and size there, and returns the manifest with the
+    /// differences. Writes nothing. Fails in offline mode.
+    pub async fn upgrade_pins(&self, models: &[ModelId]) -> EmbeddingResult<PinOutcome> {
+        pinning::upgrade(
+            &self.context.client,
+            &self.context.manifest,
+            models,
+            self.context.config.offline,
+        )
+        .await
+    }
+
+    /// A metrics recorder fed by this manager's progress events from now on (a task on the
+    /// current tokio runtime reads them; it ends when the manager is dropped). Render it with
+    /// [`MetricsRecorder::render`] after [`update_metrics`](Self::update_metrics). Fails
+    /// outside a tokio runtime.
+    pub fn metrics_recorder(&self) -> EmbeddingResult<MetricsRecorder> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            EmbeddingError::Config("metrics_recorder needs a tokio runtime".to_owned())
+        })?;
+        let recorder = MetricsRecorder::new();
+        let mut events = self.subscribe_progress();
+        let fed = recorder.clone();
+        runtime.spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => fed.observe(&event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => fed.lost_events(n),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(recorder)
+    }
+
+    /// Sets the recorder's gauges that come from the cache rather than from events: models by
+    /// readiness state and the cache size. Blocking: it walks the cache (call it from a
+    /// blocking thread in async code).
+    pub fn update_metrics(&self, recorder: &MetricsRecorder) {
+        let report = self.readiness_report();
+        recorder.set_model_states(report.models.iter().map(|m| match m.state {
+            ReadinessState::Builtin => "builtin",
+            ReadinessState::Ready => "ready",
+            ReadinessState::Unverified => "unverified",
+            ReadinessState::Missing => "missing",
+            ReadinessState::Failed => "failed",
+        }));
+        recorder.set_cache_size(self.cache_size());
+    }
+
+    /// Writes the verified files of some models (every artifact when `models` is empty) into
+    /// one bundle at `path` (a tar archive with the locked manifest inside; see
+    /// `docs/bundles.md`). Every byte is hashed again on the way in; nothing is written unless
+    /// all match.
+    pub async fn export_bundle(
+        &self,
+        path: &Path,
+        models: &[ModelId],
+    ) -> EmbeddingResult<BundleExport> {
+        bundle::export(&self.context, path, models).await
+    }
+
+    /// Imports a bundle into the cache: each member is verified against the locked SHA-256
+    /// and size before it is renamed into `blobs/`, the bundle must match this manifest, and
+    /// snapshot entries are placed only once every member is verified. An interrupted import
+    /// is resumed by running it again. No network is used.
+    pub async fn import_bundle(&self, path: &Path) -> EmbeddingResult<BundleImport> {
+        bundle::import(&self.context, path).await
     }
 
     fn artifact_ids(&self) -> Vec<ModelId> {

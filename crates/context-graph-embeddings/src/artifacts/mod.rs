@@ -11,7 +11,7 @@
 //! | `transfer/` | one blob from a byte source into `blobs/<etag>`, verified: resume, one stream, parallel ranges, persist |
 //! | `remote/` | talking to servers: the Hub protocol and client, byte sources, the S3 mirror, retry |
 //! | `store/` | every file name in the cache: layout, snapshots and refs, stamps, locks, budget, clearing |
-//! | leaves | `manifest`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `testing` |
+//! | leaves | `manifest`, `model_files`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `outdated`, `metrics`, `testing` |
 //!
 //! Modules are private; this list is the public surface.
 
@@ -23,6 +23,9 @@ mod hash;
 mod ids;
 mod manager;
 mod manifest;
+mod metrics;
+mod model_files;
+mod outdated;
 mod pinning;
 mod progress;
 mod remote;
@@ -33,6 +36,7 @@ mod transfer;
 
 pub use blocking::available_space;
 pub use config::ArtifactManagerConfig;
+pub use ensure::bundle::{BundleExport, BundleFile, BundleImport};
 pub use ensure::local::HashSource;
 pub use ensure::readiness::{
     ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
@@ -40,6 +44,8 @@ pub use ensure::readiness::{
 pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
 pub use manager::ModelArtifactManager;
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
+pub use metrics::{write_metrics_file, MetricsRecorder};
+pub use outdated::{DriftState, FileChange, FileDrift, ModelDrift};
 pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
 pub use remote::mirror::{Mirror, MirrorConfig};

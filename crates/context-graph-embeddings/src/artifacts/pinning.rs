@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::ids::is_commit_hash;
 use super::manifest::{Manifest, ManifestEntry};
+use super::model_files::tracked_branch;
 use super::remote::client::HubClient;
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
@@ -106,6 +107,88 @@ pub(crate) async fn pin(
             artifact.size_bytes.map(|s| s.to_string()),
             size.to_string(),
         );
+        artifact.sha256 = Some(sha256);
+        artifact.size_bytes = Some(size);
+    }
+    if !failures.is_empty() {
+        return Err(EmbeddingError::DownloadsFailed(failures));
+    }
+    Ok(PinOutcome {
+        manifest,
+        filled,
+        changed,
+    })
+}
+
+/// Moves the pins of the selected models (every artifact when `models` is empty) to the head
+/// of the branch each follows (its revision when that is a branch, else `main`), with the
+/// SHA-256 and size at that head. Every moved value is reported in `changed` (`filled` when
+/// the manifest had none). Writes nothing. Fails in offline mode.
+pub(crate) async fn upgrade(
+    hub: &HubClient,
+    manifest: &Manifest,
+    models: &[ModelId],
+    offline: bool,
+) -> EmbeddingResult<PinOutcome> {
+    let mut manifest = manifest.clone();
+    let mut filled = Vec::new();
+    let mut changed = Vec::new();
+    let mut failures = Vec::new();
+    for entry in &mut manifest.entries {
+        let ManifestEntry::Artifact(artifact) = entry else {
+            continue;
+        };
+        if !models.is_empty() && !models.contains(&artifact.model_id) {
+            continue;
+        }
+        let location = crate::error::FileLocation {
+            revision: tracked_branch(artifact),
+            ..artifact.location()
+        };
+        if offline {
+            failures.push((
+                artifact.model_id,
+                EmbeddingError::OfflineMissing { location },
+            ));
+            continue;
+        }
+        let result = async {
+            let head = hub.resolve_revision(&location).await?;
+            let (sha256, size) = hub.lfs_info(&location, &head).await?;
+            Ok::<_, EmbeddingError>((head, sha256, size))
+        }
+        .await;
+        let (head, sha256, size) = match result {
+            Ok(values) => values,
+            Err(error) => {
+                failures.push((artifact.model_id, error));
+                continue;
+            }
+        };
+        let model_id = artifact.model_id;
+        let mut record = |field: &'static str, old: Option<String>, new: String| match old {
+            None => filled.push(PinChange {
+                model_id,
+                field,
+                old: None,
+                new,
+            }),
+            Some(old) if old != new => changed.push(PinChange {
+                model_id,
+                field,
+                old: Some(old),
+                new,
+            }),
+            Some(_) => {}
+        };
+        record("revision", artifact.revision.clone(), head.clone());
+        record("sha256", artifact.sha256.clone(), sha256.clone());
+        record(
+            "size_bytes",
+            artifact.size_bytes.map(|s| s.to_string()),
+            size.to_string(),
+        );
+        artifact.revision = Some(head);
         artifact.sha256 = Some(sha256);
         artifact.size_bytes = Some(size);
     }

@@ -1,8 +1,10 @@
 //! Deciding what to do: the local state of one model and the one readiness rule, the
 //! readiness report and verification, one model's steps (reuse, resolve, lock, fetch, place)
-//! and a batch of models (classify, verify, resolve, budget, fan out).
+//! a batch of models (classify, verify, resolve, budget, fan out), and verified bundles
+//! (export and import for sites without network).
 
 pub(crate) mod batch;
+pub(crate) mod bundle;
 pub(crate) mod context;
 pub(crate) mod local;
 pub(crate) mod maintain;

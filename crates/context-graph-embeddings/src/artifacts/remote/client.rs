@@ -25,6 +25,19 @@ const MAX_REDIRECTS: usize = 10;
 /// Longest error body read to extract the Hub's message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// One path of a repo at a revision, as the paths-info API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemotePath {
+    /// Path inside the repo.
+    pub(crate) path: String,
+    /// Size of the content (the LFS object's for LFS files).
+    pub(crate) size: Option<u64>,
+    /// SHA-256 of the content, for LFS files.
+    pub(crate) sha256: Option<String>,
+    /// Git blob id (of the pointer, for LFS files).
+    pub(crate) git_oid: Option<String>,
+}
+
 /// A secret that never shows itself in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
@@ -304,6 +317,52 @@ impl HubClient {
                     .to_owned(),
             }),
         }
+    }
+
+    /// Size, git blob id and (for LFS files) SHA-256 of several paths at one revision, in one
+    /// `POST /api/models/{repo}/paths-info/{revision}` call. Paths the revision lacks are
+    /// simply absent from the answer. `location` names the repo in errors.
+    pub(crate) async fn paths_info(
+        &self,
+        location: &FileLocation,
+        revision: &str,
+        paths: &[String],
+    ) -> EmbeddingResult<Vec<RemotePath>> {
+        let url = format!(
+            "{}/api/models/{}/paths-info/{}",
+            self.endpoint,
+            location.repo_id,
+            percent_encode(revision)
+        );
+        let body = serde_json::json!({ "paths": paths });
+        let value = self.get_json(&url, Some(body), location).await?;
+        let items = value.as_array().ok_or_else(|| EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!(
+                "the paths-info answer of {} is not a list",
+                strip_query(&url)
+            ),
+        })?;
+        Ok(items
+            .iter()
+            .filter(|item| item.get("type").and_then(|t| t.as_str()) != Some("directory"))
+            .filter_map(|item| {
+                let path = item.get("path")?.as_str()?.to_owned();
+                let lfs = item.get("lfs");
+                Some(RemotePath {
+                    path,
+                    size: lfs
+                        .and_then(|l| l.get("size"))
+                        .or_else(|| item.get("size"))
+                        .and_then(|s| s.as_u64()),
+                    sha256: lfs
+                        .and_then(|l| l.get("oid").or_else(|| l.get("sha256")))
+                        .and_then(|o| o.as_str())
+                        .and_then(|o| validate_sha256(o).ok()),
+                    git_oid: item.get("oid").and_then(|o| o.as_str()).map(str::to_owned),
+                })
+            })
+            .collect())
     }
 
     async fn get_json(

@@ -9,6 +9,8 @@ use context_graph_embeddings::ModelId;
 use crate::support::{model, Fixture};
 
 #[allow(dead_code, clippy::print_stdout, clippy::print_stderr)]
+// The example is a program; included here its `pub` items are only reachable from this test.
+#[allow(unreachable_pub)]
 #[path = "../../../examples/embedder.rs"]
 mod embedder;
 

@@ -1,0 +1,316 @@
+//! Whether pins are stale: for each model, the head of the branch it follows against the
+//! commit it pins, and for each of its files whether the hash or size changed between them.
+//! One revision call and one paths-info call per repo and branch (a second paths-info call at
+//! the pinned commit only when the manifest does not pin a file's hash or size). Reads only;
+//! it never moves a pin (that is [`super::pinning::upgrade`]).
+
+use serde::Serialize;
+
+use super::manifest::{Manifest, ModelArtifact};
+use super::model_files::{files_of, tracked_branch};
+use super::remote::client::{HubClient, RemotePath};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
+use crate::model_id::ModelId;
+
+/// How a model's pin compares with the head of its branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftState {
+    /// The pinned commit is the branch head.
+    UpToDate,
+    /// The branch moved, but every file of the model is the same at the head.
+    Behind,
+    /// A file's hash or size differs at the head, or the file is gone.
+    Changed,
+    /// The entry follows a branch (no commit pinned) and its files match their pins at the
+    /// head, or pin nothing.
+    Following,
+}
+
+/// How one file compares between the pinned commit and the branch head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChange {
+    /// Same hash and size.
+    Unchanged,
+    /// Hash or size differ.
+    Changed,
+    /// Not at the branch head any more.
+    Removed,
+    /// Nothing to compare with (not pinned and not known at the pinned commit).
+    Unknown,
+}
+
+/// One file of a model, pinned against head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileDrift {
+    /// Path inside the repo.
+    pub path: String,
+    /// The SHA-256 at the pin (the manifest's, else the Hub's at the pinned commit).
+    pub pinned_sha256: Option<String>,
+    /// The SHA-256 at the branch head.
+    pub head_sha256: Option<String>,
+    /// The size at the pin.
+    pub pinned_size: Option<u64>,
+    /// The size at the branch head.
+    pub head_size: Option<u64>,
+    /// The verdict.
+    pub change: FileChange,
+}
+
+/// One model's pin against the head of its branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelDrift {
+    /// The model.
+    pub model_id: ModelId,
+    /// Its repo.
+    pub repo_id: String,
+    /// The branch compared with (the entry's revision when it is a branch, else `main`).
+    pub branch: String,
+    /// The pinned commit (`None` when the entry names a branch).
+    pub pinned_commit: Option<String>,
+    /// Where the branch points now.
+    pub head_commit: String,
+    /// The verdict.
+    pub state: DriftState,
+    /// Every file of the model.
+    pub files: Vec<FileDrift>,
+}
+
+impl ModelDrift {
+    /// Whether the pin is stale (the branch moved, or a pinned file changed).
+    pub fn is_outdated(&self) -> bool {
+        matches!(self.state, DriftState::Behind | DriftState::Changed)
+    }
+}
+
+/// Compares every selected model (all artifacts when `models` is empty) with its branch
+/// head. Fails in offline mode; one error lists every model that could not be checked.
+pub(crate) async fn check(
+    hub: &HubClient,
+    manifest: &Manifest,
+    models: &[ModelId],
+    offline: bool,
+) -> EmbeddingResult<Vec<ModelDrift>> {
+    let selected: Vec<&ModelArtifact> = manifest
+        .artifacts()
+        .filter(|a| models.is_empty() || models.contains(&a.model_id))
+        .collect();
+    // Models of one repo and branch share their calls.
+    let mut groups: Vec<(String, String, Vec<&ModelArtifact>)> = Vec::new();
+    for artifact in selected {
+        let branch = tracked_branch(artifact);
+        match groups
+            .iter_mut()
+            .find(|(repo, b, _)| *repo == artifact.repo_id && *b == branch)
+        {
+            Some((_, _, members)) => members.push(artifact),
+            None => groups.push((artifact.repo_id.clone(), branch, vec![artifact])),
+        }
+    }
+    let mut drifts = Vec::new();
+    let mut failures = Vec::new();
+    for (_, branch, members) in groups {
+        if offline {
+            for artifact in &members {
+                failures.push((
+                    artifact.model_id,
+                    EmbeddingError::OfflineMissing {
+                        location: artifact.location(),
+                    },
+                ));
+            }
+            continue;
+        }
+        match check_group(hub, &branch, &members).await {
+            Ok(mut found) => drifts.append(&mut found),
+            // The repo's calls failed: named by its first model (the error names the repo).
+            Err(error) => failures.push((members[0].model_id, error)),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(EmbeddingError::DownloadsFailed(failures));
+    }
+    // Manifest order.
+    drifts.sort_by_key(|d| {
+        manifest
+            .entries
+            .iter()
+            .position(|e| e.model_id() == d.model_id)
+    });
+    Ok(drifts)
+}
+
+async fn check_group(
+    hub: &HubClient,
+    branch: &str,
+    members: &[&ModelArtifact],
+) -> EmbeddingResult<Vec<ModelDrift>> {
+    let location = FileLocation {
+        revision: branch.to_owned(),
+        ..members[0].location()
+    };
+    let head = hub.resolve_revision(&location).await?;
+    let paths: Vec<String> = members
+        .iter()
+        .flat_map(|a| files_of(a).into_iter().map(|f| f.path))
+        .collect();
+    let at_head = hub.paths_info(&location, &head, &paths).await?;
+    let mut drifts = Vec::new();
+    for artifact in members {
+        let pinned_commit = artifact
+            .revision_is_commit()
+            .then(|| artifact.revision_or_default().to_owned());
+        let files = files_of(artifact);
+        let needs_old = pinned_commit.as_deref().is_some_and(|c| c != head)
+            && files.iter().any(|f| f.sha256.is_none() || f.size.is_none());
+        let at_pin = match (&pinned_commit, needs_old) {
+            (Some(commit), true) => hub.paths_info(&artifact.location(), commit, &paths).await?,
+            _ => Vec::new(),
+        };
+        let files: Vec<FileDrift> = files
+            .into_iter()
+            .map(|file| {
+                let old = find(&at_pin, &file.path);
+                let new = find(&at_head, &file.path);
+                let pinned_sha256 = file.sha256.or_else(|| old.and_then(|o| o.sha256.clone()));
+                let pinned_size = file.size.or_else(|| old.and_then(|o| o.size));
+                // A pin at the head itself is what the head has, pinned or not.
+                let at_head_commit = pinned_commit.as_deref() == Some(head.as_str());
+                let (pinned_sha256, pinned_size) = if at_head_commit {
+                    (
+                        pinned_sha256.or_else(|| new.and_then(|n| n.sha256.clone())),
+                        pinned_size.or_else(|| new.and_then(|n| n.size)),
+                    )
+                } else {
+                    (pinned_sha256, pinned_size)
+                };
+                let head_sha256 = new.and_then(|n| n.sha256.clone());
+                let head_size = new.and_then(|n| n.size);
+                let change = file_change(
+                    new.is_some(),
+                    (pinned_sha256.as_deref(), head_sha256.as_deref()),
+                    (pinned_size, head_size),
+                );
+                FileDrift {
+                    path: file.path,
+                    pinned_sha256,
+                    head_sha256,
+                    pinned_size,
+                    head_size,
+                    change,
+                }
+            })
+            .collect();
+        let state = model_state(pinned_commit.as_deref(), &head, &files);
+        drifts.push(ModelDrift {
+            model_id: artifact.model_id,
+            repo_id: artifact.repo_id.clone(),
+            branch: branch.to_owned(),
+            pinned_commit,
+            head_commit: head.clone(),
+            state,
+            files,
+        });
+    }
+    Ok(drifts)
+}
+
+fn find<'a>(listed: &'a [RemotePath], path: &str) -> Option<&'a RemotePath> {
+    listed.iter().find(|p| p.path == path)
+}
+
+/// One file's verdict: gone at the head, a known value that differs, nothing known to compare,
+/// or the same.
+fn file_change(
+    at_head: bool,
+    sha: (Option<&str>, Option<&str>),
+    size: (Option<u64>, Option<u64>),
+) -> FileChange {
+    if !at_head {
+        return FileChange::Removed;
+    }
+    let sha_differs = matches!(sha, (Some(a), Some(b)) if a != b);
+    let size_differs = matches!(size, (Some(a), Some(b)) if a != b);
+    if sha_differs || size_differs {
+        return FileChange::Changed;
+    }
+    let comparable = matches!(sha, (Some(_), Some(_))) || matches!(size, (Some(_), Some(_)));
+    if comparable {
+        FileChange::Unchanged
+    } else {
+        FileChange::Unknown
+    }
+}
+
+/// A model's verdict from its pinned commit, the head and its files.
+fn model_state(pinned_commit: Option<&str>, head: &str, files: &[FileDrift]) -> DriftState {
+    let changed = files
+        .iter()
+        .any(|f| matches!(f.change, FileChange::Changed | FileChange::Removed));
+    match pinned_commit {
+        _ if changed => DriftState::Changed,
+        None => DriftState::Following,
+        Some(commit) if commit == head => DriftState::UpToDate,
+        Some(_) => DriftState::Behind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(change: FileChange) -> FileDrift {
+        FileDrift {
+            path: "model.safetensors".to_owned(),
+            pinned_sha256: None,
+            head_sha256: None,
+            pinned_size: None,
+            head_size: None,
+            change,
+        }
+    }
+
+    #[test]
+    fn files_compare_by_hash_and_size() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert_eq!(
+            file_change(false, (Some(&a), Some(&a)), (None, None)),
+            FileChange::Removed
+        );
+        assert_eq!(
+            file_change(true, (Some(&a), Some(&b)), (Some(1), Some(1))),
+            FileChange::Changed
+        );
+        assert_eq!(
+            file_change(true, (Some(&a), Some(&a)), (Some(1), Some(2))),
+            FileChange::Changed
+        );
+        assert_eq!(
+            file_change(true, (Some(&a), Some(&a)), (Some(1), Some(1))),
+            FileChange::Unchanged
+        );
+        assert_eq!(
+            file_change(true, (None, Some(&a)), (None, Some(1))),
+            FileChange::Unknown
+        );
+    }
+
+    #[test]
+    fn a_moved_branch_is_behind_unless_a_file_changed() {
+        let (pin, head) = ("1".repeat(40), "2".repeat(40));
+        let same = [file(FileChange::Unchanged)];
+        let changed = [file(FileChange::Changed)];
+        assert_eq!(model_state(Some(&head), &head, &same), DriftState::UpToDate);
+        assert_eq!(model_state(Some(&pin), &head, &same), DriftState::Behind);
+        assert_eq!(
+            model_state(Some(&pin), &head, &changed),
+            DriftState::Changed
+        );
+        assert_eq!(model_state(None, &head, &same), DriftState::Following);
+        assert_eq!(
+            model_state(None, &head, &[file(FileChange::Removed)]),
+            DriftState::Changed
+        );
+    }
+}
