@@ -1,5 +1,6 @@
 mod cache_limits;
 mod faults;
+mod ops;
 mod pipeline;
 mod ranged;
 mod resume;
