@@ -63,14 +63,12 @@ impl MetricsFile {
         &self.recorder
     }
 
-    fn write(
-        &self,
-        manager: &ModelArtifactManager,
-    ) -> Result<(), context_graph_embeddings::EmbeddingError> {
+    /// Refreshes the gauges and rewrites the file; the error as shown to users.
+    fn write(&self, manager: &ModelArtifactManager) -> Result<(), String> {
         // Walks the cache: off the async worker's hot path.
         tokio::task::block_in_place(|| {
             manager.update_metrics(&self.recorder);
-            write_metrics_file(&self.path, &self.recorder.render())
+            write_metrics_file(&self.path, &self.recorder.render()).map_err(|e| e.to_string())
         })
     }
 

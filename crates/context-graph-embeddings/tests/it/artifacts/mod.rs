@@ -1,6 +1,7 @@
 mod cache_limits;
 mod example;
 mod faults;
+mod ops;
 mod pipeline;
 mod ranged;
 mod resume;
