@@ -251,7 +251,9 @@ fn run(args: Args) -> Result<()> {
     if wanted(Section::RealBytes) {
         match measure_real(&bench, &root, work.path()) {
             Ok(table) => report.real = Some(table),
-            Err(e) => report.notes.push(format!("real bytes: not measured: {e:#}")),
+            Err(e) => report
+                .notes
+                .push(format!("real bytes: not measured: {e:#}")),
         }
         report.loads.push(("real bytes", machine::load_average()));
     }
@@ -342,7 +344,10 @@ fn measure_real(bench: &Bench, root: &Path, work: &Path) -> Result<results::Down
             dir.display()
         );
     }
-    eprintln!("cg-bench: serving the real Entity files from {}", dir.display());
+    eprintln!(
+        "cg-bench: serving the real Entity files from {}",
+        dir.display()
+    );
     let real = Served::real(&dir, work)?;
     let files: Vec<&FileSpec> = real.files.iter().collect();
     bench.download_round(

@@ -1101,9 +1101,14 @@ fn ensure_entity_with_the_built_in_manifest_verifies_the_real_weights() {
         PathBuf::from(format!("../../blobs/{SHA256}"))
     );
     assert!(
-        fs::read(&snapshot).expect("snapshot") == fs::read(real.join("model.safetensors")).expect("real"),
+        fs::read(&snapshot).expect("snapshot")
+            == fs::read(real.join("model.safetensors")).expect("real"),
         "the cached bytes differ from the real file"
     );
     let verified = run(&["--json", "verify", "Entity"]).ok();
-    assert!(verified.stdout.contains(SHA256) || verified.stdout.contains("\"verified\":true"), "{}", verified.all());
+    assert!(
+        verified.stdout.contains(SHA256) || verified.stdout.contains("\"verified\":true"),
+        "{}",
+        verified.all()
+    );
 }

@@ -50,9 +50,9 @@ pub async fn run(
                             "{}: downloading {} bytes (resuming at {resumed_from})",
                             event.model_id, event.total_bytes
                         )),
-                        ProgressKind::Retrying { attempt, reason, .. } => {
-                            say(format!("{}: retry {attempt}: {reason}", event.model_id))
-                        }
+                        ProgressKind::Retrying {
+                            attempt, reason, ..
+                        } => say(format!("{}: retry {attempt}: {reason}", event.model_id)),
                         ProgressKind::Completed { path, outcome, .. } => say(format!(
                             "{}: {outcome:?} {}",
                             event.model_id,
@@ -113,7 +113,17 @@ pub async fn run(
 
     // 5. One model's files, as a loader would take them.
     let mut opened = None;
-    if let Some((model_id, RegisteredModel::Weights { path, format, tensor_count, files, tokenizer, .. })) = pipeline
+    if let Some((
+        model_id,
+        RegisteredModel::Weights {
+            path,
+            format,
+            tensor_count,
+            files,
+            tokenizer,
+            ..
+        },
+    )) = pipeline
         .registry()
         .iter()
         .find(|(_, m)| matches!(m, RegisteredModel::Weights { .. }))
@@ -141,9 +151,7 @@ fn main() -> ExitCode {
     let mut config = ArtifactManagerConfig::from_env();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next().ok_or_else(|| format!("{arg} needs a value"))
-        };
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         let parsed = match arg.as_str() {
             "--cache-dir" => value().map(|v| config.cache_dir = PathBuf::from(v)),
             "--manifest" => value().map(|v| config.manifest_path = Some(PathBuf::from(v))),

@@ -30,6 +30,9 @@ pub struct TokenizerInfo {
 
 /// A model the registry opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One value per model, built once at start-up: its size does not matter, boxing would only
+// make matching on it clumsier.
+#[allow(clippy::large_enum_variant)]
 pub enum RegisteredModel {
     /// Computed in-process.
     Builtin,
@@ -183,7 +186,10 @@ fn check_placement(model: &VerifiedModel) -> EmbeddingResult<()> {
         if !inside {
             return Err(refuse(
                 file,
-                format!("the file is not inside the model's snapshot folder {}", dir.display()),
+                format!(
+                    "the file is not inside the model's snapshot folder {}",
+                    dir.display()
+                ),
             ));
         }
     }

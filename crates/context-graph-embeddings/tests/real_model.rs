@@ -11,6 +11,9 @@
 //! it these tests fail, unless `CG_SKIP_REAL_MODEL_TESTS=1`. The Python part needs
 //! `CG_TEST_PYTHON` (default `target/pyenv/bin/python`), skipped with `CG_SKIP_PYTHON_TESTS=1`.
 
+// Tests read their own switches (CG_TEST_*, CG_SKIP_*, CG_REAL_MODEL_DIR); the ban on the
+// process environment is for the library.
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -160,8 +163,14 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
     assert!(manager.verify_checksum(ModelId::Entity).await.unwrap());
 
     let mut verified = manager.verified_model(ModelId::Entity).expect("verified");
-    assert_eq!(verified.snapshot_dir, repo_dir.join("snapshots").join(COMMIT));
-    assert_eq!(verified.weights, verified.snapshot_dir.join("model.safetensors"));
+    assert_eq!(
+        verified.snapshot_dir,
+        repo_dir.join("snapshots").join(COMMIT)
+    );
+    assert_eq!(
+        verified.weights,
+        verified.snapshot_dir.join("model.safetensors")
+    );
     assert_eq!(verified.format, WeightFormat::Safetensors);
     assert_eq!(verified.files, vec![verified.weights.clone()]);
     // Until file sets fetch and verify them, the real companion files come from the package.
@@ -269,7 +278,12 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
     );
     // The same entry: a relative link to the blob named by the SHA-256, same bytes.
     let link = |repo: &Path| {
-        std::fs::read_link(repo.join("snapshots").join(COMMIT).join("model.safetensors")).unwrap()
+        std::fs::read_link(
+            repo.join("snapshots")
+                .join(COMMIT)
+                .join("model.safetensors"),
+        )
+        .unwrap()
     };
     assert_eq!(link(&repo_dir), link(&their_repo));
     assert_eq!(

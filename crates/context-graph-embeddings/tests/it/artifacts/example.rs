@@ -8,7 +8,7 @@ use context_graph_embeddings::ModelId;
 
 use crate::support::{model, Fixture};
 
-#[allow(dead_code, clippy::print_stdout, clippy::print_stderr)]
+#[allow(dead_code)]
 // The example is a program; included here its `pub` items are only reachable from this test.
 #[allow(unreachable_pub)]
 #[path = "../../../examples/embedder.rs"]
@@ -34,7 +34,10 @@ async fn the_embedder_example_ensures_reports_starts_and_opens_a_model() {
         assert!(text.contains(&format!("{id}: Downloaded ")), "{text}");
     }
     assert!(text.contains("12 of 12 models ready"), "{text}");
-    assert!(text.contains("pipeline started: 12 models registered"), "{text}");
+    assert!(
+        text.contains("pipeline started: 12 models registered"),
+        "{text}"
+    );
     assert_eq!(opened, Some(ModelId::Semantic));
     let weights = fx.snapshot_path(ModelId::Semantic);
     assert!(

@@ -166,7 +166,10 @@ async fn the_registry_refuses_files_outside_the_verified_snapshot() {
     manager.ensure_all_models().await.unwrap();
     let verified = manager.verified_model(ModelId::Entity).unwrap();
     assert_eq!(verified.files, vec![verified.weights.clone()]);
-    assert_eq!(verified.weights.parent(), Some(verified.snapshot_dir.as_path()));
+    assert_eq!(
+        verified.weights.parent(),
+        Some(verified.snapshot_dir.as_path())
+    );
 
     let elsewhere = fx.dir.path().join("elsewhere.json");
     std::fs::write(&elsewhere, "{}").unwrap();
@@ -190,10 +193,19 @@ async fn the_registry_refuses_files_outside_the_verified_snapshot() {
             .unwrap_err();
         let text = error.to_string();
         assert!(
-            matches!(error, EmbeddingError::InvalidModelFile { model_id: ModelId::Entity, .. }),
+            matches!(
+                error,
+                EmbeddingError::InvalidModelFile {
+                    model_id: ModelId::Entity,
+                    ..
+                }
+            ),
             "{error:?}"
         );
-        assert!(text.contains(needle) && text.contains("verified_models()"), "{text}");
+        assert!(
+            text.contains(needle) && text.contains("verified_models()"),
+            "{text}"
+        );
     }
     let registry =
         ModelRegistry::from_verified(ModelRegistryConfig::default(), &[], vec![verified])
@@ -259,7 +271,10 @@ async fn json_files_parse_and_the_tokenizer_loads() {
         matches!(&error, EmbeddingError::InvalidModelFile { path, .. } if path == &tokenizer),
         "{error:?}"
     );
-    assert!(error.to_string().contains("not a loadable tokenizer"), "{error}");
+    assert!(
+        error.to_string().contains("not a loadable tokenizer"),
+        "{error}"
+    );
 
     // With the checks off, only the weights are opened.
     let config = ModelRegistryConfig {
