@@ -3,7 +3,7 @@
 //! unpacked and checked by `scripts/fetch-real-model`) served by the Hub emulator at the real
 //! commit. `ensure Entity` with the **built-in** manifest (only the endpoint points at the
 //! emulator) verifies the real 90.9 MB weights against the shipped pin; the registry opens
-//! them (105 F32 BERT tensors), parses the real `config.json` and loads the real
+//! them (104 F32 BERT tensors), parses the real `config.json` and loads the real
 //! `tokenizer.json`; the official Python client's `snapshot_download` of the same repo lays out
 //! the same snapshot tree, and reads ours.
 //!
@@ -199,8 +199,19 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
     };
     assert_eq!(path, &verified.weights);
     assert_eq!(*size_bytes, WEIGHTS_SIZE);
-    assert_eq!(*tensor_count, Some(105));
-    assert!(summary.tensors.values().all(|t| t.dtype == "F32"));
+    // The header has 105 entries: 104 tensors and `__metadata__` (read with Python's json on
+    // the real file); the "105 tensors" counts the header's entries.
+    assert_eq!(*tensor_count, Some(104));
+    // Every weight is F32; the one I64 tensor is BERT's `embeddings.position_ids` buffer (read
+    // from the real header).
+    for (name, tensor) in &summary.tensors {
+        let expected = if name == "embeddings.position_ids" {
+            "I64"
+        } else {
+            "F32"
+        };
+        assert_eq!(tensor.dtype, expected, "{name}");
+    }
     let word = &summary.tensors["embeddings.word_embeddings.weight"];
     assert_eq!(word.shape, vec![30522, 384]);
     for name in [

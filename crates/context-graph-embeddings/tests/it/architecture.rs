@@ -2,7 +2,7 @@
 //! every `super::…` and `crate::artifacts::…` path in non-test code is an edge from one module
 //! (file) to another, and
 //! - the leaves use only leaves; `store/` and `remote/` use leaves and their own folder;
-//!   `transfer/` and `pinning` use those; `config` uses those (it holds their settings);
+//!   `transfer/`, `pinning`, `outdated` and `metrics` use those; `config` uses those (it holds their settings);
 //!   `ensure/` uses everything below it; only the manager and the facade use `ensure/`;
 //! - no two modules import each other, directly or through others (no cycles).
 
@@ -18,6 +18,7 @@ const LEAVES: &[&str] = &[
     "hash",
     "ids",
     "manifest",
+    "model_files",
     "progress",
     "status",
     "testing",
@@ -30,7 +31,7 @@ fn group_and_rank(module: &str) -> (String, u32) {
     match top {
         t if LEAVES.contains(&t) => ("leaves".to_owned(), 0),
         "store" | "remote" => (top.to_owned(), 1),
-        "transfer" | "pinning" => (top.to_owned(), 2),
+        "transfer" | "pinning" | "outdated" | "metrics" => (top.to_owned(), 2),
         "config" => ("config".to_owned(), 3),
         "ensure" => ("ensure".to_owned(), 4),
         "manager" | "mod" => (top.to_owned(), 5),
