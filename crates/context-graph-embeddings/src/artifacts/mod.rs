@@ -45,6 +45,7 @@ pub use remote::retry::RetryPolicy;
 pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
 pub use status::DownloadStatus;
 pub use store::budget::{EvictionCandidate, EvictionReport};
+pub use store::stamp::UnrecordedStamps;
 
 /// Internals the reliability and integration tests reach into (crash-safety checks of the
 /// on-disk records); only in builds with the `failpoints` feature.
