@@ -91,6 +91,13 @@ pub struct ReadinessReport {
     pub unrecorded_stamps: Option<UnrecordedStamps>,
 }
 
+impl ReadinessReport {
+    /// Whether every model is ready.
+    pub fn all_ready(&self) -> bool {
+        self.missing_models.is_empty() && self.failed_models.is_empty()
+    }
+}
+
 /// The result of verifying one present file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyOutcome {

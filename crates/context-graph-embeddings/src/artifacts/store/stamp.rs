@@ -74,13 +74,6 @@ impl UnrecordedStamps {
     }
 }
 
-impl ReadinessReport {
-    /// Whether every model is ready.
-    pub fn all_ready(&self) -> bool {
-        self.missing_models.is_empty() && self.failed_models.is_empty()
-    }
-}
-
 /// The record that a file was verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationStamp {
