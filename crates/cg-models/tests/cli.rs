@@ -1117,7 +1117,11 @@ fn verify_status_and_ensure_on_a_read_only_cache_ensure_filled_exit_0_silently()
     let status = world.run(&["status"]).ok();
     assert!(status.stderr.contains("All 12 models are ready."));
     let ensure = world.run(&["ensure"]).ok();
-    assert!(ensure.stderr.contains("nothing to download"), "{}", ensure.stderr);
+    assert!(
+        ensure.stderr.contains("nothing to download"),
+        "{}",
+        ensure.stderr
+    );
     for run in [&verify, &status, &ensure] {
         assert!(!run.all().contains(NO_STAMPS_NOTICE), "{}", run.all());
         assert!(!run.all().contains("Read-only"), "{}", run.all());
@@ -1190,7 +1194,9 @@ fn a_corrupt_file_on_a_read_only_cache_exits_1_and_ensure_names_the_read_only_pa
         ensure.stderr
     );
     assert!(
-        ensure.stderr.contains(&format!("({cache} is on a read-only file system)")),
+        ensure
+            .stderr
+            .contains(&format!("({cache} is on a read-only file system)")),
         "{}",
         ensure.stderr
     );

@@ -2357,7 +2357,10 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         }
     }
 
-    fn state(manager: &context_graph_embeddings::artifacts::ModelArtifactManager, id: ModelId) -> ReadinessState {
+    fn state(
+        manager: &context_graph_embeddings::artifacts::ModelArtifactManager,
+        id: ModelId,
+    ) -> ReadinessState {
         manager
             .readiness_report()
             .models
@@ -2379,7 +2382,10 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         let world = shared_layout(&py);
         let manifest = world.manifest(&[world.left.clone(), world.right.clone()]);
         let manager = fixture::manager(&world.cache, &world.hub, &manifest);
-        assert_eq!(state(&manager, ModelId::Semantic), ReadinessState::Unverified);
+        assert_eq!(
+            state(&manager, ModelId::Semantic),
+            ReadinessState::Unverified
+        );
         for outcome in manager.verify_present(2, true).await {
             assert_eq!(outcome.verified, Some(true), "{outcome:?}");
         }
@@ -2428,9 +2434,16 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         manager.ensure_all_models().await.expect("ensure");
 
         let report = manager.collect_garbage(0, false, false).await.expect("gc");
-        let removed: Vec<&str> = report.removed.iter().map(|c| c.repo_folder.as_str()).collect();
+        let removed: Vec<&str> = report
+            .removed
+            .iter()
+            .map(|c| c.repo_folder.as_str())
+            .collect();
         assert_eq!(removed, ["models--org--right"], "{report:#?}");
-        assert_eq!(report.freed_bytes, 0, "the left repo still needs the payload");
+        assert_eq!(
+            report.freed_bytes, 0,
+            "the left repo still needs the payload"
+        );
         assert!(world.store.exists());
         assert_eq!(
             world.refs().unwrap(),
@@ -2438,7 +2451,11 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         );
         assert_eq!(state(&manager, ModelId::Semantic), ReadinessState::Ready);
         assert_eq!(world.python_reads(&py, &world.left), world.left.sha256);
-        assert_clean_scan(&world, &py, serde_json::json!({"org/left": 1, "org/right": 0}));
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 1, "org/right": 0}),
+        );
 
         // Now the last link: the payload goes, exactly as reported.
         let before = manager.cache_size();
@@ -2446,7 +2463,11 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         assert_eq!(report.freed_bytes, world.left.size, "{report:#?}");
         assert!(!world.store.exists() && world.refs().is_none());
         assert!(before - manager.cache_size() >= world.left.size);
-        assert_clean_scan(&world, &py, serde_json::json!({"org/left": 0, "org/right": 0}));
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 0, "org/right": 0}),
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2457,7 +2478,10 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         let manager = fixture::manager(&world.cache, &world.hub, &manifest);
         manager.ensure_all_models().await.expect("ensure");
 
-        manager.clear_models(&[ModelId::Semantic]).await.expect("clear");
+        manager
+            .clear_models(&[ModelId::Semantic])
+            .await
+            .expect("clear");
         assert!(world.left.blob(&world.cache).symlink_metadata().is_err());
         assert!(world.store.exists(), "the right repo's link needs it");
         assert_eq!(
@@ -2466,7 +2490,11 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
         );
         assert_eq!(state(&manager, ModelId::Entity), ReadinessState::Ready);
         assert_eq!(world.python_reads(&py, &world.right), world.right.sha256);
-        assert_clean_scan(&world, &py, serde_json::json!({"org/left": 0, "org/right": 1}));
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 0, "org/right": 1}),
+        );
 
         // Python's own cache deletion of the other repo's revision sweeps the store entry.
         let mut vars = world.vars();

@@ -114,9 +114,10 @@ pub(crate) async fn inspect_in_off_thread(ctx: &Context, artifact: &ModelArtifac
     if let (Some(kept), Some(path)) = (kept_verdict(ctx, &state), state.snapshot.clone()) {
         let expected = artifact.sha256.clone();
         let checked = kept.clone();
-        let valid = tokio::task::spawn_blocking(move || checked.is_valid_for(&path, expected.as_deref()))
-            .await
-            .unwrap_or(false);
+        let valid =
+            tokio::task::spawn_blocking(move || checked.is_valid_for(&path, expected.as_deref()))
+                .await
+                .unwrap_or(false);
         if valid {
             recall(&mut state, kept);
         }

@@ -257,9 +257,8 @@ pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> Embeddi
                 .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
             // A stamp that already says this keeps its record (and its source); none is
             // written, so a read-only cache with our stamps needs no write at all.
-            let current = VerificationStamp::read(&written).filter(|s| {
-                s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint
-            });
+            let current = VerificationStamp::read(&written)
+                .filter(|s| s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint);
             if let Some(current) = current {
                 return Ok((current, None));
             }

@@ -94,7 +94,9 @@ impl BlobLock {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o666).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+            options
+                .mode(0o666)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
         }
         let file = options
             .open(path)

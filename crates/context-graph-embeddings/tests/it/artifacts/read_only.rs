@@ -196,13 +196,19 @@ async fn a_corrupt_file_is_corrupt_and_ensure_says_the_cache_is_read_only() {
     assert_eq!(report.failed_models.len(), 1);
     assert_eq!(report.failed_models[0].0, ModelId::Entity);
 
-    let error = manager.ensure_all_models().await.expect_err("cannot repair");
+    let error = manager
+        .ensure_all_models()
+        .await
+        .expect_err("cannot repair");
     let EmbeddingError::ReadOnlyCache { path } = &error else {
         panic!("{error:?}");
     };
     assert_eq!(path, &fixture.cache_dir());
     let text = error.to_string();
-    assert!(text.contains(&fixture.cache_dir().display().to_string()), "{text}");
+    assert!(
+        text.contains(&fixture.cache_dir().display().to_string()),
+        "{text}"
+    );
     assert!(text.contains("cg-models ensure"), "{text}");
     assert!(
         fixture.gets("model.safetensors").is_empty(),
