@@ -154,7 +154,7 @@ pub(crate) fn remove_candidate(
 ) -> EmbeddingResult<u64> {
     let repo_dir = layout.root().join(&candidate.repo_folder);
     let shared = shared_target(&candidate.path);
-    let own_bytes = match candidate.path.symlink_metadata() {
+    let mut own_bytes = match candidate.path.symlink_metadata() {
         Ok(meta) if meta.is_file() => meta.len(),
         _ => 0,
     };
@@ -164,17 +164,18 @@ pub(crate) fn remove_candidate(
             remove_entry(&link)?;
             remove_empty_parents(&link, &repo_dir.join("snapshots"));
         }
-        remove_refs_to_missing_snapshots(&repo_dir)?;
+        own_bytes += remove_refs_to_missing_snapshots(&repo_dir)?;
     }
     match shared {
-        Some(payload) => sweep(layout.root(), &payload),
+        Some(payload) => Ok(own_bytes + sweep(layout.root(), &payload)?),
         None => Ok(own_bytes),
     }
 }
 
 /// Removes the refs of a repo whose commit has no snapshot folder left (its last entry was
 /// evicted), so `huggingface_hub`'s `scan_cache_dir` finds no ref to a missing commit.
-fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<()> {
+/// Returns the bytes of the refs removed.
+fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<u64> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
@@ -190,10 +191,11 @@ fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<()> {
     }
     let refs = repo_dir.join("refs");
     if link_at_or_above(&refs).is_some() {
-        return Ok(());
+        return Ok(0);
     }
     let mut files = Vec::new();
     walk(&refs, &mut files);
+    let mut freed = 0;
     for reference in files {
         let Ok(text) = fs::read_to_string(&reference) else {
             continue;
@@ -203,9 +205,10 @@ fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<()> {
         if shaped && !repo_dir.join("snapshots").join(commit).exists() {
             remove_entry(&reference)?;
             remove_empty_parents(&reference, &refs);
+            freed += text.len() as u64;
         }
     }
-    Ok(())
+    Ok(freed)
 }
 
 /// Snapshot entries of a repo that are links to `blob_name`.
