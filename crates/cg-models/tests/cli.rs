@@ -1112,3 +1112,165 @@ fn ensure_entity_with_the_built_in_manifest_verifies_the_real_weights() {
         verified.all()
     );
 }
+
+/// A read-only bind mount of a folder onto itself (a volume mounted `readOnly: true`),
+/// unmounted on drop, also when the test fails. Not being able to make it fails the test.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> ReadOnlyMount {
+        let bind = Command::new("mount")
+            .arg("--bind")
+            .arg(dir)
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            bind.status.success(),
+            "cannot bind-mount {} (this test needs root and mount(8)): {}",
+            dir.display(),
+            String::from_utf8_lossy(&bind.stderr)
+        );
+        let guard = ReadOnlyMount(dir.to_path_buf());
+        let remount = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            remount.status.success(),
+            "cannot remount {} read-only: {}",
+            dir.display(),
+            String::from_utf8_lossy(&remount.stderr)
+        );
+        let probe = fs::write(dir.join(".probe"), b"x").expect_err("the mount is read-only");
+        assert_eq!(probe.kind(), std::io::ErrorKind::ReadOnlyFilesystem);
+        guard
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let plain = Command::new("umount").arg(&self.0).status();
+        if !plain.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+const NO_STAMPS_NOTICE: &str = "cannot record verification stamps";
+
+fn remove_stamps(world: &World) {
+    for served in &world.served {
+        let repo_dir = world
+            .cache()
+            .join(format!("models--{}", served.repo.replace('/', "--")));
+        fs::remove_dir_all(repo_dir.join(".cg-models-v1")).expect("stamps");
+    }
+}
+
+#[test]
+fn verify_status_and_ensure_on_a_read_only_cache_ensure_filled_exit_0_silently() {
+    let world = World::new();
+    world.run(&["ensure"]).ok();
+    world.hub.clear_requests();
+    let _mount = ReadOnlyMount::new(&world.cache());
+
+    let verify = world.run(&["verify"]).ok();
+    assert!(
+        verify.stdout.lines().filter(|l| l.contains(" ok ")).count() == 3,
+        "{}",
+        verify.stdout
+    );
+    assert!(verify.stderr.contains("All 3 file(s) on disk are intact."));
+    let status = world.run(&["status"]).ok();
+    assert!(status.stderr.contains("All 12 models are ready."));
+    let ensure = world.run(&["ensure"]).ok();
+    assert!(
+        ensure.stderr.contains("nothing to download"),
+        "{}",
+        ensure.stderr
+    );
+    for run in [&verify, &status, &ensure] {
+        assert!(!run.all().contains(NO_STAMPS_NOTICE), "{}", run.all());
+        assert!(!run.all().contains("Read-only"), "{}", run.all());
+    }
+    assert!(world.hub.requests().is_empty());
+}
+
+#[test]
+fn a_read_only_cache_without_stamps_is_hashed_ready_and_says_so_once() {
+    let world = World::new();
+    world.run(&["ensure"]).ok();
+    remove_stamps(&world);
+    world.hub.clear_requests();
+    let _mount = ReadOnlyMount::new(&world.cache());
+
+    for args in [&["status"][..], &["verify"], &["ensure"]] {
+        let run = world.run(args).ok();
+        assert_eq!(
+            run.stderr.matches(NO_STAMPS_NOTICE).count(),
+            1,
+            "{args:?}: one notice\n{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("every start hashes them again"));
+        assert!(!run.all().contains("CORRUPT") && !run.all().contains("not ready"));
+    }
+    let report = world.run(&["--json", "status"]).ok().report();
+    assert_eq!(report["ok"], true);
+    assert!(
+        report["unrecorded_stamps"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Read-only")),
+        "{report}"
+    );
+    for model in ["Semantic", "Entity", "Graph"] {
+        assert_eq!(state_of(&report, model), "ready");
+    }
+    assert!(world.hub.requests().is_empty());
+}
+
+#[test]
+fn a_corrupt_file_on_a_read_only_cache_exits_1_and_ensure_names_the_read_only_path() {
+    let world = World::new();
+    world.run(&["ensure"]).ok();
+    let blob = fs::canonicalize(world.snapshot("Graph")).expect("blob");
+    let mut bytes = fs::read(&blob).expect("read blob");
+    bytes[100_000] ^= 0xff;
+    fs::write(&blob, &bytes).expect("write blob");
+    world.hub.clear_requests();
+    let _mount = ReadOnlyMount::new(&world.cache());
+
+    let verify = world.run(&["verify"]).code(1);
+    let line = |model: &str| {
+        verify
+            .stdout
+            .lines()
+            .find(|l| l.contains(model))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("Graph").contains("CORRUPT"), "{}", verify.stdout);
+    assert!(line("Semantic").contains("ok") && line("Entity").contains("ok"));
+    world.run(&["status"]).code(1);
+    let ensure = world.run(&["ensure"]).code(1);
+    let cache = world.cache().display().to_string();
+    assert_eq!(
+        ensure.stderr.matches("the cache is read-only").count(),
+        1,
+        "one sentence\n{}",
+        ensure.stderr
+    );
+    assert!(
+        ensure
+            .stderr
+            .contains(&format!("({cache} is on a read-only file system)")),
+        "{}",
+        ensure.stderr
+    );
+    assert!(
+        !world.hub.requests().iter().any(|r| r.method == "GET"),
+        "nothing fetched"
+    );
+}

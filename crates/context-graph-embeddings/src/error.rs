@@ -276,6 +276,13 @@ pub enum EmbeddingError {
         /// Bytes available.
         available: u64,
     },
+    /// The cache would have to be written to (a download, a snapshot link, a lock), but it is
+    /// on a read-only file system.
+    #[error("the cache is read-only ({path} is on a read-only file system) and a model is missing or must be fetched again; fill the cache where it is writable (a Job or init container running `cg-models ensure`) and mount it read-only afterwards, or point --cache-dir / HF_HUB_CACHE at a writable folder")]
+    ReadOnlyCache {
+        /// The read-only path that would have been written.
+        path: PathBuf,
+    },
     /// A file system operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -347,6 +354,32 @@ impl EmbeddingError {
         EmbeddingError::io(action, path, source)
     }
 
+    /// [`EmbeddingError::ReadOnlyCache`] for a write that failed because the file system is
+    /// read-only (directly or as the last error of a retried attempt); any other error as is.
+    pub(crate) fn read_only_named(self) -> Self {
+        match self {
+            EmbeddingError::Io { path, source, .. }
+                if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+            {
+                EmbeddingError::ReadOnlyCache { path }
+            }
+            EmbeddingError::RetriesExhausted { last, .. } if last.is_read_only() => {
+                (*last).read_only_named()
+            }
+            other => other,
+        }
+    }
+
+    fn is_read_only(&self) -> bool {
+        match self {
+            EmbeddingError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+            }
+            EmbeddingError::RetriesExhausted { last, .. } => last.is_read_only(),
+            _ => false,
+        }
+    }
+
     /// Whether retrying the same request could succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -399,4 +432,48 @@ fn format_failures(failures: &[(ModelId, EmbeddingError)]) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_refused_by_a_read_only_file_system_names_the_path_once() {
+        let read_only = || {
+            EmbeddingError::io(
+                "cannot open lock",
+                "/models/hub/.locks/x.lock",
+                std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+            )
+        };
+        let named = read_only().read_only_named();
+        assert!(
+            matches!(&named, EmbeddingError::ReadOnlyCache { path } if path == std::path::Path::new("/models/hub/.locks/x.lock")),
+            "{named:?}"
+        );
+        let text = named.to_string();
+        assert!(text.contains("(/models/hub/.locks/x.lock is on a read-only file system)"));
+        assert!(text.contains("cg-models ensure"));
+        let retried = EmbeddingError::RetriesExhausted {
+            location: FileLocation {
+                model_id: ModelId::Entity,
+                repo_id: "o/n".to_owned(),
+                revision: "main".to_owned(),
+                filename: "f".to_owned(),
+            },
+            attempts: 2,
+            last: Box::new(read_only()),
+        };
+        assert!(matches!(
+            retried.read_only_named(),
+            EmbeddingError::ReadOnlyCache { .. }
+        ));
+        let other = EmbeddingError::io(
+            "cannot write",
+            "/x",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(matches!(other.read_only_named(), EmbeddingError::Io { .. }));
+    }
 }

@@ -2218,3 +2218,304 @@ print(json.dumps(hf_hub_download("org/a", "model.safetensors")))
         drop(silent);
     }
 }
+
+/// Issue 12: `huggingface_hub` 2.4's cache-wide shared blob store
+/// (`<cache>/blobs/<2 hex>/<xet hash>`, laid out here by the library's own
+/// `publish_blob_to_shared_store`): a repo blob that is a link into it is a valid blob, and our
+/// `gc` and `clear` follow the store's rules, so Python's `scan_cache_dir` and cache deletion
+/// work afterwards.
+mod shared_blob_store {
+    use std::path::PathBuf;
+
+    use context_graph_embeddings::artifacts::ReadinessState;
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
+    use serde_json::Value;
+
+    use crate::fixture::{self, cases, Py, Served};
+
+    /// Any 64-hex name serves as the Xet hash: the store never checks it against the bytes.
+    const XET: &str = "5a1e0000000000000000000000000000000000000000000000000000000000e7";
+
+    struct World {
+        hub: HubEmulator,
+        dir: tempfile::TempDir,
+        cache: PathBuf,
+        /// Two repos with the same bytes, both linked to one store entry.
+        left: Served,
+        right: Served,
+        /// The store entry.
+        store: PathBuf,
+    }
+
+    impl World {
+        fn vars(&self) -> Vec<(&'static str, String)> {
+            vec![("HF_HUB_CACHE", self.cache.display().to_string())]
+        }
+
+        fn manifest(&self, served: &[Served]) -> PathBuf {
+            let path = self.dir.path().join("manifest.json");
+            fixture::write_manifest(&path, served);
+            path
+        }
+
+        fn refs(&self) -> Option<String> {
+            std::fs::read_to_string(format!("{}.refs", self.store.display())).ok()
+        }
+
+        /// `scan_cache_dir()`: warnings, repos and how many files each has.
+        fn scan(&self, py: &Py) -> Value {
+            py.run(
+                &self.vars(),
+                r#"
+info = huggingface_hub.scan_cache_dir(os.environ["HF_HUB_CACHE"])
+print(json.dumps({"warnings": [str(w) for w in info.warnings],
+                  "files": {r.repo_id: r.nb_files for r in info.repos},
+                  "size": info.size_on_disk}))
+"#,
+            )
+        }
+
+        /// Python reads a file offline and returns its SHA-256.
+        fn python_reads(&self, py: &Py, served: &Served) -> String {
+            let mut vars = self.vars();
+            vars.push(("HF_HUB_OFFLINE", "1".to_owned()));
+            vars.push(cases(std::slice::from_ref(served)));
+            py.run(
+                &vars,
+                r#"
+c = json.loads(os.environ["CG_CASES"])[0]
+print(json.dumps(sha256(huggingface_hub.hf_hub_download(c["repo"], c["file"], revision=c["revision"]))))
+"#,
+            )
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+        }
+    }
+
+    fn shared_layout(py: &Py) -> World {
+        let bytes = synth::safetensors(120_000, 21);
+        let hub = HubBuilder::new()
+            .repo(RepoSpec::new("org/left").lfs_file("model.safetensors", bytes.clone()))
+            .repo(RepoSpec::new("org/right").lfs_file("model.safetensors", bytes))
+            .start()
+            .unwrap();
+        let commit = |repo| hub.commit_of(repo, "main").unwrap();
+        let left = Served::new(
+            &hub,
+            ModelId::Semantic,
+            "org/left",
+            "model.safetensors",
+            &commit("org/left"),
+            true,
+        );
+        let right = Served::new(
+            &hub,
+            ModelId::Entity,
+            "org/right",
+            "model.safetensors",
+            &commit("org/right"),
+            false,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let laid = py.run(
+            &[
+                ("HF_ENDPOINT", hub.endpoint()),
+                ("HF_HUB_CACHE", cache.display().to_string()),
+                ("CG_XET", XET.to_owned()),
+                cases(&[left.clone(), right.clone()]),
+            ],
+            r#"
+from huggingface_hub import hf_hub_download
+from huggingface_hub.utils import _shared_blobs as sb
+cache = os.environ["HF_HUB_CACHE"]
+published = []
+for c in json.loads(os.environ["CG_CASES"]):
+    blob = os.path.realpath(hf_hub_download(c["repo"], c["file"], revision=c["revision"]))
+    published.append(sb.publish_blob_to_shared_store(
+        blob_path=blob, xet_hash=os.environ["CG_XET"], cache_dir=cache,
+        expected_size=os.path.getsize(blob)))
+print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache, os.environ["CG_XET"])),
+                  "marked": sb.is_shared_blobs_dir(sb.shared_blobs_dir(cache))}))
+"#,
+        );
+        assert_eq!(laid["published"], serde_json::json!([true, true]), "{laid}");
+        assert_eq!(laid["marked"], true);
+        let store = PathBuf::from(laid["store"].as_str().unwrap());
+        for s in [&left, &right] {
+            let blob = s.blob(&cache);
+            assert!(blob.symlink_metadata().unwrap().file_type().is_symlink());
+            assert_eq!(std::fs::canonicalize(&blob).unwrap(), store);
+        }
+        hub.clear_requests();
+        World {
+            hub,
+            dir,
+            cache,
+            left,
+            right,
+            store,
+        }
+    }
+
+    fn state(
+        manager: &context_graph_embeddings::artifacts::ModelArtifactManager,
+        id: ModelId,
+    ) -> ReadinessState {
+        manager
+            .readiness_report()
+            .models
+            .iter()
+            .find(|m| m.model_id == id)
+            .unwrap()
+            .state
+    }
+
+    fn assert_clean_scan(world: &World, py: &Py, files: Value) {
+        let scan = world.scan(py);
+        assert_eq!(scan["warnings"], serde_json::json!([]), "{scan}");
+        assert_eq!(scan["files"], files, "{scan}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn links_into_the_shared_store_are_verified_ready_and_never_fetched_again() {
+        let Some(py) = Py::find() else { return };
+        let world = shared_layout(&py);
+        let manifest = world.manifest(&[world.left.clone(), world.right.clone()]);
+        let manager = fixture::manager(&world.cache, &world.hub, &manifest);
+        assert_eq!(
+            state(&manager, ModelId::Semantic),
+            ReadinessState::Unverified
+        );
+        for outcome in manager.verify_present(2, true).await {
+            assert_eq!(outcome.verified, Some(true), "{outcome:?}");
+        }
+        manager.ensure_all_models().await.expect("ensure");
+        assert!(manager.readiness_report().all_ready());
+        assert!(
+            world.hub.requests().is_empty(),
+            "no request at all: {:#?}",
+            world.hub.requests()
+        );
+        // Stamped, so a new process needs no hashing; the store is as Python left it.
+        let again = fixture::manager(&world.cache, &world.hub, &manifest);
+        assert!(again.readiness_report().all_ready());
+        assert_eq!(fixture::sha256_of(&world.store), world.left.sha256);
+        assert_eq!(
+            world.refs().unwrap(),
+            format!(
+                "models--org--left/blobs/{}\nmodels--org--right/blobs/{}\n",
+                world.left.etag, world.right.etag
+            )
+        );
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 1, "org/right": 1}),
+        );
+        assert_eq!(world.python_reads(&py, &world.right), world.right.sha256);
+
+        // A repo blob that links anywhere else stays refused.
+        let outside = world.dir.path().join("outside.bin");
+        std::fs::copy(&world.store, &outside).unwrap();
+        std::fs::remove_file(world.left.blob(&world.cache)).unwrap();
+        std::os::unix::fs::symlink(&outside, world.left.blob(&world.cache)).unwrap();
+        let refused = fixture::manager(&world.cache, &world.hub, &manifest);
+        assert_eq!(state(&refused, ModelId::Semantic), ReadinessState::Missing);
+        assert_eq!(refused.get_path(ModelId::Semantic), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gc_of_one_repo_keeps_the_payload_the_other_needs_and_frees_it_with_the_last_link() {
+        let Some(py) = Py::find() else { return };
+        let world = shared_layout(&py);
+        // Our manifest names only the left repo; the right one is someone else's.
+        let manifest = world.manifest(std::slice::from_ref(&world.left));
+        let manager = fixture::manager(&world.cache, &world.hub, &manifest);
+        manager.ensure_all_models().await.expect("ensure");
+
+        let report = manager.collect_garbage(0, false, false).await.expect("gc");
+        let removed: Vec<&str> = report
+            .removed
+            .iter()
+            .map(|c| c.repo_folder.as_str())
+            .collect();
+        assert_eq!(removed, ["models--org--right"], "{report:#?}");
+        assert_eq!(
+            report.freed_bytes, 0,
+            "the left repo still needs the payload"
+        );
+        assert!(world.store.exists());
+        assert_eq!(
+            world.refs().unwrap(),
+            format!("models--org--left/blobs/{}\n", world.left.etag)
+        );
+        assert_eq!(state(&manager, ModelId::Semantic), ReadinessState::Ready);
+        assert_eq!(world.python_reads(&py, &world.left), world.left.sha256);
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 1, "org/right": 0}),
+        );
+
+        // Now the last link: the payload goes, exactly as reported.
+        let before = manager.cache_size();
+        let report = manager.collect_garbage(0, true, false).await.expect("gc");
+        assert_eq!(report.freed_bytes, world.left.size, "{report:#?}");
+        assert!(!world.store.exists() && world.refs().is_none());
+        assert!(before - manager.cache_size() >= world.left.size);
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 0, "org/right": 0}),
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clear_of_one_repo_then_pythons_cache_deletion_of_the_other_removes_the_payload() {
+        let Some(py) = Py::find() else { return };
+        let world = shared_layout(&py);
+        let manifest = world.manifest(&[world.left.clone(), world.right.clone()]);
+        let manager = fixture::manager(&world.cache, &world.hub, &manifest);
+        manager.ensure_all_models().await.expect("ensure");
+
+        manager
+            .clear_models(&[ModelId::Semantic])
+            .await
+            .expect("clear");
+        assert!(world.left.blob(&world.cache).symlink_metadata().is_err());
+        assert!(world.store.exists(), "the right repo's link needs it");
+        assert_eq!(
+            world.refs().unwrap(),
+            format!("models--org--right/blobs/{}\n", world.right.etag)
+        );
+        assert_eq!(state(&manager, ModelId::Entity), ReadinessState::Ready);
+        assert_eq!(world.python_reads(&py, &world.right), world.right.sha256);
+        assert_clean_scan(
+            &world,
+            &py,
+            serde_json::json!({"org/left": 0, "org/right": 1}),
+        );
+
+        // Python's own cache deletion of the other repo's revision sweeps the store entry.
+        let mut vars = world.vars();
+        vars.push(("CG_COMMIT", world.right.commit.clone()));
+        let deleted = py.run(
+            &vars,
+            r#"
+info = huggingface_hub.scan_cache_dir(os.environ["HF_HUB_CACHE"])
+strategy = info.delete_revisions(os.environ["CG_COMMIT"])
+freed = strategy.expected_freed_size
+strategy.execute()
+print(json.dumps({"freed": freed}))
+"#,
+        );
+        assert_eq!(deleted["freed"], world.right.size, "{deleted}");
+        assert!(!world.store.exists() && world.refs().is_none());
+        assert_clean_scan(&world, &py, serde_json::json!({"org/left": 0}));
+        let fresh = fixture::manager(&world.cache, &world.hub, &manifest);
+        assert_eq!(state(&fresh, ModelId::Entity), ReadinessState::Missing);
+    }
+}

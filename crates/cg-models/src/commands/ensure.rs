@@ -48,7 +48,20 @@ pub(super) async fn run(
             manager.config().endpoint.clone()
         };
         let noun = if to_check == 1 { "model" } else { "models" };
-        output.info(format!("Fetching {to_check} {noun} from {place}"));
+        let to_fetch = before
+            .models
+            .iter()
+            .filter(|m| artifacts.contains(&m.model_id))
+            .filter(|m| matches!(m.state, ReadinessState::Missing | ReadinessState::Failed))
+            .count();
+        if to_fetch == 0 {
+            // Only files on disk without a stamp: they are hashed, nothing is fetched.
+            output.info(format!(
+                "Verifying {to_check} {noun} found on disk but not verified yet…"
+            ));
+        } else {
+            output.info(format!("Fetching {to_check} {noun} from {place}"));
+        }
     }
 
     let started = Instant::now();

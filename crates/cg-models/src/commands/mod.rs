@@ -124,6 +124,14 @@ struct JsonReport<'a> {
 }
 
 /// Emits the final `report` object (JSON mode only).
+/// The one notice that verification stamps could not be written (a read-only cache), for
+/// commands that do not draw progress events (where it arrives as a `Warning` event).
+fn warn_unrecorded_stamps(manager: &ModelArtifactManager, output: &Output) {
+    if let Some(notice) = manager.unrecorded_stamps() {
+        output.warn(notice.message());
+    }
+}
+
 fn emit_report(manager: &ModelArtifactManager, output: &Output, command: &str, exit_code: u8) {
     let readiness = manager.readiness_report();
     output.json(

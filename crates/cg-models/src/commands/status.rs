@@ -1,6 +1,7 @@
 //! `cg-models status`: the library's readiness report as a table (or JSON), after hashing
 //! once any file that is present but was never verified here; exit 1 when a model is not
-//! ready, so it serves as a container readiness check.
+//! ready, so it serves as a container readiness check. Works on a read-only cache: files
+//! without a stamp are hashed every time (one notice says so), files with one are not.
 
 use std::path::Path;
 
@@ -39,6 +40,7 @@ pub(super) async fn run(manager: &ModelArtifactManager, output: &Output) -> Resu
     }
     let report = manager.readiness_report();
     print_table(manager, output, &report.models);
+    super::warn_unrecorded_stamps(manager, output);
 
     let not_ready = report
         .models

@@ -74,6 +74,7 @@ pub(super) async fn run(
             output.result_line(format!("{head} {detail}"));
         }
     }
+    super::warn_unrecorded_stamps(manager, output);
     if !missing.is_empty() {
         output.info(format!(
             "{} model(s) not on disk; `cg-models ensure` fetches them.",

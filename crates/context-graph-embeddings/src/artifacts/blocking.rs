@@ -22,6 +22,17 @@ pub fn available_space(path: &Path) -> Option<u64> {
     Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
+/// The folder among `path` and its ancestors that exists, when it is on a file system mounted
+/// read-only (a `statvfs` flag: nothing is written to find out).
+pub(crate) fn read_only_mount(path: &Path) -> Option<std::path::PathBuf> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let stats = rustix::fs::statvfs(existing).ok()?;
+    stats
+        .f_flag
+        .contains(rustix::fs::StatVfsMountFlags::RDONLY)
+        .then(|| existing.to_path_buf())
+}
+
 /// Runs blocking work that reports its own errors on tokio's blocking pool; a panic or a
 /// cancelled task becomes an I/O error about `path` ("cannot <action>").
 pub(crate) async fn run_blocking_checked<T: Send + 'static>(

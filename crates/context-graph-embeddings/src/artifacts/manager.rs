@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use super::config::ArtifactManagerConfig;
 use super::ensure::bundle::{self, BundleExport, BundleImport};
 use super::ensure::context::Context;
-use super::ensure::local::{inspect, is_ready};
+use super::ensure::local::{inspect_in, is_ready};
 use super::ensure::readiness::{ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
@@ -22,6 +22,7 @@ use super::remote::client::{HubClient, HubClientOptions, Secret};
 use super::remote::mirror::Mirror;
 use super::status::DownloadStatus;
 use super::store::budget::EvictionReport;
+use super::store::stamp::UnrecordedStamps;
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
 
@@ -121,7 +122,7 @@ impl ModelArtifactManager {
     /// Local path of the model's file (the snapshot path), `None` unless it is available.
     pub fn get_path(&self, model_id: ModelId) -> Option<PathBuf> {
         let artifact = self.context.artifact(model_id).ok()?;
-        let state = inspect(&self.context.layout, artifact);
+        let state = inspect_in(&self.context, artifact);
         is_ready(artifact, &state, self.context.config.verify_checksums)
             .then_some(state.snapshot)
             .flatten()
@@ -213,6 +214,13 @@ impl ModelArtifactManager {
     /// Overall readiness, from file metadata and stamps only (no hashing, no network).
     pub fn readiness_report(&self) -> ReadinessReport {
         readiness::readiness_report(&self.context)
+    }
+
+    /// Set when this process verified files whose verification stamps it could not write
+    /// (a read-only cache): they count as verified for this process only, and the next
+    /// process hashes them again. Announced once as a `Warning` event too.
+    pub fn unrecorded_stamps(&self) -> Option<UnrecordedStamps> {
+        self.context.unrecorded_stamps()
     }
 
     /// Subscribe to download progress updates (see [`ProgressKind`](super::ProgressKind) for

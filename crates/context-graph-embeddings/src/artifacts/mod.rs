@@ -53,6 +53,7 @@ pub use remote::retry::RetryPolicy;
 pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
 pub use status::DownloadStatus;
 pub use store::budget::{EvictionCandidate, EvictionReport};
+pub use store::stamp::UnrecordedStamps;
 pub use transfer::request::ParallelSettings;
 
 /// Internals the reliability and integration tests reach into (crash-safety checks of the

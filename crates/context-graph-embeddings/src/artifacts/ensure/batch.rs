@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use futures_util::stream::{self, StreamExt};
 
 use super::context::Context;
-use super::local::{inspect_off_thread, LocalState};
+use super::local::{inspect_in_off_thread, LocalState};
 use super::one::{ensure_one, expectations, head_with_retries, pinned_for_mirror, report_ready};
 use super::readiness::verify_models;
+use crate::artifacts::blocking::{read_only_mount, run_blocking};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact};
 use crate::artifacts::progress::Outcome;
 use crate::artifacts::remote::protocol::RemoteFile;
@@ -56,6 +57,19 @@ pub(crate) async fn ensure_models(ctx: &Context, models: &[ModelId]) -> Embeddin
         }
         return failures.into_result();
     }
+    let root = ctx.layout.root().to_path_buf();
+    let read_only = run_blocking(move || Ok(read_only_mount(&root)))
+        .await
+        .ok()
+        .flatten();
+    if let Some(path) = read_only {
+        // One sentence for the whole batch: nothing missing can be fetched into this cache.
+        let error = EmbeddingError::ReadOnlyCache { path };
+        for artifact in &todo {
+            ctx.events(artifact.model_id).failed(&error, 0);
+        }
+        return Err(error);
+    }
     let mut plan = resolve(ctx, todo, &mut failures).await;
     make_room(ctx, &plan).await?;
     plan.sort_by_key(|(artifact, remote)| {
@@ -92,7 +106,7 @@ async fn classify<'a>(
         match ctx.manifest.entry(*model_id) {
             Some(ManifestEntry::Builtin(_)) => {}
             Some(ManifestEntry::Artifact(artifact)) => {
-                let state: LocalState = inspect_off_thread(&ctx.layout, artifact).await;
+                let state: LocalState = inspect_in_off_thread(ctx, artifact).await;
                 match state.snapshot {
                     Some(path) if state.stamp_valid => {
                         let events = ctx.events(artifact.model_id);

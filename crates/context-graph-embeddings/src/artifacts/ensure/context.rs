@@ -1,9 +1,11 @@
 //! What every step of ensuring a model needs, built once by the manager: the configuration,
 //! the manifest, the cache layout, the Hub client and the mirror, the download and range
-//! slots, the status board and the progress channel.
+//! slots, the status board and the progress channel, and what this process verified but
+//! could not record (a read-only cache): the verdicts, kept in memory, and the one notice.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Semaphore;
 
@@ -14,6 +16,7 @@ use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::mirror::Mirror;
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
+use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
 use crate::artifacts::transfer::request::FetchSettings;
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
@@ -31,6 +34,18 @@ pub(crate) struct Context {
     pub(crate) download_slots: Arc<Semaphore>,
     pub(crate) range_slots: Arc<Semaphore>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Files this process hashed right whose stamp could not be written, by snapshot path;
+    /// each verdict holds while the file keeps the stamp's fingerprint.
+    remembered: Mutex<HashMap<PathBuf, VerificationStamp>>,
+    /// The first stamp that could not be written, for the one notice.
+    unrecorded: Mutex<Option<UnrecordedStamps>>,
+}
+
+fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl Context {
@@ -52,7 +67,40 @@ impl Context {
             emitter: ProgressEmitter::new(),
             board: Arc::new(StatusBoard::default()),
             in_flight: Mutex::new(HashMap::new()),
+            remembered: Mutex::new(HashMap::new()),
+            unrecorded: Mutex::new(None),
         }
+    }
+
+    /// Keeps a verdict whose stamp could not be written, for the rest of the process.
+    pub(crate) fn remember(&self, path: &Path, stamp: VerificationStamp) {
+        guard(&self.remembered).insert(path.to_path_buf(), stamp);
+    }
+
+    /// Drops a kept verdict (the file was found wrong).
+    pub(crate) fn forget(&self, path: &Path) {
+        guard(&self.remembered).remove(path);
+    }
+
+    /// The kept verdict for `path`, if any (whether it still describes the file is for the
+    /// caller to check, off the async threads: [`VerificationStamp::is_valid_for`]).
+    pub(crate) fn kept_verdict(&self, path: &Path) -> Option<VerificationStamp> {
+        guard(&self.remembered).get(path).cloned()
+    }
+
+    /// Records that a stamp could not be written; the first time, announces it once (a
+    /// `Warning` event) and keeps it for [`unrecorded_stamps`](Self::unrecorded_stamps).
+    pub(crate) fn stamps_unrecorded(&self, model_id: ModelId, notice: UnrecordedStamps) {
+        let mut unrecorded = guard(&self.unrecorded);
+        if unrecorded.is_none() {
+            self.events(model_id).warning(notice.message());
+            *unrecorded = Some(notice);
+        }
+    }
+
+    /// The notice, when some stamp could not be written in this process.
+    pub(crate) fn unrecorded_stamps(&self) -> Option<UnrecordedStamps> {
+        guard(&self.unrecorded).clone()
     }
 
     /// The manifest entry of a downloadable model.

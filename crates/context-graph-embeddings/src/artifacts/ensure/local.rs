@@ -1,6 +1,6 @@
 //! What the cache holds for one model, from metadata only (a `stat`, the ref, the stamp), and
-//! the one readiness rule every caller uses: a valid stamp, or, with checksum verification
-//! off, the right size.
+//! the one readiness rule every caller uses: a valid stamp (on disk, or kept in memory by this
+//! process where the cache is read-only), or, with checksum verification off, the right size.
 
 use std::path::PathBuf;
 
@@ -40,6 +40,9 @@ pub(crate) struct LocalState {
     pub(crate) stamp: Option<VerificationStamp>,
     /// Whether that stamp still vouches for the file (and for the pinned hash).
     pub(crate) stamp_valid: bool,
+    /// Whether the valid stamp is this process's verdict kept in memory (it could not be
+    /// written: a read-only cache), not a file.
+    pub(crate) verified_in_memory: bool,
     /// The entry's size.
     pub(crate) size: Option<u64>,
     /// Bytes of the largest partial download of the pinned blob.
@@ -93,7 +96,49 @@ pub(crate) async fn inspect_off_thread(
         .unwrap_or_default()
 }
 
-/// The one readiness rule: on disk and verified (a valid stamp), or, with checksum
+/// [`inspect`], plus the verdicts this process kept in memory where a stamp could not be
+/// written (a read-only cache). Blocking, like [`inspect`].
+pub(crate) fn inspect_in(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
+    let mut state = inspect(&ctx.layout, artifact);
+    if let (Some(kept), Some(path)) = (kept_verdict(ctx, &state), state.snapshot.clone()) {
+        if kept.is_valid_for(&path, artifact.sha256.as_deref()) {
+            recall(&mut state, kept);
+        }
+    }
+    state
+}
+
+/// [`inspect_in`] on a blocking thread.
+pub(crate) async fn inspect_in_off_thread(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
+    let mut state = inspect_off_thread(&ctx.layout, artifact).await;
+    if let (Some(kept), Some(path)) = (kept_verdict(ctx, &state), state.snapshot.clone()) {
+        let expected = artifact.sha256.clone();
+        let checked = kept.clone();
+        let valid =
+            tokio::task::spawn_blocking(move || checked.is_valid_for(&path, expected.as_deref()))
+                .await
+                .unwrap_or(false);
+        if valid {
+            recall(&mut state, kept);
+        }
+    }
+    state
+}
+
+fn kept_verdict(ctx: &Context, state: &LocalState) -> Option<VerificationStamp> {
+    if state.stamp_valid {
+        return None;
+    }
+    ctx.kept_verdict(state.snapshot.as_deref()?)
+}
+
+fn recall(state: &mut LocalState, kept: VerificationStamp) {
+    state.stamp = Some(kept);
+    state.stamp_valid = true;
+    state.verified_in_memory = true;
+}
+
+/// The one readiness rule: on disk and verified (a valid stamp, on disk or kept in memory), or, with checksum
 /// verification off, on disk with the pinned size (when one is pinned).
 pub(crate) fn is_ready(
     artifact: &ModelArtifact,

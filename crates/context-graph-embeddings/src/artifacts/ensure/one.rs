@@ -17,6 +17,7 @@ use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::source::{ByteSource, HubSource};
 use crate::artifacts::status::ModelEvents;
 use crate::artifacts::store::fs::remove_entry;
+use crate::artifacts::store::layout::blob_stays_inside;
 use crate::artifacts::store::lock::BlobLock;
 use crate::artifacts::store::stamp::VerificationStamp;
 use crate::artifacts::testing;
@@ -68,7 +69,9 @@ pub(crate) async fn ensure_one(
     remote: Option<RemoteFile>,
 ) -> EmbeddingResult<PathBuf> {
     let events = ctx.events(artifact.model_id);
-    let result = ensure_steps(ctx, artifact, remote, &events).await;
+    let result = ensure_steps(ctx, artifact, remote, &events)
+        .await
+        .map_err(EmbeddingError::read_only_named);
     if let Err(error) = &result {
         events.failed(error, artifact.size_bytes.unwrap_or(0));
     }
@@ -207,11 +210,13 @@ async fn reuse_cached_blob(
 ) -> EmbeddingResult<Option<Fetched>> {
     let blob_path = ctx.layout.blob_path(&artifact.repo_id, &request.etag);
     if tokio::fs::symlink_metadata(&blob_path).await.is_ok() {
-        if hashes_to(&blob_path, request).await {
+        let checked = blob_path.clone();
+        let inside = run_blocking(move || Ok(blob_stays_inside(&checked))).await;
+        if inside.unwrap_or(false) && hashes_to(&blob_path, request).await {
             return Ok(Some(Fetched::from_cache(Outcome::Reused, false)));
         }
         events.warning(format!(
-            "the cached blob {} does not match its expected SHA-256; fetching it again",
+            "the cached blob {} does not match its expected SHA-256 (or is a link out of the cache); fetching it again",
             blob_path.display()
         ));
         let removed = blob_path.clone();

@@ -1,6 +1,10 @@
 //! The readiness report (from metadata and stamps only: no hashing, no network), the
 //! verified models handed to the registry, and verification by hashing: one model, or several
 //! on all cores, largest first.
+//!
+//! On a cache where stamps cannot be written (a read-only mount), a file that hashes right is
+//! still verified: the verdict is kept in memory for the process and one notice
+//! ([`UnrecordedStamps`]) says what that costs.
 
 use std::path::PathBuf;
 
@@ -8,12 +12,14 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::context::Context;
-use super::local::{expected_hash, inspect, inspect_off_thread, is_ready, HashSource};
+use super::local::{
+    expected_hash, inspect_in, inspect_in_off_thread, inspect_off_thread, is_ready, HashSource,
+};
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
 use crate::artifacts::hash::hash_file;
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact, WeightFormat};
 use crate::artifacts::store::fs::remove_entry;
-use crate::artifacts::store::stamp::VerificationStamp;
+use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
 
@@ -81,6 +87,9 @@ pub struct ReadinessReport {
     pub downloaded_bytes: u64,
     /// Per-model details, in manifest order.
     pub models: Vec<ModelReadiness>,
+    /// Set when this process verified files whose stamps it could not write (a read-only
+    /// cache): they count as ready for this process only.
+    pub unrecorded_stamps: Option<UnrecordedStamps>,
 }
 
 impl ReadinessReport {
@@ -110,10 +119,10 @@ pub struct VerifiedModel {
 }
 
 /// The verified model for an artifact, when it is ready by the one readiness rule. Blocking
-/// (a few `stat`s and one small read), like [`inspect`].
+/// (a few `stat`s and one small read), like `inspect`.
 pub(crate) fn verified_model(ctx: &Context, model_id: ModelId) -> Option<VerifiedModel> {
     let artifact = ctx.artifact(model_id).ok()?;
-    let state = inspect(&ctx.layout, artifact);
+    let state = inspect_in(ctx, artifact);
     verified_from(ctx, artifact, state)
 }
 
@@ -123,7 +132,7 @@ pub(crate) async fn verified_models(ctx: &Context) -> EmbeddingResult<Vec<Verifi
     let mut verified = Vec::new();
     let mut missing = Vec::new();
     for artifact in ctx.manifest.artifacts() {
-        let state = inspect_off_thread(&ctx.layout, artifact).await;
+        let state = inspect_in_off_thread(ctx, artifact).await;
         match verified_from(ctx, artifact, state) {
             Some(model) => verified.push(model),
             None => missing.push(artifact.model_id),
@@ -177,6 +186,7 @@ pub(crate) fn readiness_report(ctx: &Context) -> ReadinessReport {
         total_size_bytes: 0,
         downloaded_bytes: 0,
         models: Vec::new(),
+        unrecorded_stamps: ctx.unrecorded_stamps(),
     };
     for entry in &ctx.manifest.entries {
         match entry {
@@ -220,7 +230,7 @@ struct Row {
 }
 
 fn model_readiness(ctx: &Context, artifact: &ModelArtifact) -> Row {
-    let state = inspect(&ctx.layout, artifact);
+    let state = inspect_in(ctx, artifact);
     let (expected, hash_source) = expected_hash(artifact, &state);
     let known_size = artifact
         .size_bytes
@@ -307,12 +317,36 @@ pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> Embeddi
     let events = ctx.events(model_id);
     if actual == expected && size_ok {
         let stamped = path.clone();
-        run_blocking_checked("cannot read", &path, move || {
+        let written = stamp_path.clone();
+        let (stamp, unwritten) = run_blocking_checked("cannot read", &path, move || {
             let stamp = VerificationStamp::now(&stamped, &actual)
                 .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
-            stamp.write(&stamp_path)
+            // A stamp that already says this keeps its record (and its source); none is
+            // written, so a read-only cache with our stamps needs no write at all.
+            let current = VerificationStamp::read(&written)
+                .filter(|s| s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint);
+            if let Some(current) = current {
+                return Ok((current, None));
+            }
+            let unwritten = stamp.write(&written).err();
+            Ok((stamp, unwritten))
         })
         .await?;
+        if let Some(error) = unwritten {
+            // The file is right; only the record of it cannot be kept on disk.
+            ctx.remember(&path, stamp);
+            let reason = match &error {
+                EmbeddingError::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            ctx.stamps_unrecorded(
+                model_id,
+                UnrecordedStamps {
+                    path: stamp_path,
+                    reason,
+                },
+            );
+        }
         ctx.board.set(
             model_id,
             crate::artifacts::status::DownloadStatus::Completed {
@@ -322,6 +356,7 @@ pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> Embeddi
         );
         Ok(true)
     } else {
+        ctx.forget(&path);
         let _ =
             run_blocking_checked("cannot remove", &path, move || remove_entry(&stamp_path)).await;
         let error = if size_ok {
@@ -359,7 +394,7 @@ pub(crate) async fn verify_models(
         .artifacts()
         .filter(|a| models.contains(&a.model_id))
     {
-        artifacts.push((artifact, inspect_off_thread(&ctx.layout, artifact).await));
+        artifacts.push((artifact, inspect_in_off_thread(ctx, artifact).await));
     }
     artifacts.sort_by_key(|(artifact, state)| {
         std::cmp::Reverse(

@@ -6,6 +6,12 @@
 //! order by age). A blob goes together with the snapshot links that point at it and our
 //! stamps of them, under the blob's lock, so no other process is mid-download of it.
 //! Partial downloads of blobs nobody needs are candidates too.
+//!
+//! A repo blob that is a link into `huggingface_hub`'s shared store (`shared.rs`) is a
+//! candidate like any other: evicting it removes the link, and the store entry is then swept by
+//! the store's own rules, so its payload goes only when no other repo's link needs it. Such a
+//! candidate counts the bytes its removal frees (the payload when it is the only reference,
+//! else nothing).
 
 use std::collections::HashSet;
 use std::fs;
@@ -17,6 +23,7 @@ use serde::Serialize;
 use super::fs::{create_dir_all, link_at_or_above, remove_empty_parents, remove_entry};
 use super::layout::{partial_blob_name, partial_files, snapshot_link_blob_name, CacheLayout};
 use super::lock::BlobLock;
+use super::shared::{freed_by_removing, shared_target, sweep};
 use crate::artifacts::blocking::{available_space, run_blocking, run_blocking_checked};
 use crate::error::{EmbeddingError, EmbeddingResult};
 
@@ -73,11 +80,19 @@ pub(crate) fn candidates(
             continue;
         };
         for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
+            let Ok(mut meta) = entry.path().symlink_metadata() else {
                 continue;
             };
+            let mut bytes = meta.len();
             if !meta.is_file() {
-                continue;
+                let Some(payload) = shared_target(&entry.path()) else {
+                    continue;
+                };
+                let Ok(payload_meta) = payload.symlink_metadata() else {
+                    continue;
+                };
+                meta = payload_meta;
+                bytes = freed_by_removing(&entry.path());
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             // A parallel download's progress record (`<partial>.ranges`) belongs to its
@@ -99,7 +114,7 @@ pub(crate) fn candidates(
                 repo_folder: repo_folder.clone(),
                 blob_name: name,
                 path: entry.path(),
-                bytes: meta.len(),
+                bytes,
                 last_used,
                 partial,
             });
@@ -131,20 +146,69 @@ pub(crate) fn select(
 }
 
 /// Removes one candidate: the blob, the snapshot links of its repo that point to it (and our
-/// stamps, which become invalid by themselves). Links are removed, never followed.
+/// stamps, which become invalid by themselves). Links are removed, never followed; a shared
+/// store entry the blob linked to is then swept by the store's rules. Returns the bytes freed.
 pub(crate) fn remove_candidate(
     layout: &CacheLayout,
     candidate: &EvictionCandidate,
-) -> EmbeddingResult<()> {
+) -> EmbeddingResult<u64> {
     let repo_dir = layout.root().join(&candidate.repo_folder);
+    let shared = shared_target(&candidate.path);
+    let mut own_bytes = match candidate.path.symlink_metadata() {
+        Ok(meta) if meta.is_file() => meta.len(),
+        _ => 0,
+    };
     remove_entry(&candidate.path)?;
     if !candidate.partial {
         for link in snapshot_links_to(&repo_dir, &candidate.blob_name) {
             remove_entry(&link)?;
             remove_empty_parents(&link, &repo_dir.join("snapshots"));
         }
+        own_bytes += remove_refs_to_missing_snapshots(&repo_dir)?;
     }
-    Ok(())
+    match shared {
+        Some(payload) => Ok(own_bytes + sweep(layout.root(), &payload)?),
+        None => Ok(own_bytes),
+    }
+}
+
+/// Removes the refs of a repo whose commit has no snapshot folder left (its last entry was
+/// evicted), so `huggingface_hub`'s `scan_cache_dir` finds no ref to a missing commit.
+/// Returns the bytes of the refs removed.
+fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<u64> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match path.symlink_metadata() {
+                Ok(meta) if meta.is_dir() => walk(&path, out),
+                Ok(meta) if meta.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let refs = repo_dir.join("refs");
+    if link_at_or_above(&refs).is_some() {
+        return Ok(0);
+    }
+    let mut files = Vec::new();
+    walk(&refs, &mut files);
+    let mut freed = 0;
+    for reference in files {
+        let Ok(text) = fs::read_to_string(&reference) else {
+            continue;
+        };
+        let commit = text.trim();
+        let shaped = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());
+        if shaped && !repo_dir.join("snapshots").join(commit).exists() {
+            remove_entry(&reference)?;
+            remove_empty_parents(&reference, &refs);
+            freed += text.len() as u64;
+        }
+    }
+    Ok(freed)
 }
 
 /// Snapshot entries of a repo that are links to `blob_name`.
@@ -286,7 +350,7 @@ pub(crate) async fn make_room(
 pub(crate) async fn remove_candidate_locked(
     layout: &CacheLayout,
     candidate: &EvictionCandidate,
-) -> EmbeddingResult<()> {
+) -> EmbeddingResult<u64> {
     let lock_path = layout.lock_path_in(&candidate.repo_folder, &candidate.blob_name);
     let _lock = BlobLock::acquire(&lock_path, || {}).await?;
     let layout = layout.clone();
@@ -322,9 +386,11 @@ pub(crate) async fn collect_garbage(
             .await
             .unwrap_or_default()
     };
-    for candidate in select(found, size_before - max_bytes) {
+    for mut candidate in select(found, size_before - max_bytes) {
         if !dry_run {
-            remove_candidate_locked(layout, &candidate).await?;
+            // What was really freed: a shared payload another link needed at selection time
+            // may be freed with its last link.
+            candidate.bytes = remove_candidate_locked(layout, &candidate).await?;
         }
         report.freed_bytes += candidate.bytes;
         report.removed.push(candidate);

@@ -1,7 +1,9 @@
 //! What clearing one model removes: its snapshot entry and stamp, the ref when its commit has
 //! no entries left, its blobs when no other snapshot entry links to them, and their partial
 //! downloads with their progress records. Links are removed, never followed; nothing outside
-//! the model's repo folder is touched.
+//! the model's repo folder is touched, except that a blob that was a link into
+//! `huggingface_hub`'s shared store has its store entry swept by the store's own rules (the
+//! payload goes only when no other repo's link needs it; see `shared.rs`).
 
 use std::path::Path;
 
@@ -9,6 +11,7 @@ use super::budget::snapshot_links_to;
 use super::fs::{remove_empty_parents, remove_entry};
 use super::layout::{partial_blob_name, partial_files, sidecar_path, CacheLayout};
 use super::lock::BlobLock;
+use super::shared::{shared_target, sweep};
 use crate::artifacts::blocking::run_blocking_checked;
 use crate::error::EmbeddingResult;
 
@@ -63,7 +66,12 @@ pub(crate) async fn remove_model_files(
         let dir = repo_dir.clone();
         run_blocking_checked("cannot remove", &repo_dir.clone(), move || {
             if snapshot_links_to(&dir, &name).is_empty() {
-                remove_entry(&layout.blob_path(&repo_id, &name))?;
+                let blob = layout.blob_path(&repo_id, &name);
+                let shared = shared_target(&blob);
+                remove_entry(&blob)?;
+                if let Some(payload) = shared {
+                    sweep(layout.root(), &payload)?;
+                }
             }
             for (partial, _) in partial_files(&layout.blobs_dir(&repo_id), &name) {
                 remove_entry(&partial)?;

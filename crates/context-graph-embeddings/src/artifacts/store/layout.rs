@@ -8,6 +8,7 @@
 //! <cache>/models--org--name/snapshots/<commit>/<path>         (relative symlink to the blob)
 //! <cache>/models--org--name/refs/<revision>                   (the commit, no newline)
 //! <cache>/models--org--name/.cg-models-v1/verified/…          (our verification stamps)
+//! <cache>/blobs/<2 hex>/<xet hash>                            (huggingface_hub 2.4's shared store, see `shared.rs`)
 //! ```
 //!
 //! Owns path construction, refs, snapshot links (symlink or copy), size accounting and the
@@ -23,6 +24,7 @@ use super::fs::{
     create_dir_all, link_above, link_at_or_above, process_runs, random_suffix,
     remove_stale_temporaries, symlink, temporary_owner, temporary_path, write_atomic,
 };
+use super::shared::shared_target;
 use crate::artifacts::hash::sha256_hex;
 use crate::artifacts::ids::is_commit_hash;
 use crate::artifacts::testing;
@@ -190,9 +192,14 @@ impl CacheLayout {
             relative.push(etag);
             symlink(&relative, &temporary)
                 .map_err(|e| EmbeddingError::io("cannot create symlink", &temporary, e))?;
-        } else if fs::hard_link(&blob, &temporary).is_err() {
-            fs::copy(&blob, &temporary)
-                .map_err(|e| EmbeddingError::io("cannot copy blob to", &temporary, e))?;
+        } else {
+            // A blob that is a link into the shared store: link or copy its payload, not the
+            // link (a hard link to a relative link would point nowhere from `snapshots/`).
+            let blob = shared_target(&blob).unwrap_or(blob);
+            if fs::hard_link(&blob, &temporary).is_err() {
+                fs::copy(&blob, &temporary)
+                    .map_err(|e| EmbeddingError::io("cannot copy blob to", &temporary, e))?;
+            }
         }
         testing::hit("snapshot.before_link");
         fs::rename(&temporary, &target).map_err(|e| {
@@ -298,7 +305,8 @@ pub(crate) fn partial_in_use(partial: &Path) -> bool {
 
 /// Whether a snapshot entry's bytes stay inside the cache: no link among its folders, and the
 /// entry is either a regular file (a copy) or a link of the cache's own shape
-/// (`../…/blobs/<name>`) to a regular blob file in a `blobs/` folder that is not a link.
+/// (`../…/blobs/<name>`) to a blob in a `blobs/` folder that is not a link, the blob being a
+/// regular file or a valid link into the cache's own shared store (`shared.rs`).
 /// Operations that read or hash entries (verification) should skip any entry for which this is
 /// false: its bytes are somewhere else, possibly someone else's.
 pub(crate) fn entry_stays_inside(snapshot_entry: &Path) -> bool {
@@ -331,11 +339,20 @@ pub(crate) fn entry_stays_inside(snapshot_entry: &Path) -> bool {
             other => resolved.push(other),
         }
     }
-    link_at_or_above(&resolved).is_none()
+    link_above(&resolved).is_none()
         && resolved
             .parent()
             .is_some_and(|d| d.file_name().is_some_and(|n| n == "blobs"))
-        && resolved.symlink_metadata().is_ok_and(|m| m.is_file())
+        && (resolved.symlink_metadata().is_ok_and(|m| m.is_file())
+            || shared_target(&resolved).is_some())
+}
+
+/// Whether a repo blob's bytes are the cache's own: a regular file, or a valid link into the
+/// cache's shared store (`shared.rs`), with no link among its folders. A blob that is any other
+/// link is not to be read, reused or trusted.
+pub(crate) fn blob_stays_inside(blob: &Path) -> bool {
+    link_above(blob).is_none()
+        && (blob.symlink_metadata().is_ok_and(|m| m.is_file()) || shared_target(blob).is_some())
 }
 
 /// The blob name a snapshot symlink points to, if it is a link of the cache's own shape

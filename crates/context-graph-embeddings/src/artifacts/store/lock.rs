@@ -88,6 +88,39 @@ impl BlobLock {
         }
     }
 
+    /// Takes the lock of a shared store entry (`<xet hash>.lock`, as `huggingface_hub` 2.4
+    /// makes it: not through a link, readable and writable by every user of the cache),
+    /// waiting on this thread. For blocking callers only.
+    pub(crate) fn acquire_shared_store(path: &Path) -> EmbeddingResult<BlobLock> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options
+                .mode(0o666)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        }
+        let file = options
+            .open(path)
+            .map_err(|e| EmbeddingError::io("cannot open lock", path, e))?;
+        if crate::artifacts::testing::locks_simulated() {
+            return Ok(BlobLock {
+                file: None,
+                path: path.to_path_buf(),
+                kind: LockKind::Simulated,
+            });
+        }
+        match file.lock() {
+            Ok(()) => Ok(BlobLock {
+                file: Some(file),
+                path: path.to_path_buf(),
+                kind: LockKind::Held,
+            }),
+            Err(e) => Self::unsupported_or_error(path.to_path_buf(), e),
+        }
+    }
+
     fn unsupported_or_error(path: PathBuf, error: io::Error) -> EmbeddingResult<BlobLock> {
         if error.kind() == io::ErrorKind::Unsupported {
             tracing::debug!(

@@ -1,6 +1,6 @@
 //! Everything that knows a file name in the Hugging Face cache: the layout (paths, partial and
-//! sidecar names, defined once), snapshot links and refs, verification stamps, blob locks, the
-//! size budget and eviction, and what clearing a model removes. Uses only the leaf modules, so
+//! sidecar names, defined once), snapshot links and refs, verification stamps, blob locks, `huggingface_hub`'s
+//! shared blob store (read and swept by its rules, never published into), the size budget and eviction, and what clearing a model removes. Uses only the leaf modules, so
 //! a change of on-disk naming touches this folder and nothing else.
 
 pub(crate) mod budget;
@@ -8,4 +8,5 @@ pub(crate) mod clear;
 pub(crate) mod fs;
 pub(crate) mod layout;
 pub(crate) mod lock;
+pub(crate) mod shared;
 pub(crate) mod stamp;

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,28 @@ impl FileFingerprint {
             inode,
             device,
         })
+    }
+}
+
+/// The notice that verification stamps could not be written (typically a read-only cache):
+/// the files were hashed and found right, the verdict holds for this process only, and every
+/// new process hashes them again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnrecordedStamps {
+    /// The first stamp that could not be written.
+    pub path: PathBuf,
+    /// Why (the file system's answer, e.g. `Read-only file system (os error 30)`).
+    pub reason: String,
+}
+
+impl UnrecordedStamps {
+    /// The notice in one sentence: what happened and what it costs.
+    pub fn message(&self) -> String {
+        format!(
+            "cannot record verification stamps in the cache ({}: {}); the files were hashed and count as verified for this process only, so every start hashes them again (a cache filled by `cg-models ensure` while writable carries its stamps)",
+            self.path.display(),
+            self.reason
+        )
     }
 }
 

@@ -4,5 +4,6 @@ mod faults;
 mod ops;
 mod pipeline;
 mod ranged;
+mod read_only;
 mod resume;
 mod spec;
