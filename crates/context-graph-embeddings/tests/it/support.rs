@@ -59,7 +59,23 @@ impl Fixture {
         models: &[Model],
         adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec,
     ) -> Fixture {
-        let mut builder = HubBuilder::new();
+        Self::build(models, adjust, |b| b)
+    }
+
+    /// Like `new`, with a hook on the emulator's builder (CDN URL lifetime, mirror quirks).
+    pub(crate) fn with_builder(
+        models: &[Model],
+        hub: impl Fn(HubBuilder) -> HubBuilder,
+    ) -> Fixture {
+        Self::build(models, |spec, _| spec, hub)
+    }
+
+    fn build(
+        models: &[Model],
+        adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec,
+        hub: impl Fn(HubBuilder) -> HubBuilder,
+    ) -> Fixture {
+        let mut builder = hub(HubBuilder::new());
         let mut files = BTreeMap::new();
         for (i, m) in models.iter().enumerate() {
             let repo_id = format!("test-org/{}", m.id.as_str().to_ascii_lowercase());
