@@ -371,7 +371,7 @@ async fn a_hub_refusal_while_refreshing_is_fatal() {
 
 fn quirky(quirks: MirrorQuirks, pinned: bool) -> Fixture {
     Fixture::with_builder(&[model(ModelId::Entity, 4096, pinned)], move |b| {
-        b.mirror_quirks(quirks.clone())
+        b.mirror_quirks(quirks)
     })
 }
 
