@@ -82,6 +82,12 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// PEM file of CA certificates to trust for the Hub, its CDN and the mirror, besides the
+    /// system store and SSL_CERT_FILE / SSL_CERT_DIR (e.g. a TLS-inspecting proxy's CA)
+    /// [default: $CG_MODELS_CA_BUNDLE].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
     /// No network at all: answer from the cache only (also HF_HUB_OFFLINE=1).
     #[arg(long, global = true)]
     pub offline: bool,

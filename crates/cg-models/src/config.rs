@@ -48,6 +48,9 @@ pub(crate) fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig
         mirror.write |= args.mirror_write;
         config.mirror = Some(mirror);
     }
+    if let Some(path) = &args.ca_bundle {
+        config.ca_bundle = Some(path.clone());
+    }
     config.offline |= args.offline;
     if let Some(n) = args.concurrency {
         config.max_concurrent_downloads = usize::from(n);

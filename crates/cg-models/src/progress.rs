@@ -161,6 +161,18 @@ struct Renderer {
     /// Bytes on disk and size of models that finished, for the total line.
     done_bytes: u64,
     tally: Tally,
+    /// Retry reasons already shown (URLs left out): without `-v` the same failure of several
+    /// models, such as a Hub that cannot be resolved, is said once.
+    retry_reasons: std::collections::HashSet<String>,
+}
+
+/// A retry reason without its URLs, so the same failure of two files compares equal.
+fn reason_key(reason: &str) -> String {
+    reason
+        .split_whitespace()
+        .filter(|word| !word.contains("://"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Renderer {
@@ -173,6 +185,7 @@ impl Renderer {
             active: HashMap::new(),
             done_bytes: 0,
             tally: Tally::default(),
+            retry_reasons: std::collections::HashSet::new(),
         }
     }
 
@@ -224,12 +237,15 @@ impl Renderer {
         } = kind
         {
             let delay = format_duration(Duration::from_millis(*delay_ms));
-            self.notice(
-                Style::Yellow,
-                "↻",
-                model,
-                &format!("retry {attempt} in {delay}: {reason}"),
-            );
+            let first = self.retry_reasons.insert(reason_key(reason));
+            if first || self.output.verbose >= 1 {
+                self.notice(
+                    Style::Yellow,
+                    "↻",
+                    model,
+                    &format!("retry {attempt} in {delay}: {reason}"),
+                );
+            }
         } else if let ProgressKind::WaitingForLock { lock_path } = kind {
             self.notice(
                 Style::Yellow,
@@ -265,17 +281,24 @@ impl Renderer {
         } else if let ProgressKind::Warning { message } = kind {
             self.notice(Style::Yellow, "!", model, message);
         } else if let ProgressKind::Failed { error } = kind {
+            let was_transferring = self.active.contains_key(&model);
             self.end_model(model, 0);
             self.tally
                 .endings
                 .insert(model, Ending::Failed(error.clone()));
-            // The full error closes the run; repeat it here only when asked for detail.
-            let text = if self.output.verbose >= 1 {
-                format!("failed: {error}")
-            } else {
-                "failed (the error follows at the end)".to_owned()
-            };
-            self.notice(Style::Red, "✗", model, &text);
+            // The full error closes the run; repeat it here only when asked for detail. A
+            // model that failed before any transfer began is named in the summary and the
+            // error at the end, so without `-v` it gets no line of its own here.
+            if self.output.verbose >= 1 {
+                self.notice(Style::Red, "✗", model, &format!("failed: {error}"));
+            } else if was_transferring {
+                self.notice(
+                    Style::Red,
+                    "✗",
+                    model,
+                    "failed (the error follows at the end)",
+                );
+            }
         } else {
             self.notice(Style::Yellow, "•", model, &describe_kind(kind));
         }

@@ -149,6 +149,11 @@ impl World {
 
     /// A command with a clean environment and this world's hub, cache and manifest.
     fn command(&self, args: &[&str]) -> Command {
+        self.command_at(&self.hub.endpoint(), args)
+    }
+
+    /// Like `command`, against another endpoint.
+    fn command_at(&self, endpoint: &str, args: &[&str]) -> Command {
         let home = self.dir.path().join("home");
         let mut command = Command::new(BIN);
         command
@@ -161,7 +166,7 @@ impl World {
             .arg("--cache-dir")
             .arg(self.cache())
             .arg("--endpoint")
-            .arg(self.hub.endpoint())
+            .arg(endpoint)
             .args(args)
             .stdin(Stdio::null());
         command
@@ -1273,4 +1278,204 @@ fn a_corrupt_file_on_a_read_only_cache_exits_1_and_ensure_names_the_read_only_pa
         !world.hub.requests().iter().any(|r| r.method == "GET"),
         "nothing fetched"
     );
+}
+/// A real forward proxy (Debian's `tinyproxy`) on loopback, logging every request it relays.
+/// Missing, it fails the test (CI installs it in `.ci/run`) unless `CG_SKIP_PROXY_TESTS=1`.
+struct Tinyproxy {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start() -> Option<Tinyproxy> {
+        if std::env::var("CG_SKIP_PROXY_TESTS").as_deref() == Ok("1") {
+            return None;
+        }
+        let binary = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("tinyproxy is installed (apt-get install tinyproxy; .ci/run does it), or set CG_SKIP_PROXY_TESTS=1");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = dir.path().join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Info\nMaxClients 50\nDisableViaHeader Yes\n",
+                log.display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(binary)
+            .args(["-d", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tinyproxy did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Tinyproxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines the proxy relayed (`GET http://…`, `CONNECT host:port`).
+    fn requests(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once("): ").map(|(_, r)| r.to_owned()))
+            .filter(|r| {
+                r.starts_with("GET ") || r.starts_with("HEAD ") || r.starts_with("CONNECT ")
+            })
+            .collect()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn http_proxy_carries_hub_and_cdn_and_a_resumed_download_with_the_token_only_to_the_hub() {
+    let Some(proxy) = Tinyproxy::start() else {
+        return;
+    };
+    let world = World::build(
+        &[("Semantic", "org/semantic", 1_000_000, Some(SEMANTIC_COMMIT))],
+        Some(TOKEN),
+    );
+    // The first CDN body breaks: the retry resumes through the proxy.
+    world.hub.add_fault(
+        FaultRule::new(
+            FaultTarget::get("model.safetensors").on_host(hub_emulator::Host::Cdn),
+            Fault::CutAfter { bytes: 400_000 },
+        )
+        .times(1),
+    );
+    world
+        .run_with(
+            &["ensure", "Semantic", "--retries", "3"],
+            &[("HTTP_PROXY", &proxy.url()), ("HF_TOKEN", TOKEN)],
+        )
+        .ok();
+    let relayed = proxy.requests();
+    let hub = format!("http://localhost:{}/", world.hub.hub_port());
+    let cdn = world.hub.cdn_origin();
+    assert!(
+        relayed
+            .iter()
+            .any(|r| r.starts_with(&format!("HEAD {hub}"))),
+        "{relayed:?}"
+    );
+    let cdn_gets = relayed
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {cdn}")))
+        .count();
+    assert_eq!(cdn_gets, 2, "first try and the resume: {relayed:?}");
+    let requests = world.hub.requests();
+    let resumed = requests
+        .iter()
+        .filter(|r| r.host == hub_emulator::Host::Cdn && r.method == "GET")
+        .filter_map(|r| r.headers.iter().find(|(n, _)| n == "range"))
+        .any(|(_, v)| v.starts_with("bytes=") && v != "bytes=0-");
+    assert!(
+        resumed,
+        "the second CDN request continues from the bytes on disk"
+    );
+    // The token goes to the Hub (through the proxy, which for plain HTTP sees it) and never
+    // to the CDN.
+    for request in &requests {
+        let has_token = request
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v.contains(TOKEN));
+        assert_eq!(
+            has_token,
+            request.host == hub_emulator::Host::Hub,
+            "{request:?}"
+        );
+    }
+}
+
+#[test]
+fn lower_case_http_proxy_with_no_proxy_sends_the_cdn_direct() {
+    let Some(proxy) = Tinyproxy::start() else {
+        return;
+    };
+    let world = World::build(
+        &[("Semantic", "org/semantic", 300_000, Some(SEMANTIC_COMMIT))],
+        None,
+    );
+    world
+        .run_with(
+            &["ensure", "Semantic"],
+            &[("http_proxy", &proxy.url()), ("no_proxy", "127.0.0.1")],
+        )
+        .ok();
+    let relayed = proxy.requests();
+    assert!(
+        relayed
+            .iter()
+            .any(|r| r.contains(&format!("localhost:{}", world.hub.hub_port()))),
+        "{relayed:?}"
+    );
+    assert!(
+        !relayed.iter().any(|r| r.contains("127.0.0.1")),
+        "the CDN (127.0.0.1) is in NO_PROXY: {relayed:?}"
+    );
+}
+
+#[test]
+fn https_proxy_sees_only_a_connect_for_tls() {
+    let Some(proxy) = Tinyproxy::start() else {
+        return;
+    };
+    let world = World::new();
+    // An https endpoint: the client asks the proxy for a tunnel (CONNECT host:port) and speaks
+    // TLS inside it. The emulator speaks plain HTTP, so the handshake fails, but what the
+    // proxy saw is the point: the host and port, never a path or the token.
+    let endpoint = format!("https://localhost:{}", world.hub.hub_port());
+    let run = Run::from(
+        world
+            .command_at(&endpoint, &["--retries", "0", "ensure", "Semantic"])
+            .env("HTTPS_PROXY", proxy.url())
+            .env("HF_TOKEN", TOKEN)
+            .output()
+            .expect("cg-models runs"),
+    );
+    assert_ne!(run.code, 0);
+    let relayed = proxy.requests();
+    assert!(
+        relayed
+            .iter()
+            .any(|r| r.starts_with(&format!("CONNECT localhost:{}", world.hub.hub_port()))),
+        "{relayed:?}"
+    );
+    assert!(
+        relayed.iter().all(|r| r.starts_with("CONNECT ")),
+        "{relayed:?}"
+    );
+    let log = fs::read_to_string(&proxy.log).unwrap_or_default();
+    assert!(!log.contains(TOKEN));
 }

@@ -173,6 +173,27 @@ pub enum EmbeddingError {
         /// What failed.
         message: String,
     },
+    /// A host that never answered in this run could not be connected to, several times in a
+    /// row (name not resolved, connection refused or timed out): given up for every model.
+    #[error("cannot reach {host}: {reason} (no connection to it succeeded in this run). Check the network connection and any proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY); to use a Hub mirror set HF_ENDPOINT or --endpoint; with --offline (HF_HUB_OFFLINE=1) the models already in the cache are used without the network")]
+    HostUnreachable {
+        /// `scheme://host[:port]` of the server.
+        host: String,
+        /// Failed connection attempts.
+        attempts: u32,
+        /// The last connection error.
+        reason: String,
+    },
+    /// The TLS handshake failed because the server's certificate is not trusted.
+    #[error("TLS certificate of {url} not trusted: {reason}: {message}. If a proxy or mirror of your organisation signs with its own CA, give that CA as a PEM file: SSL_CERT_FILE, SSL_CERT_DIR, CG_MODELS_CA_BUNDLE or --ca-bundle (verification is never turned off)")]
+    UntrustedCertificate {
+        /// URL without query string.
+        url: String,
+        /// What was wrong, in words.
+        reason: &'static str,
+        /// The TLS library's message.
+        message: String,
+    },
     /// The server's answer cannot be used for this attempt (a range that does not match, an
     /// HTML page instead of the file, a body shorter or longer than announced); retried.
     #[error("unusable answer from {url}: {reason}")]
@@ -420,15 +441,30 @@ fn join_models(models: &[ModelId]) -> String {
 }
 
 fn format_failures(failures: &[(ModelId, EmbeddingError)]) -> String {
-    failures
+    // Models that failed for the very same reason (an unreachable Hub) share one line.
+    let mut groups: Vec<(Vec<ModelId>, String)> = Vec::new();
+    for (model, error) in failures {
+        let text = error.to_string();
+        // Most errors name their model first already; do not say it twice.
+        if text.starts_with(model.as_str()) {
+            groups.push((Vec::new(), text));
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|(models, t)| !models.is_empty() && *t == text)
+        {
+            Some((models, _)) => models.push(*model),
+            None => groups.push((vec![*model], text)),
+        }
+    }
+    groups
         .iter()
-        .map(|(model, error)| {
-            // Most errors name their model first already; do not say it twice.
-            let text = error.to_string();
-            if text.starts_with(model.as_str()) {
+        .map(|(models, text)| {
+            if models.is_empty() {
                 format!("\n  - {text}")
             } else {
-                format!("\n  - {model}: {text}")
+                format!("\n  - {}: {text}", join_models(models))
             }
         })
         .collect()

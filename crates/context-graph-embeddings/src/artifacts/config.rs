@@ -65,6 +65,13 @@ pub struct ArtifactManagerConfig {
     pub parallel: ParallelSettings,
     /// A content-addressed mirror tried before the Hub (`CG_MODELS_MIRROR`).
     pub mirror: Option<MirrorConfig>,
+    /// A PEM file of CA certificates trusted for the Hub, its CDN and the mirror, besides the
+    /// operating system's store (`CG_MODELS_CA_BUNDLE`, `--ca-bundle`).
+    pub ca_bundle: Option<PathBuf>,
+    /// `SSL_CERT_FILE`: a PEM file of CA certificates, trusted the same way.
+    pub ssl_cert_file: Option<PathBuf>,
+    /// `SSL_CERT_DIR`: folders of PEM CA certificates, trusted the same way.
+    pub ssl_cert_dirs: Vec<PathBuf>,
 }
 
 impl ArtifactManagerConfig {
@@ -105,6 +112,9 @@ impl ArtifactManagerConfig {
             progress_interval: Duration::from_millis(100),
             parallel: ParallelSettings::default(),
             mirror: MirrorConfig::from_env(env),
+            ca_bundle: env.var(environment::CA_BUNDLE_ENV).map(PathBuf::from),
+            ssl_cert_file: env.var(environment::SSL_CERT_FILE_ENV).map(PathBuf::from),
+            ssl_cert_dirs: environment::path_list(env, environment::SSL_CERT_DIR_ENV),
         }
     }
 
@@ -140,6 +150,9 @@ impl fmt::Debug for ArtifactManagerConfig {
             .field("progress_interval", &self.progress_interval)
             .field("parallel", &self.parallel)
             .field("mirror", &self.mirror)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("ssl_cert_file", &self.ssl_cert_file)
+            .field("ssl_cert_dirs", &self.ssl_cert_dirs)
             .finish()
     }
 }

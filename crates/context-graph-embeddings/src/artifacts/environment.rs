@@ -21,6 +21,26 @@ pub const CRASH_AT_ENV: &str = "CG_MODELS_CRASH_AT";
 #[cfg(feature = "failpoints")]
 pub const NO_LOCKS_ENV: &str = "CG_MODELS_TEST_NO_LOCKS";
 
+/// A PEM file of CA certificates trusted besides the system store (OpenSSL's variable).
+pub(super) const SSL_CERT_FILE_ENV: &str = "SSL_CERT_FILE";
+
+/// Folders (`:`-separated) of PEM CA certificates trusted besides the system store.
+pub(super) const SSL_CERT_DIR_ENV: &str = "SSL_CERT_DIR";
+
+/// The CA bundle of the configuration (`ca_bundle`, `--ca-bundle`).
+pub(super) const CA_BUNDLE_ENV: &str = "CG_MODELS_CA_BUNDLE";
+
+/// `SSL_CERT_DIR` split at `:`, empty parts dropped.
+pub(super) fn path_list(env: &dyn EnvLookup, name: &str) -> Vec<PathBuf> {
+    env.var(name)
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The public Hub.
 pub(super) const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 

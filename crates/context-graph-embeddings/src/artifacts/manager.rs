@@ -20,6 +20,7 @@ use super::pinning::{self, PinOutcome};
 use super::progress::ProgressEvent;
 use super::remote::client::{HubClient, HubClientOptions, Secret};
 use super::remote::mirror::Mirror;
+use super::remote::tls::TrustRoots;
 use super::status::DownloadStatus;
 use super::store::budget::EvictionReport;
 use super::store::stamp::UnrecordedStamps;
@@ -64,14 +65,24 @@ impl ModelArtifactManager {
                 None => (None, None),
             },
         };
+        let trust = TrustRoots::load(
+            config.ca_bundle.as_deref(),
+            config.ssl_cert_file.as_deref(),
+            &config.ssl_cert_dirs,
+        )?;
         let client = HubClient::new(HubClientOptions {
             endpoint: config.endpoint.clone(),
             token: token.map(Secret::new),
             connect_timeout: config.connect_timeout,
             metadata_timeout: config.metadata_timeout,
             idle_timeout: config.download_timeout,
+            trust: trust.clone(),
         })?;
-        let mirror = config.mirror.as_ref().map(Mirror::connect).transpose()?;
+        let mirror = config
+            .mirror
+            .as_ref()
+            .map(|m| Mirror::connect_trusting(m, &ProcessEnv, &trust))
+            .transpose()?;
         let manifest = Self::read_manifest(&config)?;
         Ok(ModelArtifactManager {
             context: Context::new(config, manifest, client, mirror),

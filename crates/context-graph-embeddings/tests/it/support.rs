@@ -49,6 +49,22 @@ impl Fixture {
         models: &[Model],
         adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec,
     ) -> Fixture {
+        Self::build(models, adjust, |b| b)
+    }
+
+    /// Like `new`, with a hook on the emulator's builder (CDN URL lifetime, mirror quirks).
+    pub(crate) fn with_builder(
+        models: &[Model],
+        hub: impl Fn(HubBuilder) -> HubBuilder,
+    ) -> Fixture {
+        Self::build(models, |spec, _| spec, hub)
+    }
+
+    fn build(
+        models: &[Model],
+        adjust: impl Fn(RepoSpec, ModelId) -> RepoSpec,
+        hub: impl Fn(HubBuilder) -> HubBuilder,
+    ) -> Fixture {
         let served = serve(
             models,
             Serving {
@@ -61,7 +77,7 @@ impl Fixture {
                     }
                 },
                 adjust: &adjust,
-                builder: HubBuilder::new(),
+                builder: hub(HubBuilder::new()),
             },
         );
         Fixture(served)

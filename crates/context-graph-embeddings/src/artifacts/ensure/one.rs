@@ -286,12 +286,7 @@ async fn fetch_from_sources(
         }
         asked
     };
-    let source = HubSource {
-        client: ctx.client.clone(),
-        url: from_hub.download_url.clone(),
-        validator: from_hub.validator.clone(),
-        location: request.location.clone(),
-    };
+    let source = HubSource::new(ctx.client.clone(), &from_hub, request.location.clone());
     let blob = fetch_blob(&source, request, &settings, events).await?;
     if let Some(mirror) = ctx.mirror.as_ref().filter(|m| m.is_writable()) {
         let size = tokio::fs::metadata(&blob.blob_path)
@@ -403,13 +398,21 @@ pub(crate) fn expectations(
             });
         }
     }
-    let sha = artifact
-        .sha256
-        .clone()
-        .or_else(|| remote.sha256.clone())
-        .ok_or_else(|| EmbeddingError::NoExpectedHash {
-            location: location.clone(),
-        })?;
+    let sha = artifact.sha256.clone().or_else(|| remote.sha256.clone());
+    let sha = match sha {
+        Some(sha) => sha,
+        None if remote.commit_assumed => {
+            return Err(EmbeddingError::Protocol {
+                location: location.clone(),
+                reason: "the server sent neither X-Repo-Commit nor X-Linked-Etag and the manifest pins no sha256, so the file cannot be verified; pin the file's sha256 (`cg-models lock`), or use a mirror that sends these headers (see docs/network.md)".to_owned(),
+            })
+        }
+        None => {
+            return Err(EmbeddingError::NoExpectedHash {
+                location: location.clone(),
+            })
+        }
+    };
     Ok((sha, artifact.size_bytes.or(remote.size)))
 }
 
@@ -427,7 +430,15 @@ pub(crate) async fn head_with_retries(
     loop {
         retry.attempt_started();
         match ctx.client.head_file(location).await {
-            Ok(remote) => return Ok(remote),
+            Ok(remote) => {
+                if remote.commit_assumed {
+                    events.warning(format!(
+                        "{} sent no X-Repo-Commit header for {location}; trusting the pinned commit and checking the file against its known SHA-256",
+                        ctx.client.endpoint()
+                    ));
+                }
+                return Ok(remote);
+            }
             Err(error) => match retry.after_failure(error, false, rand::random()) {
                 RetryDecision::GiveUp(error) => return Err(error),
                 RetryDecision::Retry(backoff) => {
@@ -464,6 +475,7 @@ mod tests {
             download_url: String::new(),
             validator: None,
             from_hub: true,
+            commit_assumed: false,
         }
     }
 

@@ -4,8 +4,14 @@
 //!
 //! Redirects are followed by hand so that the token goes to the Hub's own origin (scheme,
 //! host and port of the endpoint) and never to a CDN or any other host.
+//!
+//! Proxies come from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` and
+//! their lower-case forms), read by reqwest when the client is built. Every request asks the
+//! shared [`HostBreaker`] first, so a host that cannot be reached at all is given up once for
+//! every model of the run.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header;
@@ -15,7 +21,10 @@ use super::protocol::{
     error_chain, header_str, is_html, metadata_from, percent_encode, strip_query, strong_etag,
     RemoteFile,
 };
-use super::retry::{classify_status, parse_ratelimit, parse_retry_after, StatusClass};
+use super::retry::{
+    classify_status, parse_ratelimit, parse_retry_after, Admission, HostBreaker, StatusClass,
+};
+use super::tls::{untrusted_certificate, TrustRoots};
 use crate::artifacts::ids::{is_commit_hash, validate_sha256};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
 
@@ -68,6 +77,7 @@ pub(crate) struct HubClient {
     token: Option<Secret>,
     metadata_timeout: Duration,
     idle_timeout: Duration,
+    breaker: Arc<Mutex<HostBreaker>>,
 }
 
 /// How to build a [`HubClient`].
@@ -83,6 +93,8 @@ pub(crate) struct HubClientOptions {
     pub metadata_timeout: Duration,
     /// Longest wait for the next byte of a body.
     pub idle_timeout: Duration,
+    /// CA certificates trusted besides the operating system's store.
+    pub trust: TrustRoots,
 }
 
 impl HubClient {
@@ -95,6 +107,7 @@ impl HubClient {
             connect_timeout,
             metadata_timeout,
             idle_timeout,
+            trust,
         } = options;
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let endpoint_url = Url::parse(&endpoint).map_err(|e| {
@@ -114,8 +127,9 @@ impl HubClient {
                 env!("CARGO_PKG_VERSION"),
                 "; hf_hub_compatible"
             ))
+            .tls_certs_merge(trust.for_reqwest())
             .build()
-            .map_err(|e| EmbeddingError::Client(e.to_string()))?;
+            .map_err(|e| EmbeddingError::Client(error_chain(&e)))?;
         Ok(HubClient {
             client,
             endpoint,
@@ -123,7 +137,71 @@ impl HubClient {
             token,
             metadata_timeout,
             idle_timeout,
+            breaker: Arc::new(Mutex::new(HostBreaker::default())),
         })
+    }
+
+    /// The Hub's base URL.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Whether `url` is on the Hub's own origin (not the CDN).
+    pub(crate) fn is_hub_url(&self, url: &str) -> bool {
+        Url::parse(url).is_ok_and(|u| u.origin() == self.endpoint_url.origin())
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, HostBreaker> {
+        match self.breaker.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Refuses a request to a host given up in this run.
+    fn admit(&self, url: &Url) -> EmbeddingResult<()> {
+        let host = url.origin().ascii_serialization();
+        match self.breaker().admit(&host) {
+            Admission::Go => Ok(()),
+            Admission::Refused { failures, reason } => Err(EmbeddingError::HostUnreachable {
+                host,
+                attempts: failures,
+                reason,
+            }),
+        }
+    }
+
+    /// Notes that `url`'s host answered.
+    fn answered(&self, url: &Url) {
+        self.breaker().answered(&url.origin().ascii_serialization());
+    }
+
+    /// Maps a failed send, counting connection failures against the host.
+    fn send_failed(&self, url: &Url, error: &reqwest::Error, idle: Duration) -> EmbeddingError {
+        let mapped = network_error(url, error, idle);
+        if !error.is_connect() || matches!(mapped, EmbeddingError::UntrustedCertificate { .. }) {
+            return mapped;
+        }
+        let reason = match &mapped {
+            EmbeddingError::Network { message, .. } => connect_reason(message),
+            other => other.to_string(),
+        };
+        let host = url.origin().ascii_serialization();
+        let attempts = {
+            let mut breaker = self.breaker();
+            if !breaker.connect_failed(&host, &reason) {
+                return mapped;
+            }
+            match breaker.admit(&host) {
+                Admission::Refused { failures, .. } => failures,
+                Admission::Go => return mapped,
+            }
+        };
+        EmbeddingError::HostUnreachable {
+            host,
+            attempts,
+            reason,
+        }
     }
 
     /// Whether a token is configured.
@@ -168,10 +246,12 @@ impl HubClient {
                 .authorize(self.client.head(url.clone()), &url)
                 .header(header::ACCEPT_ENCODING, "identity")
                 .timeout(self.metadata_timeout);
+            self.admit(&url)?;
             let response = request
                 .send()
                 .await
-                .map_err(|e| network_error(&url, &e, self.metadata_timeout))?;
+                .map_err(|e| self.send_failed(&url, &e, self.metadata_timeout))?;
+            self.answered(&url);
             let status = response.status();
             if status.is_redirection() {
                 let next = redirect_target(&response, &url, location)?;
@@ -222,13 +302,15 @@ impl HubClient {
                     request = request.header(header::IF_RANGE, validator);
                 }
             }
+            self.admit(&current)?;
             let response = tokio::time::timeout(self.idle_timeout, request.send())
                 .await
                 .map_err(|_| EmbeddingError::IdleTimeout {
                     url: strip_query(current.as_str()),
                     idle: self.idle_timeout,
                 })?
-                .map_err(|e| network_error(&current, &e, self.idle_timeout))?;
+                .map_err(|e| self.send_failed(&current, &e, self.idle_timeout))?;
+            self.answered(&current);
             let status = response.status();
             if status.is_redirection() {
                 current = redirect_target(&response, &current, location)?;
@@ -380,12 +462,14 @@ impl HubClient {
                 .body(body.to_string()),
             None => self.client.get(parsed.clone()),
         };
+        self.admit(&parsed)?;
         let response = self
             .authorize(request, &parsed)
             .timeout(self.metadata_timeout)
             .send()
             .await
-            .map_err(|e| network_error(&parsed, &e, self.metadata_timeout))?;
+            .map_err(|e| self.send_failed(&parsed, &e, self.metadata_timeout))?;
+        self.answered(&parsed);
         if !response.status().is_success() {
             return Err(error_from_response(response, &parsed, location, self.has_token()).await);
         }
@@ -513,6 +597,13 @@ async fn read_error_body(mut response: Response) -> Option<String> {
 
 /// A network error (connect, reset, timeout) with a message that walks the cause chain.
 pub(crate) fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -> EmbeddingError {
+    if let Some(reason) = untrusted_certificate(&error_chain(error)) {
+        return EmbeddingError::UntrustedCertificate {
+            url: strip_query(url.as_str()),
+            reason,
+            message: connect_reason(&error_chain(error)),
+        };
+    }
     if error.is_timeout() {
         return EmbeddingError::IdleTimeout {
             url: strip_query(url.as_str()),
@@ -532,6 +623,15 @@ pub(crate) fn network_error(url: &Url, error: &reqwest::Error, idle: Duration) -
     }
 }
 
+/// The part of a connection error's chain that says what failed, without reqwest's generic
+/// prefix ("error sending request: client error (Connect): ").
+fn connect_reason(message: &str) -> String {
+    let tail = message
+        .rsplit_once("(Connect): ")
+        .map_or(message, |(_, tail)| tail);
+    tail.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +643,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             metadata_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(3),
+            trust: TrustRoots::default(),
         }
     }
 

@@ -20,10 +20,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+};
 
 use super::protocol::error_chain;
 use super::source::{Body, BoxFuture, ByteSource, Opened};
+use super::tls::TrustRoots;
 use crate::artifacts::blocking::run_blocking;
 use crate::artifacts::environment::{self, EnvLookup, ProcessEnv};
 use crate::error::{EmbeddingError, EmbeddingResult};
@@ -123,6 +126,16 @@ impl Mirror {
 
     /// Like [`connect`](Self::connect), reading credentials from `env`.
     pub fn connect_with(config: &MirrorConfig, env: &dyn EnvLookup) -> EmbeddingResult<Mirror> {
+        Self::connect_trusting(config, env, &TrustRoots::default())
+    }
+
+    /// Like [`connect_with`](Self::connect_with), trusting `trust`'s CA certificates besides
+    /// the operating system's store (the manager passes the same ones as the Hub client's).
+    pub(crate) fn connect_trusting(
+        config: &MirrorConfig,
+        env: &dyn EnvLookup,
+        trust: &TrustRoots,
+    ) -> EmbeddingResult<Mirror> {
         let rest = config.url.strip_prefix("s3://").ok_or_else(|| {
             EmbeddingError::Config(format!(
                 "mirror `{}` must be an s3://bucket[/prefix] URL",
@@ -160,17 +173,19 @@ impl Mirror {
             .or_else(|| env.var("AWS_REGION"))
             .or_else(|| env.var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_owned());
+        // The client's default 30 s limit covers a whole request, body included: a slow
+        // link would cut every read and fail every 16 MB upload part. Reads have the
+        // downloader's idle timeout; a whole request gets ten minutes.
+        let mut client_options = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(600));
+        for certificate in trust.for_object_store() {
+            client_options = client_options.with_root_certificate(certificate);
+        }
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(region)
-            // The client's default 30 s limit covers a whole request, body included: a slow
-            // link would cut every read and fail every 16 MB upload part. Reads have the
-            // downloader's idle timeout; a whole request gets ten minutes.
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(600)),
-            )
+            .with_client_options(client_options)
             .with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: config.retry_timeout,

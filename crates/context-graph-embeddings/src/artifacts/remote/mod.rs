@@ -7,3 +7,4 @@ pub(crate) mod mirror;
 pub(crate) mod protocol;
 pub(crate) mod retry;
 pub(crate) mod source;
+pub(crate) mod tls;

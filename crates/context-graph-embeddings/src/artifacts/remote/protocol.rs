@@ -25,6 +25,9 @@ pub(crate) struct RemoteFile {
     /// Whether the Hub said this (false: built from a fully pinned manifest entry without
     /// asking, for a mirror-first download that need not reach the Hub at all).
     pub from_hub: bool,
+    /// The answer had no `X-Repo-Commit` (a mirror such as Artifactory's) and `commit` is the
+    /// commit that was asked for. Usable only when the expected hash is known.
+    pub commit_assumed: bool,
 }
 
 impl RemoteFile {
@@ -38,6 +41,7 @@ impl RemoteFile {
             download_url: String::new(),
             validator: None,
             from_hub: false,
+            commit_assumed: false,
         }
     }
 }
@@ -72,12 +76,17 @@ pub(crate) fn metadata_from(
         location: location.clone(),
         reason,
     };
-    let commit = header_str(headers, "x-repo-commit")
+    let sent_commit = header_str(headers, "x-repo-commit")
         .map(str::to_ascii_lowercase)
-        .filter(|c| is_commit_hash(c))
-        .ok_or_else(|| {
-            protocol("the Hub's answer has no X-Repo-Commit header (is the endpoint a Hugging Face Hub?)".to_owned())
-        })?;
+        .filter(|c| is_commit_hash(c));
+    let asked_commit = Some(location.revision.to_ascii_lowercase()).filter(|r| is_commit_hash(r));
+    let commit_assumed = sent_commit.is_none();
+    let commit = sent_commit.or(asked_commit).ok_or_else(|| {
+        protocol(format!(
+            "the server's answer has no X-Repo-Commit header, so the commit of revision `{}` is unknown (is the endpoint a Hugging Face Hub? a mirror that omits it works only with revisions pinned to a commit; see docs/network.md)",
+            location.revision
+        ))
+    })?;
     let etag = header_str(headers, "x-linked-etag")
         .or_else(|| header_str(headers, "etag"))
         .map(normalize_etag)
@@ -109,7 +118,57 @@ pub(crate) fn metadata_from(
         download_url: download_url.to_owned(),
         validator: None,
         from_hub: true,
+        commit_assumed,
     })
+}
+
+/// Whether a signed URL is past its expiry at `now` (Unix seconds): CloudFront's `Expires=`
+/// (Unix seconds), or S3's `X-Amz-Date=YYYYMMDDTHHMMSSZ` plus `X-Amz-Expires=` seconds. A URL
+/// without either never counts as expired here (the server says so if it is).
+pub(crate) fn signed_url_expired(url: &str, now: u64) -> bool {
+    let Some((_, query)) = url.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or(query);
+    let param = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.eq_ignore_ascii_case(name).then_some(value)
+        })
+    };
+    if let Some(expires) = param("Expires").and_then(|v| v.parse::<u64>().ok()) {
+        return now >= expires;
+    }
+    let date = param("X-Amz-Date").and_then(parse_amz_date);
+    let ttl = param("X-Amz-Expires").and_then(|v| v.parse::<u64>().ok());
+    match (date, ttl) {
+        (Some(date), Some(ttl)) => now >= date.saturating_add(ttl),
+        _ => false,
+    }
+}
+
+/// `20240131T235959Z` as Unix seconds.
+fn parse_amz_date(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    if date.len() != 8
+        || time.len() != 6
+        || !text.replace('T', "").bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (y, m, d) = (num(&date[..4])?, num(&date[4..6])?, num(&date[6..])?);
+    let (hh, mm, ss) = (num(&time[..2])?, num(&time[2..4])?, num(&time[4..])?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// A URL without its query string (signed CDN URLs carry credentials there).
@@ -192,6 +251,55 @@ mod tests {
             HeaderValue::from_static("bytes */100"),
         );
         assert_eq!(parse_content_range(&headers), None);
+    }
+
+    #[test]
+    fn signed_urls_expire() {
+        let cloudfront = "https://cdn/x?Expires=1000&Signature=abc";
+        assert!(!signed_url_expired(cloudfront, 999));
+        assert!(signed_url_expired(cloudfront, 1000));
+        // 2024-01-01T00:00:00Z is 1704067200.
+        let s3 = "https://s3/x?X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-Signature=s";
+        assert!(!signed_url_expired(s3, 1_704_067_200 + 3599));
+        assert!(signed_url_expired(s3, 1_704_067_200 + 3600));
+        assert!(!signed_url_expired("https://cdn/x", u64::MAX));
+        assert!(!signed_url_expired(
+            "https://cdn/x?X-Amz-Expires=5",
+            u64::MAX
+        ));
+        assert_eq!(parse_amz_date("19700101T000001Z"), Some(1));
+        assert_eq!(parse_amz_date("2024-01-01"), None);
+    }
+
+    fn location(revision: &str) -> FileLocation {
+        FileLocation {
+            model_id: crate::ModelId::Entity,
+            repo_id: "org/m".to_owned(),
+            revision: revision.to_owned(),
+            filename: "model.safetensors".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_missing_repo_commit_is_assumed_only_for_a_commit_revision() {
+        let sha = "a".repeat(64);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-linked-etag",
+            HeaderValue::from_str(&format!("\"{sha}\"")).unwrap(),
+        );
+        let commit = "c".repeat(40);
+        let remote = metadata_from(&headers, "http://m/x", false, &location(&commit)).unwrap();
+        assert!(remote.commit_assumed);
+        assert_eq!(remote.commit, commit);
+        let err = metadata_from(&headers, "http://m/x", false, &location("main")).unwrap_err();
+        assert!(err.to_string().contains("no X-Repo-Commit"), "{err}");
+        headers.insert(
+            "x-repo-commit",
+            HeaderValue::from_str(&"d".repeat(40)).unwrap(),
+        );
+        let remote = metadata_from(&headers, "http://m/x", false, &location("main")).unwrap();
+        assert!(!remote.commit_assumed);
     }
 
     #[test]

@@ -8,7 +8,15 @@
 //! Transient (retried): connection failures, resets, idle timeouts, bodies that end early,
 //! 408, 429 and 5xx. Fatal (not retried): every other 4xx, which carries the Hub's reason
 //! (missing repo, gated repo, bad token), and local errors such as a full disk.
+//!
+//! One exception to "connection failures are retried": a host that has not answered once in
+//! this run and could not be connected to [`UNREACHABLE_TRIP`] times (name not resolved,
+//! connection refused or timed out) is given up for the rest of the run by the
+//! [`HostBreaker`], for every model at once, so a machine without network learns it in
+//! seconds, with one message. A host that has answered before keeps the full retry
+//! behaviour: an outage mid-run, a reset mid-body or a 503 is what retries are for.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::artifacts::status::Backoff;
@@ -145,6 +153,69 @@ impl RetryState {
     }
 }
 
+/// Connection failures to a host that never answered after which the whole run gives the
+/// host up. Three, so that one lost DNS packet or a refused first connection is retried.
+pub(crate) const UNREACHABLE_TRIP: u32 = 3;
+
+/// Per host (`scheme://host:port`), whether it answered in this run and how many connection
+/// attempts to it failed since: plain data, shared by every model of a manager through the
+/// client, decided on by pure methods (no clock, no network).
+#[derive(Debug, Default)]
+pub(crate) struct HostBreaker {
+    hosts: HashMap<String, HostRecord>,
+}
+
+#[derive(Debug, Default)]
+struct HostRecord {
+    answered: bool,
+    failures: u32,
+    last: String,
+}
+
+/// Whether a request to a host may go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Send it.
+    Go,
+    /// The host is given up for this run.
+    Refused {
+        /// Failed connection attempts.
+        failures: u32,
+        /// The last connection error.
+        reason: String,
+    },
+}
+
+impl HostBreaker {
+    /// Whether a request to `host` may go out.
+    pub(crate) fn admit(&self, host: &str) -> Admission {
+        match self.hosts.get(host) {
+            Some(record) if !record.answered && record.failures >= UNREACHABLE_TRIP => {
+                Admission::Refused {
+                    failures: record.failures,
+                    reason: record.last.clone(),
+                }
+            }
+            _ => Admission::Go,
+        }
+    }
+
+    /// `host` sent an answer (any HTTP status): it is reachable for the rest of the run.
+    pub(crate) fn answered(&mut self, host: &str) {
+        let record = self.hosts.entry(host.to_owned()).or_default();
+        record.answered = true;
+        record.failures = 0;
+    }
+
+    /// A connection to `host` failed; returns whether the host is now given up.
+    pub(crate) fn connect_failed(&mut self, host: &str, reason: &str) -> bool {
+        let record = self.hosts.entry(host.to_owned()).or_default();
+        record.failures += 1;
+        record.last = reason.to_owned();
+        !record.answered && record.failures >= UNREACHABLE_TRIP
+    }
+}
+
 /// What kind of failure an HTTP status is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StatusClass {
@@ -190,6 +261,44 @@ pub(crate) fn parse_ratelimit(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_that_never_answered_is_given_up_after_three_connect_failures() {
+        let mut breaker = HostBreaker::default();
+        let hub = "https://huggingface.co";
+        assert_eq!(breaker.admit(hub), Admission::Go);
+        assert!(!breaker.connect_failed(hub, "dns error"));
+        assert!(!breaker.connect_failed(hub, "dns error"));
+        assert_eq!(breaker.admit(hub), Admission::Go);
+        assert!(breaker.connect_failed(hub, "dns error: no such host"));
+        assert_eq!(
+            breaker.admit(hub),
+            Admission::Refused {
+                failures: 3,
+                reason: "dns error: no such host".to_owned()
+            }
+        );
+        // Other hosts are judged on their own.
+        assert_eq!(breaker.admit("https://cdn.example"), Admission::Go);
+    }
+
+    #[test]
+    fn a_host_that_answered_once_keeps_full_retries() {
+        let mut breaker = HostBreaker::default();
+        let hub = "http://localhost:1";
+        breaker.answered(hub);
+        for _ in 0..10 {
+            assert!(!breaker.connect_failed(hub, "connection refused"));
+        }
+        assert_eq!(breaker.admit(hub), Admission::Go);
+        // And an answer after failures resets the count.
+        let other = "http://localhost:2";
+        breaker.connect_failed(other, "refused");
+        breaker.connect_failed(other, "refused");
+        breaker.answered(other);
+        assert!(!breaker.connect_failed(other, "refused"));
+        assert_eq!(breaker.admit(other), Admission::Go);
+    }
 
     #[test]
     fn every_retried_status_is_listed() {

@@ -5,7 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::stream::{Stream, StreamExt};
@@ -13,7 +14,7 @@ use reqwest::StatusCode;
 
 use super::client::HubClient;
 use super::protocol::error_chain;
-use super::protocol::{is_html, parse_content_range, strip_query};
+use super::protocol::{is_html, parse_content_range, signed_url_expired, strip_query, RemoteFile};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// A boxed future, as trait methods return them.
@@ -114,31 +115,114 @@ pub trait ByteSource: Send + Sync {
 }
 
 /// The Hub: the resolve URL, or the CDN location it redirected to.
-#[derive(Debug, Clone)]
+///
+/// A CDN location is a signed URL that expires (`Expires=`, `X-Amz-Expires=`; an hour on the
+/// Hub). Before a request to a URL already past its expiry, and after a CDN answers 403 or 400
+/// to it, the file is resolved on the Hub again for a fresh URL and the request goes to that
+/// one, from the same byte: neither a long download nor a resume the next day starts over.
+/// Only the Hub's own refusal (or a second refusal of a fresh URL) ends the download.
+#[derive(Debug)]
 pub(crate) struct HubSource {
-    /// The client (cheap to clone).
-    pub client: HubClient,
-    /// Where the bytes are.
-    pub url: String,
-    /// `If-Range` validator of `url`, if known.
-    pub validator: Option<String>,
-    /// The file, for errors.
-    pub location: FileLocation,
+    client: HubClient,
+    target: Mutex<Target>,
+    etag: String,
+    location: FileLocation,
+}
+
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    validator: Option<String>,
+}
+
+impl HubSource {
+    /// The bytes of `remote`, as the Hub described them.
+    pub(crate) fn new(client: HubClient, remote: &RemoteFile, location: FileLocation) -> Self {
+        HubSource {
+            client,
+            target: Mutex::new(Target {
+                url: remote.download_url.clone(),
+                validator: remote.validator.clone(),
+            }),
+            etag: remote.etag.clone(),
+            location,
+        }
+    }
+
+    fn current(&self) -> Target {
+        match self.target.lock() {
+            Ok(target) => target.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Asks the Hub for a fresh location of the file, unless another connection already
+    /// replaced `stale`. A Hub refusal is returned as it is (fatal).
+    async fn refresh(&self, stale: &str, why: &str) -> EmbeddingResult<Target> {
+        let current = self.current();
+        if current.url != stale {
+            return Ok(current);
+        }
+        tracing::info!(file = %self.location, url = %strip_query(stale), %why, "signed CDN URL no longer valid; asking the Hub for a fresh one");
+        let remote = self.client.head_file(&self.location).await?;
+        if remote.etag != self.etag {
+            return Err(EmbeddingError::Protocol {
+                location: self.location.clone(),
+                reason: format!(
+                    "the file changed on the Hub during the download (was {}, now {}); run again to fetch the new version",
+                    self.etag, remote.etag
+                ),
+            });
+        }
+        let fresh = Target {
+            url: remote.download_url,
+            validator: remote.validator,
+        };
+        if let Ok(mut target) = self.target.lock() {
+            *target = fresh.clone();
+        }
+        Ok(fresh)
+    }
+
+    async fn get(
+        &self,
+        target: &Target,
+        start: u64,
+        end: Option<u64>,
+    ) -> EmbeddingResult<reqwest::Response> {
+        self.client
+            .get_range(
+                &target.url,
+                start,
+                end,
+                target.validator.as_deref(),
+                &self.location,
+            )
+            .await
+    }
+}
+
+/// Whether an error is a CDN's refusal of a signed URL (expired, or its signature no longer
+/// accepted): S3 and CloudFront answer 403, some stores 400.
+fn is_signed_url_refusal(error: &EmbeddingError) -> bool {
+    matches!(error, EmbeddingError::HubRefused { refusal, .. } if matches!(refusal.status, 400 | 403))
 }
 
 impl ByteSource for HubSource {
     fn open(&self, start: u64, end: Option<u64>) -> BoxFuture<'_, EmbeddingResult<Opened>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .get_range(
-                    &self.url,
-                    start,
-                    end,
-                    self.validator.as_deref(),
-                    &self.location,
-                )
-                .await?;
+            let mut target = self.current();
+            let off_hub = !self.client.is_hub_url(&target.url);
+            if off_hub && signed_url_expired(&target.url, unix_now()) {
+                target = self.refresh(&target.url, "past its expiry").await?;
+            }
+            let response = match self.get(&target, start, end).await {
+                Err(error) if off_hub && is_signed_url_refusal(&error) => {
+                    target = self.refresh(&target.url, &error.to_string()).await?;
+                    self.get(&target, start, end).await?
+                }
+                other => other?,
+            };
             let status = response.status();
             if status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Ok(Opened::Unsatisfiable);
@@ -176,10 +260,16 @@ impl ByteSource for HubSource {
     }
 
     fn name(&self) -> String {
-        strip_query(&self.url)
+        strip_query(&self.current().url)
     }
 
     fn idle_timeout(&self) -> Duration {
         self.client.idle_timeout()
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -119,6 +119,11 @@ async fn servers_that_ignore_or_refuse_ranges_drop_to_one_stream() {
             served.content,
             "{fault:?}"
         );
+        if fault == Fault::status(403) {
+            // A CDN 403 first gets a fresh URL from the Hub (it may be an expired signature,
+            // see tests/network.rs); the ranges go on in parallel with it.
+            continue;
+        }
         let gets = fx.gets(&served.sha256);
         let open_ended: Vec<_> = gets
             .iter()
