@@ -30,7 +30,7 @@ pub(crate) async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
     describe(&manager, output);
     match &cli.command {
         Command::Ensure(args) => ensure::run(&manager, output, args).await,
-        Command::Status => status::run(&manager, output).await,
+        Command::Status(args) => status::run(&manager, output, args.files).await,
         Command::Verify(args) => verify::run(&manager, output, args).await,
         Command::Gc(args) => gc::run(&manager, output, args, cli.global.max_cache_size).await,
         Command::Clear(args) => clear::run(&manager, output, args).await,

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use super::config::ArtifactManagerConfig;
 use super::ensure::context::Context;
 use super::ensure::local::{inspect, is_ready};
-use super::ensure::readiness::{ReadinessReport, VerifyOutcome};
+use super::ensure::readiness::{ReadinessReport, VerifiedModel, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
 use super::manifest::{Manifest, ManifestEntry};
@@ -115,7 +115,20 @@ impl ModelArtifactManager {
         }
     }
 
-    /// Local path of the model's file (the snapshot path), `None` unless it is available.
+    /// The snapshot folder (`snapshots/<commit>`) a loader opens, holding every file of the
+    /// model's set; `None` unless the model is available.
+    pub fn snapshot_dir(&self, model_id: ModelId) -> Option<PathBuf> {
+        self.verified_model(model_id).ok().map(|m| m.snapshot_dir)
+    }
+
+    /// The model's verified files (snapshot folder, weight file, every file of its set), from
+    /// the cache only; `MissingModels` unless every file of the set is ready.
+    pub fn verified_model(&self, model_id: ModelId) -> EmbeddingResult<VerifiedModel> {
+        readiness::verified_model(&self.context, model_id)
+    }
+
+    /// Local path of the model's weight file (the snapshot path), `None` unless it is
+    /// available (every file of its set verified).
     pub fn get_path(&self, model_id: ModelId) -> Option<PathBuf> {
         let artifact = self.context.artifact(model_id).ok()?;
         let state = inspect(&self.context.layout, artifact);

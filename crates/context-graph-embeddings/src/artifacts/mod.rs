@@ -11,7 +11,7 @@
 //! | `transfer/` | one blob from a byte source into `blobs/<etag>`, verified: resume, one stream, parallel ranges, persist |
 //! | `remote/` | talking to servers: the Hub protocol and client, byte sources, the S3 mirror, retry |
 //! | `store/` | every file name in the cache: layout, snapshots and refs, stamps, locks, budget, clearing |
-//! | leaves | `manifest`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `testing` |
+//! | leaves | `manifest`, `fileset`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `testing` |
 //!
 //! Modules are private; this list is the public surface.
 
@@ -19,6 +19,7 @@ mod blocking;
 mod config;
 mod ensure;
 mod environment;
+mod fileset;
 mod hash;
 mod ids;
 mod manager;
@@ -34,8 +35,12 @@ mod transfer;
 pub use blocking::available_space;
 pub use config::{ArtifactManagerConfig, ParallelSettings};
 pub use ensure::local::HashSource;
-pub use ensure::readiness::{ModelReadiness, ReadinessReport, ReadinessState, VerifyOutcome};
+pub use ensure::readiness::{
+    FileReadiness, ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
+};
 pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
+pub use fileset::{FileSelection, PinnedFile, Preset};
+pub use hash::DigestKind;
 pub use manager::ModelArtifactManager;
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
 pub use pinning::{PinChange, PinOutcome};

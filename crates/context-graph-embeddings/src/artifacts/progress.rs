@@ -61,6 +61,21 @@ pub enum ProgressKind {
     },
     /// All bytes are in; the final checks run.
     Verifying,
+    /// The model's file set is known (the weights and the files a loader needs beside them).
+    FilesResolved {
+        /// Files in the set, the weight file included.
+        files: usize,
+    },
+    /// One file of the model's set is in place and verified (sent for every file, the
+    /// weight file last, just before the model's `Completed`).
+    FileReady {
+        /// Path of the file in the repo.
+        file: String,
+        /// How it came to be there.
+        outcome: Outcome,
+        /// Bytes received over the network for it in this run.
+        bytes_transferred: u64,
+    },
     /// The file is in place and verified.
     Completed {
         /// The snapshot path.

@@ -1,12 +1,15 @@
-//! What the cache holds for one model, from metadata only (a `stat`, the ref, the stamp), and
-//! the one readiness rule every caller uses: a valid stamp, or, with checksum verification
-//! off, the right size.
+//! What the cache holds for one model, from metadata only (a `stat`, the ref, the stamps, the
+//! recorded file set), and the one readiness rule every caller uses: the weight file and every
+//! other file of the model's set with a valid stamp, or, with checksum verification off, the
+//! right size.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::context::Context;
+use crate::artifacts::fileset::{FileSelection, PinnedFile};
+use crate::artifacts::hash::DigestKind;
 use crate::artifacts::ids::validate_sha256;
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::store::budget::Protected;
@@ -44,6 +47,113 @@ pub(crate) struct LocalState {
     pub(crate) size: Option<u64>,
     /// Bytes of the largest partial download of the pinned blob.
     pub(crate) partial_bytes: u64,
+    /// The other files of the model's set (not the weight file), when the set is known
+    /// locally: `Some(vec![])` for a single-file entry, `None` when the set was never
+    /// resolved at this commit.
+    pub(crate) companions: Option<Vec<CompanionState>>,
+}
+
+/// What the cache holds for one file of a set besides the weight file.
+#[derive(Debug, Clone)]
+pub(crate) struct CompanionState {
+    /// The file and what it must be.
+    pub(crate) file: PinnedFile,
+    /// The snapshot entry, when present (and inside the cache).
+    pub(crate) snapshot: Option<PathBuf>,
+    /// Its size on disk.
+    pub(crate) size: Option<u64>,
+    /// Whether a stamp vouches for it with the expected digest.
+    pub(crate) stamp_valid: bool,
+    /// Where the verified bytes came from, when recorded.
+    pub(crate) source: Option<String>,
+}
+
+impl CompanionState {
+    /// Verified, or (checks off) of the right size.
+    pub(crate) fn is_ready(&self, verify_checksums: bool) -> bool {
+        self.snapshot.is_some()
+            && (self.stamp_valid || (!verify_checksums && self.size == Some(self.file.size_bytes)))
+    }
+}
+
+/// The key a resolved set is recorded under: the weight file and the selection.
+pub(crate) fn selection_key(artifact: &ModelArtifact) -> String {
+    let FileSelection {
+        include, preset, ..
+    } = &artifact.selection;
+    format!(
+        "{}\0{}\0{}",
+        artifact.filename,
+        preset.map_or("", |p| p.as_str()),
+        include.join("\0")
+    )
+}
+
+/// The files of the model's set besides the weight file, as far as the cache knows without
+/// the network: the manifest's list, nothing for a single-file entry, else the set recorded
+/// when it was resolved at `commit`.
+pub(crate) fn known_companions(
+    layout: &CacheLayout,
+    artifact: &ModelArtifact,
+    commit: &str,
+) -> Option<Vec<PinnedFile>> {
+    let without_weights = |files: Vec<PinnedFile>| -> Vec<PinnedFile> {
+        files
+            .into_iter()
+            .filter(|f| f.path != artifact.filename)
+            .collect()
+    };
+    if let Some(files) = &artifact.selection.files {
+        return Some(without_weights(files.clone()));
+    }
+    if artifact.selection.is_single_file() {
+        return Some(Vec::new());
+    }
+    let record = layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    let files: Vec<PinnedFile> = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+    Some(without_weights(files))
+}
+
+/// Records a resolved set (blocking; small atomic write).
+pub(crate) fn record_companions(
+    layout: &CacheLayout,
+    artifact: &ModelArtifact,
+    commit: &str,
+    files: &[PinnedFile],
+) -> crate::error::EmbeddingResult<()> {
+    let record = layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    let text = serde_json::to_vec_pretty(files).unwrap_or_default();
+    crate::artifacts::store::fs::write_atomic(&record, &text)
+}
+
+/// Reads the state of one companion file at `commit`. Blocking.
+pub(crate) fn inspect_companion(
+    layout: &CacheLayout,
+    repo: &str,
+    commit: &str,
+    file: &PinnedFile,
+) -> CompanionState {
+    let path = layout.snapshot_path(repo, commit, &file.path);
+    let mut state = CompanionState {
+        file: file.clone(),
+        snapshot: None,
+        size: None,
+        stamp_valid: false,
+        source: None,
+    };
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if meta.is_file() && entry_stays_inside(&path) {
+            state.size = Some(meta.len());
+            if let Some(stamp) =
+                VerificationStamp::read(&layout.stamp_path(repo, commit, &file.path))
+            {
+                state.stamp_valid = stamp.is_valid_for(&path, Some(&file.digest));
+                state.source = stamp.source;
+            }
+            state.snapshot = Some(path);
+        }
+    }
+    state
 }
 
 /// Reads the local state of one artifact. Blocking (a few `stat`s and one small read): async
@@ -56,6 +166,12 @@ pub(crate) fn inspect(layout: &CacheLayout, artifact: &ModelArtifact) -> LocalSt
         ..LocalState::default()
     };
     if let Some(commit) = &commit {
+        state.companions = known_companions(layout, artifact, commit).map(|files| {
+            files
+                .iter()
+                .map(|f| inspect_companion(layout, repo, commit, f))
+                .collect()
+        });
         let path = layout.snapshot_path(repo, commit, &artifact.filename);
         if let Ok(meta) = std::fs::metadata(&path) {
             if meta.is_file() && entry_stays_inside(&path) {
@@ -64,7 +180,10 @@ pub(crate) fn inspect(layout: &CacheLayout, artifact: &ModelArtifact) -> LocalSt
                 let stamp =
                     VerificationStamp::read(&layout.stamp_path(repo, commit, &artifact.filename));
                 if let Some(stamp) = stamp {
-                    state.stamp_valid = stamp.is_valid_for(&path, artifact.sha256.as_deref());
+                    let pinned = artifact.sha256.as_deref().or(artifact
+                        .pinned_file(&artifact.filename)
+                        .map(|f| f.digest.as_str()));
+                    state.stamp_valid = stamp.is_valid_for(&path, pinned);
                     state.stamp = Some(stamp);
                 }
                 state.snapshot = Some(path);
@@ -93,9 +212,19 @@ pub(crate) async fn inspect_off_thread(
         .unwrap_or_default()
 }
 
-/// The one readiness rule: on disk and verified (a valid stamp), or, with checksum
-/// verification off, on disk with the pinned size (when one is pinned).
+/// The one readiness rule: the weight file on disk and verified (a valid stamp), or, with
+/// checksum verification off, on disk with the pinned size (when one is pinned); and every
+/// other file of the set known and ready by the same rule.
 pub(crate) fn is_ready(
+    artifact: &ModelArtifact,
+    state: &LocalState,
+    verify_checksums: bool,
+) -> bool {
+    weights_ready(artifact, state, verify_checksums) && companions_ready(state, verify_checksums)
+}
+
+/// The weight file alone is ready.
+pub(crate) fn weights_ready(
     artifact: &ModelArtifact,
     state: &LocalState,
     verify_checksums: bool,
@@ -109,6 +238,14 @@ pub(crate) fn is_ready(
     !verify_checksums && artifact.size_bytes.is_none_or(|s| state.size == Some(s))
 }
 
+/// The rest of the set is known and ready.
+pub(crate) fn companions_ready(state: &LocalState, verify_checksums: bool) -> bool {
+    state
+        .companions
+        .as_ref()
+        .is_some_and(|files| files.iter().all(|f| f.is_ready(verify_checksums)))
+}
+
 /// The expected hash of a present file and where it comes from: the pin, else the blob name
 /// (the Hub's `X-Linked-Etag`, as written by any client), else our stamp.
 pub(crate) fn expected_hash(
@@ -118,11 +255,14 @@ pub(crate) fn expected_hash(
     if let Some(sha) = &artifact.sha256 {
         return (Some(sha.clone()), HashSource::Pinned);
     }
-    if let Some(name) = state
-        .blob_name
-        .as_deref()
-        .and_then(|n| validate_sha256(n).ok())
-    {
+    if let Some(file) = artifact.pinned_file(&artifact.filename) {
+        return (Some(file.digest.clone()), HashSource::Pinned);
+    }
+    if let Some(name) = state.blob_name.as_deref().and_then(|n| {
+        validate_sha256(n).ok().or_else(|| {
+            (DigestKind::of_hex(n) == Some(DigestKind::GitBlobSha1)).then(|| n.to_owned())
+        })
+    }) {
         return (Some(name), HashSource::HubAdvertised);
     }
     if let Some(stamp) = &state.stamp {
@@ -145,7 +285,17 @@ pub(crate) async fn protected_blobs(ctx: &Context) -> Protected {
             protected.insert((folder.clone(), name));
         }
         if let Some(stamp) = state.stamp {
-            protected.insert((folder, stamp.sha256));
+            protected.insert((folder.clone(), stamp.sha256));
+        }
+        for companion in state.companions.into_iter().flatten() {
+            protected.insert((folder.clone(), companion.file.digest.clone()));
+            if let Some(name) = companion
+                .snapshot
+                .as_deref()
+                .and_then(snapshot_link_blob_name)
+            {
+                protected.insert((folder.clone(), name));
+            }
         }
     }
     protected
@@ -164,6 +314,7 @@ mod tests {
             sha256: sha256.map(str::to_owned),
             size_bytes: size,
             revision: None,
+            selection: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Deciding what to do: the local state of one model and the one readiness rule, the
 //! readiness report and verification, one model's steps (reuse, resolve, lock, fetch, place)
-//! and a batch of models (classify, verify, resolve, budget, fan out).
+//! the file set of a model at a commit, and a batch of models (classify, verify, resolve,
+//! budget, fan out).
 
 pub(crate) mod batch;
 pub(crate) mod context;
@@ -8,3 +9,4 @@ pub(crate) mod local;
 pub(crate) mod maintain;
 pub(crate) mod one;
 pub(crate) mod readiness;
+pub(crate) mod set;

@@ -12,12 +12,16 @@ use reqwest::header;
 use reqwest::{Response, StatusCode, Url};
 
 use super::protocol::{
-    error_chain, header_str, is_html, metadata_from, percent_encode, strip_query, strong_etag,
-    RemoteFile,
+    error_chain, header_str, is_html, metadata_from, next_link, percent_encode, strip_query,
+    strong_etag, tree_files, RemoteFile,
 };
 use super::retry::{classify_status, parse_ratelimit, parse_retry_after, StatusClass};
+use crate::artifacts::fileset::RepoFile;
 use crate::artifacts::ids::{is_commit_hash, validate_sha256};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
+
+/// Most pages of one tree listing (1000 entries each on the Hub).
+const MAX_TREE_PAGES: usize = 1000;
 
 /// Most redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
@@ -304,6 +308,110 @@ impl HubClient {
                     .to_owned(),
             }),
         }
+    }
+
+    /// Every file of a repo at a commit, from
+    /// `GET /api/models/{repo}/tree/{commit}?recursive=true&expand=false` (what
+    /// `snapshot_download` asks), following `Link: rel="next"` pages.
+    pub(crate) async fn list_tree(
+        &self,
+        location: &FileLocation,
+        commit: &str,
+    ) -> EmbeddingResult<Vec<RepoFile>> {
+        let mut url = format!(
+            "{}/api/models/{}/tree/{}?recursive=true&expand=false",
+            self.endpoint,
+            location.repo_id,
+            percent_encode(commit)
+        );
+        let mut files = Vec::new();
+        for _ in 0..MAX_TREE_PAGES {
+            let (value, next) = self.get_json_page(&url, location).await?;
+            files.extend(tree_files(&value, location)?);
+            match next {
+                Some(next) => url = next,
+                None => return Ok(files),
+            }
+        }
+        Err(EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("the tree listing has more than {MAX_TREE_PAGES} pages"),
+        })
+    }
+
+    /// The whole body of a small file (a `modules.json`, a safetensors index) at `url`.
+    pub(crate) async fn get_small(
+        &self,
+        url: &str,
+        limit: u64,
+        location: &FileLocation,
+    ) -> EmbeddingResult<Vec<u8>> {
+        let response = self.get_range(url, 0, None, None, location).await?;
+        let shown = strip_query(url);
+        if !response.status().is_success() || response.status().as_u16() == 206 {
+            return Err(EmbeddingError::BadResponse {
+                url: shown,
+                reason: format!("status {} for a whole small file", response.status()),
+            });
+        }
+        if response.content_length().is_some_and(|l| l > limit) {
+            return Err(EmbeddingError::BadResponse {
+                url: shown,
+                reason: format!("the file is larger than {limit} bytes"),
+            });
+        }
+        let bytes = tokio::time::timeout(self.metadata_timeout, response.bytes())
+            .await
+            .map_err(|_| EmbeddingError::IdleTimeout {
+                url: shown.clone(),
+                idle: self.metadata_timeout,
+            })?
+            .map_err(|e| EmbeddingError::BadResponse {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        if bytes.len() as u64 > limit {
+            return Err(EmbeddingError::BadResponse {
+                url: shown,
+                reason: format!("the file is larger than {limit} bytes"),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// A JSON `GET` and the `rel="next"` link of its answer.
+    async fn get_json_page(
+        &self,
+        url: &str,
+        location: &FileLocation,
+    ) -> EmbeddingResult<(serde_json::Value, Option<String>)> {
+        let parsed = parse_url(url, location)?;
+        let response = self
+            .authorize(self.client.get(parsed.clone()), &parsed)
+            .timeout(self.metadata_timeout)
+            .send()
+            .await
+            .map_err(|e| network_error(&parsed, &e, self.metadata_timeout))?;
+        if !response.status().is_success() {
+            return Err(error_from_response(response, &parsed, location, self.has_token()).await);
+        }
+        let next = response
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+            .and_then(|next| parsed.join(&next).ok())
+            .filter(|next| next.origin() == self.endpoint_url.origin())
+            .map(|next| next.to_string());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| network_error(&parsed, &e, self.metadata_timeout))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("the API answer of {} is not JSON: {e}", strip_query(url)),
+        })?;
+        Ok((value, next))
     }
 
     async fn get_json(
