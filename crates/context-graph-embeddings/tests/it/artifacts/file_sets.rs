@@ -167,6 +167,7 @@ async fn a_companion_missing_on_the_hub_fails_the_model_naming_the_file() {
     let fx = preset_fixture();
     // A locked set naming a file the Hub does not have.
     fx.write_manifest(|_, entry| {
+        entry["preset"] = "sentence-transformers".into();
         entry["files"] = serde_json::json!([
             {"path": "model.safetensors", "size_bytes": entry["size_bytes"], "sha256": entry["sha256"]},
             {"path": "tokenizer_extra.json", "size_bytes": 10, "git_sha1": "0".repeat(40)},
@@ -200,6 +201,7 @@ async fn the_branch_moving_mid_run_does_not_mix_commits() {
     let repo = fx.file(ModelId::Entity).repo_id.clone();
     let first = fx.hub.commit_of(&repo, "main").unwrap();
     fx.write_manifest(|_, entry| {
+        entry["preset"] = "sentence-transformers".into();
         entry["revision"] = "main".into();
         entry["sha256"] = serde_json::Value::Null;
         entry["size_bytes"] = serde_json::Value::Null;
@@ -231,7 +233,18 @@ async fn the_branch_moving_mid_run_does_not_mix_commits() {
     assert_ne!(first, second);
     let verified = manager.verified_model(ModelId::Entity).unwrap();
     assert!(verified.snapshot_dir.ends_with(&first), "{verified:?}");
-    let tokenizer = std::fs::read(verified.snapshot_dir.join("tokenizer.json")).unwrap();
+    let tokenizer =
+        std::fs::read(verified.snapshot_dir.join("tokenizer.json")).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?} {:?}",
+                snapshot_files(&verified.snapshot_dir),
+                fx.hub
+                    .requests()
+                    .iter()
+                    .map(|r| format!("{} {}", r.method, r.path))
+                    .collect::<Vec<_>>()
+            )
+        });
     assert!(
         !tokenizer.starts_with(b"{\"moved\""),
         "the old commit's bytes"
