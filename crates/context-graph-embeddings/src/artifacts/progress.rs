@@ -1,7 +1,10 @@
 //! Progress events: typed, broadcast, never blocking.
 //!
-//! Contract: events of one model arrive in order (`Started`, `Progress`…, possibly
-//! `Retrying` and more `Progress`, `Verifying`, then `Completed` or `Failed`), byte counts
+//! Contract: events of one model arrive in order (`FilesResolved` once its file set is known,
+//! `Started`, `Progress`…, possibly `Retrying` and more `Progress`, `Verifying`, a
+//! `FileReady` per file of the set, the weight file's last, then `Completed` or `Failed`;
+//! the byte-level events are the weight file's: the small files of the set report only
+//! retries, warnings and their `FileReady`), byte counts
 //! never decrease except after a `Started` that restarts from zero, and nothing of that model
 //! follows `Completed` or `Failed` for that download. Emitting never waits: a subscriber that
 //! falls behind loses the oldest events (`RecvError::Lagged`) and never slows a download.

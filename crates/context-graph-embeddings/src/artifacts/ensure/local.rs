@@ -326,6 +326,7 @@ mod tests {
         let present = LocalState {
             snapshot: Some(PathBuf::from("/c/x")),
             size: Some(10),
+            companions: Some(Vec::new()),
             ..LocalState::default()
         };
         assert!(!is_ready(&pinned, &present, true), "unverified");
@@ -340,6 +341,30 @@ mod tests {
             ..wrong_size
         };
         assert!(is_ready(&pinned, &stamped, true));
+        let set_unknown = LocalState {
+            companions: None,
+            ..stamped.clone()
+        };
+        assert!(!is_ready(&pinned, &set_unknown, true), "set never resolved");
+        let companion_missing = LocalState {
+            companions: Some(vec![CompanionState {
+                file: PinnedFile {
+                    path: "tokenizer.json".to_owned(),
+                    size_bytes: 5,
+                    kind: DigestKind::GitBlobSha1,
+                    digest: "0".repeat(40),
+                },
+                snapshot: None,
+                size: None,
+                stamp_valid: false,
+                source: None,
+            }]),
+            ..stamped
+        };
+        assert!(
+            !is_ready(&pinned, &companion_missing, true),
+            "a file of the set is missing"
+        );
     }
 
     #[test]

@@ -109,12 +109,14 @@ async fn ensure_steps(
         Some(remote) => remote,
         None => resolve_expected(ctx, artifact, events).await?,
     };
-    // Everything is fetched by the commit the revision resolved to, so a branch that moves
-    // during the run cannot mix two commits in one snapshot.
+    // A set is fetched by the commit the revision resolved to, so a branch that moves during
+    // the run cannot mix two commits in one snapshot. (A single file keeps the URL the Hub
+    // named: a change under it is caught by its hash, as before.)
     let at_revision =
         ctx.client
             .resolve_url(&artifact.repo_id, &location.revision, &artifact.filename);
-    if remote.from_hub && remote.download_url == at_revision {
+    if !artifact.selection.is_single_file() && remote.from_hub && remote.download_url == at_revision
+    {
         remote.download_url =
             ctx.client
                 .resolve_url(&artifact.repo_id, &remote.commit, &artifact.filename);
