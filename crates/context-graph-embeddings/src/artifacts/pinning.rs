@@ -2,13 +2,23 @@
 //! file's SHA-256 and size read from the Hub's `paths-info` API at that commit. Gaps are
 //! filled; a known pin that the Hub contradicts is reported as a change for the caller to
 //! refuse or accept (a commit's content never changes, so a changed pin is a red flag).
+//!
+//! An entry with a preset or patterns is resolved against the tree at the commit and its
+//! whole file set (path, size, SHA-256 for LFS files, git blob SHA-1 for regular ones) is
+//! written as `files`, so the locked manifest needs no tree listing again: offline and
+//! mirror-only nodes know every file's digest.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::fileset::PinnedFile;
+use super::hash::DigestKind;
 use super::ids::is_commit_hash;
 use super::manifest::{Manifest, ManifestEntry};
 use super::model_files::tracked_branch;
 use super::remote::client::HubClient;
+use super::remote::tree::resolve_from_tree;
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
 
@@ -17,7 +27,7 @@ use crate::model_id::ModelId;
 pub struct PinChange {
     /// The model.
     pub model_id: ModelId,
-    /// `revision`, `sha256` or `size_bytes`.
+    /// `revision`, `sha256`, `size_bytes` or `files`.
     pub field: &'static str,
     /// The manifest's value (`None` when unknown).
     pub old: Option<String>,
@@ -34,6 +44,20 @@ pub struct PinOutcome {
     pub filled: Vec<PinChange>,
     /// Known values the Hub contradicts.
     pub changed: Vec<PinChange>,
+}
+
+/// A file set in one line, for the report of what pinning changed.
+fn describe_files(files: &[PinnedFile]) -> String {
+    let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
+    let digests: Vec<String> = files
+        .iter()
+        .map(|f| format!("{}={}", f.path, &f.digest[..12.min(f.digest.len())]))
+        .collect();
+    format!(
+        "{} files, {bytes} bytes: {}",
+        files.len(),
+        digests.join(" ")
+    )
 }
 
 /// Asks the Hub for every artifact's commit, SHA-256 and size, and returns a fully pinned
@@ -65,11 +89,29 @@ pub(crate) async fn pin(
             } else {
                 hub.resolve_revision(&location).await?
             };
-            let (sha256, size) = hub.lfs_info(&location, &commit).await?;
-            Ok::<_, EmbeddingError>((commit, sha256, size))
+            if artifact.selection.is_single_file() {
+                let (sha256, size) = hub.lfs_info(&location, &commit).await?;
+                return Ok::<_, EmbeddingError>((commit, Some(sha256), size, None));
+            }
+            let mut at_commit = location.clone();
+            at_commit.revision = commit.clone();
+            let tree = hub.list_tree(&at_commit, &commit).await?;
+            let files =
+                resolve_from_tree(hub, artifact, &commit, &tree, &at_commit, &BTreeMap::new())
+                    .await?;
+            let weights = files
+                .iter()
+                .find(|f| f.path == artifact.filename)
+                .cloned()
+                .ok_or_else(|| EmbeddingError::Protocol {
+                    location: at_commit.clone(),
+                    reason: "the resolved set lacks the weight file".to_owned(),
+                })?;
+            let sha256 = (weights.kind == DigestKind::Sha256).then(|| weights.digest.clone());
+            Ok((commit, sha256, weights.size_bytes, Some(files)))
         }
         .await;
-        let (commit, sha256, size) = match result {
+        let (commit, sha256, size, files) = match result {
             Ok(values) => values,
             Err(error) => {
                 failures.push((artifact.model_id, error));
@@ -101,13 +143,25 @@ pub(crate) async fn pin(
             }),
             Some(_) => {}
         };
-        record("sha256", artifact.sha256.clone(), sha256.clone());
+        if let Some(sha256) = &sha256 {
+            record("sha256", artifact.sha256.clone(), sha256.clone());
+        }
         record(
             "size_bytes",
             artifact.size_bytes.map(|s| s.to_string()),
             size.to_string(),
         );
-        artifact.sha256 = Some(sha256);
+        if let Some(files) = files {
+            record(
+                "files",
+                artifact.selection.files.as_deref().map(describe_files),
+                describe_files(&files),
+            );
+            artifact.selection.files = Some(files);
+        }
+        if sha256.is_some() {
+            artifact.sha256 = sha256;
+        }
         artifact.size_bytes = Some(size);
     }
     if !failures.is_empty() {

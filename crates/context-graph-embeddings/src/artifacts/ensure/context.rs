@@ -1,7 +1,8 @@
 //! What every step of ensuring a model needs, built once by the manager: the configuration,
 //! the manifest, the cache layout, the Hub client and the mirror, the download and range
 //! slots, the status board and the progress channel, and what this process verified but
-//! could not record (a read-only cache): the verdicts, kept in memory, and the one notice.
+//! could not record (a read-only cache): the verdicts and resolved file sets, kept in memory,
+//! and the one notice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Semaphore;
 
 use crate::artifacts::config::ArtifactManagerConfig;
+use crate::artifacts::fileset::PinnedFile;
 use crate::artifacts::manifest::{Manifest, ModelArtifact};
 use crate::artifacts::progress::ProgressEmitter;
 use crate::artifacts::remote::client::HubClient;
@@ -37,6 +39,8 @@ pub(crate) struct Context {
     /// Files this process hashed right whose stamp could not be written, by snapshot path;
     /// each verdict holds while the file keeps the stamp's fingerprint.
     remembered: Mutex<HashMap<PathBuf, VerificationStamp>>,
+    /// File sets this process resolved but could not record, by record path.
+    remembered_sets: Mutex<HashMap<PathBuf, Vec<PinnedFile>>>,
     /// The first stamp that could not be written, for the one notice.
     unrecorded: Mutex<Option<UnrecordedStamps>>,
 }
@@ -68,6 +72,7 @@ impl Context {
             board: Arc::new(StatusBoard::default()),
             in_flight: Mutex::new(HashMap::new()),
             remembered: Mutex::new(HashMap::new()),
+            remembered_sets: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(None),
         }
     }
@@ -75,6 +80,16 @@ impl Context {
     /// Keeps a verdict whose stamp could not be written, for the rest of the process.
     pub(crate) fn remember(&self, path: &Path, stamp: VerificationStamp) {
         guard(&self.remembered).insert(path.to_path_buf(), stamp);
+    }
+
+    /// Keeps a resolved file set whose record could not be written, for the rest of the process.
+    pub(crate) fn remember_set(&self, record: &Path, files: Vec<PinnedFile>) {
+        guard(&self.remembered_sets).insert(record.to_path_buf(), files);
+    }
+
+    /// The file set kept for `record`, if any.
+    pub(crate) fn remembered_set(&self, record: &Path) -> Option<Vec<PinnedFile>> {
+        guard(&self.remembered_sets).get(record).cloned()
     }
 
     /// Drops a kept verdict (the file was found wrong).

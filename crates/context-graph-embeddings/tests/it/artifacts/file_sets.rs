@@ -1,0 +1,313 @@
+//! A model is a set of files: weights, config, tokenizer and modules, every one verified,
+//! all from one commit.
+
+use context_graph_embeddings::artifacts::{ModelArtifactManager, ReadinessState};
+use context_graph_embeddings::{EmbeddingError, ModelId};
+use hub_emulator::{synth, Fault, FaultRule, FaultTarget, RepoSpec};
+
+use crate::support::{model, Fixture};
+
+/// A repo like a real sentence-transformers one: weights, config, companions and decoys.
+fn with_companions(spec: RepoSpec, _: ModelId) -> RepoSpec {
+    let repo = spec.repo_id().to_owned();
+    let spec = synth::companion_files(&repo)
+        .into_iter()
+        .fold(spec, |spec, (path, bytes)| spec.file(&path, bytes));
+    spec.lfs_file("pytorch_model.bin", synth::decoy_pytorch_bin(&repo))
+}
+
+fn preset_fixture() -> Fixture {
+    let fx = Fixture::with(&[model(ModelId::Entity, 200_000, true)], with_companions);
+    fx.write_manifest(|_, entry| entry["preset"] = "sentence-transformers".into());
+    fx
+}
+
+/// The files a loader needs, which the preset must fetch (and nothing else).
+const EXPECTED: [&str; 10] = [
+    "1_Pooling/config.json",
+    "config.json",
+    "config_sentence_transformers.json",
+    "model.safetensors",
+    "modules.json",
+    "sentence_bert_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+];
+
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_preset_fetches_what_a_loader_needs_each_verified_and_no_decoy() {
+    let fx = preset_fixture();
+    let manager = fx.manager();
+    manager.ensure_all_models().await.unwrap();
+    let verified = manager.verified_model(ModelId::Entity).unwrap();
+    assert_eq!(snapshot_files(&verified.snapshot_dir), EXPECTED);
+    assert_eq!(verified.files.len(), EXPECTED.len());
+    assert_eq!(verified.weights, fx.snapshot_path(ModelId::Entity));
+    assert_eq!(
+        manager.get_path(ModelId::Entity).unwrap(),
+        verified.weights,
+        "get_path is still the weight file"
+    );
+    let report = manager.readiness_report();
+    let entity = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Entity)
+        .unwrap();
+    assert_eq!(entity.state, ReadinessState::Ready);
+    assert_eq!(entity.files.len(), EXPECTED.len());
+    assert!(entity
+        .files
+        .iter()
+        .all(|f| f.state == ReadinessState::Ready));
+    let tokenizer = entity
+        .files
+        .iter()
+        .find(|f| f.path == "tokenizer.json")
+        .unwrap();
+    let info = fx
+        .hub
+        .file_info(&fx.file(ModelId::Entity).repo_id, "main", "tokenizer.json")
+        .unwrap();
+    assert_eq!(
+        tokenizer.expected_digest.as_deref(),
+        Some(info.git_blob_id.as_str())
+    );
+    // Regular files are named by their git blob id, as huggingface_hub names them.
+    let blob = fx.blobs_dir(ModelId::Entity).join(&info.git_blob_id);
+    assert!(blob.is_file(), "{blob:?}");
+    for decoy in [
+        "README.md",
+        ".gitattributes",
+        "onnx/model.onnx",
+        "pytorch_model.bin",
+    ] {
+        assert!(fx.gets(decoy).is_empty(), "{decoy} must not be fetched");
+    }
+    // A second manager finds everything ready without a request.
+    fx.hub.clear_requests();
+    let again = fx.manager();
+    again.ensure_all_models().await.unwrap();
+    assert!(fx.hub.requests().is_empty(), "{:?}", fx.hub.requests());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_tokenizer_json_is_caught_and_refetched() {
+    let fx = preset_fixture();
+    fx.hub.add_fault(
+        FaultRule::new(
+            FaultTarget::get("/tokenizer.json"),
+            Fault::FlipByte { offset: 10 },
+        )
+        .times(1),
+    );
+    let manager = fx.manager();
+    manager.ensure_all_models().await.unwrap();
+    assert_eq!(
+        fx.gets("/tokenizer.json").len(),
+        2,
+        "fetched again after the wrong bytes"
+    );
+    let verified = manager.verified_model(ModelId::Entity).unwrap();
+    let served = synth::companion_files(&fx.file(ModelId::Entity).repo_id)
+        .into_iter()
+        .find(|(p, _)| p == "tokenizer.json")
+        .unwrap()
+        .1;
+    assert_eq!(
+        std::fs::read(verified.snapshot_dir.join("tokenizer.json")).unwrap(),
+        served
+    );
+
+    // Twice wrong: the model fails naming the file; nothing wrong reaches the snapshot.
+    let fx = preset_fixture();
+    fx.hub.add_fault(FaultRule::new(
+        FaultTarget::get("/tokenizer.json"),
+        Fault::FlipByte { offset: 10 },
+    ));
+    let error = fx.manager().ensure_all_models().await.unwrap_err();
+    assert!(error.to_string().contains("tokenizer.json"), "{error}");
+    let snapshot = fx
+        .snapshot_path(ModelId::Entity)
+        .parent()
+        .unwrap()
+        .join("tokenizer.json");
+    assert!(
+        !snapshot.exists(),
+        "a wrong file never reaches the snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_companion_missing_on_the_hub_fails_the_model_naming_the_file() {
+    let fx = preset_fixture();
+    // A locked set naming a file the Hub does not have.
+    fx.write_manifest(|_, entry| {
+        entry["preset"] = "sentence-transformers".into();
+        entry["files"] = serde_json::json!([
+            {"path": "model.safetensors", "size_bytes": entry["size_bytes"], "sha256": entry["sha256"]},
+            {"path": "tokenizer_extra.json", "size_bytes": 10, "git_sha1": "0".repeat(40)},
+        ]);
+    });
+    let error = fx.manager().ensure_all_models().await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("tokenizer_extra.json"), "{text}");
+    assert!(
+        matches!(error, EmbeddingError::DownloadsFailed(_)),
+        "{error:?}"
+    );
+    let manager = fx.manager();
+    assert!(manager.get_path(ModelId::Entity).is_none(), "not ready");
+}
+
+#[tokio::test]
+async fn a_tree_api_that_fails_transiently_is_retried() {
+    let fx = preset_fixture();
+    fx.hub
+        .add_fault(FaultRule::new(FaultTarget::get("/tree/"), Fault::status(503)).times(2));
+    let manager = fx.manager();
+    manager.ensure_all_models().await.unwrap();
+    assert_eq!(fx.gets("/tree/").len(), 3, "two 503s, then the listing");
+    assert!(manager.verified_model(ModelId::Entity).is_some());
+}
+
+#[tokio::test]
+async fn the_branch_moving_mid_run_does_not_mix_commits() {
+    let fx = preset_fixture();
+    let repo = fx.file(ModelId::Entity).repo_id.clone();
+    let first = fx.hub.commit_of(&repo, "main").unwrap();
+    fx.write_manifest(|_, entry| {
+        entry["preset"] = "sentence-transformers".into();
+        entry["revision"] = "main".into();
+        entry["sha256"] = serde_json::Value::Null;
+        entry["size_bytes"] = serde_json::Value::Null;
+    });
+    // The branch moves once the set was resolved: every file must still come from `first`.
+    let manager = fx.manager();
+    let mut events = manager.subscribe_progress();
+    let hub = &fx.hub;
+    let moved = async {
+        // Wait until the set is resolved, then move the branch.
+        loop {
+            match events.recv().await {
+                Ok(event)
+                    if matches!(
+                        event.kind,
+                        context_graph_embeddings::artifacts::ProgressKind::FilesResolved { .. }
+                    ) =>
+                {
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        hub.set_file(&repo, "tokenizer.json", b"{\"moved\": true}\n".to_vec())
+    };
+    let (result, second) = tokio::join!(manager.ensure_all_models(), moved);
+    result.unwrap();
+    assert_ne!(first, second);
+    let verified = manager.verified_model(ModelId::Entity).unwrap();
+    assert!(verified.snapshot_dir.ends_with(&first), "{verified:?}");
+    let tokenizer =
+        std::fs::read(verified.snapshot_dir.join("tokenizer.json")).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?} {:?}",
+                snapshot_files(&verified.snapshot_dir),
+                fx.hub
+                    .requests()
+                    .iter()
+                    .map(|r| format!("{} {}", r.method, r.path))
+                    .collect::<Vec<_>>()
+            )
+        });
+    assert!(
+        !tokenizer.starts_with(b"{\"moved\""),
+        "the old commit's bytes"
+    );
+    for request in fx.hub.requests() {
+        if request.method == "GET" && request.path.contains("/resolve/") {
+            assert!(
+                request.path.contains(&first),
+                "fetched by commit: {}",
+                request.path
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_single_file_manifest_still_means_only_the_weight_file() {
+    let fx = Fixture::with(&[model(ModelId::Entity, 200_000, true)], with_companions);
+    let manager = fx.manager();
+    let artifact = manager.manifest().artifacts().next().unwrap().clone();
+    assert!(artifact.selection.is_single_file());
+    manager.ensure_all_models().await.unwrap();
+    let verified = manager.verified_model(ModelId::Entity).unwrap();
+    assert_eq!(
+        snapshot_files(&verified.snapshot_dir),
+        ["model.safetensors"]
+    );
+    assert!(fx.gets("/tree/").is_empty(), "no tree listing for one file");
+    assert!(fx.gets("config.json").is_empty());
+    // Its serialisation is the original format: no new fields.
+    let text = manager.manifest().to_json_pretty();
+    for field in ["\"files\"", "\"preset\"", "\"include\""] {
+        assert!(!text.contains(field), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn offline_after_lock_makes_zero_requests() {
+    let fx = preset_fixture();
+    let outcome = fx.manager().pin_manifest().await.unwrap();
+    let artifact = outcome.manifest.artifacts().next().unwrap();
+    let files = artifact
+        .selection
+        .files
+        .as_ref()
+        .expect("lock writes the set");
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, EXPECTED);
+    std::fs::write(&fx.manifest_path, outcome.manifest.to_json_pretty()).unwrap();
+
+    // Ensure with the locked manifest: no tree listing any more.
+    fx.hub.clear_requests();
+    let manager = fx.manager();
+    manager.ensure_all_models().await.unwrap();
+    assert!(fx.gets("/tree/").is_empty(), "{:?}", fx.hub.requests());
+    assert!(fx.gets("modules.json").len() == 1);
+
+    // Offline: ready from the cache with zero requests.
+    fx.hub.clear_requests();
+    let mut config = fx.config();
+    config.offline = true;
+    let offline = ModelArtifactManager::new(config).unwrap();
+    offline.ensure_all_models().await.unwrap();
+    assert!(offline.verified_model(ModelId::Entity).is_some());
+    assert!(fx.hub.requests().is_empty(), "{:?}", fx.hub.requests());
+}
