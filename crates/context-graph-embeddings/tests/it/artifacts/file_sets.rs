@@ -311,3 +311,106 @@ async fn offline_after_lock_makes_zero_requests() {
     assert!(offline.verified_model(ModelId::Entity).is_some());
     assert!(fx.hub.requests().is_empty(), "{:?}", fx.hub.requests());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_carries_the_whole_set_and_an_altered_companion_places_nothing() {
+    let fx = preset_fixture();
+    let source = fx.manager();
+    source.ensure_all_models().await.unwrap();
+    let bundle = fx.dir.path().join("set.tar");
+    let export = source.export_bundle(&bundle, &[]).await.expect("export");
+    let mut exported: Vec<&str> = export.files.iter().map(|f| f.path.as_str()).collect();
+    exported.sort();
+    assert_eq!(exported, EXPECTED);
+    let tokenizer = export
+        .files
+        .iter()
+        .find(|f| f.path == "tokenizer.json")
+        .unwrap();
+    assert_eq!(
+        tokenizer.git_sha1.as_deref(),
+        Some(tokenizer.blob.as_str()),
+        "a regular file keeps its git blob id"
+    );
+
+    // A site without network, the same (unlocked, preset) manifest: the whole set arrives.
+    let mut config = fx.config();
+    config.cache_dir = fx.dir.path().join("site");
+    config.offline = true;
+    config.endpoint = "http://127.0.0.1:9".to_owned();
+    let site = ModelArtifactManager::new(config.clone()).unwrap();
+    site.import_bundle(&bundle).await.expect("import");
+    let verified = site
+        .verified_model(ModelId::Entity)
+        .expect("the set is ready");
+    assert_eq!(snapshot_files(&verified.snapshot_dir), EXPECTED);
+    for file in &verified.files {
+        let name = file.strip_prefix(&verified.snapshot_dir).unwrap();
+        let theirs = source
+            .verified_model(ModelId::Entity)
+            .unwrap()
+            .snapshot_dir
+            .join(name);
+        assert_eq!(std::fs::read(file).unwrap(), std::fs::read(theirs).unwrap());
+    }
+
+    // The same bundle with one byte of tokenizer.json flipped (its SHA-256 in the index
+    // rewritten to match, as an attacker would): the git blob id catches it.
+    let original = std::fs::read(&bundle).unwrap();
+    let content = std::fs::read(verified.snapshot_dir.join("tokenizer.json")).unwrap();
+    let at = original
+        .windows(content.len())
+        .position(|w| w == content.as_slice())
+        .expect("the member's bytes");
+    let mut altered = original.clone();
+    altered[at + 10] ^= 1;
+    let mut changed = content.clone();
+    changed[10] ^= 1;
+    let old_sha = tokenizer.sha256.clone();
+    let new_sha = hub_emulator::synth::sha256_hex(&changed);
+    let mut text = altered;
+    for window in 0..text.len() - old_sha.len() {
+        if &text[window..window + old_sha.len()] == old_sha.as_bytes() {
+            text[window..window + old_sha.len()].copy_from_slice(new_sha.as_bytes());
+        }
+    }
+    let altered_path = fx.dir.path().join("altered.tar");
+    std::fs::write(&altered_path, rewrite_tar_checksums(text)).unwrap();
+    config.cache_dir = fx.dir.path().join("third");
+    let third = ModelArtifactManager::new(config).unwrap();
+    let error = third.import_bundle(&altered_path).await.unwrap_err();
+    assert!(matches!(error, EmbeddingError::Bundle { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("does not match its locked git blob id"),
+        "{error}"
+    );
+    assert!(third.verified_model(ModelId::Entity).is_none());
+}
+
+/// Recomputes the header checksum of every ustar header (so an edited archive still parses).
+fn rewrite_tar_checksums(mut bytes: Vec<u8>) -> Vec<u8> {
+    let mut offset = 0;
+    while offset + 512 <= bytes.len() {
+        let header = &bytes[offset..offset + 512];
+        if header.iter().all(|b| *b == 0) {
+            break;
+        }
+        let size_field = std::str::from_utf8(&header[124..136]).unwrap();
+        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+            .unwrap_or(0);
+        let mut sum: u32 = 0;
+        for (i, b) in bytes[offset..offset + 512].iter().enumerate() {
+            sum += if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            };
+        }
+        let field = format!("{sum:06o}\0 ");
+        bytes[offset + 148..offset + 156].copy_from_slice(field.as_bytes());
+        offset += 512 + (size as usize).div_ceil(512) * 512;
+    }
+    bytes
+}
