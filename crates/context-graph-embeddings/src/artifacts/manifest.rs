@@ -103,6 +103,9 @@ impl ModelArtifact {
 pub enum WeightFormat {
     /// `.safetensors`: header and tensor ranges are checked before use.
     Safetensors,
+    /// `*.safetensors.index.json`: the index of a sharded model; every shard it names is part
+    /// of the set and checked like a `.safetensors` file, and the index against them.
+    ShardedSafetensors,
     /// PyTorch pickle (`.bin`, `.pt`, `.pth`): can run code when loaded by PyTorch; only the
     /// checksum applies.
     PytorchPickle,
@@ -114,7 +117,9 @@ impl WeightFormat {
     /// Guesses the format from a file name's extension.
     pub fn from_filename(filename: &str) -> Self {
         let lower = filename.to_ascii_lowercase();
-        if lower.ends_with(".safetensors") {
+        if lower.ends_with(".safetensors.index.json") {
+            WeightFormat::ShardedSafetensors
+        } else if lower.ends_with(".safetensors") {
             WeightFormat::Safetensors
         } else if lower.ends_with(".bin") || lower.ends_with(".pt") || lower.ends_with(".pth") {
             WeightFormat::PytorchPickle

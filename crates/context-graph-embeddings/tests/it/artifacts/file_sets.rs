@@ -1,8 +1,11 @@
 //! A model is a set of files: weights, config, tokenizer and modules, every one verified,
 //! all from one commit.
 
-use context_graph_embeddings::artifacts::{ModelArtifactManager, ReadinessState};
-use context_graph_embeddings::{EmbeddingError, ModelId};
+use context_graph_embeddings::artifacts::{
+    ModelArtifactManager, ReadinessState, VerifiedModel, WeightFormat,
+};
+use context_graph_embeddings::registry::{ModelRegistry, RegisteredModel};
+use context_graph_embeddings::{EmbeddingError, ModelId, ModelRegistryConfig};
 use hub_emulator::{synth, Fault, FaultRule, FaultTarget, RepoSpec};
 
 use crate::support::{model, Fixture};
@@ -413,4 +416,80 @@ fn rewrite_tar_checksums(mut bytes: Vec<u8>) -> Vec<u8> {
         offset += 512 + (size as usize).div_ceil(512) * 512;
     }
     bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_model_brings_every_shard_and_the_registry_checks_them_against_the_index() {
+    let fx = Fixture::with(&[model(ModelId::Entity, 100_000, true)], |spec, id| {
+        with_companions(spec, id).sharded_safetensors(300_000, 3, 9)
+    });
+    fx.write_manifest(|_, entry| {
+        entry["filename"] = "model.safetensors.index.json".into();
+        entry["sha256"] = serde_json::Value::Null;
+        entry["size_bytes"] = serde_json::Value::Null;
+        entry["preset"] = "transformers".into();
+    });
+    let manager = fx.manager();
+    manager.ensure_all_models().await.unwrap();
+    let verified = manager.verified_model(ModelId::Entity).expect("ready");
+    assert_eq!(verified.format, WeightFormat::ShardedSafetensors);
+    let names = snapshot_files(&verified.snapshot_dir);
+    for shard in 1..=3 {
+        let shard = format!("model-{shard:05}-of-00003.safetensors");
+        assert!(names.contains(&shard), "{shard} missing: {names:?}");
+    }
+    assert!(
+        !names.contains(&"model.safetensors".to_owned()),
+        "the single file beside the index is not part of the set: {names:?}"
+    );
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&verified.weights).unwrap()).unwrap();
+    let mapped = index["weight_map"].as_object().unwrap().len();
+    let registry =
+        ModelRegistry::from_verified(ModelRegistryConfig::default(), &[], vec![verified.clone()])
+            .await
+            .expect("every shard checks out");
+    let Some(RegisteredModel::Weights { tensor_count, .. }) = registry.get(ModelId::Entity) else {
+        panic!("{:?}", registry.get(ModelId::Entity));
+    };
+    assert_eq!(*tensor_count, Some(mapped));
+
+    // The same files with an index that maps a tensor to a shard lacking it: refused, naming
+    // the index. (A copy shaped like a snapshot folder: the cache itself stays intact.)
+    let copy = fx
+        .dir
+        .path()
+        .join("models--t--sharded/snapshots")
+        .join("a".repeat(40));
+    std::fs::create_dir_all(&copy).unwrap();
+    let mut files = Vec::new();
+    for file in &verified.files {
+        let name = file.strip_prefix(&verified.snapshot_dir).unwrap();
+        let target = copy.join(name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(file, &target).unwrap();
+        files.push(target);
+    }
+    let mut broken = index.clone();
+    broken["weight_map"]["model.layers.0.not_there"] = "model-00002-of-00003.safetensors".into();
+    std::fs::write(
+        copy.join("model.safetensors.index.json"),
+        serde_json::to_vec(&broken).unwrap(),
+    )
+    .unwrap();
+    let altered = VerifiedModel {
+        snapshot_dir: copy.clone(),
+        weights: copy.join("model.safetensors.index.json"),
+        files,
+        ..verified
+    };
+    let error = ModelRegistry::from_verified(ModelRegistryConfig::default(), &[], vec![altered])
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("model.layers.0.not_there") && text.contains("index.json"),
+        "{text}"
+    );
 }
