@@ -493,3 +493,76 @@ async fn a_sharded_model_brings_every_shard_and_the_registry_checks_them_against
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outdated_and_upgrade_see_a_changed_companion_of_a_locked_set() {
+    let fx = preset_fixture();
+    let repo = fx.file(ModelId::Entity).repo_id.clone();
+    fx.write_manifest(|_, entry| {
+        entry["preset"] = "sentence-transformers".into();
+        entry["revision"] = "main".into();
+    });
+    let locked = fx.manager().pin_manifest().await.expect("lock").manifest;
+    std::fs::write(&fx.manifest_path, locked.to_json_pretty()).unwrap();
+    let pinned_commit = fx.hub.commit_of(&repo, "main").unwrap();
+
+    // Upstream changes only the tokenizer: the weights stay, the set moves.
+    let moved = fx
+        .hub
+        .set_file(&repo, "tokenizer.json", b"{\"moved\": true}\n".to_vec());
+    let manager = fx.manager();
+    let drifts = manager.check_outdated(&[]).await.expect("outdated");
+    let entity = drifts
+        .iter()
+        .find(|d| d.model_id == ModelId::Entity)
+        .unwrap();
+    assert_eq!(
+        entity.pinned_commit.as_deref(),
+        Some(pinned_commit.as_str())
+    );
+    assert_eq!(entity.head_commit, moved);
+    assert_eq!(entity.files.len(), EXPECTED.len(), "{entity:?}");
+    let tokenizer = entity
+        .files
+        .iter()
+        .find(|f| f.path == "tokenizer.json")
+        .unwrap();
+    assert_eq!(
+        tokenizer.digest_kind,
+        context_graph_embeddings::artifacts::DigestKind::GitBlobSha1
+    );
+    assert_eq!(
+        tokenizer.change,
+        context_graph_embeddings::artifacts::FileChange::Changed
+    );
+    assert!(entity
+        .files
+        .iter()
+        .filter(|f| f.path != "tokenizer.json")
+        .all(|f| f.change == context_graph_embeddings::artifacts::FileChange::Unchanged));
+    assert!(entity.is_outdated());
+
+    let outcome = manager
+        .upgrade_pins(&[ModelId::Entity])
+        .await
+        .expect("upgrade");
+    let fields: Vec<&str> = outcome.changed.iter().map(|c| c.field).collect();
+    assert_eq!(fields, ["revision", "files"], "{:?}", outcome.changed);
+    let upgraded = outcome.manifest.artifacts().next().unwrap().clone();
+    assert_eq!(upgraded.revision.as_deref(), Some(moved.as_str()));
+    let row = upgraded.pinned_file("tokenizer.json").unwrap();
+    let served = fx.hub.file_info(&repo, "main", "tokenizer.json").unwrap();
+    assert_eq!(row.digest, served.git_blob_id);
+    // The upgraded manifest is valid as written and fetches the new tokenizer.
+    std::fs::write(&fx.manifest_path, outcome.manifest.to_json_pretty()).unwrap();
+    let after = fx.manager();
+    after
+        .ensure_all_models()
+        .await
+        .expect("ensure at the new head");
+    let verified = after.verified_model(ModelId::Entity).unwrap();
+    assert_eq!(
+        std::fs::read(verified.snapshot_dir.join("tokenizer.json")).unwrap(),
+        b"{\"moved\": true}\n"
+    );
+}
