@@ -26,7 +26,7 @@ use super::retry::{
 };
 use super::tls::{untrusted_certificate, TrustRoots};
 use crate::artifacts::fileset::RepoFile;
-use crate::artifacts::ids::{is_commit_hash, validate_sha256};
+use crate::artifacts::ids::is_commit_hash;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
 
 /// Most pages of one tree listing (1000 entries each on the Hub).
@@ -351,40 +351,27 @@ impl HubClient {
         location: &FileLocation,
         commit: &str,
     ) -> EmbeddingResult<(String, u64)> {
-        let url = format!(
-            "{}/api/models/{}/paths-info/{}",
-            self.endpoint, location.repo_id, commit
-        );
-        let body = serde_json::json!({ "paths": [location.filename] });
-        let (value, _) = self.get_json(&url, Some(body), location).await?;
-        let entry = value
-            .as_array()
-            .and_then(|items| {
-                items
-                    .iter()
-                    .find(|i| i.get("path").and_then(|p| p.as_str()) == Some(&location.filename))
-            })
+        let listed = self
+            .paths_info(location, commit, std::slice::from_ref(&location.filename))
+            .await?;
+        let file = listed
+            .into_iter()
+            .find(|f| f.path == location.filename)
             .ok_or_else(|| EmbeddingError::EntryNotFound {
                 location: location.clone(),
                 refusal: HubRefusal {
                     status: 200,
                     error_code: None,
                     message: Some("paths-info did not list the file".to_owned()),
-                    url: strip_query(&url),
+                    url: format!(
+                        "{}/api/models/{}/paths-info/{commit}",
+                        self.endpoint, location.repo_id
+                    ),
                 },
             })?;
-        let lfs = entry.get("lfs");
-        let sha = lfs
-            .and_then(|l| l.get("oid").or_else(|| l.get("sha256")))
-            .and_then(|o| o.as_str())
-            .and_then(|o| validate_sha256(o).ok());
-        let size = lfs
-            .and_then(|l| l.get("size"))
-            .or_else(|| entry.get("size"))
-            .and_then(|s| s.as_u64());
-        match (sha, size) {
-            (Some(sha), Some(size)) => Ok((sha, size)),
-            _ => Err(EmbeddingError::Protocol {
+        match file.lfs_sha256 {
+            Some(sha) => Ok((sha, file.size)),
+            None => Err(EmbeddingError::Protocol {
                 location: location.clone(),
                 reason: "the file is not stored with LFS, so the Hub gives no SHA-256 for it"
                     .to_owned(),
