@@ -14,6 +14,9 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "common/snapshot.rs"]
+mod snapshot;
+
 mod fixture {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
@@ -2572,29 +2575,12 @@ mod file_sets {
 
     /// Every file under `snapshots/<commit>`: path → (link target, SHA-256 of the bytes).
     fn tree(cache: &Path, commit: &str) -> BTreeMap<String, (PathBuf, String)> {
-        let root = cache
-            .join(format!("models--{}", REPO.replace('/', "--")))
-            .join("snapshots")
-            .join(commit);
-        let mut out = BTreeMap::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = path
-                    .strip_prefix(&root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                let target = std::fs::read_link(&path).unwrap_or_default();
-                out.insert(name, (target, fixture::sha256_of(&path)));
-            }
-        }
-        out
+        crate::snapshot::snapshot_tree(
+            &cache
+                .join(format!("models--{}", REPO.replace('/', "--")))
+                .join("snapshots")
+                .join(commit),
+        )
     }
 
     fn snapshot_download(

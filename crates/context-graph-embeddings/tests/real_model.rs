@@ -16,6 +16,10 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::print_stderr)]
 
+#[path = "common/snapshot.rs"]
+mod snapshot;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -46,29 +50,8 @@ const COMPANIONS: &[&str] = &[
 ];
 
 /// Every file of a repo's snapshot at [`COMMIT`]: its path, link target and SHA-256.
-fn snapshot_tree(repo_dir: &Path) -> Vec<(String, PathBuf, String)> {
-    let root = repo_dir.join("snapshots").join(COMMIT);
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let name = path
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let target = std::fs::read_link(&path).unwrap_or_default();
-            let sha = hub_emulator::synth::sha256_hex(&std::fs::read(&path).unwrap());
-            out.push((name, target, sha));
-        }
-    }
-    out.sort();
-    out
+fn snapshot_tree(repo_dir: &Path) -> BTreeMap<String, (PathBuf, String)> {
+    snapshot::snapshot_tree(&repo_dir.join("snapshots").join(COMMIT))
 }
 
 /// The folder of real files, or `None` when these tests are to be skipped.
