@@ -5,6 +5,7 @@
 //! and the one notice.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,11 +17,12 @@ use crate::artifacts::manifest::{Manifest, ModelArtifact};
 use crate::artifacts::progress::ProgressEmitter;
 use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::mirror::Mirror;
+use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
 use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
 use crate::artifacts::transfer::request::FetchSettings;
-use crate::error::{EmbeddingError, EmbeddingResult};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
 /// The shared state of one manager.
@@ -129,6 +131,37 @@ impl Context {
     /// The event handle of one model.
     pub(crate) fn events(&self, model_id: ModelId) -> ModelEvents {
         ModelEvents::new(model_id, &self.emitter, &self.board)
+    }
+
+    /// Runs one metadata request (a `HEAD`, a tree listing: no file bytes) until it succeeds or
+    /// the retry policy gives up, reporting each wait as `Retrying`.
+    pub(crate) async fn with_retries<T, Fut>(
+        &self,
+        location: &FileLocation,
+        events: &ModelEvents,
+        mut request: impl FnMut() -> Fut,
+    ) -> EmbeddingResult<T>
+    where
+        Fut: Future<Output = EmbeddingResult<T>>,
+    {
+        let mut retry = RetryState::new(
+            &self.config.retry_policy,
+            self.config.retry_attempts,
+            location,
+        );
+        loop {
+            retry.attempt_started();
+            match request().await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => match retry.after_failure(error, false, rand::random()) {
+                    RetryDecision::GiveUp(error) => return Err(error),
+                    RetryDecision::Retry(backoff) => {
+                        events.retrying(0, 0, &backoff);
+                        tokio::time::sleep(backoff.delay).await;
+                    }
+                },
+            }
+        }
     }
 
     /// How to fetch, from the configuration.

@@ -20,7 +20,6 @@ use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::progress::Outcome;
 use crate::artifacts::remote::mirror::object_name;
 use crate::artifacts::remote::protocol::RemoteFile;
-use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::source::{ByteSource, HubSource};
 use crate::artifacts::status::ModelEvents;
 use crate::artifacts::store::fs::remove_entry;
@@ -605,32 +604,16 @@ pub(crate) async fn head_with_retries(
     location: &FileLocation,
     events: &ModelEvents,
 ) -> EmbeddingResult<RemoteFile> {
-    let mut retry = RetryState::new(
-        &ctx.config.retry_policy,
-        ctx.config.retry_attempts,
-        location,
-    );
-    loop {
-        retry.attempt_started();
-        match ctx.client.head_file(location).await {
-            Ok(remote) => {
-                if remote.commit_assumed {
-                    events.warning(format!(
-                        "{} sent no X-Repo-Commit header for {location}; trusting the pinned commit and checking the file against its known SHA-256",
-                        ctx.client.endpoint()
-                    ));
-                }
-                return Ok(remote);
-            }
-            Err(error) => match retry.after_failure(error, false, rand::random()) {
-                RetryDecision::GiveUp(error) => return Err(error),
-                RetryDecision::Retry(backoff) => {
-                    events.retrying(0, 0, &backoff);
-                    tokio::time::sleep(backoff.delay).await;
-                }
-            },
-        }
+    let remote = ctx
+        .with_retries(location, events, || ctx.client.head_file(location))
+        .await?;
+    if remote.commit_assumed {
+        events.warning(format!(
+            "{} sent no X-Repo-Commit header for {location}; trusting the pinned commit and checking the file against its known SHA-256",
+            ctx.client.endpoint()
+        ));
     }
+    Ok(remote)
 }
 
 #[cfg(test)]

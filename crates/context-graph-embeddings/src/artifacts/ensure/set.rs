@@ -11,7 +11,6 @@ use crate::artifacts::blocking::run_blocking_checked;
 use crate::artifacts::fileset::{documents_needed, PinnedFile, RepoFile};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::remote::client::HubClient;
-use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::tree::resolve_from_tree;
 use crate::artifacts::status::ModelEvents;
 use crate::artifacts::store::layout::entry_stays_inside;
@@ -123,22 +122,6 @@ async fn list_tree_with_retries(
     commit: &str,
     events: &ModelEvents,
 ) -> EmbeddingResult<Vec<RepoFile>> {
-    let mut retry = RetryState::new(
-        &ctx.config.retry_policy,
-        ctx.config.retry_attempts,
-        location,
-    );
-    loop {
-        retry.attempt_started();
-        match client.list_tree(location, commit).await {
-            Ok(tree) => return Ok(tree),
-            Err(error) => match retry.after_failure(error, false, rand::random()) {
-                RetryDecision::GiveUp(error) => return Err(error),
-                RetryDecision::Retry(backoff) => {
-                    events.retrying(0, 0, &backoff);
-                    tokio::time::sleep(backoff.delay).await;
-                }
-            },
-        }
-    }
+    ctx.with_retries(location, events, || client.list_tree(location, commit))
+        .await
 }
