@@ -6,6 +6,7 @@
 //! dir), so no real token, cache or endpoint of the machine leaks in.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -1494,4 +1495,82 @@ fn https_proxy_sees_only_a_connect_for_tls() {
     );
     let log = fs::read_to_string(&proxy.log).unwrap_or_default();
     assert!(!log.contains(TOKEN));
+}
+
+/// A cache another user filled (mode 0755, owned by root here) used by an unprivileged user,
+/// as in a pod whose fsGroup does not match the volume: reading works (files are hashed, the
+/// stamps that cannot be written are announced once), and a fetch fails with one sentence that
+/// names the folder and says what to do, before any byte is requested.
+#[test]
+fn a_cache_this_user_may_not_write_is_read_and_a_fetch_says_whose_it_is() {
+    const NOBODY: &str = "65534";
+    let world = World::new();
+    world.run(&["ensure"]).ok();
+    // The unprivileged user reaches the binary, the manifest and the cache, but owns none.
+    let mut dir = Some(world.dir.path());
+    while let Some(d) = dir {
+        if d == Path::new("/") {
+            break;
+        }
+        let mode = fs::metadata(d).expect("stat").permissions().mode();
+        fs::set_permissions(d, fs::Permissions::from_mode(mode | 0o755)).expect("chmod");
+        dir = d.parent();
+    }
+    let status = Command::new("chmod")
+        .args(["-R", "a+rX,go-w"])
+        .arg(world.dir.path())
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    fs::remove_file(world.snapshot("Graph")).expect("one file gone");
+    world.hub.clear_requests();
+    let as_nobody = |args: &[&str]| {
+        let inner = world.command(args);
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--"])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_clear()
+            .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .env("HOME", "/nonexistent")
+            .stdin(Stdio::null());
+        Run::from(command.output().expect("setpriv runs"))
+    };
+    let probe = as_nobody(&["--version"]);
+    assert_eq!(
+        probe.code,
+        0,
+        "the binary must run as uid {NOBODY}: {}",
+        probe.all()
+    );
+
+    let status = as_nobody(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.all());
+    assert!(status.stdout.contains("Semantic") && status.stdout.contains("ready"));
+    let ensure = as_nobody(&["ensure"]);
+    assert_eq!(ensure.code, 1, "{}", ensure.all());
+    assert_eq!(
+        ensure
+            .stderr
+            .matches("this user may not write to the cache")
+            .count(),
+        1,
+        "one sentence\n{}",
+        ensure.stderr
+    );
+    assert!(
+        ensure
+            .stderr
+            .contains(&format!("({}: permission denied)", world.cache().display())),
+        "{}",
+        ensure.stderr
+    );
+    assert!(
+        !world.hub.requests().iter().any(|r| r.method == "GET"),
+        "nothing fetched: {:?}",
+        world.hub.requests()
+    );
+    // As the owner, the same command repairs it.
+    world.run(&["ensure"]).ok();
 }

@@ -304,6 +304,13 @@ pub enum EmbeddingError {
         /// The read-only path that would have been written.
         path: PathBuf,
     },
+    /// The cache would have to be written to, but this user may not write there (a cache
+    /// filled by another user, a volume without the right group).
+    #[error("this user may not write to the cache ({path}: permission denied) and a model is missing or must be fetched again; run `cg-models ensure` as the user that owns the cache, give this user write access (on Kubernetes: the pod's fsGroup), or point --cache-dir / HF_HUB_CACHE at a folder this user can write")]
+    CacheNotWritable {
+        /// The path this user may not write.
+        path: PathBuf,
+    },
     /// A file system operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -376,13 +383,19 @@ impl EmbeddingError {
     }
 
     /// [`EmbeddingError::ReadOnlyCache`] for a write that failed because the file system is
-    /// read-only (directly or as the last error of a retried attempt); any other error as is.
+    /// read-only, [`EmbeddingError::CacheNotWritable`] for one this user may not make
+    /// (directly or as the last error of a retried attempt); any other error as is.
     pub(crate) fn read_only_named(self) -> Self {
         match self {
             EmbeddingError::Io { path, source, .. }
                 if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
             {
                 EmbeddingError::ReadOnlyCache { path }
+            }
+            EmbeddingError::Io { path, source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                EmbeddingError::CacheNotWritable { path }
             }
             EmbeddingError::RetriesExhausted { last, .. } if last.is_read_only() => {
                 (*last).read_only_named()
@@ -393,9 +406,10 @@ impl EmbeddingError {
 
     fn is_read_only(&self) -> bool {
         match self {
-            EmbeddingError::Io { source, .. } => {
-                source.kind() == std::io::ErrorKind::ReadOnlyFilesystem
-            }
+            EmbeddingError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ),
             EmbeddingError::RetriesExhausted { last, .. } => last.is_read_only(),
             _ => false,
         }

@@ -33,6 +33,19 @@ pub(crate) fn read_only_mount(path: &Path) -> Option<std::path::PathBuf> {
         .then(|| existing.to_path_buf())
 }
 
+/// The folder where this user may not create the cache's files (the cache folder, or the
+/// nearest existing folder above it when it does not exist yet), if any. Asks the kernel
+/// (`access(W_OK)`); writes nothing. Blocking.
+pub(crate) fn write_denied(path: &Path) -> Option<std::path::PathBuf> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    match rustix::fs::access(existing, rustix::fs::Access::WRITE_OK) {
+        Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => {
+            Some(existing.to_path_buf())
+        }
+        _ => None,
+    }
+}
+
 /// Runs blocking work that reports its own errors on tokio's blocking pool; a panic or a
 /// cancelled task becomes an I/O error about `path` ("cannot <action>").
 pub(crate) async fn run_blocking_checked<T: Send + 'static>(

@@ -13,7 +13,7 @@ use super::context::Context;
 use super::local::{inspect_in_off_thread, LocalState};
 use super::one::{ensure_one, expectations, head_with_retries, pinned_for_mirror, report_ready};
 use super::readiness::verify_models;
-use crate::artifacts::blocking::{read_only_mount, run_blocking};
+use crate::artifacts::blocking::{read_only_mount, run_blocking, write_denied};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact};
 use crate::artifacts::progress::Outcome;
 use crate::artifacts::remote::protocol::RemoteFile;
@@ -58,13 +58,16 @@ pub(crate) async fn ensure_models(ctx: &Context, models: &[ModelId]) -> Embeddin
         return failures.into_result();
     }
     let root = ctx.layout.root().to_path_buf();
-    let read_only = run_blocking(move || Ok(read_only_mount(&root)))
-        .await
-        .ok()
-        .flatten();
-    if let Some(path) = read_only {
+    let unwritable = run_blocking(move || {
+        Ok(read_only_mount(&root)
+            .map(|path| EmbeddingError::ReadOnlyCache { path })
+            .or_else(|| write_denied(&root).map(|path| EmbeddingError::CacheNotWritable { path })))
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(error) = unwritable {
         // One sentence for the whole batch: nothing missing can be fetched into this cache.
-        let error = EmbeddingError::ReadOnlyCache { path };
         for artifact in &todo {
             ctx.events(artifact.model_id).failed(&error, 0);
         }
