@@ -519,10 +519,21 @@ mod tests {
             retried.read_only_named(),
             EmbeddingError::ReadOnlyCache { .. }
         ));
-        let other = EmbeddingError::io(
+        let denied = EmbeddingError::io(
             "cannot write",
             "/x",
             std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        let named = denied.read_only_named();
+        assert!(
+            matches!(&named, EmbeddingError::CacheNotWritable { path } if path == std::path::Path::new("/x")),
+            "{named:?}"
+        );
+        assert!(named.to_string().contains("(/x: permission denied)"));
+        let other = EmbeddingError::io(
+            "cannot write",
+            "/x",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
         );
         assert!(matches!(other.read_only_named(), EmbeddingError::Io { .. }));
     }
