@@ -166,6 +166,9 @@ impl CacheLayout {
     pub fn ensure_cachedir_tag(&self) -> EmbeddingResult<()> {
         let path = self.root.join("CACHEDIR.TAG");
         if path.exists() {
+            // Two writers can race for the tag; one killed mid-write leaves its temporary
+            // here while the other's tag stands, so no later write would sweep it.
+            remove_stale_temporaries(&self.root);
             return Ok(());
         }
         create_dir_all(&self.root)?;
