@@ -22,7 +22,8 @@ use crate::artifacts::store::lock::BlobLock;
 use crate::artifacts::store::stamp::VerificationStamp;
 use crate::artifacts::testing;
 use crate::artifacts::transfer::blob::fetch_blob;
-use crate::artifacts::transfer::request::FetchRequest;
+use crate::artifacts::transfer::fleet::fetch_for_fleet;
+use crate::artifacts::transfer::request::{FetchRequest, FetchedBlob};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// How a blob came to be in place.
@@ -257,6 +258,7 @@ async fn fetch_from_sources(
 ) -> EmbeddingResult<Fetched> {
     let settings = ctx.fetch_settings();
     let total = request.expected_size.unwrap_or(0);
+    let mut mirror_lacks_it = false;
     if let Some(mirror) = &ctx.mirror {
         let source = mirror.source(&request.expected_sha256, ctx.config.download_timeout);
         match fetch_blob(&source, request, &settings, events).await {
@@ -267,7 +269,10 @@ async fn fetch_from_sources(
                     source.name(),
                 ))
             }
-            Err(error) => events.falling_back(total, source.name(), error.to_string()),
+            Err(error) => {
+                mirror_lacks_it = matches!(error, EmbeddingError::MirrorMissing { .. });
+                events.falling_back(total, source.name(), error.to_string());
+            }
         }
     }
     let from_hub = if remote.from_hub {
@@ -287,7 +292,39 @@ async fn fetch_from_sources(
         asked
     };
     let source = HubSource::new(ctx.client.clone(), &from_hub, request.location.clone());
+    // A writable mirror that lacks the object: the fleet decides who fetches it (docs/mirror.md).
+    let fleet = ctx
+        .mirror
+        .as_ref()
+        .filter(|m| mirror_lacks_it && m.coordinates_fleet());
+    if let Some(mirror) = fleet {
+        let fetched = fetch_for_fleet(mirror, &source, request, &settings, events).await?;
+        if !fetched.uploaded {
+            upload_to_mirror(ctx, artifact, request, &fetched.blob, events).await;
+        }
+        return Ok(Fetched::from_source(
+            fetched.blob.resumed_from,
+            fetched.blob.transferred,
+            fetched.source,
+        ));
+    }
     let blob = fetch_blob(&source, request, &settings, events).await?;
+    upload_to_mirror(ctx, artifact, request, &blob, events).await;
+    Ok(Fetched::from_source(
+        blob.resumed_from,
+        blob.transferred,
+        "hub".to_owned(),
+    ))
+}
+
+/// Uploads a verified Hub download to a writable mirror (a failure is only a warning).
+async fn upload_to_mirror(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    request: &FetchRequest,
+    blob: &FetchedBlob,
+    events: &ModelEvents,
+) {
     if let Some(mirror) = ctx.mirror.as_ref().filter(|m| m.is_writable()) {
         let size = tokio::fs::metadata(&blob.blob_path)
             .await
@@ -304,11 +341,6 @@ async fn fetch_from_sources(
             )),
         }
     }
-    Ok(Fetched::from_source(
-        blob.resumed_from,
-        blob.transferred,
-        "hub".to_owned(),
-    ))
 }
 
 /// Puts the snapshot entry (link or copy), the ref and the stamp in place, off the async
