@@ -13,6 +13,8 @@
 //! - peak resident memory of every contender at two scales;
 //! - per-node time with a warm mirror: a fresh cache reading a Garage bucket a pull-through
 //!   `cg-models ensure --mirror-write` filled, against a fresh cache going to the Hub.
+//! - a fleet: 8 cold nodes at once against one empty Garage mirror (Hub egress, last node's
+//!   time against one node alone).
 //!
 //! It prints the results and targets and writes them, with the machine, tool versions and
 //! the exact command, to `BENCHMARKS.md`. Run on demand, never from the test suite:
@@ -27,6 +29,7 @@
 mod bench;
 mod contenders;
 mod emulator;
+mod fleet;
 mod machine;
 mod mirror;
 mod process;
@@ -112,6 +115,8 @@ enum Section {
     Memory,
     /// Per-node time with a warm Garage mirror against the Hub alone.
     Mirror,
+    /// Eight cold nodes at once against one Garage mirror.
+    Fleet,
     /// The real E11 Entity file (90.9 MB of real bytes, `scripts/fetch-real-model`).
     RealBytes,
 }
@@ -282,6 +287,10 @@ fn run(args: Args) -> Result<()> {
         report.mirror = Some(measure_mirror(&bench, &served, work.path()));
         report.loads.push(("warm mirror", machine::load_average()));
     }
+    if wanted(Section::Fleet) {
+        report.fleet = Some(measure_fleet(&bench, &served, work.path()));
+        report.loads.push(("fleet", machine::load_average()));
+    }
     drop(all);
     drop(served);
 
@@ -391,6 +400,34 @@ fn measure_mirror(bench: &Bench, served: &Served, work: &Path) -> mirror::Mirror
     result.garage_version = version;
     drop(garage);
     result
+}
+
+/// The fleet measurement, or why it could not be made (the rest still runs).
+fn measure_fleet(bench: &Bench, served: &Served, work: &Path) -> fleet::FleetReport {
+    let not_measured = |why: String| fleet::FleetReport {
+        unavailable: Some(why),
+        ..fleet::FleetReport::default()
+    };
+    if !fleet::room_for(work, served.total_bytes()) {
+        return not_measured(format!(
+            "not enough free disk in {} for {} caches of {:.0} MB",
+            work.display(),
+            fleet::NODES,
+            served.total_bytes() as f64 / MB
+        ));
+    }
+    let binary = match mirror::garage_binary() {
+        Ok(binary) => binary,
+        Err(why) => return not_measured(why),
+    };
+    let garage = match mirror::Garage::start(&binary, work) {
+        Ok(garage) => garage,
+        Err(e) => return not_measured(format!("Garage did not start: {e:#}")),
+    };
+    match bench.fleet(served, &garage) {
+        Ok(result) => result,
+        Err(e) => not_measured(format!("the measurement failed: {e:#}")),
+    }
 }
 
 /// The workspace root (two levels above this crate).

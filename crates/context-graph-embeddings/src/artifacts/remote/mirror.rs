@@ -463,9 +463,14 @@ impl ByteSource for ObjectSource {
     }
 }
 
+/// A `416`: only a plain (`Generic`) error, by its status text; a refusal whose message
+/// happens to hold `416` (a request time `…T221416Z` in a signature error) is not one.
 fn is_range_error(error: &object_store::Error) -> bool {
+    if !matches!(error, object_store::Error::Generic { .. }) {
+        return false;
+    }
     let text = error.to_string();
-    text.contains("416")
+    text.contains("416 Range Not Satisfiable")
         || text.contains("InvalidRange")
         || text.contains("Range") && text.contains("not satisf")
 }
