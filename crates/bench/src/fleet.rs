@@ -90,7 +90,10 @@ impl Bench {
             let alone = process::run(&job, None, self.timeout, &self.work)?;
             match check_outputs(Contender::Ours, &files, dir.path()) {
                 None if alone.success => {
-                    eprintln!("cg-bench: fleet: one node alone {:.3} s", alone.wall.as_secs_f64());
+                    eprintln!(
+                        "cg-bench: fleet: one node alone {:.3} s",
+                        alone.wall.as_secs_f64()
+                    );
                     report.alone.push(alone.wall);
                 }
                 problem => eprintln!(
@@ -165,7 +168,9 @@ impl Bench {
         let finished: Vec<Result<process::Finished>> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .iter()
-                .map(|job| scope.spawn(|| process::run(job, Some(&self.rss), self.timeout, &self.work)))
+                .map(|job| {
+                    scope.spawn(|| process::run(job, Some(&self.rss), self.timeout, &self.work))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -215,7 +220,8 @@ fn verdict(measured: Option<f64>, target: f64) -> &'static str {
 
 /// The BENCHMARKS.md section.
 pub(crate) fn render(report: &FleetReport, scale: f64) -> String {
-    let mut out = format!("### A fleet of {NODES} cold nodes starting at once against one mirror\n\n");
+    let mut out =
+        format!("### A fleet of {NODES} cold nodes starting at once against one mirror\n\n");
     if let Some(why) = &report.unavailable {
         out.push_str(&format!("Not measured: {why}.\n"));
         return out;
@@ -247,10 +253,7 @@ pub(crate) fn render(report: &FleetReport, scale: f64) -> String {
                 num(Some(run.hub.blob_bytes as f64 / MB), 1),
                 num(Some(run.hub.blob_bytes as f64 / manifest), 2),
                 secs(run.last()),
-                num(
-                    median_of(run.walls.iter().map(Duration::as_secs_f64)),
-                    3,
-                ),
+                num(median_of(run.walls.iter().map(Duration::as_secs_f64)), 3),
                 num(median_of(run.cpu.iter().map(Duration::as_secs_f64)), 2),
                 secs(alone),
                 num(
@@ -310,10 +313,7 @@ pub(crate) fn render(report: &FleetReport, scale: f64) -> String {
              protocol (cold / warm last node: {}×).",
             num(control, 2),
             report.bytes as f64 / MB,
-            num(
-                ratio.zip(control).map(|(r, c)| r / c.max(1e-9)),
-                2
-            ),
+            num(ratio.zip(control).map(|(r, c)| r / c.max(1e-9)), 2),
         ));
     }
     out.push_str(

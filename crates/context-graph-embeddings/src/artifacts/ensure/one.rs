@@ -271,7 +271,10 @@ async fn fetch_from_sources(
             }
             Err(error) => {
                 mirror_lacks_it = matches!(error, EmbeddingError::MirrorMissing { .. });
-                events.falling_back(total, source.name(), error.to_string());
+                // A fleet node missing the object says what it does next in fleet events.
+                if !(mirror_lacks_it && mirror.coordinates_fleet()) {
+                    events.falling_back(total, source.name(), error.to_string());
+                }
             }
         }
     }

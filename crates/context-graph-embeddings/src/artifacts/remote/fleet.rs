@@ -537,11 +537,10 @@ impl FleetStore {
             earliest_claim(&claims, epoch).map(str::to_owned)
         };
         let won = won_claim(lease, created, self.honoured, winner.as_deref()) && !later;
+        // A losing claim stays listed: it is not the earliest, so it never wins, and it goes
+        // with the rest when the leader cleans up.
         if won {
             self.put_beat(epoch, lease, 0).await?;
-        } else if !self.honoured {
-            // A losing claim stays listed (it is not the earliest, so it never wins); it
-            // goes with the rest when the leader cleans up.
         }
         Ok(won)
     }
@@ -689,7 +688,7 @@ impl InflightSource {
     }
 
     /// Whether a part (or the final object) has been read.
-    pub(crate) fn flag_reading(&self) -> Arc<AtomicBool> {
+    pub(crate) fn reading_flag(&self) -> Arc<AtomicBool> {
         self.reading.clone()
     }
 }
@@ -765,6 +764,10 @@ impl FollowTask {
         let store_failed = |e: EmbeddingError| (FollowEnd::FetchAlone, e);
         let mut last_look = None::<Instant>;
         while self.pos < size {
+            if tx.is_closed() {
+                // The downloader dropped this body (a retry opened another).
+                return Ok(());
+            }
             let (k, offset) = part_of(self.pos, policy.part_bytes);
             if let Some(bytes) = self.fleet.get_part(k).await.map_err(store_failed)? {
                 self.reading.store(true, Ordering::Relaxed);
@@ -911,8 +914,9 @@ pub(crate) struct PartSink {
 }
 
 impl PartSink {
-    /// Starts the uploader of `fleet`'s parts.
+    /// Starts the uploader of `fleet`'s parts (its task returns how many went up).
     pub(crate) fn start(fleet: FleetStore) -> (PartSink, tokio::task::JoinHandle<u64>) {
+        let (fleet_part, fleet_size) = (fleet.policy.part_bytes, fleet.size);
         let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(4);
         let uploader = tokio::spawn(async move {
             let mut uploaded = 0u64;
@@ -935,8 +939,8 @@ impl PartSink {
             uploaded
         });
         let windows = Windows {
-            part: 0,
-            size: 0,
+            part: fleet_part.max(1),
+            size: fleet_size,
             filling: Default::default(),
             done: Default::default(),
         };
@@ -947,15 +951,6 @@ impl PartSink {
             },
             uploader,
         )
-    }
-
-    /// Sets the geometry (done once, before any byte).
-    pub(crate) fn with_geometry(self, part: u64, size: u64) -> Self {
-        if let Ok(mut w) = self.windows.lock() {
-            w.part = part.max(1);
-            w.size = size;
-        }
-        self
     }
 
     async fn offer(&self, pos: u64, chunk: &[u8]) {

@@ -178,7 +178,7 @@ async fn follow_peer(
         },
         ..settings.clone()
     };
-    let reading = source.flag_reading();
+    let reading = source.reading_flag();
     let fetch = fetch_blob(source, request, &serial, events);
     tokio::pin!(fetch);
     let mut announced = false;
@@ -219,7 +219,6 @@ async fn lead(
     );
     let lost = Arc::new(AtomicBool::new(false));
     let (sink, uploader) = PartSink::start(fleet.clone());
-    let sink = sink.with_geometry(fleet.policy.part_bytes, fleet.size);
     let heartbeat = tokio::spawn(renew_lease(
         fleet.clone(),
         epoch,
