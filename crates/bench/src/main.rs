@@ -171,12 +171,19 @@ fn run(args: Args) -> Result<()> {
         );
     }
 
+    // The mirror and fleet sections run only cg-models: no other contender is prepared.
+    let ours_only = !args.only.is_empty()
+        && args
+            .only
+            .iter()
+            .all(|s| matches!(s, Section::Mirror | Section::Fleet));
     let tools = prepare_tools(
         &root,
         &release,
         &target,
         work.path(),
         args.no_build,
+        ours_only,
         &mut report,
     );
     let machine = Machine::detect();
@@ -446,6 +453,7 @@ fn prepare_tools(
     target: &Path,
     work: &Path,
     no_build: bool,
+    ours_only: bool,
     report: &mut Report,
 ) -> Toolbox {
     let cg_models = release.join("cg-models");
@@ -466,7 +474,7 @@ fn prepare_tools(
     };
 
     let fetch = release.join("hf_hub_fetch");
-    if !fetch.exists() {
+    if !fetch.exists() && !ours_only {
         eprintln!(
             "cg-bench: cargo build --release -p cg-bench --features hf-hub-contender --bin hf_hub_fetch"
         );
@@ -487,7 +495,11 @@ fn prepare_tools(
     } else {
         Err("target/release/hf_hub_fetch could not be built".to_owned())
     };
-    let python = python::ensure(&target.join("bench-pyenv"), work);
+    let python = if ours_only {
+        Err("not needed by the sections selected with --only".to_owned())
+    } else {
+        python::ensure(&target.join("bench-pyenv"), work)
+    };
     if let Err(why) = &python {
         report.notes.push(format!("huggingface_hub: {why}"));
     }

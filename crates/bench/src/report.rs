@@ -213,6 +213,28 @@ impl Report {
             }
         }
         targets.push(t);
+
+        let fleet = self.fleet.as_ref();
+        for ((requirement, threshold), value, unit) in [
+            (
+                crate::fleet::EGRESS_REQUIREMENT,
+                fleet.and_then(|f| f.egress()),
+                "× the manifest",
+            ),
+            (
+                crate::fleet::WALL_REQUIREMENT,
+                fleet.and_then(|f| f.wall_ratio()),
+                "× one node alone",
+            ),
+        ] {
+            let mut t = Target::new(requirement);
+            if let Some(v) = value {
+                t.measured = format!("median of {} runs", fleet.map_or(0, |f| f.cold.len()));
+                t.value = format!("{v:.2}{unit}");
+                t.pass = Some(v <= threshold);
+            }
+            targets.push(t);
+        }
         targets
     }
 
