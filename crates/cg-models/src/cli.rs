@@ -105,7 +105,7 @@ pub(crate) struct GlobalArgs {
 
     /// With --mirror-write: do not coordinate with other nodes missing the same file at once
     /// (by default one fetches it from the Hub and the others read its upload as it arrives)
-    /// [default: off unless $CG_MODELS_MIRROR_FLEET=0].
+    /// [default: coordinate; off with $CG_MODELS_MIRROR_FLEET=0 when the mirror is $CG_MODELS_MIRROR].
     #[arg(long, global = true, requires = "mirror")]
     pub no_mirror_fleet: bool,
 
