@@ -23,7 +23,7 @@ use crate::artifacts::store::stamp::VerificationStamp;
 use crate::artifacts::testing;
 use crate::artifacts::transfer::blob::fetch_blob;
 use crate::artifacts::transfer::fleet::fetch_for_fleet;
-use crate::artifacts::transfer::request::{FetchRequest, FetchedBlob};
+use crate::artifacts::transfer::request::FetchRequest;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// How a blob came to be in place.
@@ -300,34 +300,20 @@ async fn fetch_from_sources(
         .mirror
         .as_ref()
         .filter(|m| mirror_lacks_it && m.coordinates_fleet());
-    if let Some(mirror) = fleet {
-        let fetched = fetch_for_fleet(mirror, &source, request, &settings, events).await?;
-        if !fetched.uploaded {
-            upload_to_mirror(ctx, artifact, request, &fetched.blob, events).await;
+    let blob = match fleet {
+        Some(mirror) => {
+            let fetched = fetch_for_fleet(mirror, &source, request, &settings, events).await?;
+            if fetched.uploaded {
+                return Ok(Fetched::from_source(
+                    fetched.blob.resumed_from,
+                    fetched.blob.transferred,
+                    fetched.source,
+                ));
+            }
+            fetched.blob
         }
-        return Ok(Fetched::from_source(
-            fetched.blob.resumed_from,
-            fetched.blob.transferred,
-            fetched.source,
-        ));
-    }
-    let blob = fetch_blob(&source, request, &settings, events).await?;
-    upload_to_mirror(ctx, artifact, request, &blob, events).await;
-    Ok(Fetched::from_source(
-        blob.resumed_from,
-        blob.transferred,
-        "hub".to_owned(),
-    ))
-}
-
-/// Uploads a verified Hub download to a writable mirror (a failure is only a warning).
-async fn upload_to_mirror(
-    ctx: &Context,
-    artifact: &ModelArtifact,
-    request: &FetchRequest,
-    blob: &FetchedBlob,
-    events: &ModelEvents,
-) {
+        None => fetch_blob(&source, request, &settings, events).await?,
+    };
     if let Some(mirror) = ctx.mirror.as_ref().filter(|m| m.is_writable()) {
         let size = tokio::fs::metadata(&blob.blob_path)
             .await
@@ -344,6 +330,11 @@ async fn upload_to_mirror(
             )),
         }
     }
+    Ok(Fetched::from_source(
+        blob.resumed_from,
+        blob.transferred,
+        "hub".to_owned(),
+    ))
 }
 
 /// Puts the snapshot entry (link or copy), the ref and the stamp in place, off the async
