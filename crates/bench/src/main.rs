@@ -631,6 +631,9 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
         "Warm mirror: one Garage node on loopback (`CG_TEST_GARAGE`, else `garage` on PATH), \
          started and killed by the harness; see its section for the method."
             .to_owned(),
+        "Fleet: eight `cg-models` processes started at the same moment (one harness thread \
+         each) against one Garage node; see its section for the method."
+            .to_owned(),
         "MB = 10^6 bytes, MiB = 2^20 bytes.".to_owned(),
     ]
 }
