@@ -1173,7 +1173,7 @@ impl FleetNode {
     /// beginning at `start_at` (unix ms; several nodes start at the same moment).
     fn spawn(
         fx: &Fixture,
-        garage: &Garage,
+        keys: &dyn StoreKeys,
         s3: &str,
         name: &str,
         timings: &NodeTimings,
@@ -1191,8 +1191,9 @@ impl FleetNode {
             .env("CG_FLEET_HUB", fx.hub.endpoint())
             .env("CG_FLEET_MANIFEST", &fx.manifest_path)
             .env("CG_FLEET_S3", s3)
-            .env("CG_FLEET_KEY", &garage.key_id)
-            .env("CG_FLEET_SECRET", &garage.secret)
+            .env("CG_FLEET_KEY", keys.key_id())
+            .env("CG_FLEET_SECRET", keys.secret())
+            .env("CG_FLEET_REGION", keys.region())
             .env("CG_FLEET_TTL_MS", timings.lease_ttl_ms.to_string())
             .env("CG_FLEET_RENEW_MS", timings.renew_ms.to_string())
             .env("CG_FLEET_POLL_MS", timings.poll_ms.to_string())
@@ -1267,6 +1268,25 @@ impl FleetNode {
     }
 }
 
+/// The credentials a fleet node signs with.
+trait StoreKeys {
+    fn key_id(&self) -> String;
+    fn secret(&self) -> String;
+    fn region(&self) -> String;
+}
+
+impl StoreKeys for Garage {
+    fn key_id(&self) -> String {
+        self.key_id.clone()
+    }
+    fn secret(&self) -> String {
+        self.secret.clone()
+    }
+    fn region(&self) -> String {
+        REGION.to_owned()
+    }
+}
+
 fn unix_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1294,7 +1314,7 @@ async fn fleet_node() {
     };
     let mirror = MirrorConfig {
         endpoint: Some(var("CG_FLEET_S3")),
-        region: Some(REGION.to_owned()),
+        region: Some(var("CG_FLEET_REGION")),
         access_key_id: Some(var("CG_FLEET_KEY")),
         secret_access_key: Some(var("CG_FLEET_SECRET")),
         write: true,
@@ -1438,6 +1458,13 @@ async fn a_fleet_starting_at_once_fetches_each_blob_from_the_hub_once() {
         model(ModelId::Graph, 1_000_000, false),
     ]);
     let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
+    // Measured, not assumed: Garage answers 200 to a second `If-None-Match: *` put, so the
+    // fleet uses its listing protocol there.
+    let probe = Mirror::connect(&garage.mirror_config(&garage.endpoint(0), true)).unwrap();
+    assert!(
+        !probe.honours_conditional_create().await,
+        "this Garage honours conditional create: the docs' table is out of date"
+    );
     // A Hub link of 4 MB/s per connection: a download lasts long enough for the followers
     // to read parts while they are uploaded.
     cap_cdn(&fx, 4_000_000);
@@ -1637,4 +1664,178 @@ async fn a_store_stopped_mid_run_leaves_every_node_fetching_from_the_hub() {
         elapsed < Duration::from_secs(60),
         "every node finished in bounded time: {elapsed:?}"
     );
+}
+
+/// A moto S3 server (Python's `moto_server`), which refuses a second `If-None-Match: *` put
+/// with 412 as AWS S3 does: `CG_TEST_MOTO`, else `target/moto-env/bin/moto_server`
+/// (`scripts/setup-moto`). Killed when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    /// Starts it with bucket `BUCKET`; `None` (the test says it is skipped) without moto.
+    fn start() -> Option<Moto> {
+        let binary = std::env::var_os("CG_TEST_MOTO")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-env/bin/moto_server")
+            });
+        if !binary.is_file() {
+            eprintln!(
+                "skipped: no moto_server at {} (run scripts/setup-moto or set CG_TEST_MOTO)",
+                binary.display()
+            );
+            return None;
+        }
+        let port = free_ports(1)[0];
+        let child = Command::new(&binary)
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + BOOT_LIMIT;
+        loop {
+            if moto.create_bucket() {
+                return Some(moto);
+            }
+            assert!(Instant::now() < deadline, "moto_server did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `PUT /BUCKET` (moto accepts it unsigned); whether it answered 200.
+    fn create_bucket(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let request = format!(
+            "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn mirror_config(&self) -> MirrorConfig {
+        MirrorConfig {
+            endpoint: Some(self.endpoint()),
+            region: Some(self.region()),
+            access_key_id: Some(self.key_id()),
+            secret_access_key: Some(self.secret()),
+            write: true,
+            retry_timeout: Duration::from_secs(2),
+            ..MirrorConfig::new(format!("s3://{BUCKET}/{PREFIX}"))
+        }
+    }
+
+    /// Every key under the mirror's prefix.
+    async fn keys(&self) -> Vec<String> {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region(self.region())
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(self.key_id())
+            .with_secret_access_key(self.secret())
+            .build()
+            .expect("S3 client");
+        let listed: Vec<object_store::ObjectMeta> = store
+            .list(Some(&ObjectPath::from(PREFIX)))
+            .try_collect()
+            .await
+            .expect("list the bucket");
+        listed.into_iter().map(|m| m.location.to_string()).collect()
+    }
+}
+
+impl StoreKeys for Moto {
+    fn key_id(&self) -> String {
+        "AKIDMOTOTEST".to_owned()
+    }
+    fn secret(&self) -> String {
+        "moto-test-secret".to_owned()
+    }
+    fn region(&self) -> String {
+        "us-east-1".to_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// On a store that honours `If-None-Match: *` (moto, like AWS S3) the probe says so and the
+/// fleet claims each epoch with one conditionally created key: four nodes started at once
+/// still get each blob from the Hub about once, verified, and leave nothing in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_conditional_create_is_detected_and_its_fleet_fetches_once() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let probe = Mirror::connect(&moto.mirror_config()).unwrap();
+    assert!(
+        probe.honours_conditional_create().await,
+        "moto refuses a second If-None-Match: * put"
+    );
+    let ids = [ModelId::Semantic, ModelId::Code];
+    let fx = Fixture::new(&[
+        model(ModelId::Semantic, 3_000_000, true),
+        model(ModelId::Code, 1_000_000, true),
+    ]);
+    let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
+    cap_cdn(&fx, 4_000_000);
+    let start_at = unix_ms() + 1_500;
+    let nodes: Vec<FleetNode> = (0..4)
+        .map(|i| {
+            FleetNode::spawn(
+                &fx,
+                &moto,
+                &moto.endpoint(),
+                &format!("m{i}"),
+                &FAST,
+                start_at,
+            )
+        })
+        .collect();
+    let reports: Vec<NodeReport> = nodes
+        .into_iter()
+        .map(|n| n.wait(Duration::from_secs(120)))
+        .collect();
+    assert_all_verified(&fx, &reports, &ids);
+    let served = hub_blob_bytes(&fx);
+    eprintln!(
+        "4 nodes on moto: the Hub served {served} bytes = {:.2}× the manifest",
+        served as f64 / manifest as f64
+    );
+    assert!(
+        served as f64 <= 1.25 * manifest as f64,
+        "the Hub served {served} bytes for a manifest of {manifest}: {reports:#?}"
+    );
+    let keys = moto.keys().await;
+    assert!(
+        keys.iter().all(|k| !k.contains(".inflight")),
+        "in-flight objects removed: {keys:?}"
+    );
+    for id in ids {
+        assert!(
+            keys.contains(&format!("{PREFIX}/{}", fx.file(id).sha256)),
+            "{id}'s object: {keys:?}"
+        );
+    }
 }
