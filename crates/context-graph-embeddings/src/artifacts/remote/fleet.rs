@@ -17,9 +17,10 @@
 //!   `.inflight/<sha256>/`.
 //!
 //! Guarantees relied on:
-//! - Where the store honours `If-None-Match: *` (`PutMode::Create`: AWS S3, MinIO, R2, GCS,
-//!   Ceph), the claim of an epoch is one key created by exactly one node; probed once per
-//!   process ([`probe_conditional_create`]).
+//! - Where the store honours `If-None-Match: *` (`PutMode::Create`; AWS S3, MinIO and R2
+//!   document it, moto's S3 server is the one tested), the claim of an epoch is one key
+//!   created by exactly one node. Whether it does is probed once per process
+//!   ([`probe_conditional_create`]), never assumed from the store's name.
 //! - Where it does not (Garage 2.x answers 200 and overwrites), each claimant writes its own
 //!   key, waits `claim_settle`, and lists the epoch's claims: the claim the store wrote first
 //!   (its `Last-Modified`; ties by lease id) wins, a pure function of the listing. Garage
