@@ -13,6 +13,8 @@
 //! - peak resident memory of every contender at two scales;
 //! - per-node time with a warm mirror: a fresh cache reading a Garage bucket a pull-through
 //!   `cg-models ensure --mirror-write` filled, against a fresh cache going to the Hub.
+//! - a fleet: 8 cold nodes at once against one empty Garage mirror (Hub egress, last node's
+//!   time against one node alone).
 //!
 //! It prints the results and targets and writes them, with the machine, tool versions and
 //! the exact command, to `BENCHMARKS.md`. Run on demand, never from the test suite:
@@ -27,6 +29,7 @@
 mod bench;
 mod contenders;
 mod emulator;
+mod fleet;
 mod machine;
 mod mirror;
 mod process;
@@ -112,6 +115,8 @@ enum Section {
     Memory,
     /// Per-node time with a warm Garage mirror against the Hub alone.
     Mirror,
+    /// Eight cold nodes at once against one Garage mirror.
+    Fleet,
     /// The real E11 Entity file (90.9 MB of real bytes, `scripts/fetch-real-model`).
     RealBytes,
 }
@@ -166,12 +171,19 @@ fn run(args: Args) -> Result<()> {
         );
     }
 
+    // The mirror and fleet sections run only cg-models: no other contender is prepared.
+    let ours_only = !args.only.is_empty()
+        && args
+            .only
+            .iter()
+            .all(|s| matches!(s, Section::Mirror | Section::Fleet));
     let tools = prepare_tools(
         &root,
         &release,
         &target,
         work.path(),
         args.no_build,
+        ours_only,
         &mut report,
     );
     let machine = Machine::detect();
@@ -281,6 +293,10 @@ fn run(args: Args) -> Result<()> {
     if wanted(Section::Mirror) {
         report.mirror = Some(measure_mirror(&bench, &served, work.path()));
         report.loads.push(("warm mirror", machine::load_average()));
+    }
+    if wanted(Section::Fleet) {
+        report.fleet = Some(measure_fleet(&bench, &served, work.path()));
+        report.loads.push(("fleet", machine::load_average()));
     }
     drop(all);
     drop(served);
@@ -393,6 +409,34 @@ fn measure_mirror(bench: &Bench, served: &Served, work: &Path) -> mirror::Mirror
     result
 }
 
+/// The fleet measurement, or why it could not be made (the rest still runs).
+fn measure_fleet(bench: &Bench, served: &Served, work: &Path) -> fleet::FleetReport {
+    let not_measured = |why: String| fleet::FleetReport {
+        unavailable: Some(why),
+        ..fleet::FleetReport::default()
+    };
+    if !fleet::room_for(work, served.total_bytes()) {
+        return not_measured(format!(
+            "not enough free disk in {} for {} caches of {:.0} MB",
+            work.display(),
+            fleet::NODES,
+            served.total_bytes() as f64 / MB
+        ));
+    }
+    let binary = match mirror::garage_binary() {
+        Ok(binary) => binary,
+        Err(why) => return not_measured(why),
+    };
+    let garage = match mirror::Garage::start(&binary, work) {
+        Ok(garage) => garage,
+        Err(e) => return not_measured(format!("Garage did not start: {e:#}")),
+    };
+    match bench.fleet(served, &garage) {
+        Ok(result) => result,
+        Err(e) => not_measured(format!("the measurement failed: {e:#}")),
+    }
+}
+
 /// The workspace root (two levels above this crate).
 fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -409,6 +453,7 @@ fn prepare_tools(
     target: &Path,
     work: &Path,
     no_build: bool,
+    ours_only: bool,
     report: &mut Report,
 ) -> Toolbox {
     let cg_models = release.join("cg-models");
@@ -429,7 +474,7 @@ fn prepare_tools(
     };
 
     let fetch = release.join("hf_hub_fetch");
-    if !fetch.exists() {
+    if !fetch.exists() && !ours_only {
         eprintln!(
             "cg-bench: cargo build --release -p cg-bench --features hf-hub-contender --bin hf_hub_fetch"
         );
@@ -450,7 +495,11 @@ fn prepare_tools(
     } else {
         Err("target/release/hf_hub_fetch could not be built".to_owned())
     };
-    let python = python::ensure(&target.join("bench-pyenv"), work);
+    let python = if ours_only {
+        Err("not needed by the sections selected with --only".to_owned())
+    } else {
+        python::ensure(&target.join("bench-pyenv"), work)
+    };
     if let Err(why) = &python {
         report.notes.push(format!("huggingface_hub: {why}"));
     }
@@ -581,6 +630,9 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
         format!("Peak memory: {}.", rss.describe()),
         "Warm mirror: one Garage node on loopback (`CG_TEST_GARAGE`, else `garage` on PATH), \
          started and killed by the harness; see its section for the method."
+            .to_owned(),
+        "Fleet: eight `cg-models` processes started at the same moment (one harness thread \
+         each) against one Garage node; see its section for the method."
             .to_owned(),
         "MB = 10^6 bytes, MiB = 2^20 bytes.".to_owned(),
     ]

@@ -33,6 +33,8 @@ pub(crate) struct Report {
     pub resume: Option<Vec<ResumeRow>>,
     /// Per-node time with a warm mirror.
     pub mirror: Option<crate::mirror::MirrorReport>,
+    /// A cold fleet starting at once against one mirror.
+    pub fleet: Option<crate::fleet::FleetReport>,
     /// Load average (1, 5, 15 min) when each measurement finished.
     pub loads: Vec<(&'static str, String)>,
     /// Remarks found during the run (failures to set something up, ...).
@@ -211,6 +213,28 @@ impl Report {
             }
         }
         targets.push(t);
+
+        let fleet = self.fleet.as_ref();
+        for ((requirement, threshold), value, unit) in [
+            (
+                crate::fleet::EGRESS_REQUIREMENT,
+                fleet.and_then(|f| f.egress()),
+                "× the manifest",
+            ),
+            (
+                crate::fleet::WALL_REQUIREMENT,
+                fleet.and_then(|f| f.wall_ratio()),
+                "× one node alone",
+            ),
+        ] {
+            let mut t = Target::new(requirement);
+            if let Some(v) = value {
+                t.measured = format!("median of {} runs", fleet.map_or(0, |f| f.cold.len()));
+                t.value = format!("{v:.2}{unit}");
+                t.pass = Some(v <= threshold);
+            }
+            targets.push(t);
+        }
         targets
     }
 
@@ -243,6 +267,10 @@ impl Report {
         }
         if let Some(mirror) = &self.mirror {
             out.push_str(&crate::mirror::render(mirror, self.runs));
+            out.push('\n');
+        }
+        if let Some(fleet) = &self.fleet {
+            out.push_str(&crate::fleet::render(fleet, self.scale));
             out.push('\n');
         }
         if self.cold.is_some() || self.cold_small.is_some() {
@@ -433,7 +461,7 @@ pub(crate) fn render_header(
     ));
     out.push_str(
         "Longer, more faithful runs: `--scale 1` (real file sizes, ~5.1 GB per download, \
-         an estimated 20–30 min on 2 cores, the capped runs alone ~7 min) and `--runs 5`. `--only cold,capped,verify,readiness,resume,memory,mirror` \
+         an estimated 20–30 min on 2 cores, the capped runs alone ~7 min) and `--runs 5`. `--only cold,capped,verify,readiness,resume,memory,mirror,fleet` \
          runs a subset (memory includes cold).\n\n",
     );
     out.push_str("## Machine\n\n");

@@ -103,6 +103,12 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, requires = "mirror")]
     pub mirror_write: bool,
 
+    /// With --mirror-write: do not coordinate with other nodes missing the same file at once
+    /// (by default one fetches it from the Hub and the others read its upload as it arrives)
+    /// [default: coordinate; off with $CG_MODELS_MIRROR_FLEET=0 when the mirror is $CG_MODELS_MIRROR].
+    #[arg(long, global = true, requires = "mirror")]
+    pub no_mirror_fleet: bool,
+
     /// How many files download at once [default: 4].
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: Option<u16>,

@@ -48,6 +48,11 @@ pub(crate) fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig
         mirror.write |= args.mirror_write;
         config.mirror = Some(mirror);
     }
+    if args.no_mirror_fleet {
+        if let Some(mirror) = config.mirror.as_mut() {
+            mirror.fleet = None;
+        }
+    }
     if let Some(path) = &args.ca_bundle {
         config.ca_bundle = Some(path.clone());
     }

@@ -306,6 +306,36 @@ impl Renderer {
                 model,
                 &format!("{from} failed, trying the Hub: {reason}"),
             );
+        } else if let ProgressKind::FetchingForFleet { upload } = kind {
+            self.notice(
+                Style::Dim,
+                "⇅",
+                model,
+                &format!("fetching from the Hub for the fleet; sharing it as {upload}"),
+            );
+        } else if let ProgressKind::WaitingForPeer { upload } = kind {
+            self.notice(
+                Style::Dim,
+                "…",
+                model,
+                &format!("another node is fetching this file; waiting for its upload ({upload})"),
+            );
+        } else if let ProgressKind::ReadingFromPeer { upload } = kind {
+            self.notice(
+                Style::Dim,
+                "⇣",
+                model,
+                &format!("reading another node's upload as it arrives ({upload})"),
+            );
+        } else if let ProgressKind::TakingOver { upload, epoch } = kind {
+            self.notice(
+                Style::Yellow,
+                "↻",
+                model,
+                &format!(
+                    "the node fetching this file stopped renewing its lease; taking over (lease epoch {epoch}, {upload})"
+                ),
+            );
         } else if let ProgressKind::Warning { message } = kind {
             self.notice(Style::Yellow, "!", model, message);
         } else if let ProgressKind::Failed { error } = kind {

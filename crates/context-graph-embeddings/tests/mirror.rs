@@ -1190,3 +1190,726 @@ async fn a_locked_file_set_comes_whole_from_the_store_to_an_air_gapped_node() {
         fx.hub.requests()
     );
 }
+// ---------------------------------------------------------------------------------------
+// Fleets: several processes at once against one store
+// ---------------------------------------------------------------------------------------
+
+/// Timings of the fleet nodes in these tests: short leases so a killed leader is replaced
+/// within seconds, small parts so files of a few MB are uploaded in many.
+struct NodeTimings {
+    lease_ttl_ms: u64,
+    renew_ms: u64,
+    poll_ms: u64,
+    part_bytes: u64,
+}
+
+const FAST: NodeTimings = NodeTimings {
+    lease_ttl_ms: 2_000,
+    renew_ms: 250,
+    poll_ms: 50,
+    part_bytes: 256 * 1024,
+};
+
+/// One node of a fleet: this test binary run again as a child process, in `fleet_node`.
+struct FleetNode {
+    name: String,
+    child: Child,
+    out: PathBuf,
+    log: PathBuf,
+}
+
+/// What a node reported.
+#[derive(Debug)]
+struct NodeReport {
+    name: String,
+    ok: bool,
+    error: String,
+    /// model → where its bytes came from.
+    sources: BTreeMap<String, String>,
+    /// model → SHA-256 of the file the node has in place.
+    hashes: BTreeMap<String, String>,
+    /// The fleet events, in order (`fetching_for_fleet`, `waiting_for_peer`, …).
+    fleet: Vec<String>,
+}
+
+impl FleetNode {
+    /// Starts a node with its own cache under `fx`'s folder, reading the store at `s3`,
+    /// beginning at `start_at` (unix ms; several nodes start at the same moment).
+    fn spawn(
+        fx: &Fixture,
+        keys: &dyn StoreKeys,
+        s3: &str,
+        name: &str,
+        timings: &NodeTimings,
+        start_at: u128,
+    ) -> FleetNode {
+        let home = fx.dir.path().join(format!("fleet-{name}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let out = home.join("report.json");
+        let log = home.join("node.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "fleet_node",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CG_FLEET_NODE_OUT", &out)
+            .env("CG_FLEET_CACHE", home.join("cache"))
+            .env("CG_FLEET_HUB", fx.hub.endpoint())
+            .env("CG_FLEET_MANIFEST", &fx.manifest_path)
+            .env("CG_FLEET_S3", s3)
+            .env("CG_FLEET_KEY", keys.key_id())
+            .env("CG_FLEET_SECRET", keys.secret())
+            .env("CG_FLEET_REGION", keys.region())
+            .env("CG_FLEET_TTL_MS", timings.lease_ttl_ms.to_string())
+            .env("CG_FLEET_RENEW_MS", timings.renew_ms.to_string())
+            .env("CG_FLEET_POLL_MS", timings.poll_ms.to_string())
+            .env("CG_FLEET_PART", timings.part_bytes.to_string())
+            .env("CG_FLEET_START_AT", start_at.to_string())
+            .env("RUST_LOG", "context_graph_embeddings=info")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start a fleet node");
+        FleetNode {
+            name: name.to_owned(),
+            child,
+            out,
+            log,
+        }
+    }
+
+    /// Waits for the node (at most `limit`) and reads its report.
+    fn wait(mut self, limit: Duration) -> NodeReport {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "node {} did not finish within {limit:?}:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = std::fs::read_to_string(&self.out).unwrap_or_else(|_| {
+            panic!(
+                "node {} wrote no report:\n{}",
+                self.name,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        });
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let map = |key: &str| -> BTreeMap<String, String> {
+            json[key]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        };
+        NodeReport {
+            name: self.name.clone(),
+            ok: json["ok"].as_bool().unwrap_or(false),
+            error: json["error"].as_str().unwrap_or_default().to_owned(),
+            sources: map("sources"),
+            hashes: map("hashes"),
+            fleet: json["fleet"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        }
+    }
+
+    /// SIGKILL, as a node lost without warning.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The credentials a fleet node signs with.
+trait StoreKeys {
+    fn key_id(&self) -> String;
+    fn secret(&self) -> String;
+    fn region(&self) -> String;
+}
+
+impl StoreKeys for Garage {
+    fn key_id(&self) -> String {
+        self.key_id.clone()
+    }
+    fn secret(&self) -> String {
+        self.secret.clone()
+    }
+    fn region(&self) -> String {
+        REGION.to_owned()
+    }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// The child side of the fleet tests, not a test of its own (ignored in a normal run; the
+/// fleet tests start it with `--ignored`): one node that ensures every model of the manifest
+/// through the mirror (fleet on) and writes what happened as JSON to `CG_FLEET_NODE_OUT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of the fleet tests"]
+async fn fleet_node() {
+    let out = std::env::var_os("CG_FLEET_NODE_OUT").expect("started by a fleet test");
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}"));
+    let ms = |name: &str| Duration::from_millis(var(name).parse().unwrap());
+    let policy = context_graph_embeddings::artifacts::FleetPolicy {
+        lease_ttl: ms("CG_FLEET_TTL_MS"),
+        renew_interval: ms("CG_FLEET_RENEW_MS"),
+        claim_settle: Duration::from_millis(200),
+        poll_interval: ms("CG_FLEET_POLL_MS"),
+        progress_timeout: Duration::from_secs(30),
+        part_bytes: var("CG_FLEET_PART").parse().unwrap(),
+    };
+    let mirror = MirrorConfig {
+        endpoint: Some(var("CG_FLEET_S3")),
+        region: Some(var("CG_FLEET_REGION")),
+        access_key_id: Some(var("CG_FLEET_KEY")),
+        secret_access_key: Some(var("CG_FLEET_SECRET")),
+        write: true,
+        retry_timeout: Duration::from_secs(1),
+        fleet: Some(policy),
+        ..MirrorConfig::new(format!("s3://{BUCKET}/{PREFIX}"))
+    };
+    let config = ArtifactManagerConfig {
+        cache_dir: PathBuf::from(var("CG_FLEET_CACHE")),
+        endpoint: var("CG_FLEET_HUB"),
+        manifest_path: Some(PathBuf::from(var("CG_FLEET_MANIFEST"))),
+        hf_token: None,
+        implicit_token: false,
+        offline: false,
+        progress_interval: Duration::from_millis(20),
+        download_timeout: Duration::from_secs(5),
+        retry_attempts: 4,
+        mirror: Some(mirror),
+        ..ArtifactManagerConfig::from_env()
+    };
+    let start_at: u128 = var("CG_FLEET_START_AT").parse().unwrap();
+    let wait = start_at.saturating_sub(unix_ms());
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+
+    let manager = ModelArtifactManager::new(config).expect("manager");
+    let mut events = manager.subscribe_progress();
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let collector = {
+        let collected = collected.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => collected.lock().unwrap().push(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    };
+    let result = manager.ensure_all_models().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    collector.abort();
+    let events = collected.lock().unwrap().clone();
+    let fleet: Vec<String> = events
+        .iter()
+        .filter_map(|e| {
+            let kind = serde_json::to_value(&e.kind).ok()?;
+            let name = kind["event"].as_str()?.to_owned();
+            matches!(
+                name.as_str(),
+                "fetching_for_fleet" | "waiting_for_peer" | "reading_from_peer" | "taking_over"
+            )
+            .then(|| format!("{}:{name}", e.model_id))
+        })
+        .collect();
+    let sources: serde_json::Map<String, serde_json::Value> = sources(&events)
+        .into_iter()
+        .map(|(id, s)| (id.to_string(), s.unwrap_or_default().into()))
+        .collect();
+    let mut hashes = serde_json::Map::new();
+    for id in ModelId::ALL.iter() {
+        if let Some(path) = manager.get_path(*id) {
+            let bytes = std::fs::read(&path).unwrap();
+            hashes.insert(id.to_string(), synth::sha256_hex(&bytes).into());
+        }
+    }
+    let report = serde_json::json!({
+        "ok": result.is_ok(),
+        "error": result.err().map(|e| e.to_string()).unwrap_or_default(),
+        "sources": sources,
+        "hashes": hashes,
+        "fleet": fleet,
+    });
+    std::fs::write(out, report.to_string()).unwrap();
+}
+
+/// Every key under the mirror's prefix, in full.
+async fn keys(garage: &Garage, index: usize) -> Vec<String> {
+    let listed: Vec<object_store::ObjectMeta> = garage
+        .store(index)
+        .list(Some(&ObjectPath::from(PREFIX)))
+        .try_collect()
+        .await
+        .expect("list the bucket");
+    listed.into_iter().map(|m| m.location.to_string()).collect()
+}
+
+/// Parts of `sha256` in flight in the store.
+async fn parts_in_store(garage: &Garage, sha256: &str) -> usize {
+    keys(garage, 0)
+        .await
+        .iter()
+        .filter(|k| k.contains(&format!(".inflight/{sha256}/parts/")))
+        .count()
+}
+
+/// Body bytes of the blob GETs the emulator's CDN answered.
+fn hub_blob_bytes(fx: &Fixture) -> u64 {
+    fx.hub
+        .requests()
+        .iter()
+        .filter(|r| r.host == Host::Cdn && r.method == "GET" && matches!(r.status, 200 | 206))
+        .map(|r| r.body_bytes_sent)
+        .sum()
+}
+
+/// Each node has every model in place with the served bytes.
+fn assert_all_verified(fx: &Fixture, reports: &[NodeReport], ids: &[ModelId]) {
+    for report in reports {
+        assert!(report.ok, "node {} failed: {}", report.name, report.error);
+        for id in ids {
+            assert_eq!(
+                report.hashes.get(&id.to_string()),
+                Some(&fx.file(*id).sha256),
+                "node {}: {id} holds the wrong bytes or none: {report:?}",
+                report.name
+            );
+        }
+    }
+}
+
+fn cap_cdn(fx: &Fixture, bytes_per_sec: u64) {
+    fx.hub.add_fault(hub_emulator::FaultRule::new(
+        hub_emulator::FaultTarget::get("/").on_host(Host::Cdn),
+        hub_emulator::Fault::BandwidthCap { bytes_per_sec },
+    ));
+}
+
+/// Six nodes with empty caches start at the same moment against an empty store: the Hub
+/// serves each blob about once (at most 1.25 times the manifest), the other nodes read the
+/// leader's in-flight parts, every node ends with verified files, and the store ends with
+/// the final objects and nothing in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_starting_at_once_fetches_each_blob_from_the_hub_once() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let ids = [ModelId::Semantic, ModelId::Code, ModelId::Graph];
+    let fx = Fixture::new(&[
+        model(ModelId::Semantic, 3_000_000, true),
+        model(ModelId::Code, 2_000_000, true),
+        model(ModelId::Graph, 1_000_000, false),
+    ]);
+    let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
+    // Measured, not assumed: Garage answers 200 to a second `If-None-Match: *` put, so the
+    // fleet uses its listing protocol there.
+    let probe = Mirror::connect(&garage.mirror_config(&garage.endpoint(0), true)).unwrap();
+    assert!(
+        !probe.honours_conditional_create().await,
+        "this Garage honours conditional create: the docs' table is out of date"
+    );
+    // A Hub link of 4 MB/s per connection: a download lasts long enough for the followers
+    // to read parts while they are uploaded.
+    cap_cdn(&fx, 4_000_000);
+    let start_at = unix_ms() + 1_500;
+    let nodes: Vec<FleetNode> = (0..6)
+        .map(|i| {
+            FleetNode::spawn(
+                &fx,
+                &garage,
+                &garage.endpoint(0),
+                &format!("n{i}"),
+                &FAST,
+                start_at,
+            )
+        })
+        .collect();
+    let reports: Vec<NodeReport> = nodes
+        .into_iter()
+        .map(|n| n.wait(Duration::from_secs(120)))
+        .collect();
+    assert_all_verified(&fx, &reports, &ids);
+
+    let served = hub_blob_bytes(&fx);
+    eprintln!(
+        "6 nodes: the Hub served {served} bytes of blobs = {:.2}× the manifest ({manifest} bytes)",
+        served as f64 / manifest as f64
+    );
+    assert!(
+        served as f64 <= 1.25 * manifest as f64,
+        "the Hub served {served} bytes for a manifest of {manifest}: {reports:#?}"
+    );
+    let events: Vec<&String> = reports.iter().flat_map(|r| &r.fleet).collect();
+    for id in ids {
+        let led = events
+            .iter()
+            .filter(|e| **e == &format!("{id}:fetching_for_fleet"))
+            .count();
+        assert!(led >= 1, "someone fetched {id} for the fleet: {events:?}");
+    }
+    assert!(
+        events.iter().any(|e| e.ends_with(":reading_from_peer")),
+        "followers read in-flight uploads: {events:?}"
+    );
+    let from_peers = reports
+        .iter()
+        .flat_map(|r| r.sources.values())
+        .filter(|s| s.contains("/.inflight/"))
+        .count();
+    assert!(
+        from_peers >= 3 * ids.len(),
+        "most files came from a peer's upload: {reports:#?}"
+    );
+    // The store: the three objects, nothing in flight.
+    let keys = keys(&garage, 0).await;
+    assert!(
+        keys.iter().all(|k| !k.contains(".inflight")),
+        "in-flight objects removed: {keys:?}"
+    );
+    let objects = garage.objects(0).await;
+    for id in ids {
+        assert_eq!(
+            objects.get(&fx.file(id).sha256),
+            Some(&(fx.file(id).content.len() as u64)),
+            "{keys:?}"
+        );
+    }
+}
+
+/// The leader is SIGKILLed mid-upload: after its lease expires another node takes over and
+/// resumes from the parts already in the store (a ranged Hub request from there, not from
+/// zero); everyone finishes, and the Hub serves at most one extra copy of the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_the_next_resumes_from_its_parts() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let fx = Fixture::new(&[model(ModelId::Semantic, 6_000_000, true)]);
+    let file = fx.file(ModelId::Semantic).clone();
+    let size = file.content.len() as u64;
+    cap_cdn(&fx, 1_000_000);
+
+    let leader = FleetNode::spawn(&fx, &garage, &garage.endpoint(0), "a", &FAST, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while parts_in_store(&garage, &file.sha256).await < 2 {
+        assert!(Instant::now() < deadline, "the leader uploaded no parts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let followers: Vec<FleetNode> = ["b", "c"]
+        .iter()
+        .map(|n| FleetNode::spawn(&fx, &garage, &garage.endpoint(0), n, &FAST, 0))
+        .collect();
+    while parts_in_store(&garage, &file.sha256).await < 8 {
+        assert!(Instant::now() < deadline, "the leader stopped uploading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parts_at_kill = parts_in_store(&garage, &file.sha256).await as u64;
+    leader.kill();
+    let reports: Vec<NodeReport> = followers
+        .into_iter()
+        .map(|n| n.wait(Duration::from_secs(120)))
+        .collect();
+    assert_all_verified(&fx, &reports, &[ModelId::Semantic]);
+
+    let events: Vec<&String> = reports.iter().flat_map(|r| &r.fleet).collect();
+    assert!(
+        events.iter().any(|e| e.ends_with(":taking_over")),
+        "a follower took over: {events:?}"
+    );
+    let served = hub_blob_bytes(&fx);
+    eprintln!(
+        "killed leader: the Hub served {served} bytes for a {size}-byte blob ({:.2} copies)",
+        served as f64 / size as f64
+    );
+    assert!(
+        served <= 2 * size,
+        "at most one extra copy: {served} bytes for {size}"
+    );
+    // The new leader resumed from what the parts held, not from zero.
+    let resumed: Vec<u64> = fx
+        .hub
+        .requests()
+        .iter()
+        .filter(|r| r.host == Host::Cdn && r.method == "GET")
+        .filter_map(|r| {
+            r.range()?
+                .strip_prefix("bytes=")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .filter(|start: &u64| *start > 0)
+        .collect();
+    assert!(
+        resumed
+            .iter()
+            .any(|start| *start >= parts_at_kill * FAST.part_bytes),
+        "a ranged Hub request resumed after the uploaded parts ({parts_at_kill} at the kill): {resumed:?}"
+    );
+    let keys = keys(&garage, 0).await;
+    assert!(
+        keys.iter().all(|k| !k.contains(".inflight")),
+        "in-flight objects removed by the new leader: {keys:?}"
+    );
+}
+
+/// The store is stopped while the leader uploads parts: every node gives the store up and
+/// finishes from the Hub, with verified files, in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_stopped_mid_run_leaves_every_node_fetching_from_the_hub() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let ids = [ModelId::Semantic, ModelId::Code];
+    let fx = Fixture::new(&[
+        model(ModelId::Semantic, 4_000_000, true),
+        model(ModelId::Code, 2_000_000, true),
+    ]);
+    cap_cdn(&fx, 2_000_000);
+    let started = Instant::now();
+    let start_at = unix_ms() + 1_000;
+    let nodes: Vec<FleetNode> = (0..3)
+        .map(|i| {
+            FleetNode::spawn(
+                &fx,
+                &garage,
+                &garage.endpoint(0),
+                &format!("s{i}"),
+                &FAST,
+                start_at,
+            )
+        })
+        .collect();
+    let semantic = fx.file(ModelId::Semantic).sha256.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while parts_in_store(&garage, &semantic).await < 1 {
+        assert!(Instant::now() < deadline, "no part was uploaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    garage.kill(0);
+    let reports: Vec<NodeReport> = nodes
+        .into_iter()
+        .map(|n| n.wait(Duration::from_secs(120)))
+        .collect();
+    let elapsed = started.elapsed();
+    assert!(!garage.is_running(0));
+    assert_all_verified(&fx, &reports, &ids);
+    for report in &reports {
+        assert_eq!(
+            report
+                .sources
+                .get(&ModelId::Semantic.to_string())
+                .map(String::as_str),
+            Some("hub"),
+            "{report:?}"
+        );
+    }
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "every node finished in bounded time: {elapsed:?}"
+    );
+}
+
+/// A moto S3 server (Python's `moto_server`), which refuses a second `If-None-Match: *` put
+/// with 412 as AWS S3 does: `CG_TEST_MOTO`, else `target/moto-env/bin/moto_server`
+/// (`scripts/setup-moto`). Killed when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    /// Starts it with bucket `BUCKET`. Without moto the test fails (how to get it is in the
+    /// message), unless `CG_SKIP_MOTO_TESTS=1`: then `None`, and the test says it is skipped.
+    fn start() -> Option<Moto> {
+        let binary = std::env::var_os("CG_TEST_MOTO")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-env/bin/moto_server")
+            });
+        if !binary.is_file() {
+            let problem = format!(
+                "no moto_server at {} (run scripts/setup-moto, or set CG_TEST_MOTO)",
+                binary.display()
+            );
+            if std::env::var("CG_SKIP_MOTO_TESTS").is_ok_and(|v| v == "1") {
+                eprintln!("skipped: {problem}; CG_SKIP_MOTO_TESTS=1");
+                return None;
+            }
+            panic!("{problem}, or set CG_SKIP_MOTO_TESTS=1 to skip this test");
+        }
+        let port = free_ports(1)[0];
+        let child = Command::new(&binary)
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + BOOT_LIMIT;
+        loop {
+            if moto.create_bucket() {
+                return Some(moto);
+            }
+            assert!(Instant::now() < deadline, "moto_server did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `PUT /BUCKET` (moto accepts it unsigned); whether it answered 200.
+    fn create_bucket(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let request = format!(
+            "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn mirror_config(&self) -> MirrorConfig {
+        MirrorConfig {
+            endpoint: Some(self.endpoint()),
+            region: Some(self.region()),
+            access_key_id: Some(self.key_id()),
+            secret_access_key: Some(self.secret()),
+            write: true,
+            retry_timeout: Duration::from_secs(2),
+            ..MirrorConfig::new(format!("s3://{BUCKET}/{PREFIX}"))
+        }
+    }
+
+    /// Every key under the mirror's prefix.
+    async fn keys(&self) -> Vec<String> {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region(self.region())
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(self.key_id())
+            .with_secret_access_key(self.secret())
+            .build()
+            .expect("S3 client");
+        let listed: Vec<object_store::ObjectMeta> = store
+            .list(Some(&ObjectPath::from(PREFIX)))
+            .try_collect()
+            .await
+            .expect("list the bucket");
+        listed.into_iter().map(|m| m.location.to_string()).collect()
+    }
+}
+
+impl StoreKeys for Moto {
+    fn key_id(&self) -> String {
+        "AKIDMOTOTEST".to_owned()
+    }
+    fn secret(&self) -> String {
+        "moto-test-secret".to_owned()
+    }
+    fn region(&self) -> String {
+        "us-east-1".to_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// On a store that honours `If-None-Match: *` (moto, like AWS S3) the probe says so and the
+/// fleet claims each epoch with one conditionally created key: four nodes started at once
+/// still get each blob from the Hub about once, verified, and leave nothing in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_conditional_create_is_detected_and_its_fleet_fetches_once() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let probe = Mirror::connect(&moto.mirror_config()).unwrap();
+    assert!(
+        probe.honours_conditional_create().await,
+        "moto refuses a second If-None-Match: * put"
+    );
+    let ids = [ModelId::Semantic, ModelId::Code];
+    let fx = Fixture::new(&[
+        model(ModelId::Semantic, 3_000_000, true),
+        model(ModelId::Code, 1_000_000, true),
+    ]);
+    let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
+    cap_cdn(&fx, 4_000_000);
+    let start_at = unix_ms() + 1_500;
+    let nodes: Vec<FleetNode> = (0..4)
+        .map(|i| {
+            FleetNode::spawn(
+                &fx,
+                &moto,
+                &moto.endpoint(),
+                &format!("m{i}"),
+                &FAST,
+                start_at,
+            )
+        })
+        .collect();
+    let reports: Vec<NodeReport> = nodes
+        .into_iter()
+        .map(|n| n.wait(Duration::from_secs(120)))
+        .collect();
+    assert_all_verified(&fx, &reports, &ids);
+    let served = hub_blob_bytes(&fx);
+    eprintln!(
+        "4 nodes on moto: the Hub served {served} bytes = {:.2}× the manifest",
+        served as f64 / manifest as f64
+    );
+    assert!(
+        served as f64 <= 1.25 * manifest as f64,
+        "the Hub served {served} bytes for a manifest of {manifest}: {reports:#?}"
+    );
+    let keys = moto.keys().await;
+    assert!(
+        keys.iter().all(|k| !k.contains(".inflight")),
+        "in-flight objects removed: {keys:?}"
+    );
+    for id in ids {
+        assert!(
+            keys.contains(&format!("{PREFIX}/{}", fx.file(id).sha256)),
+            "{id}'s object: {keys:?}"
+        );
+    }
+}

@@ -51,6 +51,7 @@ pub use metrics::{write_metrics_file, MetricsRecorder};
 pub use outdated::{DriftState, FileChange, FileDrift, ModelDrift};
 pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
+pub use remote::fleet::FleetPolicy;
 pub use remote::mirror::{Mirror, MirrorConfig};
 pub use remote::retry::RetryPolicy;
 pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};

@@ -104,6 +104,30 @@ pub enum ProgressKind {
         /// Why.
         reason: String,
     },
+    /// The mirror does not have the file yet and this node fetches it from the Hub for the
+    /// fleet: it uploads parts as they complete, for the other nodes to read.
+    FetchingForFleet {
+        /// The in-flight upload, `s3://bucket/prefix/.inflight/<sha256>`.
+        upload: String,
+    },
+    /// Another node is fetching the file from the Hub; this one waits for its first parts.
+    WaitingForPeer {
+        /// The in-flight upload.
+        upload: String,
+    },
+    /// Bytes arrive from another node's in-flight upload (or the object it completed).
+    ReadingFromPeer {
+        /// The in-flight upload.
+        upload: String,
+    },
+    /// The node fetching the file stopped renewing its lease; this one takes over, resuming
+    /// from the bytes it already has.
+    TakingOver {
+        /// The in-flight upload.
+        upload: String,
+        /// The lease epoch taken.
+        epoch: u32,
+    },
     /// The model could not be made ready.
     Failed {
         /// The error, as shown to users.

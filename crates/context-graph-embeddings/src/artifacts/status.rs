@@ -242,6 +242,12 @@ impl ModelEvents {
         self.emit(0, total, 0, ProgressKind::FallingBack { from, reason });
     }
 
+    /// A fleet step (see [`ProgressKind::FetchingForFleet`] and the three after it).
+    pub(crate) fn fleet(&self, done: u64, total: u64, kind: ProgressKind) {
+        tracing::info!(model = %self.model_id, event = ?kind, "fleet");
+        self.emit(done, total, 0, kind);
+    }
+
     /// The file is in place and verified (`size` bytes).
     pub(crate) fn completed(
         &self,

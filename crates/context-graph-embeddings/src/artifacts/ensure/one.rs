@@ -28,6 +28,7 @@ use crate::artifacts::store::lock::BlobLock;
 use crate::artifacts::store::stamp::VerificationStamp;
 use crate::artifacts::testing;
 use crate::artifacts::transfer::blob::fetch_blob;
+use crate::artifacts::transfer::fleet::fetch_for_fleet;
 use crate::artifacts::transfer::request::{ExpectedDigest, FetchRequest};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
@@ -428,6 +429,7 @@ async fn fetch_from_sources(
     let settings = ctx.fetch_settings();
     let total = request.expected_size.unwrap_or(0);
     let object = object_name(request.expected.kind(), request.expected.hex());
+    let mut mirror_lacks_it = false;
     if let Some(mirror) = &ctx.mirror {
         let source = mirror.source(&object, ctx.config.download_timeout);
         match fetch_blob(&source, request, &settings, events).await {
@@ -438,7 +440,13 @@ async fn fetch_from_sources(
                     source.name(),
                 ))
             }
-            Err(error) => events.falling_back(total, source.name(), error.to_string()),
+            Err(error) => {
+                mirror_lacks_it = matches!(error, EmbeddingError::MirrorMissing { .. });
+                // A fleet node missing the object says what it does next in fleet events.
+                if !(mirror_lacks_it && mirror.coordinates_fleet()) {
+                    events.falling_back(total, source.name(), error.to_string());
+                }
+            }
         }
     }
     let from_hub = if remote.from_hub {
@@ -458,9 +466,26 @@ async fn fetch_from_sources(
         asked
     };
     let source = HubSource::new(ctx.client.clone(), &from_hub, request.location.clone());
-    let blob = fetch_blob(&source, request, &settings, events).await?;
-    let writable = ctx.mirror.as_ref().filter(|m| m.is_writable());
-    if let Some(mirror) = writable {
+    // A writable mirror that lacks the object: the fleet decides who fetches it (docs/mirror.md).
+    // Only blobs named by SHA-256: the small regular files of a set are not worth a lease.
+    let fleet = ctx.mirror.as_ref().filter(|m| {
+        mirror_lacks_it && m.coordinates_fleet() && request.expected.kind() == DigestKind::Sha256
+    });
+    let blob = match fleet {
+        Some(mirror) => {
+            let fetched = fetch_for_fleet(mirror, &source, request, &settings, events).await?;
+            if fetched.uploaded {
+                return Ok(Fetched::from_source(
+                    fetched.blob.resumed_from,
+                    fetched.blob.transferred,
+                    fetched.source,
+                ));
+            }
+            fetched.blob
+        }
+        None => fetch_blob(&source, request, &settings, events).await?,
+    };
+    if let Some(mirror) = ctx.mirror.as_ref().filter(|m| m.is_writable()) {
         let size = tokio::fs::metadata(&blob.blob_path)
             .await
             .map_or(0, |m| m.len());

@@ -8,6 +8,8 @@
 //! mirror can never poison a cache. With writing enabled, a blob fetched from the Hub is
 //! uploaded once verified, so the next node reads it from the mirror. Two nodes uploading the
 //! same object race harmlessly: the content is the same, and an object put is atomic.
+//! Writable mirrors also coordinate nodes that miss the same object at once (`fleet.rs`): one
+//! fetches it from the Hub, the others read its upload as it goes.
 //!
 //! Credentials come from the usual places: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION`/`AWS_REGION`, `AWS_ENDPOINT_URL`, else the
@@ -26,6 +28,7 @@ use object_store::{
     ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
 };
 
+use super::fleet::{probe_conditional_create, FleetPolicy, FleetStore};
 use super::protocol::error_chain;
 use super::source::{Body, BoxFuture, ByteSource, Opened};
 use super::tls::TrustRoots;
@@ -67,6 +70,10 @@ pub struct MirrorConfig {
     /// How long the store's client keeps retrying one request before the mirror counts as
     /// failed and the next source is tried.
     pub retry_timeout: Duration,
+    /// With `write`: nodes missing the same object at once coordinate through the store, so
+    /// that one fetches it from the Hub and the others read its upload (`None`: each node
+    /// fetches for itself). `CG_MODELS_MIRROR_FLEET=0` turns it off.
+    pub fleet: Option<FleetPolicy>,
 }
 
 impl fmt::Debug for MirrorConfig {
@@ -85,6 +92,7 @@ impl fmt::Debug for MirrorConfig {
             )
             .field("write", &self.write)
             .field("retry_timeout", &self.retry_timeout)
+            .field("fleet", &self.fleet)
             .finish()
     }
 }
@@ -100,16 +108,30 @@ impl MirrorConfig {
             secret_access_key: None,
             write: false,
             retry_timeout: Duration::from_secs(20),
+            fleet: Some(FleetPolicy::standard()),
         }
     }
 
     /// The mirror named by `CG_MODELS_MIRROR` (`s3://bucket/prefix`), writable when
-    /// `CG_MODELS_MIRROR_WRITE` is true.
+    /// `CG_MODELS_MIRROR_WRITE` is true; a writable one coordinates a fleet unless
+    /// `CG_MODELS_MIRROR_FLEET` is `0` (or `false`, `no`, `off`).
     pub fn from_env(env: &dyn EnvLookup) -> Option<Self> {
         let url = env.var("CG_MODELS_MIRROR")?;
+        let fleet_off = env.var("CG_MODELS_MIRROR_FLEET").is_some_and(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "0" | "false" | "no" | "off"
+            )
+        });
+        let defaults = MirrorConfig::new(url);
         Some(MirrorConfig {
             write: environment::is_true(env, "CG_MODELS_MIRROR_WRITE"),
-            ..MirrorConfig::new(url)
+            fleet: if fleet_off {
+                None
+            } else {
+                defaults.fleet.clone()
+            },
+            ..defaults
         })
     }
 }
@@ -121,6 +143,9 @@ pub struct Mirror {
     bucket: String,
     prefix: String,
     write: bool,
+    fleet: Option<FleetPolicy>,
+    /// Whether the store honours `PutMode::Create`, probed on first use by a fleet.
+    conditional_create: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl fmt::Debug for Mirror {
@@ -129,6 +154,7 @@ impl fmt::Debug for Mirror {
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .field("write", &self.write)
+            .field("fleet", &self.fleet)
             .finish_non_exhaustive()
     }
 }
@@ -228,12 +254,59 @@ impl Mirror {
             bucket: bucket.to_owned(),
             prefix,
             write: config.write,
+            fleet: config.fleet.clone(),
+            conditional_create: Arc::default(),
         })
     }
 
     /// Whether verified Hub downloads are uploaded.
     pub fn is_writable(&self) -> bool {
         self.write
+    }
+
+    /// Whether this node coordinates with others through the store (writable, fleet on).
+    pub fn coordinates_fleet(&self) -> bool {
+        self.write && self.fleet.is_some()
+    }
+
+    /// The fleet's objects of the blob `sha256` of `size` bytes (`None` when this node does
+    /// not coordinate). The first call probes whether the store honours conditional create.
+    pub(crate) async fn fleet_store(&self, sha256: &str, size: u64) -> Option<FleetStore> {
+        let policy = self.fleet.clone().filter(|_| self.write)?;
+        let root = self.inflight_root();
+        let honoured = self.honours_conditional_create().await;
+        if honoured {
+            tracing::debug!(bucket = %self.bucket, "the store honours conditional create");
+        }
+        let dir = root.clone().join(sha256);
+        let name = format!("s3://{}/{dir}", self.bucket);
+        Some(FleetStore::new(
+            self.store.clone(),
+            dir,
+            self.key(sha256),
+            name,
+            size,
+            policy,
+            honoured,
+        ))
+    }
+
+    /// Whether the store honours `If-None-Match: *` on a put (probed once, cached).
+    pub async fn honours_conditional_create(&self) -> bool {
+        let root = self.inflight_root();
+        *self
+            .conditional_create
+            .get_or_init(|| probe_conditional_create(&self.store, &root))
+            .await
+    }
+
+    /// `<prefix>/.inflight`.
+    fn inflight_root(&self) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(".inflight")
+        } else {
+            ObjectPath::from(format!("{}/.inflight", self.prefix))
+        }
     }
 
     fn key(&self, object: &str) -> ObjectPath {
@@ -410,9 +483,14 @@ impl ByteSource for ObjectSource {
     }
 }
 
+/// A `416`: only a plain (`Generic`) error, by its status text; a refusal whose message
+/// happens to hold `416` (a request time `…T221416Z` in a signature error) is not one.
 fn is_range_error(error: &object_store::Error) -> bool {
+    if !matches!(error, object_store::Error::Generic { .. }) {
+        return false;
+    }
     let text = error.to_string();
-    text.contains("416")
+    text.contains("416 Range Not Satisfiable")
         || text.contains("InvalidRange")
         || text.contains("Range") && text.contains("not satisf")
 }
