@@ -25,7 +25,8 @@ use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 
 use super::fleet::{probe_conditional_create, FleetPolicy, FleetStore};
@@ -349,13 +350,50 @@ impl Mirror {
             url: name.clone(),
             message: format!("upload failed: {}", error_chain(&e)),
         };
-        let upload = self.store.put_multipart(&key).await.map_err(failed)?;
+        let written = if size <= UPLOAD_PART_BYTES as u64 {
+            self.put_whole(blob, &key).await
+        } else {
+            self.put_in_parts(blob, &key).await
+        };
+        match written {
+            Ok(()) => Ok(true),
+            // Nodes uploading the same object at once race (Garage drops the other in-flight
+            // multipart uploads of a key when one completes): whoever lost finds the object
+            // right, and that is success.
+            Err(WriteFailed::Store(error)) => match self.store.head(&key).await {
+                Ok(meta) if meta.size == size && self.holds(&key, object).await => Ok(false),
+                _ => Err(failed(error)),
+            },
+            Err(WriteFailed::Read(error)) => Err(EmbeddingError::io("cannot read", blob, error)),
+        }
+    }
+
+    /// A small blob in one `PUT`: atomic, no upload to lose in a race.
+    async fn put_whole(&self, blob: &Path, key: &ObjectPath) -> Result<(), WriteFailed> {
+        let path = blob.to_path_buf();
+        let bytes = run_blocking(move || std::fs::read(path))
+            .await
+            .map_err(WriteFailed::Read)?;
+        self.store
+            .put(key, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(WriteFailed::Store)
+    }
+
+    /// A large blob as a multipart upload, read in parts off the async threads.
+    async fn put_in_parts(&self, blob: &Path, key: &ObjectPath) -> Result<(), WriteFailed> {
+        let upload = self
+            .store
+            .put_multipart(key)
+            .await
+            .map_err(WriteFailed::Store)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
         let mut file = {
             let to_open = blob.to_path_buf();
             run_blocking(move || std::fs::File::open(to_open))
                 .await
-                .map_err(|e| EmbeddingError::io("cannot open", blob, e))?
+                .map_err(WriteFailed::Read)?
         };
         loop {
             let (returned, buffer) = run_blocking(move || {
@@ -373,16 +411,22 @@ impl Mirror {
                 Ok((file, buffer))
             })
             .await
-            .map_err(|e| EmbeddingError::io("cannot read", blob, e))?;
+            .map_err(WriteFailed::Read)?;
             file = returned;
             if buffer.is_empty() {
                 break;
             }
-            writer.wait_for_capacity(2).await.map_err(failed)?;
+            writer
+                .wait_for_capacity(2)
+                .await
+                .map_err(WriteFailed::Store)?;
             writer.write(&buffer);
         }
-        writer.finish().await.map_err(failed)?;
-        Ok(true)
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(WriteFailed::Store)
     }
 
     /// Whether the object at `key` has the digest its `name` says (any failure to read it
@@ -405,6 +449,12 @@ impl Mirror {
         }
         hasher.hex().eq_ignore_ascii_case(digest)
     }
+}
+
+/// Why an upload did not complete: the local blob could not be read, or the store refused.
+enum WriteFailed {
+    Read(std::io::Error),
+    Store(object_store::Error),
 }
 
 /// One object of the mirror, read by range.
