@@ -17,6 +17,7 @@ use crate::artifacts::remote::mirror::Mirror;
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
 use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
+use crate::artifacts::transfer::adapt::ConnectionGovernor;
 use crate::artifacts::transfer::request::FetchSettings;
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
@@ -32,7 +33,7 @@ pub(crate) struct Context {
     pub(crate) emitter: ProgressEmitter,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) download_slots: Arc<Semaphore>,
-    pub(crate) range_slots: Arc<Semaphore>,
+    pub(crate) connections: Arc<ConnectionGovernor>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
     /// Files this process hashed right whose stamp could not be written, by snapshot path;
     /// each verdict holds while the file keeps the stamp's fingerprint.
@@ -59,7 +60,7 @@ impl Context {
         Context {
             layout: CacheLayout::new(&config.cache_dir),
             download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-            range_slots: Arc::new(Semaphore::new(config.parallel.connections.max(1))),
+            connections: Arc::new(ConnectionGovernor::new(&config.parallel)),
             config,
             manifest,
             client,
@@ -123,7 +124,7 @@ impl Context {
             retry_policy: self.config.retry_policy.clone(),
             progress_interval: self.config.progress_interval,
             parallel: self.config.parallel.clone(),
-            range_slots: self.range_slots.clone(),
+            connections: self.connections.clone(),
         }
     }
 

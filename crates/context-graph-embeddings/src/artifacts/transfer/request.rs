@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
+use super::adapt::ConnectionGovernor;
 use crate::artifacts::remote::retry::RetryPolicy;
 use crate::error::FileLocation;
 
@@ -37,9 +36,10 @@ pub(crate) struct FetchSettings {
     pub progress_interval: Duration,
     /// Parallel ranged download of large files.
     pub parallel: ParallelSettings,
-    /// Range connections shared by all parallel downloads of one manager, so several large
-    /// files at once do not multiply connections, buffers and CPU contention.
-    pub range_slots: Arc<Semaphore>,
+    /// The connections of all downloads of one manager: how many may be open, learned from
+    /// the throughput they give, so several large files at once do not multiply connections,
+    /// buffers and CPU contention, and a link one stream fills gets no ranges it does not need.
+    pub connections: Arc<ConnectionGovernor>,
 }
 
 /// A fetched, verified blob.
@@ -53,21 +53,36 @@ pub(crate) struct FetchedBlob {
     pub resumed_from: u64,
 }
 
-/// How one file is split and fetched in parallel.
+/// How files are split and fetched over several connections. The number of connections is
+/// not fixed: each file starts with one stream and range connections are added (to a file and
+/// across files) only while the total throughput still grows (see `transfer/adapt.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParallelSettings {
-    /// Connections for one file (1 turns parallel download off).
+    /// Most connections open at once across all downloads of a manager (1 turns parallel
+    /// download off).
     pub connections: usize,
+    /// Connections the run starts with before measuring (each file always has its own first
+    /// stream); equal to `connections`, the count is fixed.
+    pub initial_connections: usize,
+    /// How long a number of connections is held before its throughput is judged.
+    pub sample_interval: Duration,
+    /// A raise pays when throughput grew by at least this percentage of the proportional
+    /// gain (8 to 16 connections, +100 % proportional: at least +50 % at 50).
+    pub gain_percent: u32,
     /// Smallest file fetched in parallel.
     pub min_file_bytes: u64,
-    /// Smallest chunk; larger files get larger chunks (at most 1024 chunks per file).
+    /// Smallest chunk (the unit of a range and of the resume record); larger files get larger
+    /// chunks (at most 1024 chunks per file).
     pub chunk_bytes: u64,
 }
 
 impl Default for ParallelSettings {
     fn default() -> Self {
         ParallelSettings {
-            connections: 8,
+            connections: 32,
+            initial_connections: 1,
+            sample_interval: Duration::from_millis(50),
+            gain_percent: 50,
             min_file_bytes: 32 * 1024 * 1024,
             chunk_bytes: 8 * 1024 * 1024,
         }
@@ -84,5 +99,10 @@ impl ParallelSettings {
     /// The chunk size for a file of `size` bytes.
     pub fn chunk_for(&self, size: u64) -> u64 {
         self.chunk_bytes.max(size.div_ceil(1024)).max(1)
+    }
+
+    /// Most connections open at once (at least 1).
+    pub fn max_connections(&self) -> usize {
+        self.connections.max(1)
     }
 }

@@ -41,6 +41,10 @@ pub(crate) async fn attempt(
         return Ok(());
     }
     let url_shown = source.name();
+    // Counted with the run's connections, so the throughput the governor measures is the
+    // whole run's and the limit covers every stream.
+    let governor = &*settings.connections;
+    let _connection = governor.open_first();
     let opened = source.open(partial.len, None).await?;
     let (mut body, content_length) = match opened {
         Opened::Unsatisfiable => {
@@ -141,6 +145,7 @@ pub(crate) async fn attempt(
         }
         received_this_body += length;
         *transferred += length;
+        governor.received(length);
         let on_disk = start_len + received_this_body;
         if let Some(speed) = meter.due(Instant::now(), on_disk) {
             events.progress(on_disk, total, speed);

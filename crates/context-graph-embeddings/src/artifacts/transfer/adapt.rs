@@ -1,0 +1,406 @@
+//! How many connections a run uses: every file starts with one stream; range connections are
+//! added (to one file and across files) only while the run's total throughput still grows,
+//! taken back when it stops growing or the server refuses (429, 403, 503), and what was learned
+//! holds for the rest of the run.
+//!
+//! The decision is [`next_step`], a pure function over one measured [`Sample`]: no clock, no
+//! network, so it is unit-tested as data. The [`ConnectionGovernor`] around it is the run's
+//! shared state: it counts body bytes and open connections, measures a sample once a level has
+//! been held for [`ParallelSettings::sample_interval`], and asks `next_step` for the next limit.
+//!
+//! Why it matters: on an uncapped link (loopback, a fast LAN mirror) one stream per file
+//! already fills the link and every extra range costs a request, a connection and, when a
+//! range is cut short, bytes sent twice; on a CDN that caps each connection, the file only
+//! comes fast over many connections. Measuring tells the two apart.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::request::ParallelSettings;
+
+/// One measurement: the run's throughput while `connections` were open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    /// Body bytes per second over the measured interval, all connections of the run.
+    pub(crate) bytes_per_sec: f64,
+    /// Connections open during it.
+    pub(crate) connections: usize,
+}
+
+/// Where the search for the right number of connections stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Phase {
+    /// Not measured yet at the current limit.
+    Starting,
+    /// The limit was raised from the level of `base`; the next sample says whether it paid.
+    Probing {
+        /// The sample before the raise.
+        base: Sample,
+    },
+    /// Found (or backed off to): the limit holds for the rest of the run.
+    Settled,
+}
+
+/// The governor's decision state: the limit on open connections and the phase.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Plan {
+    /// Most connections open at once across the run (each file may always open its first).
+    pub(crate) limit: usize,
+    /// Where the search stands.
+    pub(crate) phase: Phase,
+    /// Whether a raise has paid in this run: the link is capped per connection, so a
+    /// connection that finishes its stretch takes over part of another's rather than close.
+    pub(crate) grew: bool,
+}
+
+impl Plan {
+    /// The plan a run starts with.
+    pub(crate) fn start(settings: &ParallelSettings) -> Self {
+        Plan {
+            limit: settings.initial_connections.clamp(1, settings.max_connections()),
+            phase: Phase::Starting,
+            grew: false,
+        }
+    }
+}
+
+/// The next plan after measuring `sample` under `plan`.
+///
+/// - First sample at a level: raise the limit by one connection (a small probe: on a link that
+///   is already full it costs one range), or double it when the level was itself a raise that
+///   paid.
+/// - A raise pays when throughput grew by at least `gain_percent` % of the proportional gain
+///   (`connections` from 4 to 8 must give at least +50 % at the default 50): a link capped
+///   per connection gives about the proportional gain, a full link about none.
+/// - A raise that did not pay goes back to the connections of the base sample and settles.
+/// - At the maximum, settles.
+pub(crate) fn next_step(settings: &ParallelSettings, plan: Plan, sample: Sample) -> Plan {
+    let max = settings.max_connections();
+    match plan.phase {
+        Phase::Settled => plan,
+        Phase::Starting => raise(plan.limit.max(sample.connections), sample, max, plan.grew),
+        Phase::Probing { base } => {
+            if paid(settings, base, sample) {
+                raise(sample.connections, sample, max, true)
+            } else {
+                Plan {
+                    limit: base.connections.clamp(1, max),
+                    phase: Phase::Settled,
+                    grew: plan.grew,
+                }
+            }
+        }
+    }
+}
+
+/// The plan after the server refused a request (429, 403 on a range, 503): half the
+/// connections that were open, at least one, settled for the rest of the run.
+pub(crate) fn after_refusal(plan: Plan, open: usize) -> Plan {
+    Plan {
+        limit: (open.min(plan.limit) / 2).max(1),
+        phase: Phase::Settled,
+        grew: plan.grew,
+    }
+}
+
+/// A raise from `from` connections: by one for a first probe, doubled after one that paid
+/// (`grew`); settles at the maximum.
+fn raise(from: usize, base: Sample, max: usize, grew: bool) -> Plan {
+    let limit = if grew { from * 2 } else { from + 1 }.min(max);
+    if limit <= from {
+        return Plan {
+            limit: from.min(max),
+            phase: Phase::Settled,
+            grew,
+        };
+    }
+    Plan {
+        limit,
+        phase: Phase::Probing { base },
+        grew,
+    }
+}
+
+fn paid(settings: &ParallelSettings, base: Sample, now: Sample) -> bool {
+    if now.connections <= base.connections || base.bytes_per_sec <= 0.0 {
+        // Nothing was added after all (files finished meanwhile): no evidence that more
+        // connections pay; keep what the base had.
+        return false;
+    }
+    let proportional = now.connections as f64 / base.connections as f64 - 1.0;
+    let gained = now.bytes_per_sec / base.bytes_per_sec - 1.0;
+    gained >= proportional * f64::from(settings.gain_percent) / 100.0
+}
+
+/// The run's shared connection state: the plan, open connections, bytes received.
+#[derive(Debug)]
+pub(crate) struct ConnectionGovernor {
+    settings: ParallelSettings,
+    open: AtomicUsize,
+    bytes: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    plan: Plan,
+    /// When and at which byte count the current level was reached: the start of the sample.
+    measuring_since: Option<(Instant, u64)>,
+}
+
+/// One open connection; closing it (drop) frees its place.
+#[derive(Debug)]
+pub(crate) struct Connection<'a> {
+    governor: &'a ConnectionGovernor,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.governor.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnectionGovernor {
+    /// A governor for one run (one manager).
+    pub(crate) fn new(settings: &ParallelSettings) -> Self {
+        ConnectionGovernor {
+            settings: settings.clone(),
+            open: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            inner: Mutex::new(Inner {
+                plan: Plan::start(settings),
+                measuring_since: None,
+            }),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The plan now.
+    pub(crate) fn plan(&self) -> Plan {
+        self.inner().plan
+    }
+
+    /// Counts body bytes received by any connection of the run.
+    pub(crate) fn received(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A file's own first stream: always granted, whatever the limit.
+    pub(crate) fn open_first(&self) -> Connection<'_> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        self.level_check(open);
+        Connection { governor: self }
+    }
+
+    /// One more range connection, if the limit has room.
+    pub(crate) fn try_open(&self) -> Option<Connection<'_>> {
+        let limit = self.plan().limit;
+        let mut open = self.open.load(Ordering::Acquire);
+        loop {
+            if open >= limit {
+                return None;
+            }
+            match self
+                .open
+                .compare_exchange(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => open = now,
+            }
+        }
+        self.level_check(open + 1);
+        Some(Connection { governor: self })
+    }
+
+    /// Whether more connections are open than the plan allows (a connection between two
+    /// ranges then closes instead of taking more work, unless it is its file's last).
+    pub(crate) fn over_limit(&self) -> bool {
+        self.open.load(Ordering::Acquire) > self.plan().limit
+    }
+
+    /// The server refused a request: back off for the rest of the run.
+    pub(crate) fn refused(&self) {
+        let open = self.open.load(Ordering::Acquire);
+        let mut inner = self.inner();
+        let before = inner.plan;
+        inner.plan = after_refusal(before, open);
+        inner.measuring_since = None;
+        if inner.plan != before {
+            tracing::info!(
+                limit = inner.plan.limit,
+                "server refused a request; fewer connections for the rest of the run"
+            );
+        }
+    }
+
+    /// Measures, once the current level has been held for a sample interval, and plans the
+    /// next step. Returns the limit.
+    pub(crate) fn tick(&self, now: Instant) -> usize {
+        let mut inner = self.inner();
+        if inner.plan.phase == Phase::Settled {
+            return inner.plan.limit;
+        }
+        let Some((since, from_bytes)) = inner.measuring_since else {
+            return inner.plan.limit;
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < self.settings.sample_interval {
+            return inner.plan.limit;
+        }
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let sample = Sample {
+            bytes_per_sec: (bytes - from_bytes) as f64 / elapsed.as_secs_f64(),
+            connections: self.open.load(Ordering::Acquire),
+        };
+        let next = next_step(&self.settings, inner.plan, sample);
+        tracing::debug!(?sample, ?next, "connection plan");
+        inner.plan = next;
+        // A new level is measured from when it is reached; a settled one is not measured.
+        inner.measuring_since = None;
+        let open = sample.connections;
+        drop(inner);
+        self.level_check(open);
+        next.limit
+    }
+
+    /// Starts measuring when the open connections reach the limit of a level being searched.
+    fn level_check(&self, open: usize) {
+        let mut inner = self.inner();
+        if inner.measuring_since.is_none()
+            && inner.plan.phase != Phase::Settled
+            && open >= inner.plan.limit
+        {
+            inner.measuring_since = Some((Instant::now(), self.bytes.load(Ordering::Relaxed)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ParallelSettings {
+        ParallelSettings::default()
+    }
+
+    fn sample(mb_per_sec: f64, connections: usize) -> Sample {
+        Sample {
+            bytes_per_sec: mb_per_sec * 1e6,
+            connections,
+        }
+    }
+
+    /// Runs the decision against a link model: throughput for n connections.
+    fn settle(link: impl Fn(usize) -> f64, files: usize) -> (usize, usize) {
+        let s = settings();
+        let mut plan = Plan::start(&s);
+        let mut steps = 0;
+        while plan.phase != Phase::Settled && steps < 100 {
+            let open = plan.limit.max(files);
+            plan = next_step(&s, plan, sample(link(open), open));
+            steps += 1;
+        }
+        (plan.limit, steps)
+    }
+
+    #[test]
+    fn a_full_link_keeps_one_stream_per_file_after_one_probe() {
+        // 4 files on loopback: 1000 MB/s whatever the connections.
+        let (limit, steps) = settle(|_| 1000.0, 4);
+        assert_eq!(limit, 4);
+        assert!(!Plan::start(&settings()).grew);
+        assert_eq!(steps, 2, "one probe of one extra connection");
+        // One file alone, same.
+        assert_eq!(settle(|_| 1000.0, 1).0, 1);
+    }
+
+    #[test]
+    fn a_per_connection_cap_grows_to_what_the_link_gives() {
+        // 40 MB/s per connection, 1000 MB/s in all.
+        let link = |n: usize| (40.0 * n as f64).min(1000.0);
+        let (limit, _) = settle(link, 1);
+        assert!(limit >= 16, "{limit}");
+        assert!(limit <= settings().max_connections());
+        // Four files at once get there too.
+        assert!(settle(link, 4).0 >= 16);
+        // A cap with room for everything goes to the maximum.
+        let (limit, _) = settle(|n| 10.0 * n as f64, 1);
+        assert_eq!(limit, settings().max_connections());
+    }
+
+    #[test]
+    fn a_raise_that_does_not_pay_goes_back_and_stays() {
+        let s = settings();
+        let plan = Plan {
+            limit: 16,
+            phase: Phase::Probing {
+                base: sample(640.0, 8),
+            },
+            grew: true,
+        };
+        // 8 -> 16 connections gave +10 %: less than half the proportional +100 %.
+        let next = next_step(&s, plan, sample(704.0, 16));
+        assert_eq!(
+            next,
+            Plan {
+                limit: 8,
+                phase: Phase::Settled,
+                grew: true
+            }
+        );
+        // Settled is final.
+        assert_eq!(next_step(&s, next, sample(5000.0, 8)), next);
+        // +60 % pays and doubles.
+        let next = next_step(&s, plan, sample(1024.0, 16));
+        assert_eq!(next.limit, 32);
+    }
+
+    #[test]
+    fn refusals_halve_and_settle() {
+        let plan = Plan {
+            limit: 32,
+            phase: Phase::Probing {
+                base: sample(1.0, 16),
+            },
+            grew: true,
+        };
+        assert_eq!(
+            after_refusal(plan, 20),
+            Plan {
+                limit: 10,
+                phase: Phase::Settled,
+                grew: true
+            }
+        );
+        assert_eq!(after_refusal(plan, 1).limit, 1);
+    }
+
+    #[test]
+    fn the_governor_grants_first_streams_and_limits_the_rest() {
+        let governor = ConnectionGovernor::new(&settings());
+        let first = governor.open_first();
+        assert!(governor.try_open().is_none(), "limit 1 at the start");
+        let second = governor.open_first();
+        assert!(governor.over_limit());
+        drop(second);
+        drop(first);
+        assert!(!governor.over_limit());
+        let fixed = ParallelSettings {
+            initial_connections: 3,
+            connections: 3,
+            ..settings()
+        };
+        let governor = ConnectionGovernor::new(&fixed);
+        let _a = governor.open_first();
+        let _b = governor.try_open().expect("room");
+        let _c = governor.try_open().expect("room");
+        assert!(governor.try_open().is_none());
+    }
+}
