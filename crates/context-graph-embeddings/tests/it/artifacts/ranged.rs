@@ -116,14 +116,20 @@ fn adaptive() -> ParallelSettings {
 }
 
 #[tokio::test]
-async fn a_link_one_stream_fills_gets_no_ranges_it_does_not_need() {
-    // Loopback, uncapped: more connections do not add throughput, so after at most one probe
-    // the file comes over one stream.
+async fn a_run_starts_with_one_stream_per_file() {
+    // No sample is taken before the file is done (a long sample interval), so this is what a
+    // file costs before anything is learned: one connection, the file asked for in two halves
+    // (the second for the first probe's connection, so that it cuts no request short), no
+    // byte sent twice. Whether a probe pays is `transfer/adapt.rs`'s decision, unit-tested
+    // there on link models.
     let size = 24_000_000;
     let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
     let served = fx.file(ModelId::Multimodal).clone();
     let mut config = fx.config();
-    config.parallel = adaptive();
+    config.parallel = ParallelSettings {
+        sample_interval: Duration::from_secs(30),
+        ..adaptive()
+    };
     ModelArtifactManager::new(config)
         .unwrap()
         .download(ModelId::Multimodal)
@@ -134,9 +140,15 @@ async fn a_link_one_stream_fills_gets_no_ranges_it_does_not_need() {
         served.content
     );
     let gets = fx.gets(&served.sha256);
-    // The file is asked for in two halves: the second goes to the first probe's connection,
-    // or to the first stream when it is done, so no request is cut short.
-    assert!(gets.len() <= 2, "one stream, at most one probe: {gets:?}");
+    let ranges: Vec<_> = gets.iter().map(|r| r.range().unwrap_or("none")).collect();
+    let half = size.div_ceil(CHUNK).div_ceil(2) * CHUNK;
+    assert_eq!(
+        ranges,
+        [
+            format!("bytes=0-{}", half - 1),
+            format!("bytes={half}-{}", size - 1)
+        ]
+    );
     assert_eq!(body_bytes(&gets), size, "no byte sent twice");
 }
 
