@@ -14,8 +14,10 @@
 //! comes fast over many connections. Measuring tells the two apart.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::request::ParallelSettings;
 
@@ -58,7 +60,9 @@ impl Plan {
     /// The plan a run starts with.
     pub(crate) fn start(settings: &ParallelSettings) -> Self {
         Plan {
-            limit: settings.initial_connections.clamp(1, settings.max_connections()),
+            limit: settings
+                .initial_connections
+                .clamp(1, settings.max_connections()),
             phase: Phase::Starting,
             grew: false,
         }
@@ -133,14 +137,30 @@ fn paid(settings: &ParallelSettings, base: Sample, now: Sample) -> bool {
     gained >= proportional * f64::from(settings.gain_percent) / 100.0
 }
 
-/// The run's shared connection state: the plan, open connections, bytes received.
+/// Body bytes waiting for the writer threads, all downloads of a run together. With the
+/// network read buffer of each open connection (hyper's, at most about 400 KiB), this is the
+/// memory a run holds for bytes in flight, whatever the size and number of files.
+pub(crate) const QUEUE_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+
+/// The run's shared connection state: the plan, open connections, bytes received, and the
+/// budget of bytes queued for the writers.
 #[derive(Debug)]
 pub(crate) struct ConnectionGovernor {
     settings: ParallelSettings,
     open: AtomicUsize,
+    /// Open connections that have not received a byte yet: a level is measured only once
+    /// every connection of it streams (a new connection's request, handshake and slow start
+    /// would otherwise count against it).
+    waiting: AtomicUsize,
     bytes: AtomicU64,
     inner: Mutex<Inner>,
+    /// [`QUEUE_BUDGET_BYTES`] in KiB permits.
+    queue: Arc<Semaphore>,
 }
+
+/// Room for one queued piece in the run's queue budget; freed when the writer is done with it.
+#[derive(Debug)]
+pub(crate) struct Queued(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 #[derive(Debug)]
 struct Inner {
@@ -153,10 +173,26 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct Connection<'a> {
     governor: &'a ConnectionGovernor,
+    waiting: bool,
+}
+
+impl Connection<'_> {
+    /// Body bytes arrived on this connection (cheap after the first call).
+    pub(crate) fn receiving(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            let waiting = self.governor.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
+            self.governor
+                .level_check(self.governor.open.load(Ordering::Acquire), waiting);
+        }
+    }
 }
 
 impl Drop for Connection<'_> {
     fn drop(&mut self) {
+        if self.waiting {
+            self.governor.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
         self.governor.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -167,12 +203,24 @@ impl ConnectionGovernor {
         ConnectionGovernor {
             settings: settings.clone(),
             open: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 plan: Plan::start(settings),
                 measuring_since: None,
             }),
+            queue: Arc::new(Semaphore::new(QUEUE_BUDGET_BYTES / 1024)),
         }
+    }
+
+    /// Waits for room for `bytes` in the run's queue budget (back-pressure: a connection
+    /// whose bytes cannot be queued stops reading, and TCP slows the sender).
+    pub(crate) async fn queue(&self, bytes: usize) -> Queued {
+        let most = u32::try_from(QUEUE_BUDGET_BYTES / 1024).unwrap_or(u32::MAX);
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, most);
+        Queued(self.queue.clone().acquire_many_owned(kib).await.ok())
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -194,17 +242,22 @@ impl ConnectionGovernor {
 
     /// A file's own first stream: always granted, whatever the limit.
     pub(crate) fn open_first(&self) -> Connection<'_> {
-        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        self.level_check(open);
-        Connection { governor: self }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Connection {
+            governor: self,
+            waiting: true,
+        }
     }
 
     /// One more range connection, if the limit has room.
     pub(crate) fn try_open(&self) -> Option<Connection<'_>> {
         let limit = self.plan().limit;
         let mut open = self.open.load(Ordering::Acquire);
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         loop {
             if open >= limit {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return None;
             }
             match self
@@ -215,8 +268,10 @@ impl ConnectionGovernor {
                 Err(now) => open = now,
             }
         }
-        self.level_check(open + 1);
-        Some(Connection { governor: self })
+        Some(Connection {
+            governor: self,
+            waiting: true,
+        })
     }
 
     /// Whether more connections are open than the plan allows (a connection between two
@@ -266,12 +321,16 @@ impl ConnectionGovernor {
         inner.measuring_since = None;
         let open = sample.connections;
         drop(inner);
-        self.level_check(open);
+        self.level_check(open, self.waiting.load(Ordering::Acquire));
         next.limit
     }
 
-    /// Starts measuring when the open connections reach the limit of a level being searched.
-    fn level_check(&self, open: usize) {
+    /// Starts measuring when the open connections reach the limit of a level being searched
+    /// and all of them stream.
+    fn level_check(&self, open: usize, waiting: usize) {
+        if waiting > 0 {
+            return;
+        }
         let mut inner = self.inner();
         if inner.measuring_since.is_none()
             && inner.plan.phase != Phase::Settled
@@ -385,7 +444,12 @@ mod tests {
     #[test]
     fn the_governor_grants_first_streams_and_limits_the_rest() {
         let governor = ConnectionGovernor::new(&settings());
-        let first = governor.open_first();
+        let mut first = governor.open_first();
+        first.receiving();
+        assert!(
+            governor.inner().measuring_since.is_some(),
+            "measured once it streams"
+        );
         assert!(governor.try_open().is_none(), "limit 1 at the start");
         let second = governor.open_first();
         assert!(governor.over_limit());

@@ -36,11 +36,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::adapt::Connection;
+use super::adapt::{Connection, Queued};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
 use crate::artifacts::blocking::run_blocking;
-use crate::artifacts::hash::hash_reader_into;
+use crate::artifacts::hash::{hash_reader_with, HASH_BUFFER_BYTES};
 use crate::artifacts::progress::ProgressMeter;
 use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::source::{ByteSource, Opened};
@@ -53,12 +53,12 @@ use crate::error::{EmbeddingError, EmbeddingResult};
 /// network read buffer alive, so the queue is short: memory, not throughput, is bounded here.
 const WRITE_QUEUE_PIECES: usize = 32;
 
-/// Bytes written between two updates of the progress record, so a kill loses at most about
-/// this much per connection besides what was in flight.
-const RECORD_EVERY_BYTES: u64 = 4 * 1024 * 1024;
+/// Chunks a connection added as a probe takes before the run knows more connections pay.
+const PROBE_CHUNKS: usize = 2;
 
-/// Read size when hashing bytes back from disk.
-const READ_BACK_BYTES: usize = 1 << 20;
+/// Bytes written between two updates of the progress record, so a kill loses at most about
+/// this much besides what was in flight (8 MiB: 2 % of a 400 MB file).
+const RECORD_EVERY_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How a parallel download ended.
 pub(crate) enum RangedEnd {
@@ -81,6 +81,7 @@ struct Piece {
     chunk: usize,
     offset: u64,
     bytes: Bytes,
+    _queued: Queued,
 }
 
 enum PieceError {
@@ -123,12 +124,16 @@ impl Work {
 
     /// Work for the connection in `slot`: a stretch nobody fetches, else (when `steal`) the
     /// back half of the stretch with the most chunks left (its connection stops at the new
-    /// end).
-    fn take(&mut self, slot: usize, steal: bool) -> Option<Span> {
+    /// end). At most `most` chunks when given (a probe).
+    fn take(&mut self, slot: usize, steal: bool, most: Option<usize>) -> Option<Span> {
+        let most = most.unwrap_or(usize::MAX).max(1);
         let span = if let Some((first, end)) = self.unassigned.pop_front() {
+            if end - first > most {
+                self.unassigned.push_front((first + most, end));
+            }
             Span {
                 current: first,
-                end,
+                end: end.min(first.saturating_add(most)),
             }
         } else if !steal {
             return None;
@@ -139,7 +144,7 @@ impl Work {
                 .flatten()
                 .filter(|s| Work::spare(s) >= 2)
                 .max_by_key(|s| Work::spare(s))?;
-            let mid = victim.end - Work::spare(victim) / 2;
+            let mid = victim.end - (Work::spare(victim) / 2).min(most);
             let taken = Span {
                 current: mid,
                 end: victim.end,
@@ -298,7 +303,7 @@ pub(crate) async fn fetch_ranged(
     let mut running = FuturesUnordered::new();
     let mut slots = 0usize;
     for connection in connections {
-        running.push(worker(&shared, slots, connection, sender.clone()));
+        running.push(worker(&shared, slots, connection, sender.clone(), false));
         slots += 1;
     }
     let mut ticker = tokio::time::interval(settings.parallel.sample_interval);
@@ -321,7 +326,7 @@ pub(crate) async fn fetch_ranged(
                     && shared.work().has_work()
                 {
                     let Some(connection) = governor.try_open() else { break };
-                    running.push(worker(&shared, slots, connection, sender.clone()));
+                    running.push(worker(&shared, slots, connection, sender.clone(), true));
                     slots += 1;
                     room -= 1;
                 }
@@ -400,8 +405,9 @@ async fn worker(
     slot: usize,
     connection: Connection<'_>,
     sender: mpsc::Sender<Piece>,
+    mut probe: bool,
 ) -> EmbeddingResult<()> {
-    let _connection = connection;
+    let mut connection = connection;
     shared.alive.fetch_add(1, Ordering::AcqRel);
     let alive = Alive(&shared.alive);
     let governor = &*shared.settings.connections;
@@ -410,21 +416,27 @@ async fn worker(
         shared.settings.retry_attempts,
         &shared.request.location,
     );
-    let mut added = true;
+    let mut first = true;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         // A connection added to share the work takes over part of a stretch; one that
-        // finished its own does so only on a link where more connections paid.
-        let steal = std::mem::take(&mut added) || governor.plan().grew;
-        if shared.work().take(slot, steal).is_none() {
+        // finished its own does so only on a link where more connections paid. Until then a
+        // connection added as a probe takes a short stretch: its bytes arrive ahead of the
+        // hashed prefix and are read back from disk to be hashed, which costs CPU on a link
+        // where the probe will not pay.
+        let grew = governor.plan().grew;
+        let steal = std::mem::take(&mut first) || grew;
+        let most = (probe && !grew).then_some(PROBE_CHUNKS);
+        probe = false;
+        if shared.work().take(slot, steal, most).is_none() {
             return Ok(());
         }
         loop {
             retry.attempt_started();
             let before = shared.transferred.load(Ordering::Relaxed);
-            match fetch_span(shared, slot, &sender).await {
+            match fetch_span(shared, slot, &sender, &mut connection).await {
                 Ok(()) => {
                     retry.succeeded();
                     break;
@@ -484,6 +496,7 @@ async fn fetch_span(
     shared: &RangedTransfer<'_>,
     slot: usize,
     sender: &mpsc::Sender<Piece>,
+    connection: &mut Connection<'_>,
 ) -> Result<(), PieceError> {
     let url = shared.source.name();
     let (mut chunk, start, last) = {
@@ -585,11 +598,13 @@ async fn fetch_span(
         if length == 0 {
             continue;
         }
+        let queued = governor.queue(bytes.len()).await;
         if sender
             .send(Piece {
                 chunk,
                 offset,
                 bytes,
+                _queued: queued,
             })
             .await
             .is_err()
@@ -600,6 +615,7 @@ async fn fetch_span(
         }
         offset += length;
         shared.work().sent[chunk] = offset - shared.chunk_start(chunk);
+        connection.receiving();
         governor.received(length);
         shared.transferred.fetch_add(length, Ordering::Relaxed);
         let on_disk = shared.on_disk.fetch_add(length, Ordering::Relaxed) + length;
@@ -615,7 +631,7 @@ async fn fetch_span(
 }
 
 /// The writer thread: writes pieces at their offsets, keeps the in-order hash, records
-/// progress in the sidecar whenever a chunk completes.
+/// progress in the sidecar every `RECORD_EVERY_BYTES` and at the end.
 fn write_pieces(
     file: File,
     mut progress: RangeProgress,
@@ -625,7 +641,9 @@ fn write_pieces(
     let mut hasher = Sha256::new();
     let mut hashed = 0u64;
     let mut unrecorded = 0u64;
-    if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
+    // One read buffer for every catch-up of this file, allocated when first needed.
+    let mut buffer = Vec::new();
+    if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed, &mut buffer) {
         return (hasher, hashed, Err(error));
     }
     while let Some(piece) = receiver.blocking_recv() {
@@ -639,16 +657,17 @@ fn write_pieces(
         if piece.offset <= chunk_start + *written {
             *written = (*written).max(end);
         }
-        let complete = *written == chunk_len(progress.size, progress.chunk, piece.chunk);
         if piece.offset == hashed {
             hasher.update(&piece.bytes);
             hashed += piece.bytes.len() as u64;
         }
-        if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
+        if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed, &mut buffer) {
             return (hasher, hashed, Err(error));
         }
         unrecorded += piece.bytes.len() as u64;
-        if complete || unrecorded >= RECORD_EVERY_BYTES {
+        // Each record is a small file written and renamed over the last (a journal commit),
+        // so it is kept to one per `RECORD_EVERY_BYTES` (or four chunks, when smaller).
+        if unrecorded >= RECORD_EVERY_BYTES.min(4 * progress.chunk) {
             unrecorded = 0;
             if let Err(error) = progress.write(sidecar) {
                 return (hasher, hashed, Err(error));
@@ -665,6 +684,7 @@ fn catch_up(
     progress: &RangeProgress,
     hasher: &mut Sha256,
     hashed: &mut u64,
+    buffer: &mut Vec<u8>,
 ) -> io::Result<()> {
     while *hashed < progress.size {
         let chunk = usize::try_from(*hashed / progress.chunk).unwrap_or(usize::MAX);
@@ -677,7 +697,10 @@ fn catch_up(
             offset: *hashed,
         };
         let want = available - *hashed;
-        let got = hash_reader_into(&mut reader, hasher, want)?;
+        if buffer.is_empty() {
+            buffer.resize(HASH_BUFFER_BYTES, 0);
+        }
+        let got = hash_reader_with(&mut reader, hasher, want, buffer)?;
         *hashed += got;
         if got < want {
             return Err(io::Error::new(
@@ -696,8 +719,7 @@ struct ReadAt<'a> {
 
 impl io::Read for ReadAt<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let limit = buffer.len().min(READ_BACK_BYTES);
-        let read = self.file.read_at(&mut buffer[..limit], self.offset)?;
+        let read = self.file.read_at(buffer, self.offset)?;
         self.offset += read as u64;
         Ok(read)
     }
@@ -745,10 +767,10 @@ mod tests {
         progress.written = vec![300, 0, 300, 100];
         let mut hasher = Sha256::new();
         let mut hashed = 0;
-        catch_up(&file, &progress, &mut hasher, &mut hashed).unwrap();
+        catch_up(&file, &progress, &mut hasher, &mut hashed, &mut Vec::new()).unwrap();
         assert_eq!(hashed, 300, "stops at the gap");
         progress.written[1] = 300;
-        catch_up(&file, &progress, &mut hasher, &mut hashed).unwrap();
+        catch_up(&file, &progress, &mut hasher, &mut hashed, &mut Vec::new()).unwrap();
         assert_eq!(hashed, 1000);
         assert_eq!(
             hex::encode(hasher.finalize()),

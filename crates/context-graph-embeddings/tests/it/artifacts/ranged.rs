@@ -16,7 +16,7 @@ const CHILD_ENV: &str = "CG_TEST_CHILD_RANGED";
 fn parallel() -> ParallelSettings {
     ParallelSettings {
         connections: 4,
-            initial_connections: 4,
+        initial_connections: 4,
         min_file_bytes: 1024 * 1024,
         chunk_bytes: CHUNK,
         ..Default::default()
@@ -338,15 +338,18 @@ async fn completed_ranges_survive_a_killed_process() {
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = partials(&blobs).pop().unwrap();
-    let recorded = context_graph_embeddings::artifacts::test_support::RangeProgress::read(
+    let recorded_progress = context_graph_embeddings::artifacts::test_support::RangeProgress::read(
         &context_graph_embeddings::artifacts::test_support::sidecar_path(&partial),
     )
-    .unwrap()
-    .total();
+    .unwrap();
+    let recorded = recorded_progress.total();
     assert!(recorded >= 4 * CHUNK && recorded < size);
     assert!(!fx.blob_path(ModelId::Multimodal).exists());
 
     fx.hub.clear_faults();
+    // The emulator logs a request when its response ends: let it notice the killed child's
+    // connections close before the log is cleared.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     fx.hub.clear_requests();
     let manager = manager(&fx);
     let mut events = manager.subscribe_progress();
@@ -355,10 +358,15 @@ async fn completed_ranges_survive_a_killed_process() {
         std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
         served.content
     );
+    let gets = fx.gets(&served.sha256);
     assert_eq!(
-        body_bytes(&fx.gets(&served.sha256)),
+        body_bytes(&gets),
         size - recorded,
-        "only what the sidecar did not record"
+        "only what the sidecar did not record: {:?} {:?}",
+        gets.iter()
+            .map(|r| (r.range().map(str::to_owned), r.body_bytes_sent))
+            .collect::<Vec<_>>(),
+        recorded_progress
     );
     let events = drain(&mut events);
     assert!(events.iter().any(
