@@ -168,10 +168,12 @@ Examples:
   cg-models status                 Table of every model
   cg-models status --json          One JSON report (for scripts and health checks)
   cg-models status -q && start-pipeline   Readiness check for a container
+  cg-models status --files         Also one row per file of each model (also with -v)
 
-Files present but never verified here (e.g. downloaded by Python) are hashed once first.
-Nothing is downloaded; no network is used.")]
-    Status,
+A model is ready when every file of its set (weights, config, tokenizer, modules) is
+verified. Files present but never verified here (e.g. downloaded by Python) are hashed once
+first. Nothing is downloaded; no network is used.")]
+    Status(StatusArgs),
 
     /// Re-hash every present file and report corrupt ones.
     #[command(after_help = "\
@@ -251,6 +253,14 @@ into the cache only when it matches; models are placed only once the whole bundl
 verified. A bundle made for another manifest, truncated, or altered is refused. Rerun an
 interrupted import: verified files are kept and skipped.")]
     Import(ImportArgs),
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StatusArgs {
+    /// Show one row per file of each model's set (path, state, size, expected digest).
+    #[arg(long)]
+    pub files: bool,
 }
 
 /// Arguments of `ensure`.

@@ -54,6 +54,10 @@ pub(crate) struct Tally {
     pub endings: BTreeMap<ModelId, Ending>,
     /// Events lost because the display fell behind (the library never waits for it).
     pub lagged: u64,
+    /// Files per model: (in place and verified, in the set).
+    pub files: BTreeMap<ModelId, (usize, usize)>,
+    /// Files fetched over the network (not already present or reused).
+    pub files_fetched: usize,
 }
 
 impl Tally {
@@ -271,6 +275,30 @@ impl Renderer {
         } = kind
         {
             self.completed(event, path, *outcome, *bytes_transferred);
+        } else if let ProgressKind::FilesResolved { files } = kind {
+            self.tally.files.entry(model).or_insert((0, 0)).1 = *files;
+            if self.output.verbose >= 1 {
+                self.notice(Style::Dim, "", model, &format!("{files} files in its set"));
+            }
+        } else if let ProgressKind::FileReady { file, outcome, .. } = kind {
+            let entry = self.tally.files.entry(model).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 = entry.1.max(entry.0);
+            if matches!(outcome, Outcome::Downloaded | Outcome::Resumed) {
+                self.tally.files_fetched += 1;
+            }
+            let (done, total) = *entry;
+            if let Some(bar) = self.active.get(&model).and_then(|a| a.bar.as_ref()) {
+                bar.set_message(pad_message(&format!("files {done}/{total}")));
+            }
+            if self.output.verbose >= 1 {
+                self.notice(
+                    Style::Dim,
+                    "",
+                    model,
+                    &format!("file {done}/{total} {file} ({})", outcome_name(*outcome)),
+                );
+            }
         } else if let ProgressKind::FallingBack { from, reason } = kind {
             self.notice(
                 Style::Yellow,
@@ -699,6 +727,17 @@ pub(crate) fn summary_lines(tally: &Tally, output: &Output) -> Vec<String> {
             "  {} {}",
             output.paint(Style::Green, format!("{:<16}", "ready")),
             wrap_list(&other, LINE_WIDTH, 19)
+        ));
+    }
+    let (files_done, files_total) = tally
+        .files
+        .values()
+        .fold((0, 0), |(d, t), (done, total)| (d + done, t + total));
+    if files_total > 0 {
+        lines.push(format!(
+            "  {} {files_done} of {files_total} in place and verified ({} fetched)",
+            output.paint(Style::Green, format!("{:<16}", "files")),
+            tally.files_fetched
         ));
     }
     let failed = tally.failed();

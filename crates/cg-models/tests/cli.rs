@@ -350,9 +350,21 @@ fn json_ensure_streams_every_event_then_a_final_report() {
     let events: Vec<&Value> = lines.iter().filter(|l| l["type"] == "progress").collect();
     for model in ["Semantic", "Entity", "Graph"] {
         let of: Vec<&&Value> = events.iter().filter(|e| e["model_id"] == model).collect();
+        // The file set first (here the weight file alone), then the transfer.
         assert_eq!(
-            of.first().map(|e| e["event"].clone()),
+            of.first().map(|e| (e["event"].clone(), e["files"].clone())),
+            Some((json!("files_resolved"), json!(1))),
+            "{model}"
+        );
+        assert_eq!(
+            of.get(1).map(|e| e["event"].clone()),
             Some(json!("started")),
+            "{model}"
+        );
+        assert_eq!(
+            of.get(of.len() - 2)
+                .map(|e| (e["event"].clone(), e["file"].clone())),
+            Some((json!("file_ready"), json!("model.safetensors"))),
             "{model}"
         );
         let last = of.last().expect("events");
@@ -1189,7 +1201,11 @@ fn verify_status_and_ensure_on_a_read_only_cache_ensure_filled_exit_0_silently()
     );
     assert!(verify.stderr.contains("All 3 file(s) on disk are intact."));
     let status = world.run(&["status"]).ok();
-    assert!(status.stderr.contains("All 12 models are ready."));
+    assert!(
+        status.stderr.contains("All 12 models are ready ("),
+        "{}",
+        status.all()
+    );
     let ensure = world.run(&["ensure"]).ok();
     assert!(
         ensure.stderr.contains("nothing to download"),

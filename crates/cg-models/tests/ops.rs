@@ -227,7 +227,7 @@ fn outdated_sees_a_moved_branch_and_lock_upgrade_moves_the_pin() {
     assert_eq!(entity["head_commit"], head.as_str());
     assert_eq!(entity["files"][0]["change"], "changed");
     assert_eq!(
-        entity["files"][0]["head_sha256"],
+        entity["files"][0]["head_digest"],
         synth::sha256_hex(&replaced)
     );
     assert_eq!(entity["files"][0]["head_size"], 400_100);

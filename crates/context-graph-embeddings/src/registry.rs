@@ -5,7 +5,8 @@
 //! the caller through [`ModelRegistry::from_verified`]); it resolves nothing on its own and has
 //! no cache or manifest of its own, so it cannot disagree with the manager. For each model:
 //! safetensors weights get their header and every tensor's byte range checked (reading only
-//! the header), every `.json` file must parse, a `tokenizer.json` must load as a tokenizer
+//! the header; for a sharded model every shard, and the index's tensor map against them),
+//! every `.json` file must parse, a `tokenizer.json` must load as a tokenizer
 //! (the `tokenizers` crate, no network, no native code), and pickle weights (`.bin`, `.pt`) are
 //! reported as [`WeightFormat::PytorchPickle`]: only their checksum vouches for them. A broken
 //! file fails here, with its path, not deep in inference.
@@ -205,10 +206,14 @@ fn open(
     let size_bytes = std::fs::metadata(&path)
         .map_err(|e| EmbeddingError::io("cannot open", &path, e))?
         .len();
-    let summary = if config.check_safetensors && model.format == WeightFormat::Safetensors {
-        Some(safetensors::check_file(&path)?)
-    } else {
-        None
+    let summary = match model.format {
+        WeightFormat::Safetensors if config.check_safetensors => {
+            Some(safetensors::check_file(&path)?)
+        }
+        WeightFormat::ShardedSafetensors if config.check_safetensors => {
+            Some(safetensors::check_sharded(&path, &model.files)?)
+        }
+        _ => None,
     };
     let mut json_files = Vec::new();
     let mut tokenizer = None;

@@ -3,12 +3,14 @@
 //!
 //! A file passes when its header is well-formed, every tensor's byte span equals
 //! `dtype size × product(shape)`, spans lie inside the data area, do not overlap, and cover
-//! it completely, as the reference `safetensors` implementation requires.
+//! it completely, as the reference `safetensors` implementation requires. A sharded model
+//! (`model.safetensors.index.json`) passes when every shard its `weight_map` names passes, and
+//! the map and the shards agree tensor for tensor.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -77,6 +79,84 @@ pub fn check_file(path: &Path) -> EmbeddingResult<SafetensorsSummary> {
     file.read_exact(&mut header)
         .map_err(|e| EmbeddingError::io("cannot read", path, e))?;
     parse_header(&header, file_len - 8 - header_len).map_err(invalid)
+}
+
+/// Largest safetensors index read.
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Checks a sharded model: the index at `index` (a `*.safetensors.index.json`), every shard
+/// its `weight_map` names (each must be among `files`, the verified files of the model, beside
+/// the index), and that each tensor of the map is in the shard the map names and every
+/// tensor of a shard is in the map. Returns all tensors as one summary. Reads only headers.
+pub fn check_sharded(index: &Path, files: &[PathBuf]) -> EmbeddingResult<SafetensorsSummary> {
+    let invalid = |path: &Path, reason: String| EmbeddingError::InvalidSafetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let len = std::fs::metadata(index)
+        .map_err(|e| EmbeddingError::io("cannot open", index, e))?
+        .len();
+    if len > MAX_INDEX_BYTES {
+        return Err(invalid(index, format!("index of {len} bytes is too large")));
+    }
+    let text = std::fs::read(index).map_err(|e| EmbeddingError::io("cannot read", index, e))?;
+    let value: Value = serde_json::from_slice(&text)
+        .map_err(|e| invalid(index, format!("index is not JSON: {e}")))?;
+    let map = value
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid(index, "index has no `weight_map` object".to_owned()))?;
+    let mut by_shard: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (tensor, shard) in map {
+        let shard = shard.as_str().ok_or_else(|| {
+            invalid(
+                index,
+                format!("`weight_map` names no file for tensor `{tensor}`"),
+            )
+        })?;
+        by_shard.entry(shard).or_default().push(tensor);
+    }
+    if by_shard.is_empty() {
+        return Err(invalid(index, "`weight_map` is empty".to_owned()));
+    }
+    let folder = index.parent().unwrap_or_else(|| Path::new(""));
+    let mut all = SafetensorsSummary {
+        tensors: BTreeMap::new(),
+        header_bytes: 0,
+        data_bytes: 0,
+    };
+    for (shard, tensors) in by_shard {
+        let path = folder.join(shard);
+        if shard.contains("..") || !files.contains(&path) {
+            return Err(invalid(
+                index,
+                format!("names the shard `{shard}`, which is not among the model's verified files"),
+            ));
+        }
+        let summary = check_file(&path)?;
+        for tensor in &tensors {
+            if !summary.tensors.contains_key(*tensor) {
+                return Err(invalid(
+                    index,
+                    format!("maps tensor `{tensor}` to `{shard}`, whose header has no such tensor"),
+                ));
+            }
+        }
+        if let Some(extra) = summary
+            .tensors
+            .keys()
+            .find(|name| !tensors.contains(&name.as_str()))
+        {
+            return Err(invalid(
+                &path,
+                format!("holds tensor `{extra}`, which the index does not map to this shard"),
+            ));
+        }
+        all.header_bytes += summary.header_bytes;
+        all.data_bytes += summary.data_bytes;
+        all.tensors.extend(summary.tensors);
+    }
+    Ok(all)
 }
 
 /// Checks a header's JSON against a data area of `data_bytes`.

@@ -1125,3 +1125,68 @@ async fn read_object(mirror: &Mirror, sha256: &str) -> Result<Vec<u8>, Embedding
     assert_eq!(length, Some(bytes.len() as u64));
     Ok(bytes)
 }
+
+/// A model's whole file set through the store: a connected node with writing on uploads
+/// every file (the weights by SHA-256, the small regular files under `git-sha1/<oid>`), and an
+/// air-gapped node with the locked manifest gets all of them from the store, each verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_file_set_comes_whole_from_the_store_to_an_air_gapped_node() {
+    let binary = garage_or_skip!();
+    let garage = Garage::start(&binary, 1);
+    let fx = Fixture::with(&[model(ModelId::Entity, 200_000, true)], |spec, _| {
+        let repo = spec.repo_id().to_owned();
+        synth::companion_files(&repo)
+            .into_iter()
+            .fold(spec, |spec, (path, bytes)| spec.file(&path, bytes))
+    });
+    fx.write_manifest(|_, entry| entry["preset"] = "sentence-transformers".into());
+
+    let connected = ModelArtifactManager::new(node_config(
+        &fx,
+        &fx.dir.path().join("connected"),
+        garage.mirror_config(&garage.endpoint(0), true),
+    ))
+    .unwrap();
+    let locked = connected.pin_manifest().await.expect("lock").manifest;
+    let locked_path = fx.dir.path().join("locked.json");
+    std::fs::write(&locked_path, locked.to_json_pretty()).unwrap();
+    connected.ensure_all_models().await.expect("from the Hub");
+    let set = connected.verified_model(ModelId::Entity).expect("the set");
+    assert!(set.files.len() >= 8, "{:?}", set.files);
+    let objects = garage.objects(0).await;
+    assert_eq!(
+        objects.len(),
+        set.files.len(),
+        "one object per file: {objects:?}"
+    );
+
+    let closed = free_ports(1)[0];
+    let config = ArtifactManagerConfig {
+        endpoint: format!("http://127.0.0.1:{closed}"),
+        manifest_path: Some(locked_path),
+        ..node_config(
+            &fx,
+            &fx.dir.path().join("site"),
+            garage.mirror_config(&garage.endpoint(0), false),
+        )
+    };
+    fx.hub.clear_requests();
+    let site = ModelArtifactManager::new(config).unwrap();
+    site.ensure_all_models()
+        .await
+        .expect("every file of the set from the store");
+    let got = site.verified_model(ModelId::Entity).expect("ready");
+    assert_eq!(got.files.len(), set.files.len());
+    for (theirs, ours) in set.files.iter().zip(&got.files) {
+        assert_eq!(
+            theirs.strip_prefix(&set.snapshot_dir).unwrap(),
+            ours.strip_prefix(&got.snapshot_dir).unwrap()
+        );
+        assert_eq!(std::fs::read(theirs).unwrap(), std::fs::read(ours).unwrap());
+    }
+    assert!(
+        fx.hub.requests().is_empty(),
+        "the Hub was asked: {:?}",
+        fx.hub.requests()
+    );
+}

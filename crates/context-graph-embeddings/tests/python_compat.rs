@@ -14,6 +14,9 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "common/snapshot.rs"]
+mod snapshot;
+
 mod fixture {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
@@ -2517,5 +2520,189 @@ print(json.dumps({"freed": freed}))
         assert_clean_scan(&world, &py, serde_json::json!({"org/left": 0}));
         let fresh = fixture::manager(&world.cache, &world.hub, &manifest);
         assert_eq!(state(&fresh, ModelId::Entity), ReadinessState::Missing);
+    }
+}
+
+/// Issue 11: a model is a set of files, and the set is the same one Python's
+/// `snapshot_download(allow_patterns=...)` makes from the same patterns.
+mod file_sets {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::{synth, HubBuilder, HubEmulator, RepoSpec};
+    use serde_json::{json, Value};
+
+    use crate::fixture::{self, Py};
+
+    const REPO: &str = "org/st-model";
+    /// Patterns that take some companions and leave decoys (`README.md`, `onnx/model.onnx`,
+    /// `pytorch_model.bin`, `.gitattributes`); `*` crosses `/` as in `fnmatch`, and a
+    /// pattern ending in `/` takes a folder.
+    const PATTERNS: [&str; 4] = ["*.json", "vocab.txt", "model.safetensors", "1_Pooling/"];
+
+    fn hub() -> HubEmulator {
+        let spec = synth::companion_files(REPO)
+            .into_iter()
+            .fold(
+                RepoSpec::new(REPO).lfs_file("model.safetensors", synth::safetensors(120_000, 7)),
+                |spec, (path, bytes)| spec.file(&path, bytes),
+            )
+            .lfs_file("pytorch_model.bin", synth::decoy_pytorch_bin(REPO));
+        HubBuilder::new().repo(spec).start().unwrap()
+    }
+
+    /// A manifest with one entry: the weights plus `include` patterns, at `commit`.
+    fn write_manifest(path: &Path, commit: &str) {
+        let entries: Vec<Value> = ModelId::ALL
+            .iter()
+            .map(|id| {
+                if *id == ModelId::Entity {
+                    json!({
+                        "model_id": id.as_str(),
+                        "repo_id": REPO,
+                        "filename": "model.safetensors",
+                        "revision": commit,
+                        "include": PATTERNS,
+                    })
+                } else {
+                    json!({ "model_id": id.as_str(), "builtin": true })
+                }
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
+    }
+
+    /// Every file under `snapshots/<commit>`: path → (link target, SHA-256 of the bytes).
+    fn tree(cache: &Path, commit: &str) -> BTreeMap<String, (PathBuf, String)> {
+        crate::snapshot::snapshot_tree(
+            &cache
+                .join(format!("models--{}", REPO.replace('/', "--")))
+                .join("snapshots")
+                .join(commit),
+        )
+    }
+
+    fn snapshot_download(
+        py: &Py,
+        hub: &HubEmulator,
+        cache: &Path,
+        commit: &str,
+        offline: bool,
+    ) -> Value {
+        let mut vars = vec![
+            ("HF_HUB_CACHE", cache.display().to_string()),
+            ("HF_ENDPOINT", hub.endpoint()),
+            ("CG_PATTERNS", json!(PATTERNS).to_string()),
+            ("CG_COMMIT", commit.to_owned()),
+        ];
+        if offline {
+            vars.push(("HF_HUB_OFFLINE", "1".to_owned()));
+        }
+        py.run(
+            &vars,
+            "path = huggingface_hub.snapshot_download('org/st-model', revision=os.environ['CG_COMMIT'], \
+             allow_patterns=json.loads(os.environ['CG_PATTERNS']))\n\
+             files = sorted(str(p.relative_to(path)) for p in pathlib.Path(path).rglob('*') if p.is_file())\n\
+             for name in files:\n    \
+                 if name.endswith('.json'):\n        \
+                     json.load(open(os.path.join(path, name)))\n\
+             print(json.dumps({'path': path, 'files': files}))\n",
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_patterns_make_the_same_snapshot_as_snapshot_download_and_python_reads_ours_offline(
+    ) {
+        let Some(py) = Py::find() else { return };
+        let hub = hub();
+        let commit = hub.commit_of(REPO, "main").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours");
+        let theirs = dir.path().join("theirs");
+        let manifest = dir.path().join("manifest.json");
+        write_manifest(&manifest, &commit);
+
+        let manager = fixture::manager(&ours, &hub, &manifest);
+        manager.ensure_all_models().await.expect("ensure");
+        let verified = manager.verified_model(ModelId::Entity).expect("verified");
+        let python = snapshot_download(&py, &hub, &theirs, &commit, false);
+
+        let our_tree = tree(&ours, &commit);
+        assert_eq!(
+            our_tree,
+            tree(&theirs, &commit),
+            "the same files, links and bytes"
+        );
+        assert_eq!(verified.files.len(), our_tree.len());
+        let names: Vec<&str> = our_tree.keys().map(String::as_str).collect();
+        for decoy in [
+            "README.md",
+            "onnx/model.onnx",
+            "pytorch_model.bin",
+            ".gitattributes",
+        ] {
+            assert!(!names.contains(&decoy), "{decoy} taken: {names:?}");
+        }
+        for wanted in [
+            "tokenizer.json",
+            "1_Pooling/config.json",
+            "vocab.txt",
+            "modules.json",
+        ] {
+            assert!(names.contains(&wanted), "{wanted} missing: {names:?}");
+        }
+        assert_eq!(python["files"].as_array().unwrap().len(), our_tree.len());
+
+        // Offline, Python finds our set complete and reads every file of it.
+        hub.clear_requests();
+        let offline = snapshot_download(&py, &hub, &ours, &commit, true);
+        assert_eq!(
+            PathBuf::from(offline["path"].as_str().unwrap()),
+            verified.snapshot_dir
+        );
+        assert_eq!(offline["files"], python["files"]);
+        assert!(
+            hub.requests().is_empty(),
+            "offline Python asked {:?}",
+            hub.requests()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_set_python_fetched_is_adopted_without_a_byte_downloaded_again() {
+        let Some(py) = Py::find() else { return };
+        let hub = hub();
+        let commit = hub.commit_of(REPO, "main").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let manifest = dir.path().join("manifest.json");
+        write_manifest(&manifest, &commit);
+        snapshot_download(&py, &hub, &cache, &commit, false);
+        let before = tree(&cache, &commit);
+        hub.clear_requests();
+
+        let manager = fixture::manager(&cache, &hub, &manifest);
+        manager.ensure_all_models().await.expect("ensure");
+        assert!(manager.readiness_report().all_ready());
+        let verified = manager.verified_model(ModelId::Entity).expect("verified");
+        assert_eq!(verified.files.len(), before.len());
+        let downloads: Vec<String> = hub
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && !r.path.starts_with("/api/"))
+            .map(|r| r.path)
+            .collect();
+        assert!(downloads.is_empty(), "fetched again: {downloads:?}");
+        // What it asked: the tree at the commit (to resolve the patterns), nothing else.
+        assert!(hub
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with(&format!("/api/models/{REPO}/tree/"))));
+        assert_eq!(
+            tree(&cache, &commit),
+            before,
+            "Python's files are untouched"
+        );
     }
 }

@@ -16,6 +16,10 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(clippy::print_stderr)]
 
+#[path = "common/snapshot.rs"]
+mod snapshot;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -33,7 +37,7 @@ const COMMIT: &str = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41";
 const WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
 const WEIGHTS_SIZE: u64 = 90_868_376;
 const DEFAULT_PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/pyenv/bin/python");
-/// The companion files the registry checks until file sets fetch them.
+/// The files of the set besides the weights, as the built-in manifest lists them.
 const COMPANIONS: &[&str] = &[
     "config.json",
     "tokenizer.json",
@@ -44,6 +48,11 @@ const COMPANIONS: &[&str] = &[
     "config_sentence_transformers.json",
     "1_Pooling/config.json",
 ];
+
+/// Every file of a repo's snapshot at [`COMMIT`]: its path, link target and SHA-256.
+fn snapshot_tree(repo_dir: &Path) -> BTreeMap<String, (PathBuf, String)> {
+    snapshot::snapshot_tree(&repo_dir.join("snapshots").join(COMMIT))
+}
 
 /// The folder of real files, or `None` when these tests are to be skipped.
 fn real_model_dir() -> Option<PathBuf> {
@@ -162,7 +171,7 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
     // Hashed again from disk: the real bytes, not just what the download saw.
     assert!(manager.verify_checksum(ModelId::Entity).await.unwrap());
 
-    let mut verified = manager.verified_model(ModelId::Entity).expect("verified");
+    let verified = manager.verified_model(ModelId::Entity).expect("verified");
     assert_eq!(
         verified.snapshot_dir,
         repo_dir.join("snapshots").join(COMMIT)
@@ -172,13 +181,23 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
         verified.snapshot_dir.join("model.safetensors")
     );
     assert_eq!(verified.format, WeightFormat::Safetensors);
-    assert_eq!(verified.files, vec![verified.weights.clone()]);
-    // Until file sets fetch and verify them, the real companion files come from the package.
+    // The whole set, fetched and verified: the weights first, then every companion, each
+    // byte for byte the package's file.
+    assert_eq!(verified.files[0], verified.weights);
+    let mut companions: Vec<PathBuf> = verified.files[1..].to_vec();
+    companions.sort();
+    let mut expected: Vec<PathBuf> = COMPANIONS
+        .iter()
+        .map(|name| verified.snapshot_dir.join(name))
+        .collect();
+    expected.sort();
+    assert_eq!(companions, expected);
     for name in COMPANIONS {
-        let target = verified.snapshot_dir.join(name);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(dir.join(name), &target).unwrap();
-        verified.files.push(target);
+        assert_eq!(
+            std::fs::read(verified.snapshot_dir.join(name)).unwrap(),
+            std::fs::read(dir.join(name)).unwrap(),
+            "{name}"
+        );
     }
 
     let registry =
@@ -232,20 +251,23 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
     assert_eq!(config["hidden_size"], 384);
     assert_eq!(config["num_hidden_layers"], 6);
 
-    // The official client: `snapshot_download` of the same repo from the emulator lays out
-    // the same tree for the file we fetched, and reads our cache offline.
+    // The official client: `snapshot_download` at the commit with the set's files as
+    // `allow_patterns` lays out the same tree byte for byte, and reads our set offline.
     let Some(python) = python() else { return };
-    std::fs::remove_dir_all(repo_dir.join("snapshots").join(COMMIT).join("1_Pooling")).unwrap();
-    for name in COMPANIONS.iter().filter(|n| !n.contains('/')) {
-        std::fs::remove_file(verified.snapshot_dir.join(name)).unwrap();
-    }
     let theirs = tempfile::tempdir().unwrap();
+    let mut patterns: Vec<&str> = vec!["model.safetensors"];
+    patterns.extend(COMPANIONS);
     let script = format!(
         "import json, os, sys\n\
          from huggingface_hub import snapshot_download\n\
-         online = snapshot_download({REPO:?}, revision={COMMIT:?}, cache_dir=sys.argv[1])\n\
+         patterns = json.loads(sys.argv[3])\n\
+         online = snapshot_download({REPO:?}, revision={COMMIT:?}, cache_dir=sys.argv[1], \
+         allow_patterns=patterns)\n\
          ours = snapshot_download({REPO:?}, revision={COMMIT:?}, cache_dir=sys.argv[2], \
-         allow_patterns=['model.safetensors'], local_files_only=True)\n\
+         allow_patterns=patterns, local_files_only=True)\n\
+         for name in patterns:\n    \
+             with open(os.path.join(ours, name), 'rb') as f:\n        \
+                 f.read()\n\
          print(json.dumps({{'online': online, 'ours': ours}}))\n"
     );
     let mut command = Command::new(python);
@@ -253,6 +275,7 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
         .args(["-c", &script])
         .arg(theirs.path())
         .arg(&cache)
+        .arg(serde_json::to_string(&patterns).unwrap())
         .env("HF_ENDPOINT", hub.endpoint())
         .env("HF_HOME", home.path().join("py-home"))
         .env("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -287,7 +310,10 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
         PathBuf::from(result["online"].as_str().unwrap()),
         their_repo.join("snapshots").join(COMMIT)
     );
-    // The same entry: a relative link to the blob named by the SHA-256, same bytes.
+    // The same tree: every entry a relative link to the same blob name (the SHA-256 for LFS
+    // files, the git blob id for regular ones), with the same bytes, and nothing else.
+    assert_eq!(snapshot_tree(&repo_dir), snapshot_tree(&their_repo));
+    assert_eq!(snapshot_tree(&repo_dir).len(), patterns.len());
     let link = |repo: &Path| {
         std::fs::read_link(
             repo.join("snapshots")
@@ -296,7 +322,6 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
         )
         .unwrap()
     };
-    assert_eq!(link(&repo_dir), link(&their_repo));
     assert_eq!(
         link(&repo_dir),
         PathBuf::from(format!("../../blobs/{WEIGHTS_SHA256}"))
@@ -320,4 +345,19 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
         names
     };
     assert_eq!(refs(&repo_dir), refs(&their_repo));
+
+    // And the other way: the set Python fetched is adopted, hashed from disk, without one
+    // byte downloaded again.
+    hub.clear_requests();
+    let adopting = ModelArtifactManager::new(self::config(&hub, theirs.path())).unwrap();
+    adopting.ensure_models(&[ModelId::Entity]).await.unwrap();
+    let content: Vec<String> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path)
+        .collect();
+    assert!(content.is_empty(), "downloaded again: {content:?}");
+    let adopted = adopting.verified_model(ModelId::Entity).unwrap();
+    assert_eq!(adopted.files.len(), patterns.len());
 }

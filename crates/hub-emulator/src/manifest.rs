@@ -183,11 +183,34 @@ pub fn synthetic_manifest(manifest: &Value, hub: &HubEmulator) -> Value {
         let Some(info) = hub.file_info(repo_id, revision, filename) else {
             continue;
         };
+        let (repo_id, revision) = (repo_id.to_owned(), revision.to_owned());
         if !entry["sha256"].is_null() {
             entry["sha256"] = Value::String(info.sha256);
         }
         if !entry["size_bytes"].is_null() {
             entry["size_bytes"] = Value::from(info.size);
+        }
+        // A locked file set: every listed file gets the served size and digest (SHA-256
+        // for LFS files, git blob SHA-1 for regular ones); files not served are dropped.
+        if let Some(files) = entry.get_mut("files").and_then(Value::as_array_mut) {
+            files.retain_mut(|file| {
+                let Some(path) = file["path"].as_str().map(str::to_owned) else {
+                    return false;
+                };
+                let Some(info) = hub.file_info(&repo_id, &revision, &path) else {
+                    return false;
+                };
+                let mut served = serde_json::Map::new();
+                served.insert("path".to_owned(), Value::String(path));
+                served.insert("size_bytes".to_owned(), Value::from(info.size));
+                if info.lfs {
+                    served.insert("sha256".to_owned(), Value::String(info.sha256));
+                } else {
+                    served.insert("git_sha1".to_owned(), Value::String(info.git_blob_id));
+                }
+                *file = Value::Object(served);
+                true
+            });
         }
     }
     manifest

@@ -37,7 +37,7 @@ pub(crate) async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
     let recorder = metrics.as_ref().map(MetricsFile::recorder);
     let work: Pin<Box<dyn Future<Output = Result<u8, CliError>> + '_>> = match &cli.command {
         Command::Ensure(args) => Box::pin(ensure::run(&manager, output, args)),
-        Command::Status => Box::pin(status::run(&manager, output)),
+        Command::Status(args) => Box::pin(status::run(&manager, output, args.files)),
         Command::Verify(args) => Box::pin(verify::run(&manager, output, args, recorder)),
         Command::Gc(args) => Box::pin(gc::run(&manager, output, args, cli.global.max_cache_size)),
         Command::Clear(args) => Box::pin(clear::run(&manager, output, args)),

@@ -58,11 +58,12 @@ pub(super) async fn run(
                 FileChange::Unknown => "not pinned; nothing to compare".to_owned(),
                 FileChange::Changed => {
                     let mut parts = Vec::new();
-                    if file.pinned_sha256 != file.head_sha256 {
+                    if file.pinned_digest != file.head_digest {
                         parts.push(format!(
-                            "sha256 {} → {}",
-                            file.pinned_sha256.as_deref().map_or("?".to_owned(), short),
-                            file.head_sha256.as_deref().map_or("?".to_owned(), short)
+                            "{} {} → {}",
+                            file.digest_kind.label(),
+                            file.pinned_digest.as_deref().map_or("?".to_owned(), short),
+                            file.head_digest.as_deref().map_or("?".to_owned(), short)
                         ));
                     }
                     if file.pinned_size != file.head_size {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use context_graph_embeddings::artifacts::{
-    HashSource, ModelArtifactManager, ModelReadiness, ReadinessState,
+    DigestKind, FileReadiness, HashSource, ModelArtifactManager, ModelReadiness, ReadinessState,
 };
 
 use crate::failure::{CliError, EXIT_FAILURE, EXIT_OK};
@@ -15,7 +15,12 @@ use crate::progress::truncate;
 use crate::size::format_size;
 
 /// Runs `status`.
-pub(super) async fn run(manager: &ModelArtifactManager, output: &Output) -> Result<u8, CliError> {
+pub(super) async fn run(
+    manager: &ModelArtifactManager,
+    output: &Output,
+    files: bool,
+) -> Result<u8, CliError> {
+    let files = files || output.verbose >= 1;
     let before = manager.readiness_report();
     let unverified = before
         .models
@@ -39,7 +44,7 @@ pub(super) async fn run(manager: &ModelArtifactManager, output: &Output) -> Resu
         }
     }
     let report = manager.readiness_report();
-    print_table(manager, output, &report.models);
+    print_table(manager, output, &report.models, files);
     super::warn_unrecorded_stamps(manager, output);
 
     let not_ready = report
@@ -47,12 +52,26 @@ pub(super) async fn run(manager: &ModelArtifactManager, output: &Output) -> Resu
         .iter()
         .filter(|m| !matches!(m.state, ReadinessState::Ready | ReadinessState::Builtin))
         .count();
+    let (files_ready, files_total) =
+        report
+            .models
+            .iter()
+            .flat_map(|m| &m.files)
+            .fold((0, 0), |(ready, total), f| {
+                (
+                    ready + usize::from(f.state == ReadinessState::Ready),
+                    total + 1,
+                )
+            });
     let code = if not_ready == 0 {
-        output.info(format!("All {} models are ready.", report.models.len()));
+        output.info(format!(
+            "All {} models are ready ({files_ready} of {files_total} files verified).",
+            report.models.len()
+        ));
         EXIT_OK
     } else {
         output.info(format!(
-            "{not_ready} of {} models are not ready; run `cg-models ensure` to fetch them.",
+            "{not_ready} of {} models are not ready ({files_ready} of {files_total} known files verified); run `cg-models ensure` to fetch them.",
             report.models.len(),
         ));
         EXIT_FAILURE
@@ -66,7 +85,12 @@ pub(super) fn parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-fn print_table(manager: &ModelArtifactManager, output: &Output, models: &[ModelReadiness]) {
+fn print_table(
+    manager: &ModelArtifactManager,
+    output: &Output,
+    models: &[ModelReadiness],
+    files: bool,
+) {
     let cache = &manager.config().cache_dir;
     output.result_line(format!(
         "{} {}  {} {}",
@@ -125,7 +149,37 @@ fn print_table(manager: &ModelArtifactManager, output: &Output, models: &[ModelR
         } else {
             output.result_line(format!("{row}  {location}").trim_end());
         }
+        if files && model.state != ReadinessState::Builtin {
+            print_files(output, model);
+        }
     }
+}
+
+/// One indented row per file of a model's set.
+fn print_files(output: &Output, model: &ModelReadiness) {
+    for file in &model.files {
+        output.result_line(file_row(file).trim_end());
+    }
+    if !model.files_known {
+        output.result_line(
+            "    (the rest of the set is resolved from the Hub's file list at `ensure`)",
+        );
+    }
+}
+
+fn file_row(file: &FileReadiness) -> String {
+    let state = match file.state {
+        ReadinessState::Ready => "ready",
+        ReadinessState::Unverified => "unverified",
+        _ => "missing",
+    };
+    let size = file.size_bytes.map_or_else(|| "?".to_owned(), format_size);
+    let digest = match (&file.expected_digest, file.digest_kind) {
+        (Some(d), Some(DigestKind::Sha256)) => format!("sha256 {}", short(d, 12)),
+        (Some(d), Some(DigestKind::GitBlobSha1)) => format!("git-sha1 {}", short(d, 12)),
+        _ => "unknown".to_owned(),
+    };
+    format!("    {:<36} {state:<10} {size:>8}  {digest}", file.path)
 }
 
 fn state_label(model: &ModelReadiness) -> (String, Style) {

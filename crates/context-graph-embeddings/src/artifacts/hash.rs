@@ -1,11 +1,16 @@
-//! SHA-256 of bytes, files and readers: the one hashing implementation every check uses (the
-//! transfer's running hash, stamps, the mirror's object check, `verify`). Blocking: callers
+//! SHA-256 and git blob SHA-1 of bytes, files and readers: the one hashing implementation every
+//! check uses (the transfer's running hash, stamps, the mirror's object check, `verify`). LFS
+//! files are named and checked by the SHA-256 of their content; regular files (configs,
+//! tokenizers) by their git blob id, SHA-1 over `blob <len>\0` and the bytes, which is what
+//! the Hub sends as their `ETag` and lists as their `oid` in the tree API. Blocking: callers
 //! run it on a blocking thread.
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 /// Read size of file hashing (large reads keep syscalls off the profile).
@@ -16,19 +21,119 @@ pub(super) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Hashes a file; returns its lower-case hex SHA-256 and its length. Blocking: call from a
+/// Which digest checks a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestKind {
+    /// SHA-256 of the content (LFS files; the Hub's `X-Linked-Etag`).
+    Sha256,
+    /// Git blob id: SHA-1 over `blob <len>\0` and the content (regular files; their `ETag`).
+    GitBlobSha1,
+}
+
+impl DigestKind {
+    /// Hex digits of a digest of this kind.
+    pub fn hex_len(self) -> usize {
+        match self {
+            DigestKind::Sha256 => 64,
+            DigestKind::GitBlobSha1 => 40,
+        }
+    }
+
+    /// The kind a lower-case hex digest of this length has, if any.
+    pub(crate) fn of_hex(digest: &str) -> Option<Self> {
+        let hex = digest.bytes().all(|b| b.is_ascii_hexdigit());
+        match digest.len() {
+            64 if hex => Some(DigestKind::Sha256),
+            40 if hex => Some(DigestKind::GitBlobSha1),
+            _ => None,
+        }
+    }
+
+    /// Name in messages and JSON (`sha256`, `git_sha1`).
+    pub fn label(self) -> &'static str {
+        match self {
+            DigestKind::Sha256 => "sha256",
+            DigestKind::GitBlobSha1 => "git_sha1",
+        }
+    }
+}
+
+/// A running hash of one of the [`DigestKind`]s. The git blob id needs the length up front
+/// (it is in the header), so a git hasher is made for one size.
+#[derive(Clone)]
+pub(crate) enum ContentHasher {
+    Sha256(Sha256),
+    GitBlobSha1(Sha1),
+}
+
+impl ContentHasher {
+    /// A fresh hasher. `size` is required for [`DigestKind::GitBlobSha1`] (0 is used when it
+    /// is unknown, so a mismatch is reported rather than a panic).
+    pub(crate) fn new(kind: DigestKind, size: Option<u64>) -> Self {
+        match kind {
+            DigestKind::Sha256 => ContentHasher::Sha256(Sha256::new()),
+            DigestKind::GitBlobSha1 => {
+                let mut sha1 = Sha1::new();
+                sha1.update(format!("blob {}\0", size.unwrap_or(0)).as_bytes());
+                ContentHasher::GitBlobSha1(sha1)
+            }
+        }
+    }
+
+    /// Feeds bytes.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        match self {
+            ContentHasher::Sha256(h) => h.update(data),
+            ContentHasher::GitBlobSha1(h) => h.update(data),
+        }
+    }
+
+    /// The lower-case hex digest of what was fed so far (the hasher is left as it was).
+    pub(crate) fn hex(&self) -> String {
+        match self {
+            ContentHasher::Sha256(h) => hex::encode(h.clone().finalize()),
+            ContentHasher::GitBlobSha1(h) => hex::encode(h.clone().finalize()),
+        }
+    }
+}
+
+/// Git blob id of bytes in lower-case hex.
+pub(crate) fn git_blob_sha1_hex(data: &[u8]) -> String {
+    let mut hasher = ContentHasher::new(DigestKind::GitBlobSha1, Some(data.len() as u64));
+    hasher.update(data);
+    hasher.hex()
+}
+
+/// Hashes a file with the digest of `kind`; returns the lower-case hex digest and the length.
+/// Blocking.
+pub(crate) fn hash_file_as(path: &Path, kind: DigestKind) -> io::Result<(String, u64)> {
+    let mut file = fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut hasher = ContentHasher::new(kind, Some(size));
+    let length = hash_reader_into(&mut file, &mut hasher, u64::MAX)?;
+    if length != size {
+        // The file changed while it was read: hash what is there now.
+        return hash_file_as(path, kind);
+    }
+    Ok((hasher.hex(), length))
+}
+
+/// Hashes a file; returns its lower-case hex SHA-256 and its length (tests; the library uses
+/// [`hash_file_as`]). Blocking: call from a
 /// blocking thread (`spawn_blocking`) in async code.
+#[cfg(test)]
 pub(super) fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = ContentHasher::new(DigestKind::Sha256, None);
     let length = hash_reader_into(&mut file, &mut hasher, u64::MAX)?;
-    Ok((hex::encode(hasher.finalize()), length))
+    Ok((hasher.hex(), length))
 }
 
 /// Feeds at most `limit` bytes of `reader` into `hasher`; returns how many were read.
 pub(super) fn hash_reader_into(
     reader: &mut impl Read,
-    hasher: &mut Sha256,
+    hasher: &mut ContentHasher,
     limit: u64,
 ) -> io::Result<u64> {
     hash_reader_with(reader, hasher, limit, &mut vec![0u8; HASH_BUFFER_BYTES])
@@ -38,7 +143,7 @@ pub(super) fn hash_reader_into(
 /// (a fresh megabyte per call is an allocation, page faults and a free each time).
 pub(super) fn hash_reader_with(
     reader: &mut impl Read,
-    hasher: &mut Sha256,
+    hasher: &mut ContentHasher,
     limit: u64,
     buffer: &mut [u8],
 ) -> io::Result<u64> {
@@ -73,5 +178,35 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         fs::write(&path, &data).unwrap();
         assert_eq!(hash_file(&path).unwrap(), (sha256_hex(&data), 3_000_000));
+    }
+
+    #[test]
+    fn git_blob_ids_match_git() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            git_blob_sha1_hex(b"hello\n"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        // The empty blob every git knows.
+        assert_eq!(
+            git_blob_sha1_hex(b""),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"hello\n").unwrap();
+        assert_eq!(
+            hash_file_as(&path, DigestKind::GitBlobSha1).unwrap(),
+            ("ce013625030ba8dba906f756967f9e9ca394464a".to_owned(), 6)
+        );
+        assert_eq!(
+            DigestKind::of_hex(&"a".repeat(40)),
+            Some(DigestKind::GitBlobSha1)
+        );
+        assert_eq!(
+            DigestKind::of_hex(&"a".repeat(64)),
+            Some(DigestKind::Sha256)
+        );
+        assert_eq!(DigestKind::of_hex("xyz"), None);
     }
 }

@@ -130,7 +130,14 @@ impl ModelArtifactManager {
         }
     }
 
-    /// Local path of the model's file (the snapshot path), `None` unless it is available.
+    /// The snapshot folder (`snapshots/<commit>`) a loader opens, holding every file of the
+    /// model's set; `None` unless the model is available.
+    pub fn snapshot_dir(&self, model_id: ModelId) -> Option<PathBuf> {
+        self.verified_model(model_id).map(|m| m.snapshot_dir)
+    }
+
+    /// Local path of the model's weight file (the snapshot path), `None` unless it is
+    /// available (every file of its set verified).
     pub fn get_path(&self, model_id: ModelId) -> Option<PathBuf> {
         let artifact = self.context.artifact(model_id).ok()?;
         let state = inspect_in(&self.context, artifact);

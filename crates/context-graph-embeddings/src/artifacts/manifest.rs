@@ -6,6 +6,11 @@
 //! An unpinned entry is verified against the hash the Hub advertises at the pinned commit
 //! (`X-Linked-Etag`), and `cg-models lock` fills the gaps. Built-in models (computed in-process)
 //! are entries of their own kind with no file at all.
+//!
+//! An entry may name more than its weight file: `files` (the resolved set, each file with its
+//! size and SHA-256 or git blob SHA-1), `include` (glob patterns) and `preset` (a named
+//! selection, see `fileset`). Without them an entry means its weight file alone, exactly as
+//! in the original format.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -13,6 +18,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::fileset::{FileSelection, PinnedFile, Preset};
+use super::hash::DigestKind;
 use super::ids::{is_commit_hash, validate_sha256};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
@@ -43,6 +50,10 @@ pub struct ModelArtifact {
     /// Git revision: a 40-hex commit (recommended: content never changes), a branch or a tag.
     /// `None` means `main`.
     pub revision: Option<String>,
+    /// The files besides `filename` that belong to the model (config, tokenizer, modules,
+    /// shards); empty means the weight file alone. Not part of the spec's struct.
+    #[serde(skip)]
+    pub selection: FileSelection,
 }
 
 impl ModelArtifact {
@@ -71,6 +82,15 @@ impl ModelArtifact {
         self.sha256.is_some() && self.size_bytes.is_some()
     }
 
+    /// The locked file of the set at `path`, when the manifest lists the files.
+    pub fn pinned_file(&self, path: &str) -> Option<&PinnedFile> {
+        self.selection
+            .files
+            .as_ref()?
+            .iter()
+            .find(|f| f.path == path)
+    }
+
     /// The file format, from the file name: it decides which structural checks apply.
     pub fn format(&self) -> WeightFormat {
         WeightFormat::from_filename(&self.filename)
@@ -83,6 +103,9 @@ impl ModelArtifact {
 pub enum WeightFormat {
     /// `.safetensors`: header and tensor ranges are checked before use.
     Safetensors,
+    /// `*.safetensors.index.json`: the index of a sharded model; every shard it names is part
+    /// of the set and checked like a `.safetensors` file, and the index against them.
+    ShardedSafetensors,
     /// PyTorch pickle (`.bin`, `.pt`, `.pth`): can run code when loaded by PyTorch; only the
     /// checksum applies.
     PytorchPickle,
@@ -94,7 +117,9 @@ impl WeightFormat {
     /// Guesses the format from a file name's extension.
     pub fn from_filename(filename: &str) -> Self {
         let lower = filename.to_ascii_lowercase();
-        if lower.ends_with(".safetensors") {
+        if lower.ends_with(".safetensors.index.json") {
+            WeightFormat::ShardedSafetensors
+        } else if lower.ends_with(".safetensors") {
             WeightFormat::Safetensors
         } else if lower.ends_with(".bin") || lower.ends_with(".pt") || lower.ends_with(".pth") {
             WeightFormat::PytorchPickle
@@ -229,7 +254,23 @@ impl Manifest {
                 sha256: &'a Option<String>,
                 size_bytes: Option<u64>,
                 revision: &'a Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                preset: Option<&'static str>,
+                #[serde(skip_serializing_if = "<[String]>::is_empty")]
+                include: &'a [String],
+                #[serde(skip_serializing_if = "Option::is_none")]
+                files: Option<Vec<WrittenFile<'a>>>,
             },
+        }
+        /// A file of a set as written (`sha256` for LFS files, `git_sha1` for regular ones).
+        #[derive(Serialize)]
+        struct WrittenFile<'a> {
+            path: &'a str,
+            size_bytes: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sha256: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            git_sha1: Option<&'a str>,
         }
         let items: Vec<Written<'_>> = self
             .entries
@@ -246,6 +287,20 @@ impl Manifest {
                     sha256: &a.sha256,
                     size_bytes: a.size_bytes,
                     revision: &a.revision,
+                    preset: a.selection.preset.map(Preset::as_str),
+                    include: &a.selection.include,
+                    files: a.selection.files.as_ref().map(|files| {
+                        files
+                            .iter()
+                            .map(|f| WrittenFile {
+                                path: &f.path,
+                                size_bytes: f.size_bytes,
+                                sha256: (f.kind == DigestKind::Sha256).then_some(f.digest.as_str()),
+                                git_sha1: (f.kind == DigestKind::GitBlobSha1)
+                                    .then_some(f.digest.as_str()),
+                            })
+                            .collect()
+                    }),
                 },
             })
             .collect();
@@ -255,13 +310,16 @@ impl Manifest {
     }
 }
 
-const ARTIFACT_FIELDS: [&str; 6] = [
+const ARTIFACT_FIELDS: [&str; 9] = [
     "model_id",
     "repo_id",
     "filename",
     "sha256",
     "size_bytes",
     "revision",
+    "preset",
+    "include",
+    "files",
 ];
 
 fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<ManifestEntry> {
@@ -381,6 +439,9 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
         }
     });
 
+    let selection = parse_selection(object, &filename, sha256.as_deref(), size_bytes)
+        .map_err(|(field, reason)| fail(&label, field, reason))?;
+
     Ok(ManifestEntry::Artifact(ModelArtifact {
         model_id,
         repo_id,
@@ -388,7 +449,132 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
         sha256,
         size_bytes,
         revision,
+        selection,
     }))
+}
+
+/// `preset`, `include` and `files` of an entry; the weight file must be in `files` and agree
+/// with the entry's own pins.
+fn parse_selection(
+    object: &Map<String, Value>,
+    filename: &str,
+    sha256: Option<&str>,
+    size_bytes: Option<u64>,
+) -> Result<FileSelection, (&'static str, String)> {
+    let preset = match object.get("preset") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(Preset::parse(name).ok_or_else(|| {
+            (
+                "preset",
+                format!(
+                    "`{}` is not a preset (known: sentence-transformers, transformers)",
+                    truncate(name)
+                ),
+            )
+        })?),
+        Some(_) => return Err(("preset", "must be a string or null".to_owned())),
+    };
+    let include = match object.get("include") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(p) if !p.is_empty() && p.len() <= 1024 => Ok(p.clone()),
+                _ => Err((
+                    "include",
+                    "must be an array of non-empty glob patterns".to_owned(),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(("include", "must be an array of glob patterns".to_owned())),
+    };
+    let files = match object.get("files") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => {
+            let mut files = Vec::with_capacity(items.len());
+            let mut seen = HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                let file = parse_pinned_file(item).map_err(|r| ("files", format!("#{i}: {r}")))?;
+                if !seen.insert(file.path.clone()) {
+                    return Err(("files", format!("`{}` is listed twice", file.path)));
+                }
+                files.push(file);
+            }
+            let Some(weights) = files.iter().find(|f| f.path == filename) else {
+                return Err((
+                    "files",
+                    format!("must list the weight file `{filename}` too"),
+                ));
+            };
+            if let Some(sha) = sha256 {
+                if weights.kind != DigestKind::Sha256 || weights.digest != sha {
+                    return Err((
+                        "files",
+                        format!("the entry for `{filename}` disagrees with the entry's sha256"),
+                    ));
+                }
+            }
+            if size_bytes.is_some_and(|s| s != weights.size_bytes) {
+                return Err((
+                    "files",
+                    format!("the entry for `{filename}` disagrees with the entry's size_bytes"),
+                ));
+            }
+            Some(files)
+        }
+        Some(_) => return Err(("files", "must be an array of files".to_owned())),
+    };
+    Ok(FileSelection {
+        files,
+        include,
+        preset,
+    })
+}
+
+/// One `{"path", "size_bytes", "sha256" | "git_sha1"}` item of `files`.
+fn parse_pinned_file(item: &Value) -> Result<PinnedFile, String> {
+    let Value::Object(object) = item else {
+        return Err("is not a JSON object".to_owned());
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["path", "size_bytes", "sha256", "git_sha1"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "has unknown field `{}` (allowed: path, size_bytes, sha256, git_sha1)",
+            truncate(unknown)
+        ));
+    }
+    let path = required_string(object, "path").map_err(|r| format!("path {r}"))?;
+    validate_filename(&path).map_err(|r| format!("path {r}"))?;
+    let size_bytes = object
+        .get("size_bytes")
+        .and_then(Value::as_u64)
+        .filter(|s| *s <= MAX_PINNED_SIZE)
+        .ok_or_else(|| format!("`{path}` needs a whole size_bytes up to {MAX_PINNED_SIZE}"))?;
+    let sha256 = optional_string(object, "sha256").map_err(|r| format!("sha256 {r}"))?;
+    let git_sha1 = optional_string(object, "git_sha1").map_err(|r| format!("git_sha1 {r}"))?;
+    let (kind, digest) = match (sha256, git_sha1) {
+        (Some(sha), None) => (DigestKind::Sha256, validate_sha256(&sha)?),
+        (None, Some(sha1)) => {
+            let lower = sha1.to_ascii_lowercase();
+            if DigestKind::of_hex(&lower) != Some(DigestKind::GitBlobSha1) {
+                return Err(format!("`{path}`: git_sha1 must be 40 hex digits"));
+            }
+            (DigestKind::GitBlobSha1, lower)
+        }
+        _ => {
+            return Err(format!(
+                "`{path}` needs exactly one of sha256 (LFS files) or git_sha1 (regular files)"
+            ))
+        }
+    };
+    Ok(PinnedFile {
+        path,
+        size_bytes,
+        kind,
+        digest,
+    })
 }
 
 fn required_string(object: &Map<String, Value>, field: &str) -> Result<String, String> {

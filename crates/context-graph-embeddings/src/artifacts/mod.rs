@@ -11,7 +11,7 @@
 //! | `transfer/` | one blob from a byte source into `blobs/<etag>`, verified: resume, one stream, parallel ranges, persist |
 //! | `remote/` | talking to servers: the Hub protocol and client, byte sources, the S3 mirror, retry |
 //! | `store/` | every file name in the cache: layout, snapshots and refs, stamps, locks, budget, clearing |
-//! | leaves | `manifest`, `model_files`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `outdated`, `metrics`, `testing` |
+//! | leaves | `manifest`, `fileset`, `model_files`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `outdated`, `metrics`, `testing` |
 //!
 //! Modules are private; this list is the public surface.
 
@@ -19,6 +19,7 @@ mod blocking;
 mod config;
 mod ensure;
 mod environment;
+mod fileset;
 mod hash;
 mod ids;
 mod manager;
@@ -39,9 +40,11 @@ pub use config::ArtifactManagerConfig;
 pub use ensure::bundle::{BundleExport, BundleFile, BundleImport};
 pub use ensure::local::HashSource;
 pub use ensure::readiness::{
-    ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
+    FileReadiness, ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
 };
 pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
+pub use fileset::{FileSelection, PinnedFile, Preset};
+pub use hash::DigestKind;
 pub use manager::ModelArtifactManager;
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
 pub use metrics::{write_metrics_file, MetricsRecorder};

@@ -6,9 +6,11 @@
 
 use serde::Serialize;
 
+use super::fileset::RepoFile;
+use super::hash::DigestKind;
 use super::manifest::{Manifest, ModelArtifact};
 use super::model_files::{files_of, tracked_branch};
-use super::remote::client::{HubClient, RemotePath};
+use super::remote::client::HubClient;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
@@ -46,10 +48,13 @@ pub enum FileChange {
 pub struct FileDrift {
     /// Path inside the repo.
     pub path: String,
-    /// The SHA-256 at the pin (the manifest's, else the Hub's at the pinned commit).
-    pub pinned_sha256: Option<String>,
-    /// The SHA-256 at the branch head.
-    pub head_sha256: Option<String>,
+    /// What the digests are: SHA-256 (the weight file, LFS files) or git blob SHA-1 (regular
+    /// files such as `config.json`).
+    pub digest_kind: DigestKind,
+    /// The digest at the pin (the manifest's, else the Hub's at the pinned commit).
+    pub pinned_digest: Option<String>,
+    /// The digest at the branch head.
+    pub head_digest: Option<String>,
     /// The size at the pin.
     pub pinned_size: Option<u64>,
     /// The size at the branch head.
@@ -163,7 +168,7 @@ async fn check_group(
             .then(|| artifact.revision_or_default().to_owned());
         let files = files_of(artifact);
         let needs_old = pinned_commit.as_deref().is_some_and(|c| c != head)
-            && files.iter().any(|f| f.sha256.is_none() || f.size.is_none());
+            && files.iter().any(|f| f.digest.is_none() || f.size.is_none());
         let at_pin = match (&pinned_commit, needs_old) {
             (Some(commit), true) => hub.paths_info(&artifact.location(), commit, &paths).await?,
             _ => Vec::new(),
@@ -171,31 +176,33 @@ async fn check_group(
         let files: Vec<FileDrift> = files
             .into_iter()
             .map(|file| {
+                let kind = file.kind;
                 let old = find(&at_pin, &file.path);
                 let new = find(&at_head, &file.path);
-                let pinned_sha256 = file.sha256.or_else(|| old.and_then(|o| o.sha256.clone()));
-                let pinned_size = file.size.or_else(|| old.and_then(|o| o.size));
+                let pinned_digest = file.digest.or_else(|| old.and_then(|o| digest_of(o, kind)));
+                let pinned_size = file.size.or_else(|| old.map(|o| o.size));
+                let head_digest = new.and_then(|n| digest_of(n, kind));
+                let head_size = new.map(|n| n.size);
                 // A pin at the head itself is what the head has, pinned or not.
                 let at_head_commit = pinned_commit.as_deref() == Some(head.as_str());
-                let (pinned_sha256, pinned_size) = if at_head_commit {
+                let (pinned_digest, pinned_size) = if at_head_commit {
                     (
-                        pinned_sha256.or_else(|| new.and_then(|n| n.sha256.clone())),
-                        pinned_size.or_else(|| new.and_then(|n| n.size)),
+                        pinned_digest.or_else(|| head_digest.clone()),
+                        pinned_size.or(head_size),
                     )
                 } else {
-                    (pinned_sha256, pinned_size)
+                    (pinned_digest, pinned_size)
                 };
-                let head_sha256 = new.and_then(|n| n.sha256.clone());
-                let head_size = new.and_then(|n| n.size);
                 let change = file_change(
                     new.is_some(),
-                    (pinned_sha256.as_deref(), head_sha256.as_deref()),
+                    (pinned_digest.as_deref(), head_digest.as_deref()),
                     (pinned_size, head_size),
                 );
                 FileDrift {
                     path: file.path,
-                    pinned_sha256,
-                    head_sha256,
+                    digest_kind: kind,
+                    pinned_digest,
+                    head_digest,
                     pinned_size,
                     head_size,
                     change,
@@ -216,8 +223,17 @@ async fn check_group(
     Ok(drifts)
 }
 
-fn find<'a>(listed: &'a [RemotePath], path: &str) -> Option<&'a RemotePath> {
+fn find<'a>(listed: &'a [RepoFile], path: &str) -> Option<&'a RepoFile> {
     listed.iter().find(|p| p.path == path)
+}
+
+/// A listed file's digest of `kind`: the LFS SHA-256, or the git blob id. A file that stopped
+/// or started being stored with LFS has no digest of the other kind, so it compares changed.
+fn digest_of(file: &RepoFile, kind: DigestKind) -> Option<String> {
+    match kind {
+        DigestKind::Sha256 => file.lfs_sha256.clone(),
+        DigestKind::GitBlobSha1 => (file.lfs_sha256.is_none()).then(|| file.oid.clone()),
+    }
 }
 
 /// One file's verdict: gone at the head, a known value that differs, nothing known to compare,
@@ -263,8 +279,9 @@ mod tests {
     fn file(change: FileChange) -> FileDrift {
         FileDrift {
             path: "model.safetensors".to_owned(),
-            pinned_sha256: None,
-            head_sha256: None,
+            digest_kind: DigestKind::Sha256,
+            pinned_digest: None,
+            head_digest: None,
             pinned_size: None,
             head_size: None,
             change,

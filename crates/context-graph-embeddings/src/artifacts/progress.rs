@@ -1,7 +1,10 @@
 //! Progress events: typed, broadcast, never blocking.
 //!
-//! Contract: events of one model arrive in order (`Started`, `Progress`…, possibly
-//! `Retrying` and more `Progress`, `Verifying`, then `Completed` or `Failed`), byte counts
+//! Contract: events of one model arrive in order (`FilesResolved` once its file set is known,
+//! `Started`, `Progress`…, possibly `Retrying` and more `Progress`, `Verifying`, a
+//! `FileReady` per file of the set, the weight file's last, then `Completed` or `Failed`;
+//! the byte-level events are the weight file's: the small files of the set report only
+//! retries, warnings and their `FileReady`), byte counts
 //! never decrease except after a `Started` that restarts from zero, and nothing of that model
 //! follows `Completed` or `Failed` for that download. Emitting never waits: a subscriber that
 //! falls behind loses the oldest events (`RecvError::Lagged`) and never slows a download.
@@ -61,6 +64,21 @@ pub enum ProgressKind {
     },
     /// All bytes are in; the final checks run.
     Verifying,
+    /// The model's file set is known (the weights and the files a loader needs beside them).
+    FilesResolved {
+        /// Files in the set, the weight file included.
+        files: usize,
+    },
+    /// One file of the model's set is in place and verified (sent for every file, the
+    /// weight file last, just before the model's `Completed`).
+    FileReady {
+        /// Path of the file in the repo.
+        file: String,
+        /// How it came to be there.
+        outcome: Outcome,
+        /// Bytes received over the network for it in this run.
+        bytes_transferred: u64,
+    },
     /// The file is in place and verified.
     Completed {
         /// The snapshot path.

@@ -97,6 +97,10 @@ pub(crate) struct ModelEvents {
     model_id: ModelId,
     emitter: ProgressEmitter,
     board: Arc<StatusBoard>,
+    /// A small file of the model's set besides the weights: its byte counts neither reach
+    /// the board nor the channel (they would make the model's progress jump), only retries,
+    /// warnings and its `FileReady`.
+    quiet: bool,
 }
 
 impl ModelEvents {
@@ -110,10 +114,50 @@ impl ModelEvents {
             model_id,
             emitter: emitter.clone(),
             board: board.clone(),
+            quiet: false,
         }
     }
 
+    /// The handle for one companion file of the model (see `quiet`).
+    pub(crate) fn for_companion(&self) -> Self {
+        ModelEvents {
+            quiet: true,
+            ..self.clone()
+        }
+    }
+
+    /// The model's file set is known: `files` files (the weights included).
+    pub(crate) fn files_resolved(&self, files: usize, total_bytes: u64) {
+        self.emit(0, total_bytes, 0, ProgressKind::FilesResolved { files });
+    }
+
+    /// One file of the set is in place and verified.
+    pub(crate) fn file_ready(&self, file: &str, size: u64, outcome: Outcome, transferred: u64) {
+        self.emit(
+            size,
+            size,
+            0,
+            ProgressKind::FileReady {
+                file: file.to_owned(),
+                outcome,
+                bytes_transferred: transferred,
+            },
+        );
+    }
+
     fn emit(&self, bytes: u64, total: u64, speed_bps: u64, kind: ProgressKind) {
+        let byte_level = matches!(
+            kind,
+            ProgressKind::Started { .. } | ProgressKind::Progress | ProgressKind::Verifying
+        );
+        if self.quiet && byte_level {
+            return;
+        }
+        let (bytes, total) = if self.quiet && !matches!(kind, ProgressKind::FileReady { .. }) {
+            (0, 0)
+        } else {
+            (bytes, total)
+        };
         self.emitter.emit(ProgressEvent {
             model_id: self.model_id,
             bytes_downloaded: bytes,
@@ -124,6 +168,9 @@ impl ModelEvents {
     }
 
     fn in_progress(&self, bytes: u64, total: u64) {
+        if self.quiet {
+            return;
+        }
         self.board.set(
             self.model_id,
             DownloadStatus::InProgress {

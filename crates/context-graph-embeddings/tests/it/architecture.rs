@@ -15,6 +15,7 @@ const ARTIFACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/artifacts");
 const LEAVES: &[&str] = &[
     "blocking",
     "environment",
+    "fileset",
     "hash",
     "ids",
     "manifest",

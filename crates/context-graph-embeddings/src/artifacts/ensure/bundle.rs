@@ -5,9 +5,12 @@
 //! the snapshot entries, refs and stamps only once every member of the bundle is verified.
 //!
 //! Layout of a bundle (a plain ustar archive, members in this order):
-//! `manifest.json` (the manifest, with the exported entries locked to commit, SHA-256 and
-//! size), `index.json` (one record per file: model, repo, revision, commit, path, SHA-256,
-//! size, blob name), then `blobs/<sha256>` once per distinct content.
+//! `manifest.json` (the manifest, with the exported entries locked to commit, digests and
+//! sizes, a file set with its `files`), `index.json` (one record per file: model, repo,
+//! revision, commit, path, SHA-256, git blob id for regular files, size, blob name), then
+//! `blobs/<sha256>` once per distinct content. Every member is checked by SHA-256 as it
+//! streams, and a regular file (`config.json`, the tokenizer) also by the git blob id its set
+//! pins.
 //!
 //! An interrupted import keeps the blobs it verified (content-addressed, so harmless); a rerun
 //! skips them after re-hashing and continues.
@@ -21,11 +24,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::context::Context;
+use super::local::{known_companions, record_companions};
 use crate::artifacts::blocking::run_blocking_checked;
-use crate::artifacts::hash::hash_file;
+use crate::artifacts::fileset::PinnedFile;
+use crate::artifacts::hash::{hash_file_as, DigestKind};
 use crate::artifacts::ids::{is_commit_hash, validate_sha256};
 use crate::artifacts::manifest::{validate_filename, validate_repo_id, Manifest, ManifestEntry};
-use crate::artifacts::model_files::files_of;
+use crate::artifacts::model_files::{files_of, ModelFile};
 use crate::artifacts::store::fs::{create_dir_all, remove_stale_temporaries, temporary_path};
 use crate::artifacts::store::layout::{entry_stays_inside, snapshot_link_blob_name, CacheLayout};
 use crate::artifacts::store::stamp::VerificationStamp;
@@ -56,6 +61,10 @@ pub struct BundleFile {
     pub path: String,
     /// SHA-256 of the bytes.
     pub sha256: String,
+    /// The git blob id a regular file of a set is pinned by (`None` for the weight file and
+    /// LFS files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sha1: Option<String>,
     /// Size in bytes.
     pub size: u64,
     /// The cache's blob name (the Hub's etag: the SHA-256 for LFS files).
@@ -160,7 +169,18 @@ fn export_blocking(
         let commit = layout
             .resolve_commit(&artifact.repo_id, artifact.revision_or_default())
             .ok_or_else(|| not_ready("is not in the cache"))?;
-        for file in files_of(artifact) {
+        let companions = known_companions(layout, artifact, &commit)
+            .ok_or_else(|| not_ready("has a file set never resolved in this cache"))?;
+        let mut set_files = files_of(artifact);
+        set_files.truncate(1);
+        set_files.extend(companions.into_iter().map(|c| ModelFile {
+            path: c.path,
+            kind: c.kind,
+            digest: Some(c.digest),
+            size: Some(c.size_bytes),
+        }));
+        let mut locked_rows = Vec::new();
+        for file in set_files {
             let snapshot = layout.snapshot_path(&artifact.repo_id, &commit, &file.path);
             let size = match fs::metadata(&snapshot) {
                 Ok(meta) if meta.is_file() && entry_stays_inside(&snapshot) => meta.len(),
@@ -172,19 +192,6 @@ fn export_blocking(
                 }
             };
             let blob_name = snapshot_link_blob_name(&snapshot);
-            let stamp =
-                VerificationStamp::read(&layout.stamp_path(&artifact.repo_id, &commit, &file.path));
-            let sha256 = file
-                .sha256
-                .clone()
-                .or_else(|| blob_name.as_deref().and_then(|n| validate_sha256(n).ok()))
-                .or_else(|| stamp.map(|s| s.sha256))
-                .ok_or_else(|| {
-                    bundle_error(
-                        path,
-                        format!("no SHA-256 is known for {model} {}; pin it with `cg-models lock` first", file.path),
-                    )
-                })?;
             if file.size.is_some_and(|pinned| pinned != size) {
                 return Err(not_ready(&format!(
                     "has {} with {size} bytes, the manifest pins {}; run `cg-models verify --repair {model}`",
@@ -192,6 +199,47 @@ fn export_blocking(
                     file.size.unwrap_or_default()
                 )));
             }
+            let (sha256, git_sha1) = match file.kind {
+                DigestKind::Sha256 => {
+                    let stamp = VerificationStamp::read(&layout.stamp_path(
+                        &artifact.repo_id,
+                        &commit,
+                        &file.path,
+                    ));
+                    let sha256 = file
+                        .digest
+                        .clone()
+                        .or_else(|| blob_name.as_deref().and_then(|n| validate_sha256(n).ok()))
+                        .or_else(|| stamp.map(|s| s.sha256))
+                        .ok_or_else(|| {
+                            bundle_error(
+                                path,
+                                format!("no SHA-256 is known for {model} {}; pin it with `cg-models lock` first", file.path),
+                            )
+                        })?;
+                    (sha256, None)
+                }
+                DigestKind::GitBlobSha1 => {
+                    let pinned = file.digest.clone().unwrap_or_default();
+                    let (git, _) = hash_file_as(&snapshot, DigestKind::GitBlobSha1)
+                        .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+                    if git != pinned {
+                        return Err(not_ready(&format!(
+                            "has {} with git blob id {git}, its set pins {pinned}; run `cg-models verify --repair {model}`",
+                            file.path
+                        )));
+                    }
+                    let (sha256, _) = hash_file_as(&snapshot, DigestKind::Sha256)
+                        .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+                    (sha256, Some(pinned))
+                }
+            };
+            locked_rows.push(PinnedFile {
+                path: file.path.clone(),
+                size_bytes: size,
+                kind: file.kind,
+                digest: git_sha1.clone().unwrap_or_else(|| sha256.clone()),
+            });
             if file.path == artifact.filename {
                 artifact.revision = Some(commit.clone());
                 artifact.sha256 = Some(sha256.clone());
@@ -211,11 +259,16 @@ fn export_blocking(
                 path: file.path,
                 blob: blob_name
                     .filter(|n| is_blob_name(n))
-                    .unwrap_or_else(|| sha256.clone()),
+                    .unwrap_or_else(|| git_sha1.clone().unwrap_or_else(|| sha256.clone())),
                 sha256,
+                git_sha1,
                 size,
             });
             sources.push(snapshot);
+        }
+        if !artifact.selection.is_single_file() {
+            // The bundle's manifest locks the whole set, so it works without the tree API.
+            artifact.selection.files = Some(locked_rows);
         }
     }
     if files.is_empty() {
@@ -459,7 +512,10 @@ fn import_blocking(
             .iter()
             .map(|f| layout.blob_path(&f.repo_id, &f.blob))
             .collect();
-        let verified = |p: &PathBuf| hash_file(p).is_ok_and(|(s, l)| s == sha256 && l == size);
+        let git_sha1 = targets.iter().find_map(|f| f.git_sha1.clone());
+        let verified = |p: &PathBuf| {
+            hash_file_as(p, DigestKind::Sha256).is_ok_and(|(s, l)| s == sha256 && l == size)
+        };
         if blob_paths.iter().all(verified) {
             skipped_blobs += 1;
             continue;
@@ -488,6 +544,18 @@ fn import_blocking(
                 format!("member {name} does not match its locked hash: expected SHA-256 {sha256} and {size} bytes, got {actual} and {length} bytes (the bundle was altered or damaged); nothing of it was placed")
             };
             return Err(bundle_error(path, what));
+        }
+        if let Some(git_sha1) = &git_sha1 {
+            let actual = hash_file_as(&temporary, DigestKind::GitBlobSha1)
+                .map_err(|e| EmbeddingError::io("cannot read", &temporary, e))?
+                .0;
+            if actual != *git_sha1 {
+                let _ = fs::remove_file(&temporary);
+                return Err(bundle_error(
+                    path,
+                    format!("member {name} does not match its locked git blob id: expected {git_sha1}, got {actual} (the bundle was altered or damaged); nothing of it was placed"),
+                ));
+            }
         }
         fs::rename(&temporary, first).map_err(|e| {
             let _ = fs::remove_file(&temporary);
@@ -522,11 +590,13 @@ fn import_blocking(
             use_symlinks,
         )?;
         layout.write_ref(&file.repo_id, &file.revision, &file.commit)?;
-        let mut stamp = VerificationStamp::now(&snapshot, &file.sha256)
+        let digest = file.git_sha1.as_deref().unwrap_or(&file.sha256);
+        let mut stamp = VerificationStamp::now(&snapshot, digest)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
         stamp.source = Some(BUNDLE_SOURCE.to_owned());
         stamp.write(&layout.stamp_path(&file.repo_id, &file.commit, &file.path))?;
     }
+    record_imported_sets(layout, manifest, &index.files)?;
     layout.ensure_cachedir_tag()?;
     Ok(BundleImport {
         path: path.to_path_buf(),
@@ -535,6 +605,42 @@ fn import_blocking(
         skipped_blobs,
         bytes_written,
     })
+}
+
+/// Records the file set of each imported model whose active entry gives patterns or a preset
+/// without listing the files, so readiness knows the set without the tree API.
+fn record_imported_sets(
+    layout: &CacheLayout,
+    manifest: &Manifest,
+    files: &[BundleFile],
+) -> EmbeddingResult<()> {
+    for artifact in manifest.artifacts() {
+        if !artifact.selection.needs_tree() || artifact.selection.files.is_some() {
+            continue;
+        }
+        let of_model: Vec<&BundleFile> = files
+            .iter()
+            .filter(|f| f.model_id == artifact.model_id)
+            .collect();
+        let Some(first) = of_model.first() else {
+            continue;
+        };
+        let rows: Vec<PinnedFile> = of_model
+            .iter()
+            .map(|f| PinnedFile {
+                path: f.path.clone(),
+                size_bytes: f.size,
+                kind: if f.git_sha1.is_some() {
+                    DigestKind::GitBlobSha1
+                } else {
+                    DigestKind::Sha256
+                },
+                digest: f.git_sha1.clone().unwrap_or_else(|| f.sha256.clone()),
+            })
+            .collect();
+        record_companions(layout, artifact, &first.commit, &rows)?;
+    }
+    Ok(())
 }
 
 /// Copies one member into `temporary`, hashing it; fsyncs. Returns the hash and length.
@@ -582,7 +688,10 @@ fn check_index(path: &Path, index: &BundleIndex) -> EmbeddingResult<()> {
             && is_commit_hash(&file.commit)
             && validate_sha256(&file.sha256).is_ok_and(|s| s == file.sha256)
             && is_blob_name(&file.blob)
-            && (file.blob.len() == 40 || file.blob == file.sha256);
+            && match &file.git_sha1 {
+                Some(git) => file.blob == *git && is_blob_name(git) && git.len() == 40,
+                None => file.blob.len() == 40 || file.blob == file.sha256,
+            };
         if !valid {
             return Err(bundle_error(
                 path,
@@ -613,7 +722,7 @@ fn check_matches(
             _ => None,
         };
         let consistent = inner.is_some_and(|f| {
-            f.sha256.as_deref() == Some(file.sha256.as_str()) && f.size == Some(file.size)
+            f.digest.as_deref() == Some(bundle_digest(file)) && f.size == Some(file.size)
         });
         if !consistent {
             return Err(bundle_error(
@@ -639,12 +748,26 @@ fn check_matches(
                 file.repo_id, artifact.repo_id, active.origin
             )));
         }
-        let Some(pinned) = files_of(artifact).into_iter().find(|f| f.path == file.path) else {
+        let pinned = files_of(artifact).into_iter().find(|f| f.path == file.path);
+        let same_selection = match bundled.entry(model) {
+            Some(ManifestEntry::Artifact(a)) => {
+                a.selection.preset == artifact.selection.preset
+                    && a.selection.include == artifact.selection.include
+            }
+            _ => false,
+        };
+        // A set the active manifest gives by patterns or a preset: the bundle's locked list
+        // of the same selection is that set.
+        let unlisted_member = pinned.is_none()
+            && artifact.selection.needs_tree()
+            && artifact.selection.files.is_none()
+            && same_selection;
+        if pinned.is_none() && !unlisted_member {
             return Err(other(format!(
                 "{model} has no file {} in {}",
                 file.path, active.origin
             )));
-        };
+        }
         if artifact.revision_is_commit() && artifact.revision_or_default() != file.commit {
             return Err(other(format!(
                 "{model} is at commit {} in the bundle, {} pins {}",
@@ -653,16 +776,23 @@ fn check_matches(
                 artifact.revision_or_default()
             )));
         }
-        if pinned.sha256.as_deref().is_some_and(|s| s != file.sha256)
+        let Some(pinned) = pinned else {
+            continue;
+        };
+        if pinned
+            .digest
+            .as_deref()
+            .is_some_and(|d| d != bundle_digest(file))
             || pinned.size.is_some_and(|s| s != file.size)
         {
             return Err(other(format!(
-                "{model} {} has SHA-256 {} ({} bytes) in the bundle, {} pins {} ({} bytes)",
+                "{model} {} has {} {} ({} bytes) in the bundle, {} pins {} ({} bytes)",
                 file.path,
-                file.sha256,
+                pinned.kind.label(),
+                bundle_digest(file),
                 file.size,
                 active.origin,
-                pinned.sha256.as_deref().unwrap_or("none"),
+                pinned.digest.as_deref().unwrap_or("none"),
                 pinned
                     .size
                     .map_or_else(|| "?".to_owned(), |s| s.to_string())
@@ -670,6 +800,11 @@ fn check_matches(
         }
     }
     Ok(())
+}
+
+/// The digest a bundle record is pinned by: the git blob id of a regular file, else SHA-256.
+fn bundle_digest(file: &BundleFile) -> &str {
+    file.git_sha1.as_deref().unwrap_or(&file.sha256)
 }
 
 #[cfg(test)]

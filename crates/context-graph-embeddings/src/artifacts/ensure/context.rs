@@ -1,25 +1,29 @@
 //! What every step of ensuring a model needs, built once by the manager: the configuration,
 //! the manifest, the cache layout, the Hub client and the mirror, the download and range
 //! slots, the status board and the progress channel, and what this process verified but
-//! could not record (a read-only cache): the verdicts, kept in memory, and the one notice.
+//! could not record (a read-only cache): the verdicts and resolved file sets, kept in memory,
+//! and the one notice.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Semaphore;
 
 use crate::artifacts::config::ArtifactManagerConfig;
+use crate::artifacts::fileset::PinnedFile;
 use crate::artifacts::manifest::{Manifest, ModelArtifact};
 use crate::artifacts::progress::ProgressEmitter;
 use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::mirror::Mirror;
+use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
 use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
 use crate::artifacts::transfer::adapt::ConnectionGovernor;
 use crate::artifacts::transfer::request::FetchSettings;
-use crate::error::{EmbeddingError, EmbeddingResult};
+use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
 /// The shared state of one manager.
@@ -38,6 +42,8 @@ pub(crate) struct Context {
     /// Files this process hashed right whose stamp could not be written, by snapshot path;
     /// each verdict holds while the file keeps the stamp's fingerprint.
     remembered: Mutex<HashMap<PathBuf, VerificationStamp>>,
+    /// File sets this process resolved but could not record, by record path.
+    remembered_sets: Mutex<HashMap<PathBuf, Vec<PinnedFile>>>,
     /// The first stamp that could not be written, for the one notice.
     unrecorded: Mutex<Option<UnrecordedStamps>>,
 }
@@ -69,6 +75,7 @@ impl Context {
             board: Arc::new(StatusBoard::default()),
             in_flight: Mutex::new(HashMap::new()),
             remembered: Mutex::new(HashMap::new()),
+            remembered_sets: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(None),
         }
     }
@@ -76,6 +83,16 @@ impl Context {
     /// Keeps a verdict whose stamp could not be written, for the rest of the process.
     pub(crate) fn remember(&self, path: &Path, stamp: VerificationStamp) {
         guard(&self.remembered).insert(path.to_path_buf(), stamp);
+    }
+
+    /// Keeps a resolved file set whose record could not be written, for the rest of the process.
+    pub(crate) fn remember_set(&self, record: &Path, files: Vec<PinnedFile>) {
+        guard(&self.remembered_sets).insert(record.to_path_buf(), files);
+    }
+
+    /// The file set kept for `record`, if any.
+    pub(crate) fn remembered_set(&self, record: &Path) -> Option<Vec<PinnedFile>> {
+        guard(&self.remembered_sets).get(record).cloned()
     }
 
     /// Drops a kept verdict (the file was found wrong).
@@ -115,6 +132,37 @@ impl Context {
     /// The event handle of one model.
     pub(crate) fn events(&self, model_id: ModelId) -> ModelEvents {
         ModelEvents::new(model_id, &self.emitter, &self.board)
+    }
+
+    /// Runs one metadata request (a `HEAD`, a tree listing: no file bytes) until it succeeds or
+    /// the retry policy gives up, reporting each wait as `Retrying`.
+    pub(crate) async fn with_retries<T, Fut>(
+        &self,
+        location: &FileLocation,
+        events: &ModelEvents,
+        mut request: impl FnMut() -> Fut,
+    ) -> EmbeddingResult<T>
+    where
+        Fut: Future<Output = EmbeddingResult<T>>,
+    {
+        let mut retry = RetryState::new(
+            &self.config.retry_policy,
+            self.config.retry_attempts,
+            location,
+        );
+        loop {
+            retry.attempt_started();
+            match request().await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => match retry.after_failure(error, false, rand::random()) {
+                    RetryDecision::GiveUp(error) => return Err(error),
+                    RetryDecision::Retry(backoff) => {
+                        events.retrying(0, 0, &backoff);
+                        tokio::time::sleep(backoff.delay).await;
+                    }
+                },
+            }
+        }
     }
 
     /// How to fetch, from the configuration.

@@ -1,7 +1,7 @@
 //! Deciding what to do: the local state of one model and the one readiness rule, the
-//! readiness report and verification, one model's steps (reuse, resolve, lock, fetch, place)
-//! a batch of models (classify, verify, resolve, budget, fan out), and verified bundles
-//! (export and import for sites without network).
+//! readiness report and verification, one model's steps (reuse, resolve, lock, fetch, place),
+//! the file set of a model at a commit, a batch of models (classify, verify, resolve, budget,
+//! fan out), and verified bundles (export and import for sites without network).
 
 pub(crate) mod batch;
 pub(crate) mod bundle;
@@ -10,3 +10,4 @@ pub(crate) mod local;
 pub(crate) mod maintain;
 pub(crate) mod one;
 pub(crate) mod readiness;
+pub(crate) mod set;

@@ -1,19 +1,25 @@
-//! Ensuring one model, as named steps: reuse what is present, resolve what the bytes must be,
-//! take the blob lock, reuse a blob already in the cache, fetch from the sources in order (the
-//! mirror, then the Hub), and place the snapshot entry, ref and stamp. Every failure is
+//! Ensuring one model, as named steps: reuse what is present, resolve what the bytes must be
+//! and the commit, resolve the rest of the model's file set at that commit (`ensure::set`),
+//! then for every file: take the blob lock, reuse a blob already in the cache, fetch from the
+//! sources in order (the mirror, then the Hub), and place the snapshot entry and stamp; the
+//! small files first and several at once, the weights last, then the ref. Every failure is
 //! reported once, by [`ensure_one`].
 
 use std::path::PathBuf;
 
+use futures_util::stream::{self, TryStreamExt};
+
 use super::context::Context;
-use super::local::inspect_off_thread;
+use super::local::{inspect_companion, inspect_off_thread, weights_ready};
 use super::readiness::verify_checksum;
+use super::set::resolve_companions;
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
-use crate::artifacts::hash::hash_file;
+use crate::artifacts::fileset::PinnedFile;
+use crate::artifacts::hash::{hash_file_as, DigestKind};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::progress::Outcome;
+use crate::artifacts::remote::mirror::object_name;
 use crate::artifacts::remote::protocol::RemoteFile;
-use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::source::{ByteSource, HubSource};
 use crate::artifacts::status::ModelEvents;
 use crate::artifacts::store::fs::remove_entry;
@@ -22,8 +28,11 @@ use crate::artifacts::store::lock::BlobLock;
 use crate::artifacts::store::stamp::VerificationStamp;
 use crate::artifacts::testing;
 use crate::artifacts::transfer::blob::fetch_blob;
-use crate::artifacts::transfer::request::FetchRequest;
+use crate::artifacts::transfer::request::{ExpectedDigest, FetchRequest};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
+
+/// Small files of a set fetched at once.
+const COMPANIONS_AT_ONCE: usize = 8;
 
 /// How a blob came to be in place.
 #[derive(Debug, Clone)]
@@ -99,24 +108,71 @@ async fn ensure_steps(
         .await
         .map_err(|_| EmbeddingError::Config("download slots closed".to_owned()))?;
     events.queued(artifact.size_bytes.unwrap_or(0));
-    let remote = match remote {
+    let mut remote = match remote {
         Some(remote) => remote,
         None => resolve_expected(ctx, artifact, events).await?,
     };
-    let (expected_sha256, expected_size) = expectations(artifact, &remote, &location)?;
+    // A set is fetched by the commit the revision resolved to, so a branch that moves during
+    // the run cannot mix two commits in one snapshot. (A single file keeps the URL the Hub
+    // named: a change under it is caught by its hash, as before.)
+    let at_revision =
+        ctx.client
+            .resolve_url(&artifact.repo_id, &location.revision, &artifact.filename);
+    if !artifact.selection.is_single_file() && remote.from_hub && remote.download_url == at_revision
+    {
+        remote.download_url =
+            ctx.client
+                .resolve_url(&artifact.repo_id, &remote.commit, &artifact.filename);
+    }
+    let (expected, expected_size) = expectations(artifact, &remote, &location)?;
+    let companions = resolve_companions(ctx, artifact, &remote.commit, events).await?;
+    let set_bytes: u64 =
+        companions.iter().map(|f| f.size_bytes).sum::<u64>() + expected_size.unwrap_or(0);
+    events.files_resolved(companions.len() + 1, set_bytes);
+    ensure_companions(ctx, artifact, &remote.commit, &companions, events).await?;
+
+    let state = inspect_off_thread(&ctx.layout, artifact).await;
+    if state.commit.as_deref() == Some(remote.commit.as_str())
+        && weights_ready(artifact, &state, true)
+    {
+        if let Some(path) = state.snapshot {
+            write_ref(ctx, artifact, &remote.commit).await?;
+            events.file_ready(
+                &artifact.filename,
+                state.size.unwrap_or(0),
+                Outcome::AlreadyPresent,
+                0,
+            );
+            report_ready(events, &path, Outcome::AlreadyPresent, 0, None).await;
+            return Ok(path);
+        }
+    }
     let request = FetchRequest {
         location,
         blobs_dir: ctx.layout.blobs_dir(&artifact.repo_id),
         etag: remote.etag.clone(),
-        expected_sha256,
+        expected,
         expected_size,
     };
     let _lock = lock_blob(ctx, &request, events).await?;
-    let fetched = match reuse_cached_blob(ctx, artifact, &remote, &request, events).await? {
+    let target = Target {
+        repo: &artifact.repo_id,
+        commit: &remote.commit,
+        path: &artifact.filename,
+    };
+    let fetched = match reuse_cached_blob(ctx, &target, &request, events).await? {
         Some(fetched) => fetched,
         None => fetch_from_sources(ctx, artifact, &remote, &request, events).await?,
     };
-    let snapshot = place(ctx, artifact, &remote, &request, &fetched).await?;
+    let snapshot = place(ctx, &target, &request, &fetched).await?;
+    write_ref(ctx, artifact, &remote.commit).await?;
+    let size = tokio::fs::metadata(&snapshot).await.map_or(0, |m| m.len());
+    events.file_ready(
+        &artifact.filename,
+        size,
+        fetched.outcome,
+        fetched.transferred,
+    );
     report_ready(
         events,
         &snapshot,
@@ -128,6 +184,117 @@ async fn ensure_steps(
     Ok(snapshot)
 }
 
+/// Where one file of a set goes.
+struct Target<'a> {
+    repo: &'a str,
+    commit: &'a str,
+    path: &'a str,
+}
+
+/// Writes `refs/<revision>` once every file of the commit is in place.
+async fn write_ref(ctx: &Context, artifact: &ModelArtifact, commit: &str) -> EmbeddingResult<()> {
+    let layout = ctx.layout.clone();
+    let repo = artifact.repo_id.clone();
+    let revision = artifact.revision_or_default().to_owned();
+    let commit = commit.to_owned();
+    let shown = ctx.layout.repo_dir(&artifact.repo_id);
+    run_blocking_checked("cannot write the ref in", &shown, move || {
+        layout.write_ref(&repo, &revision, &commit)
+    })
+    .await
+}
+
+/// Every file of the set besides the weights, several at once; the first failure (naming the
+/// file) fails the model.
+async fn ensure_companions(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    companions: &[PinnedFile],
+    events: &ModelEvents,
+) -> EmbeddingResult<()> {
+    stream::iter(companions.iter().map(Ok))
+        .try_for_each_concurrent(COMPANIONS_AT_ONCE, |file| async move {
+            ensure_companion(ctx, artifact, commit, file, events).await
+        })
+        .await
+}
+
+/// One small file of the set: verified already, or a cached blob, or fetched by commit, each
+/// checked by its digest (git blob SHA-1 for regular files) before it reaches the snapshot.
+async fn ensure_companion(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    file: &PinnedFile,
+    events: &ModelEvents,
+) -> EmbeddingResult<()> {
+    let quiet = events.for_companion();
+    let state = {
+        let layout = ctx.layout.clone();
+        let repo = artifact.repo_id.clone();
+        let commit = commit.to_owned();
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || inspect_companion(&layout, &repo, &commit, &file))
+            .await
+            .ok()
+    };
+    if let Some(state) = state.filter(|s| s.stamp_valid) {
+        events.file_ready(
+            &file.path,
+            state.size.unwrap_or(0),
+            Outcome::AlreadyPresent,
+            0,
+        );
+        return Ok(());
+    }
+    let location = FileLocation {
+        model_id: artifact.model_id,
+        repo_id: artifact.repo_id.clone(),
+        revision: commit.to_owned(),
+        filename: file.path.clone(),
+    };
+    let request = FetchRequest {
+        location,
+        blobs_dir: ctx.layout.blobs_dir(&artifact.repo_id),
+        etag: file.digest.clone(),
+        expected: ExpectedDigest::new(file.kind, file.digest.clone()),
+        expected_size: Some(file.size_bytes),
+    };
+    let _lock = lock_blob(ctx, &request, &quiet).await?;
+    let target = Target {
+        repo: &artifact.repo_id,
+        commit,
+        path: &file.path,
+    };
+    let fetched = match reuse_cached_blob(ctx, &target, &request, &quiet).await? {
+        Some(fetched) => fetched,
+        None => {
+            let remote = RemoteFile {
+                commit: commit.to_owned(),
+                etag: file.digest.clone(),
+                sha256: (file.kind == DigestKind::Sha256).then(|| file.digest.clone()),
+                size: Some(file.size_bytes),
+                download_url: ctx
+                    .client
+                    .resolve_url(&artifact.repo_id, commit, &file.path),
+                validator: None,
+                from_hub: true,
+                commit_assumed: false,
+            };
+            fetch_from_sources(ctx, artifact, &remote, &request, &quiet).await?
+        }
+    };
+    place(ctx, &target, &request, &fetched).await?;
+    events.file_ready(
+        &file.path,
+        file.size_bytes,
+        fetched.outcome,
+        fetched.transferred,
+    );
+    Ok(())
+}
+
 /// Present and verified (a valid stamp), or present and found right by hashing it now.
 async fn reuse_present(
     ctx: &Context,
@@ -135,8 +302,10 @@ async fn reuse_present(
     events: &ModelEvents,
 ) -> Option<PathBuf> {
     let state = inspect_off_thread(&ctx.layout, artifact).await;
+    state.companions.as_ref()?;
+    let ready = super::local::is_ready(artifact, &state, true);
     let path = state.snapshot?;
-    if state.stamp_valid {
+    if ready {
         report_ready(events, &path, Outcome::AlreadyPresent, 0, None).await;
         return Some(path);
     }
@@ -203,12 +372,11 @@ async fn lock_blob(
 /// place instead of fetched again. A blob that is wrong is removed.
 async fn reuse_cached_blob(
     ctx: &Context,
-    artifact: &ModelArtifact,
-    remote: &RemoteFile,
+    target: &Target<'_>,
     request: &FetchRequest,
     events: &ModelEvents,
 ) -> EmbeddingResult<Option<Fetched>> {
-    let blob_path = ctx.layout.blob_path(&artifact.repo_id, &request.etag);
+    let blob_path = ctx.layout.blob_path(target.repo, &request.etag);
     if tokio::fs::symlink_metadata(&blob_path).await.is_ok() {
         let checked = blob_path.clone();
         let inside = run_blocking(move || Ok(blob_stays_inside(&checked))).await;
@@ -216,15 +384,16 @@ async fn reuse_cached_blob(
             return Ok(Some(Fetched::from_cache(Outcome::Reused, false)));
         }
         events.warning(format!(
-            "the cached blob {} does not match its expected SHA-256 (or is a link out of the cache); fetching it again",
-            blob_path.display()
+            "the cached blob {} does not match its expected {} (or is a link out of the cache); fetching it again",
+            blob_path.display(),
+            request.expected.kind().label()
         ));
         let removed = blob_path.clone();
         run_blocking_checked("cannot remove", &blob_path, move || remove_entry(&removed)).await?;
     }
     let copy = ctx
         .layout
-        .snapshot_path(&artifact.repo_id, &remote.commit, &artifact.filename);
+        .snapshot_path(target.repo, target.commit, target.path);
     let is_copy = tokio::fs::symlink_metadata(&copy)
         .await
         .is_ok_and(|m| m.is_file());
@@ -237,9 +406,10 @@ async fn reuse_cached_blob(
 /// Whether the file at `path` has the bytes `request` expects (hashed off the async threads).
 async fn hashes_to(path: &std::path::Path, request: &FetchRequest) -> bool {
     let checked = path.to_path_buf();
-    match run_blocking(move || hash_file(&checked)).await {
-        Ok((sha, length)) => {
-            sha == request.expected_sha256 && request.expected_size.is_none_or(|s| s == length)
+    let kind = request.expected.kind();
+    match run_blocking(move || hash_file_as(&checked, kind)).await {
+        Ok((digest, length)) => {
+            digest == request.expected.hex() && request.expected_size.is_none_or(|s| s == length)
         }
         Err(_) => false,
     }
@@ -257,8 +427,9 @@ async fn fetch_from_sources(
 ) -> EmbeddingResult<Fetched> {
     let settings = ctx.fetch_settings();
     let total = request.expected_size.unwrap_or(0);
+    let object = object_name(request.expected.kind(), request.expected.hex());
     if let Some(mirror) = &ctx.mirror {
-        let source = mirror.source(&request.expected_sha256, ctx.config.download_timeout);
+        let source = mirror.source(&object, ctx.config.download_timeout);
         match fetch_blob(&source, request, &settings, events).await {
             Ok(blob) => {
                 return Ok(Fetched::from_source(
@@ -288,16 +459,14 @@ async fn fetch_from_sources(
     };
     let source = HubSource::new(ctx.client.clone(), &from_hub, request.location.clone());
     let blob = fetch_blob(&source, request, &settings, events).await?;
-    if let Some(mirror) = ctx.mirror.as_ref().filter(|m| m.is_writable()) {
+    let writable = ctx.mirror.as_ref().filter(|m| m.is_writable());
+    if let Some(mirror) = writable {
         let size = tokio::fs::metadata(&blob.blob_path)
             .await
             .map_or(0, |m| m.len());
-        match mirror
-            .upload(&blob.blob_path, &request.expected_sha256, size)
-            .await
-        {
+        match mirror.upload(&blob.blob_path, &object, size).await {
             Ok(_) => {
-                tracing::info!(model = %artifact.model_id, object = %mirror.object_url(&request.expected_sha256), "uploaded to the mirror")
+                tracing::info!(model = %artifact.model_id, object = %mirror.object_url(&object), "uploaded to the mirror")
             }
             Err(error) => events.warning(format!(
                 "upload to the mirror failed ({error}); the download itself is fine"
@@ -311,34 +480,31 @@ async fn fetch_from_sources(
     ))
 }
 
-/// Puts the snapshot entry (link or copy), the ref and the stamp in place, off the async
-/// threads (they fsync small files).
+/// Puts the snapshot entry (link or copy) and the stamp in place, off the async threads
+/// (they fsync small files). The ref is written once the whole set is in place.
 async fn place(
     ctx: &Context,
-    artifact: &ModelArtifact,
-    remote: &RemoteFile,
+    target: &Target<'_>,
     request: &FetchRequest,
     fetched: &Fetched,
 ) -> EmbeddingResult<PathBuf> {
     let layout = ctx.layout.clone();
-    let repo = artifact.repo_id.clone();
-    let commit = remote.commit.clone();
-    let filename = artifact.filename.clone();
-    let revision = artifact.revision_or_default().to_owned();
+    let repo = target.repo.to_owned();
+    let commit = target.commit.to_owned();
+    let filename = target.path.to_owned();
     let etag = request.etag.clone();
     let use_symlinks = ctx.config.use_symlinks;
-    let sha = request.expected_sha256.clone();
+    let digest = request.expected.hex().to_owned();
     let source = fetched.source.clone();
     let in_place = fetched.in_place;
-    let blob_path = ctx.layout.blob_path(&artifact.repo_id, &request.etag);
+    let blob_path = ctx.layout.blob_path(target.repo, &request.etag);
     run_blocking_checked("cannot place", &blob_path, move || {
         let snapshot = if in_place {
             layout.snapshot_path(&repo, &commit, &filename)
         } else {
             layout.link_snapshot(&repo, &commit, &filename, &etag, use_symlinks)?
         };
-        layout.write_ref(&repo, &revision, &commit)?;
-        let mut stamp = VerificationStamp::now(&snapshot, &sha)
+        let mut stamp = VerificationStamp::now(&snapshot, &digest)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
         stamp.source = Some(source);
         testing::hit("stamp.before_write");
@@ -361,13 +527,14 @@ pub(crate) async fn report_ready(
     events.completed(path, size, outcome, transferred, source);
 }
 
-/// The hash and size the bytes must have: the manifest's pins, checked against what the Hub
-/// advertises (a disagreement is an error before any byte is written).
+/// The digest and size the bytes must have: the manifest's pins, checked against what the Hub
+/// advertises (a disagreement is an error before any byte is written). A weight file that is
+/// a regular file (a safetensors index) is checked by its git blob id, the Hub's `ETag`.
 pub(crate) fn expectations(
     artifact: &ModelArtifact,
     remote: &RemoteFile,
     location: &FileLocation,
-) -> EmbeddingResult<(String, Option<u64>)> {
+) -> EmbeddingResult<(ExpectedDigest, Option<u64>)> {
     if artifact.revision_is_commit() && remote.commit != artifact.revision_or_default() {
         return Err(EmbeddingError::Protocol {
             location: location.clone(),
@@ -398,22 +565,37 @@ pub(crate) fn expectations(
             });
         }
     }
-    let sha = artifact.sha256.clone().or_else(|| remote.sha256.clone());
-    let sha = match sha {
-        Some(sha) => sha,
-        None if remote.commit_assumed => {
-            return Err(EmbeddingError::Protocol {
+    let size = artifact.size_bytes.or(remote.size);
+    if let Some(sha) = artifact.sha256.clone().or_else(|| remote.sha256.clone()) {
+        return Ok((ExpectedDigest::Sha256(sha), size));
+    }
+    if let Some(file) = artifact.pinned_file(&artifact.filename) {
+        let pinned = ExpectedDigest::new(file.kind, file.digest.clone());
+        if remote.from_hub && remote.etag != file.digest {
+            return Err(EmbeddingError::PinMismatch {
                 location: location.clone(),
-                reason: "the server sent neither X-Repo-Commit nor X-Linked-Etag and the manifest pins no sha256, so the file cannot be verified; pin the file's sha256 (`cg-models lock`), or use a mirror that sends these headers (see docs/network.md)".to_owned(),
-            })
+                field: file.kind.label(),
+                pinned: file.digest.clone(),
+                advertised: remote.etag.clone(),
+            });
         }
-        None => {
-            return Err(EmbeddingError::NoExpectedHash {
-                location: location.clone(),
-            })
+        return Ok((pinned, Some(file.size_bytes)));
+    }
+    if remote.commit_assumed {
+        return Err(EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: "the server sent neither X-Repo-Commit nor X-Linked-Etag and the manifest pins no sha256, so the file cannot be verified; pin the file's sha256 (`cg-models lock`), or use a mirror that sends these headers (see docs/network.md)".to_owned(),
+        });
+    }
+    let git_blob = DigestKind::of_hex(&remote.etag) == Some(DigestKind::GitBlobSha1);
+    match size {
+        Some(size) if git_blob => {
+            Ok((ExpectedDigest::GitBlobSha1(remote.etag.clone()), Some(size)))
         }
-    };
-    Ok((sha, artifact.size_bytes.or(remote.size)))
+        _ => Err(EmbeddingError::NoExpectedHash {
+            location: location.clone(),
+        }),
+    }
 }
 
 /// `HEAD` with the same retry policy as downloads.
@@ -422,32 +604,16 @@ pub(crate) async fn head_with_retries(
     location: &FileLocation,
     events: &ModelEvents,
 ) -> EmbeddingResult<RemoteFile> {
-    let mut retry = RetryState::new(
-        &ctx.config.retry_policy,
-        ctx.config.retry_attempts,
-        location,
-    );
-    loop {
-        retry.attempt_started();
-        match ctx.client.head_file(location).await {
-            Ok(remote) => {
-                if remote.commit_assumed {
-                    events.warning(format!(
-                        "{} sent no X-Repo-Commit header for {location}; trusting the pinned commit and checking the file against its known SHA-256",
-                        ctx.client.endpoint()
-                    ));
-                }
-                return Ok(remote);
-            }
-            Err(error) => match retry.after_failure(error, false, rand::random()) {
-                RetryDecision::GiveUp(error) => return Err(error),
-                RetryDecision::Retry(backoff) => {
-                    events.retrying(0, 0, &backoff);
-                    tokio::time::sleep(backoff.delay).await;
-                }
-            },
-        }
+    let remote = ctx
+        .with_retries(location, events, || ctx.client.head_file(location))
+        .await?;
+    if remote.commit_assumed {
+        events.warning(format!(
+            "{} sent no X-Repo-Commit header for {location}; trusting the pinned commit and checking the file against its known SHA-256",
+            ctx.client.endpoint()
+        ));
     }
+    Ok(remote)
 }
 
 #[cfg(test)]
@@ -463,6 +629,7 @@ mod tests {
             sha256: sha.map(str::to_owned),
             size_bytes: size,
             revision: Some(revision.to_owned()),
+            selection: Default::default(),
         }
     }
 
@@ -488,7 +655,7 @@ mod tests {
         let location = pinned.location();
         assert_eq!(
             expectations(&pinned, &remote(&commit, Some(&sha), Some(10)), &location).unwrap(),
-            (sha.clone(), Some(10))
+            (ExpectedDigest::Sha256(sha.clone()), Some(10))
         );
         assert!(matches!(
             expectations(&pinned, &remote(&commit, Some(&other), Some(10)), &location),
@@ -518,7 +685,7 @@ mod tests {
                 &location
             )
             .unwrap(),
-            (other, Some(5))
+            (ExpectedDigest::Sha256(other), Some(5))
         );
         assert!(matches!(
             expectations(&unpinned, &remote(&commit, None, None), &location),

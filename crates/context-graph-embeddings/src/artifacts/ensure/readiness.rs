@@ -13,10 +13,11 @@ use serde::Serialize;
 
 use super::context::Context;
 use super::local::{
-    expected_hash, inspect_in, inspect_in_off_thread, inspect_off_thread, is_ready, HashSource,
+    expected_hash, inspect_in, inspect_in_off_thread, inspect_off_thread, is_ready, weights_ready,
+    CompanionState, HashSource, LocalState,
 };
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
-use crate::artifacts::hash::hash_file;
+use crate::artifacts::hash::{hash_file_as, DigestKind};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact, WeightFormat};
 use crate::artifacts::store::fs::remove_entry;
 use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
@@ -70,6 +71,32 @@ pub struct ModelReadiness {
     pub error: Option<String>,
     /// Where the verified file came from (`hub`, the mirror object, `cache`), when recorded.
     pub source: Option<String>,
+    /// The snapshot folder a loader opens (the commit's folder), when the commit is known.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Every file of the model's set, the weight file first; empty for built-ins. When the
+    /// set was never resolved at the cached commit, only the weight file is listed and
+    /// `files_known` is false.
+    pub files: Vec<FileReadiness>,
+    /// Whether the whole set is known locally (listed in the manifest, a single file, or
+    /// resolved and recorded earlier).
+    pub files_known: bool,
+}
+
+/// Readiness of one file of a model's set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileReadiness {
+    /// Path in the repo (and in the snapshot folder).
+    pub path: String,
+    /// `ready`, `unverified` or `missing`.
+    pub state: ReadinessState,
+    /// Expected size, when known.
+    pub size_bytes: Option<u64>,
+    /// The expected digest, when known.
+    pub expected_digest: Option<String>,
+    /// Its kind: `sha256` (LFS files) or `git_blob_sha1` (regular files).
+    pub digest_kind: Option<DigestKind>,
+    /// The snapshot entry, when on disk.
+    pub local_path: Option<PathBuf>,
 }
 
 /// Overall readiness report.
@@ -113,8 +140,8 @@ pub struct VerifiedModel {
     pub weights: PathBuf,
     /// The format of the weights file.
     pub format: WeightFormat,
-    /// Every verified file of the model, `weights` first (for now only `weights`; companion
-    /// files such as `config.json` and `tokenizer.json` join it with file sets).
+    /// Every verified file of the model's set, `weights` first (then `config.json`, the
+    /// tokenizer, module configs, shards: whatever the set holds), as paths in `snapshot_dir`.
     pub files: Vec<PathBuf>,
 }
 
@@ -155,11 +182,19 @@ fn verified_from(
     }
     let weights = state.snapshot?;
     let commit = state.commit?;
+    let mut files = vec![weights.clone()];
+    files.extend(
+        state
+            .companions
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.snapshot),
+    );
     Some(VerifiedModel {
         model_id: artifact.model_id,
         snapshot_dir: ctx.layout.snapshot_dir(&artifact.repo_id, &commit),
         format: artifact.format(),
-        files: vec![weights.clone()],
+        files,
         weights,
     })
 }
@@ -229,6 +264,55 @@ struct Row {
     size_on_disk: u64,
 }
 
+/// The per-file rows: the weight file, then the rest of the set.
+fn file_rows(
+    artifact: &ModelArtifact,
+    state: &LocalState,
+    expected: Option<String>,
+    verify_checksums: bool,
+) -> Vec<FileReadiness> {
+    let weights_state = if weights_ready(artifact, state, verify_checksums) {
+        ReadinessState::Ready
+    } else if state.snapshot.is_some() {
+        ReadinessState::Unverified
+    } else {
+        ReadinessState::Missing
+    };
+    let kind = expected.as_deref().and_then(DigestKind::of_hex);
+    let mut rows = vec![FileReadiness {
+        path: artifact.filename.clone(),
+        state: weights_state,
+        size_bytes: artifact
+            .size_bytes
+            .or(state.stamp.as_ref().map(|s| s.fingerprint.size)),
+        expected_digest: expected,
+        digest_kind: kind,
+        local_path: state.snapshot.clone(),
+    }];
+    for companion in state.companions.iter().flatten() {
+        rows.push(companion_row(companion, verify_checksums));
+    }
+    rows
+}
+
+fn companion_row(companion: &CompanionState, verify_checksums: bool) -> FileReadiness {
+    let state = if companion.is_ready(verify_checksums) {
+        ReadinessState::Ready
+    } else if companion.snapshot.is_some() {
+        ReadinessState::Unverified
+    } else {
+        ReadinessState::Missing
+    };
+    FileReadiness {
+        path: companion.file.path.clone(),
+        state,
+        size_bytes: Some(companion.file.size_bytes),
+        expected_digest: Some(companion.file.digest.clone()),
+        digest_kind: Some(companion.file.kind),
+        local_path: companion.snapshot.clone(),
+    }
+}
+
 fn model_readiness(ctx: &Context, artifact: &ModelArtifact) -> Row {
     let state = inspect_in(ctx, artifact);
     let (expected, hash_source) = expected_hash(artifact, &state);
@@ -246,10 +330,28 @@ fn model_readiness(ctx: &Context, artifact: &ModelArtifact) -> Row {
     } else {
         ReadinessState::Missing
     };
+    let files = file_rows(
+        artifact,
+        &state,
+        expected.clone(),
+        ctx.config.verify_checksums,
+    );
+    let companion_bytes: u64 = state
+        .companions
+        .iter()
+        .flatten()
+        .map(|c| c.file.size_bytes)
+        .sum();
+    let companion_on_disk: u64 = state
+        .companions
+        .iter()
+        .flatten()
+        .filter_map(|c| c.size)
+        .sum();
     Row {
         state: readiness_state,
-        known_size,
-        size_on_disk: state.size.unwrap_or(0),
+        known_size: known_size.map(|s| s + companion_bytes),
+        size_on_disk: state.size.unwrap_or(0) + companion_on_disk,
         readiness: ModelReadiness {
             model_id: artifact.model_id,
             state: readiness_state,
@@ -265,6 +367,12 @@ fn model_readiness(ctx: &Context, artifact: &ModelArtifact) -> Row {
             partial_bytes: state.partial_bytes,
             error: if ready { None } else { failure },
             source: state.stamp.as_ref().and_then(|s| s.source.clone()),
+            snapshot_dir: state
+                .commit
+                .as_deref()
+                .map(|c| ctx.layout.snapshot_dir(&artifact.repo_id, c)),
+            files,
+            files_known: state.companions.is_some(),
         },
     }
 }
@@ -286,6 +394,9 @@ impl ModelReadiness {
             partial_bytes: 0,
             error: None,
             source: None,
+            snapshot_dir: None,
+            files: Vec::new(),
+            files_known: true,
         }
     }
 }
@@ -306,8 +417,12 @@ pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> Embeddi
         });
     };
     let commit = state.commit.clone().unwrap_or_default();
+    if !verify_companions(ctx, artifact, &state, &commit).await? {
+        return Ok(false);
+    }
     let hashed_path = path.clone();
-    let (actual, length) = run_blocking(move || hash_file(&hashed_path))
+    let kind = DigestKind::of_hex(&expected).unwrap_or(DigestKind::Sha256);
+    let (actual, length) = run_blocking(move || hash_file_as(&hashed_path, kind))
         .await
         .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
     let stamp_path = ctx
@@ -377,6 +492,61 @@ pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> Embeddi
         events.marked_failed(&error);
         Ok(false)
     }
+}
+
+/// Hashes the present companions of a model (stamping the right ones). `Ok(true)` when the
+/// set is known and every companion is present and right; a wrong one marks the model failed
+/// with an error naming the file, its stamp removed.
+async fn verify_companions(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    state: &LocalState,
+    commit: &str,
+) -> EmbeddingResult<bool> {
+    let Some(companions) = &state.companions else {
+        return Ok(false);
+    };
+    let mut complete = true;
+    for companion in companions {
+        let Some(path) = companion.snapshot.clone() else {
+            complete = false;
+            continue;
+        };
+        if companion.stamp_valid {
+            continue;
+        }
+        let kind = companion.file.kind;
+        let hashed = path.clone();
+        let (actual, length) = run_blocking(move || hash_file_as(&hashed, kind))
+            .await
+            .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
+        let stamp_path = ctx
+            .layout
+            .stamp_path(&artifact.repo_id, commit, &companion.file.path);
+        if actual == companion.file.digest && length == companion.file.size_bytes {
+            let stamped = path.clone();
+            run_blocking_checked("cannot read", &path, move || {
+                let stamp = VerificationStamp::now(&stamped, &actual)
+                    .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
+                stamp.write(&stamp_path)
+            })
+            .await?;
+        } else {
+            let _ = run_blocking_checked("cannot remove", &path, move || remove_entry(&stamp_path))
+                .await;
+            let mut location = artifact.location();
+            location.filename = companion.file.path.clone();
+            let error = EmbeddingError::HashMismatch {
+                location,
+                path: path.clone(),
+                expected: companion.file.digest.clone(),
+                actual,
+            };
+            ctx.events(artifact.model_id).marked_failed(&error);
+            return Ok(false);
+        }
+    }
+    Ok(complete)
 }
 
 /// Re-hashes the files of some models, `parallelism` at once (each on its own blocking

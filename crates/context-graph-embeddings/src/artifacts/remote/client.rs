@@ -18,34 +18,25 @@ use reqwest::header;
 use reqwest::{Response, StatusCode, Url};
 
 use super::protocol::{
-    error_chain, header_str, is_html, metadata_from, percent_encode, strip_query, strong_etag,
-    RemoteFile,
+    error_chain, header_str, is_html, metadata_from, next_link, percent_encode, strip_query,
+    strong_etag, tree_files, RemoteFile,
 };
 use super::retry::{
     classify_status, parse_ratelimit, parse_retry_after, Admission, HostBreaker, StatusClass,
 };
 use super::tls::{untrusted_certificate, TrustRoots};
-use crate::artifacts::ids::{is_commit_hash, validate_sha256};
+use crate::artifacts::fileset::RepoFile;
+use crate::artifacts::ids::is_commit_hash;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
+
+/// Most pages of one tree listing (1000 entries each on the Hub).
+const MAX_TREE_PAGES: usize = 1000;
 
 /// Most redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
 
 /// Longest error body read to extract the Hub's message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
-
-/// One path of a repo at a revision, as the paths-info API lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RemotePath {
-    /// Path inside the repo.
-    pub(crate) path: String,
-    /// Size of the content (the LFS object's for LFS files).
-    pub(crate) size: Option<u64>,
-    /// SHA-256 of the content, for LFS files.
-    pub(crate) sha256: Option<String>,
-    /// Git blob id (of the pointer, for LFS files).
-    pub(crate) git_oid: Option<String>,
-}
 
 /// A secret that never shows itself in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -341,7 +332,7 @@ impl HubClient {
             location.repo_id,
             percent_encode(&location.revision)
         );
-        let value = self.get_json(&url, None, location).await?;
+        let (value, _) = self.get_json(&url, None, location).await?;
         value
             .get("sha")
             .and_then(|s| s.as_str())
@@ -360,40 +351,27 @@ impl HubClient {
         location: &FileLocation,
         commit: &str,
     ) -> EmbeddingResult<(String, u64)> {
-        let url = format!(
-            "{}/api/models/{}/paths-info/{}",
-            self.endpoint, location.repo_id, commit
-        );
-        let body = serde_json::json!({ "paths": [location.filename] });
-        let value = self.get_json(&url, Some(body), location).await?;
-        let entry = value
-            .as_array()
-            .and_then(|items| {
-                items
-                    .iter()
-                    .find(|i| i.get("path").and_then(|p| p.as_str()) == Some(&location.filename))
-            })
+        let listed = self
+            .paths_info(location, commit, std::slice::from_ref(&location.filename))
+            .await?;
+        let file = listed
+            .into_iter()
+            .find(|f| f.path == location.filename)
             .ok_or_else(|| EmbeddingError::EntryNotFound {
                 location: location.clone(),
                 refusal: HubRefusal {
                     status: 200,
                     error_code: None,
                     message: Some("paths-info did not list the file".to_owned()),
-                    url: strip_query(&url),
+                    url: format!(
+                        "{}/api/models/{}/paths-info/{commit}",
+                        self.endpoint, location.repo_id
+                    ),
                 },
             })?;
-        let lfs = entry.get("lfs");
-        let sha = lfs
-            .and_then(|l| l.get("oid").or_else(|| l.get("sha256")))
-            .and_then(|o| o.as_str())
-            .and_then(|o| validate_sha256(o).ok());
-        let size = lfs
-            .and_then(|l| l.get("size"))
-            .or_else(|| entry.get("size"))
-            .and_then(|s| s.as_u64());
-        match (sha, size) {
-            (Some(sha), Some(size)) => Ok((sha, size)),
-            _ => Err(EmbeddingError::Protocol {
+        match file.lfs_sha256 {
+            Some(sha) => Ok((sha, file.size)),
+            None => Err(EmbeddingError::Protocol {
                 location: location.clone(),
                 reason: "the file is not stored with LFS, so the Hub gives no SHA-256 for it"
                     .to_owned(),
@@ -402,14 +380,15 @@ impl HubClient {
     }
 
     /// Size, git blob id and (for LFS files) SHA-256 of several paths at one revision, in one
-    /// `POST /api/models/{repo}/paths-info/{revision}` call. Paths the revision lacks are
-    /// simply absent from the answer. `location` names the repo in errors.
+    /// `POST /api/models/{repo}/paths-info/{revision}` call (the entries have the tree API's
+    /// shape). Paths the revision lacks are simply absent from the answer. `location` names
+    /// the repo in errors.
     pub(crate) async fn paths_info(
         &self,
         location: &FileLocation,
         revision: &str,
         paths: &[String],
-    ) -> EmbeddingResult<Vec<RemotePath>> {
+    ) -> EmbeddingResult<Vec<RepoFile>> {
         let url = format!(
             "{}/api/models/{}/paths-info/{}",
             self.endpoint,
@@ -417,42 +396,87 @@ impl HubClient {
             percent_encode(revision)
         );
         let body = serde_json::json!({ "paths": paths });
-        let value = self.get_json(&url, Some(body), location).await?;
-        let items = value.as_array().ok_or_else(|| EmbeddingError::Protocol {
-            location: location.clone(),
-            reason: format!(
-                "the paths-info answer of {} is not a list",
-                strip_query(&url)
-            ),
-        })?;
-        Ok(items
-            .iter()
-            .filter(|item| item.get("type").and_then(|t| t.as_str()) != Some("directory"))
-            .filter_map(|item| {
-                let path = item.get("path")?.as_str()?.to_owned();
-                let lfs = item.get("lfs");
-                Some(RemotePath {
-                    path,
-                    size: lfs
-                        .and_then(|l| l.get("size"))
-                        .or_else(|| item.get("size"))
-                        .and_then(|s| s.as_u64()),
-                    sha256: lfs
-                        .and_then(|l| l.get("oid").or_else(|| l.get("sha256")))
-                        .and_then(|o| o.as_str())
-                        .and_then(|o| validate_sha256(o).ok()),
-                    git_oid: item.get("oid").and_then(|o| o.as_str()).map(str::to_owned),
-                })
-            })
-            .collect())
+        let (value, _) = self.get_json(&url, Some(body), location).await?;
+        tree_files(&value, location)
     }
 
+    /// Every file of a repo at a commit, from
+    /// `GET /api/models/{repo}/tree/{commit}?recursive=true&expand=false` (what
+    /// `snapshot_download` asks), following `Link: rel="next"` pages.
+    pub(crate) async fn list_tree(
+        &self,
+        location: &FileLocation,
+        commit: &str,
+    ) -> EmbeddingResult<Vec<RepoFile>> {
+        let mut url = format!(
+            "{}/api/models/{}/tree/{}?recursive=true&expand=false",
+            self.endpoint,
+            location.repo_id,
+            percent_encode(commit)
+        );
+        let mut files = Vec::new();
+        for _ in 0..MAX_TREE_PAGES {
+            let (value, next) = self.get_json(&url, None, location).await?;
+            files.extend(tree_files(&value, location)?);
+            match next {
+                Some(next) => url = next,
+                None => return Ok(files),
+            }
+        }
+        Err(EmbeddingError::Protocol {
+            location: location.clone(),
+            reason: format!("the tree listing has more than {MAX_TREE_PAGES} pages"),
+        })
+    }
+
+    /// The whole body of a small file (a `modules.json`, a safetensors index) at `url`.
+    pub(crate) async fn get_small(
+        &self,
+        url: &str,
+        limit: u64,
+        location: &FileLocation,
+    ) -> EmbeddingResult<Vec<u8>> {
+        let response = self.get_range(url, 0, None, None, location).await?;
+        let shown = strip_query(url);
+        if !response.status().is_success() || response.status().as_u16() == 206 {
+            return Err(EmbeddingError::BadResponse {
+                url: shown,
+                reason: format!("status {} for a whole small file", response.status()),
+            });
+        }
+        if response.content_length().is_some_and(|l| l > limit) {
+            return Err(EmbeddingError::BadResponse {
+                url: shown,
+                reason: format!("the file is larger than {limit} bytes"),
+            });
+        }
+        let bytes = tokio::time::timeout(self.metadata_timeout, response.bytes())
+            .await
+            .map_err(|_| EmbeddingError::IdleTimeout {
+                url: shown.clone(),
+                idle: self.metadata_timeout,
+            })?
+            .map_err(|e| EmbeddingError::BadResponse {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        if bytes.len() as u64 > limit {
+            return Err(EmbeddingError::BadResponse {
+                url: shown,
+                reason: format!("the file is larger than {limit} bytes"),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// A JSON `GET` (or `POST` of `post_body`) and the `rel="next"` link of its answer, when
+    /// it points back to the Hub.
     async fn get_json(
         &self,
         url: &str,
         post_body: Option<serde_json::Value>,
         location: &FileLocation,
-    ) -> EmbeddingResult<serde_json::Value> {
+    ) -> EmbeddingResult<(serde_json::Value, Option<String>)> {
         let parsed = parse_url(url, location)?;
         let request = match &post_body {
             Some(body) => self
@@ -473,14 +497,23 @@ impl HubClient {
         if !response.status().is_success() {
             return Err(error_from_response(response, &parsed, location, self.has_token()).await);
         }
+        let next = response
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+            .and_then(|next| parsed.join(&next).ok())
+            .filter(|next| next.origin() == self.endpoint_url.origin())
+            .map(|next| next.to_string());
         let bytes = response
             .bytes()
             .await
             .map_err(|e| network_error(&parsed, &e, self.metadata_timeout))?;
-        serde_json::from_slice(&bytes).map_err(|e| EmbeddingError::Protocol {
+        let value = serde_json::from_slice(&bytes).map_err(|e| EmbeddingError::Protocol {
             location: location.clone(),
             reason: format!("the API answer of {} is not JSON: {e}", strip_query(url)),
-        })
+        })?;
+        Ok((value, next))
     }
 }
 

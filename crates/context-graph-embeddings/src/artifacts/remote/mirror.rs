@@ -1,5 +1,7 @@
 //! A content-addressed pull-through mirror on S3-compatible object storage (AWS S3, GCS in
-//! S3 mode, Ceph, Garage, MinIO): objects `<prefix>/<sha256>` hold verified blobs.
+//! S3 mode, Ceph, Garage, MinIO): objects `<prefix>/<sha256>` hold verified blobs, and
+//! `<prefix>/git-sha1/<oid>` the small regular files of a set (`config.json`, the tokenizer)
+//! by their git blob id, the digest the Hub gives for them.
 //!
 //! A node reads a file from the mirror only when the expected SHA-256 is known (pinned, or
 //! advertised by the Hub), and every byte is verified exactly as bytes from the Hub are: a
@@ -29,7 +31,20 @@ use super::source::{Body, BoxFuture, ByteSource, Opened};
 use super::tls::TrustRoots;
 use crate::artifacts::blocking::run_blocking;
 use crate::artifacts::environment::{self, EnvLookup, ProcessEnv};
+use crate::artifacts::hash::{ContentHasher, DigestKind};
 use crate::error::{EmbeddingError, EmbeddingResult};
+
+/// Folder of the objects named by a git blob id.
+const GIT_SHA1_FOLDER: &str = "git-sha1/";
+
+/// The name of a blob's object under the mirror's prefix: its SHA-256, or `git-sha1/<oid>`
+/// for a regular file known by its git blob id.
+pub(crate) fn object_name(kind: DigestKind, digest: &str) -> String {
+    match kind {
+        DigestKind::Sha256 => digest.to_owned(),
+        DigestKind::GitBlobSha1 => format!("{GIT_SHA1_FOLDER}{digest}"),
+    }
+}
 
 /// Part size of multipart uploads.
 const UPLOAD_PART_BYTES: usize = 16 * 1024 * 1024;
@@ -221,25 +236,26 @@ impl Mirror {
         self.write
     }
 
-    fn key(&self, sha256: &str) -> ObjectPath {
+    fn key(&self, object: &str) -> ObjectPath {
         if self.prefix.is_empty() {
-            ObjectPath::from(sha256)
+            ObjectPath::from(object)
         } else {
-            ObjectPath::from(format!("{}/{sha256}", self.prefix))
+            ObjectPath::from(format!("{}/{object}", self.prefix))
         }
     }
 
-    /// `s3://bucket/prefix/<sha256>`.
-    pub fn object_url(&self, sha256: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(sha256))
+    /// `s3://bucket/prefix/<object>` (`object`: the SHA-256 of an LFS blob, or
+    /// `git-sha1/<oid>`).
+    pub fn object_url(&self, object: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(object))
     }
 
-    /// The object of a blob, as a byte source.
-    pub fn source(&self, sha256: &str, idle_timeout: Duration) -> ObjectSource {
+    /// The object of a blob (named as in [`object_url`](Self::object_url)), as a byte source.
+    pub fn source(&self, object: &str, idle_timeout: Duration) -> ObjectSource {
         ObjectSource {
             store: self.store.clone(),
-            path: self.key(sha256),
-            name: self.object_url(sha256),
+            path: self.key(object),
+            name: self.object_url(object),
             idle_timeout,
         }
     }
@@ -247,11 +263,11 @@ impl Mirror {
     /// Uploads a verified blob unless the object is already there with exactly these bytes.
     /// An object of the right size is read and hashed before it is kept: a corrupted one (the
     /// reason a node fell back to the Hub) is replaced, not left to fail every later node.
-    pub async fn upload(&self, blob: &Path, sha256: &str, size: u64) -> EmbeddingResult<bool> {
-        let key = self.key(sha256);
-        let name = self.object_url(sha256);
+    pub async fn upload(&self, blob: &Path, object: &str, size: u64) -> EmbeddingResult<bool> {
+        let key = self.key(object);
+        let name = self.object_url(object);
         if let Ok(meta) = self.store.head(&key).await {
-            if meta.size == size && self.holds(&key, sha256).await {
+            if meta.size == size && self.holds(&key, object).await {
                 return Ok(false);
             }
             tracing::warn!(object = %name, "the mirror's object is not the blob; replacing it");
@@ -296,21 +312,25 @@ impl Mirror {
         Ok(true)
     }
 
-    /// Whether the object at `key` hashes to `sha256` (any failure to read it counts as no).
-    async fn holds(&self, key: &ObjectPath, sha256: &str) -> bool {
-        use sha2::{Digest, Sha256};
+    /// Whether the object at `key` has the digest its `name` says (any failure to read it
+    /// counts as no).
+    async fn holds(&self, key: &ObjectPath, name: &str) -> bool {
+        let (kind, digest) = match name.strip_prefix(GIT_SHA1_FOLDER) {
+            Some(oid) => (DigestKind::GitBlobSha1, oid),
+            None => (DigestKind::Sha256, name),
+        };
         let Ok(result) = self.store.get(key).await else {
             return false;
         };
+        let mut hasher = ContentHasher::new(kind, Some(result.meta.size));
         let mut stream = result.into_stream();
-        let mut hasher = Sha256::new();
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => hasher.update(&bytes),
                 Err(_) => return false,
             }
         }
-        hex::encode(hasher.finalize()).eq_ignore_ascii_case(sha256)
+        hasher.hex().eq_ignore_ascii_case(digest)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use reqwest::header::{self, HeaderMap};
 
+use crate::artifacts::fileset::RepoFile;
 use crate::artifacts::ids::{is_commit_hash, validate_sha256};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
@@ -169,6 +170,76 @@ fn parse_amz_date(text: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
+/// The files of a tree API page (`{type, path, oid, size, lfs{oid, size}}` items; folders are
+/// skipped). A file entry without the fields a check needs is a protocol error.
+pub(crate) fn tree_files(
+    value: &serde_json::Value,
+    location: &FileLocation,
+) -> EmbeddingResult<Vec<RepoFile>> {
+    let protocol = |reason: String| EmbeddingError::Protocol {
+        location: location.clone(),
+        reason,
+    };
+    let items = value
+        .as_array()
+        .ok_or_else(|| protocol("the tree API answer is not a JSON array".to_owned()))?;
+    let mut files = Vec::new();
+    for item in items {
+        if item.get("type").and_then(|t| t.as_str()) != Some("file") {
+            continue;
+        }
+        let path = item
+            .get("path")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| protocol("a tree entry has no `path`".to_owned()))?;
+        let field = |name: &str| protocol(format!("the tree entry `{path}` has no valid `{name}`"));
+        let size = item
+            .get("size")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| field("size"))?;
+        let oid = item
+            .get("oid")
+            .and_then(|o| o.as_str())
+            .map(str::to_ascii_lowercase)
+            .filter(|o| o.len() == 40 && o.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| field("oid"))?;
+        let lfs_sha256 = match item.get("lfs") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(lfs) => Some(
+                lfs.get("oid")
+                    .or_else(|| lfs.get("sha256"))
+                    .and_then(|o| o.as_str())
+                    .and_then(|o| validate_sha256(o).ok())
+                    .ok_or_else(|| field("lfs.oid"))?,
+            ),
+        };
+        files.push(RepoFile {
+            path: path.to_owned(),
+            size,
+            oid,
+            lfs_sha256,
+        });
+    }
+    Ok(files)
+}
+
+/// The target of `rel="next"` in a `Link` header.
+pub(crate) fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+    })
 }
 
 /// A URL without its query string (signed CDN URLs carry credentials there).

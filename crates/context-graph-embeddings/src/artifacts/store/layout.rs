@@ -127,6 +127,16 @@ impl CacheLayout {
             .join(name)
     }
 
+    /// Where the resolved file set of a model at a commit is recorded (`key` names the
+    /// selection), so readiness needs no tree listing after the first resolution.
+    pub fn set_record_path(&self, repo_id: &str, commit: &str, key: &str) -> PathBuf {
+        let name = format!("{commit}-{}.json", &sha256_hex(key.as_bytes())[..16]);
+        self.repo_dir(repo_id)
+            .join(METADATA_DIR)
+            .join("sets")
+            .join(name)
+    }
+
     /// The commit a revision points to: the revision itself when it is a commit id, else the
     /// content of its ref file (trimmed; only a 40-hex value counts).
     pub fn resolve_commit(&self, repo_id: &str, revision: &str) -> Option<String> {

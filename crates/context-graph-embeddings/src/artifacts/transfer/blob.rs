@@ -82,7 +82,8 @@ pub(crate) async fn fetch_blob(
             }
         }
         _ => {
-            let partial = run_blocking(move || adopted.into_contiguous())
+            let fresh = request.hasher();
+            let partial = run_blocking(move || adopted.into_contiguous(fresh))
                 .await
                 .map_err(|e| {
                     EmbeddingError::io("cannot read partial download in", &request.blobs_dir, e)
@@ -161,6 +162,7 @@ async fn fetch_in_ranges(
                 path: path.clone(),
                 len: size,
                 hasher,
+                fresh: request.hasher(),
             };
             events.verifying(size, total);
             // The progress record goes before the rename: a crash after the rename would leave
@@ -182,7 +184,12 @@ async fn fetch_in_ranges(
         }
         RangedEnd::SingleStream { len, hasher } => {
             events.started(len, total, len);
-            Ok(Err(Partial { path, len, hasher }))
+            Ok(Err(Partial {
+                path,
+                len,
+                hasher,
+                fresh: request.hasher(),
+            }))
         }
     }
 }

@@ -10,21 +10,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use crate::artifacts::blocking::run_blocking;
-use crate::artifacts::hash::hash_reader_into;
+use crate::artifacts::hash::{hash_reader_into, ContentHasher};
 use crate::artifacts::store::layout::{
     new_partial_path, partial_files, partial_in_use, sidecar_path, sidecar_temp_path,
 };
 use crate::error::{EmbeddingError, EmbeddingResult};
+use serde::{Deserialize, Serialize};
 
 /// A partial download owned by this writer.
 pub(crate) struct Partial {
     pub(crate) path: PathBuf,
     pub(crate) len: u64,
-    pub(crate) hasher: Sha256,
+    pub(crate) hasher: ContentHasher,
+    /// A fresh hasher of the same kind, for a reset.
+    pub(crate) fresh: ContentHasher,
 }
 
 /// A partial download taken over by this writer.
@@ -52,8 +52,9 @@ impl Adopted {
         }
     }
 
-    /// The gap-free prefix, hashed: what a single stream can continue from.
-    pub(crate) fn into_contiguous(self) -> io::Result<Partial> {
+    /// The gap-free prefix, hashed with `fresh` (a new hasher of the request's kind): what a
+    /// single stream can continue from.
+    pub(crate) fn into_contiguous(self, fresh: ContentHasher) -> io::Result<Partial> {
         let (path, len) = match self {
             Adopted::Contiguous { path, len } => (path, len),
             Adopted::Ranged { path, progress } => {
@@ -67,12 +68,13 @@ impl Adopted {
             }
         };
         let mut file = File::open(&path)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = fresh.clone();
         let hashed = hash_reader_into(&mut file, &mut hasher, len)?;
         Ok(Partial {
             path,
             len: hashed,
             hasher,
+            fresh,
         })
     }
 }
@@ -150,7 +152,7 @@ pub(crate) async fn reset(partial: &mut Partial) -> EmbeddingResult<()> {
     .await
     .map_err(|e| EmbeddingError::io("cannot reset", &partial.path, e))?;
     partial.len = 0;
-    partial.hasher = Sha256::new();
+    partial.hasher = partial.fresh.clone();
     Ok(())
 }
 
@@ -228,6 +230,11 @@ pub(crate) fn chunk_len(size: u64, chunk: u64, index: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifacts::hash::DigestKind;
+
+    fn sha256() -> ContentHasher {
+        ContentHasher::new(DigestKind::Sha256, None)
+    }
 
     #[test]
     fn adoption_takes_the_largest_partial_and_rehashes_it() {
@@ -238,11 +245,11 @@ mod tests {
         fs::write(blobs.join("other.cccc0000.incomplete"), b"x").unwrap();
         let partial = adopt_partial(blobs, "e", Some(11))
             .unwrap()
-            .into_contiguous()
+            .into_contiguous(sha256())
             .unwrap();
         assert_eq!(partial.len, 9);
         assert_eq!(
-            hex::encode(partial.hasher.clone().finalize()),
+            partial.hasher.hex(),
             crate::artifacts::hash::sha256_hex(b"hello wor")
         );
         let left: Vec<_> = partial_files(blobs, "e");
@@ -256,7 +263,7 @@ mod tests {
         fs::write(dir.path().join("e.aaaa0000.incomplete"), b"0123456789").unwrap();
         let partial = adopt_partial(dir.path(), "e", Some(4))
             .unwrap()
-            .into_contiguous()
+            .into_contiguous(sha256())
             .unwrap();
         assert_eq!(partial.len, 0);
         assert_eq!(fs::metadata(&partial.path).unwrap().len(), 0);

@@ -1,12 +1,10 @@
-//! The only way bytes reach a final path: size and SHA-256 compared with the expectation,
+//! The only way bytes reach a final path: size and digest (SHA-256 or git blob SHA-1) compared with the expectation,
 //! fsync, rename to `blobs/<etag>`, fsync of the folder. A mismatch discards the partial and
 //! allows one more fetch; a second mismatch is a fatal `HashMismatch`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::PathBuf;
-
-use sha2::Digest;
 
 use super::partial::{reset, Partial};
 use super::request::FetchRequest;
@@ -20,7 +18,7 @@ async fn check_and_persist(
     request: &FetchRequest,
     partial: &mut Partial,
 ) -> EmbeddingResult<PathBuf> {
-    let actual = hex::encode(partial.hasher.clone().finalize());
+    let actual = partial.hasher.hex();
     let blob_path = request.blobs_dir.join(&request.etag);
     if let Some(size) = request.expected_size {
         if partial.len != size {
@@ -32,11 +30,11 @@ async fn check_and_persist(
             });
         }
     }
-    if !actual.eq_ignore_ascii_case(&request.expected_sha256) {
+    if !actual.eq_ignore_ascii_case(request.expected.hex()) {
         return Err(EmbeddingError::HashMismatch {
             location: request.location.clone(),
             path: partial.path.clone(),
-            expected: request.expected_sha256.clone(),
+            expected: request.expected.hex().to_owned(),
             actual,
         });
     }

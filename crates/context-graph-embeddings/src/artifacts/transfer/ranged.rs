@@ -32,7 +32,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
@@ -40,7 +39,7 @@ use super::adapt::{Connection, Queued};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
 use crate::artifacts::blocking::run_blocking;
-use crate::artifacts::hash::{hash_reader_with, HASH_BUFFER_BYTES};
+use crate::artifacts::hash::{hash_reader_with, ContentHasher, HASH_BUFFER_BYTES};
 use crate::artifacts::progress::ProgressMeter;
 use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::source::{ByteSource, Opened};
@@ -65,7 +64,7 @@ pub(crate) enum RangedEnd {
     /// Every byte is on disk and hashed in order.
     Complete {
         /// The running hash over the whole file.
-        hasher: Sha256,
+        hasher: ContentHasher,
     },
     /// The server does not do parallel ranges: the file was cut back to its hashed
     /// contiguous prefix; continue with one stream from `len`.
@@ -73,7 +72,7 @@ pub(crate) enum RangedEnd {
         /// Bytes kept.
         len: u64,
         /// Their hash.
-        hasher: Sha256,
+        hasher: ContentHasher,
     },
 }
 
@@ -297,7 +296,8 @@ pub(crate) async fn fetch_ranged(
         .await
         .map_err(|e| EmbeddingError::io("cannot open", &path, e))?;
         let progress = progress.clone();
-        tokio::task::spawn_blocking(move || write_pieces(file, progress, &sidecar, receiver))
+        let fresh = request.hasher();
+        tokio::task::spawn_blocking(move || write_pieces(file, progress, &sidecar, receiver, fresh))
     };
 
     let mut running = FuturesUnordered::new();
@@ -637,8 +637,9 @@ fn write_pieces(
     mut progress: RangeProgress,
     sidecar: &Path,
     mut receiver: mpsc::Receiver<Piece>,
-) -> (Sha256, u64, io::Result<()>) {
-    let mut hasher = Sha256::new();
+    fresh: ContentHasher,
+) -> (ContentHasher, u64, io::Result<()>) {
+    let mut hasher = fresh;
     let mut hashed = 0u64;
     let mut unrecorded = 0u64;
     // One read buffer for every catch-up of this file, allocated when first needed.
@@ -682,7 +683,7 @@ fn write_pieces(
 fn catch_up(
     file: &File,
     progress: &RangeProgress,
-    hasher: &mut Sha256,
+    hasher: &mut ContentHasher,
     hashed: &mut u64,
     buffer: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -765,16 +766,13 @@ mod tests {
         let file = File::open(&path).unwrap();
         let mut progress = RangeProgress::new(1000, 300, 0);
         progress.written = vec![300, 0, 300, 100];
-        let mut hasher = Sha256::new();
+        let mut hasher = ContentHasher::new(crate::artifacts::hash::DigestKind::Sha256, None);
         let mut hashed = 0;
         catch_up(&file, &progress, &mut hasher, &mut hashed, &mut Vec::new()).unwrap();
         assert_eq!(hashed, 300, "stops at the gap");
         progress.written[1] = 300;
         catch_up(&file, &progress, &mut hasher, &mut hashed, &mut Vec::new()).unwrap();
         assert_eq!(hashed, 1000);
-        assert_eq!(
-            hex::encode(hasher.finalize()),
-            crate::artifacts::hash::sha256_hex(&data)
-        );
+        assert_eq!(hasher.hex(), crate::artifacts::hash::sha256_hex(&data));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::adapt::ConnectionGovernor;
+use crate::artifacts::hash::{ContentHasher, DigestKind};
 use crate::artifacts::remote::retry::RetryPolicy;
 use crate::error::FileLocation;
 
@@ -19,10 +20,51 @@ pub(crate) struct FetchRequest {
     pub blobs_dir: PathBuf,
     /// The blob name.
     pub etag: String,
-    /// The SHA-256 the bytes must have.
-    pub expected_sha256: String,
-    /// The size the bytes must have, when known.
+    /// The digest the bytes must have.
+    pub expected: ExpectedDigest,
+    /// The size the bytes must have, when known (always known for a git blob id).
     pub expected_size: Option<u64>,
+}
+
+impl FetchRequest {
+    /// A fresh running hash of the kind this request is checked with.
+    pub(crate) fn hasher(&self) -> ContentHasher {
+        ContentHasher::new(self.expected.kind(), self.expected_size)
+    }
+}
+
+/// The digest a blob must have: LFS files by SHA-256, regular files by git blob SHA-1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExpectedDigest {
+    /// SHA-256 of the content, lower-case hex.
+    Sha256(String),
+    /// Git blob id (SHA-1 over `blob <len>\0` and the content), lower-case hex.
+    GitBlobSha1(String),
+}
+
+impl ExpectedDigest {
+    /// The kind of digest.
+    pub(crate) fn kind(&self) -> DigestKind {
+        match self {
+            ExpectedDigest::Sha256(_) => DigestKind::Sha256,
+            ExpectedDigest::GitBlobSha1(_) => DigestKind::GitBlobSha1,
+        }
+    }
+
+    /// The hex digest.
+    pub(crate) fn hex(&self) -> &str {
+        match self {
+            ExpectedDigest::Sha256(h) | ExpectedDigest::GitBlobSha1(h) => h,
+        }
+    }
+
+    /// Builds one from a kind and hex digest.
+    pub(crate) fn new(kind: DigestKind, hex: String) -> Self {
+        match kind {
+            DigestKind::Sha256 => ExpectedDigest::Sha256(hex),
+            DigestKind::GitBlobSha1 => ExpectedDigest::GitBlobSha1(hex),
+        }
+    }
 }
 
 /// How to fetch.

@@ -8,13 +8,13 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::adapt::Queued;
 use super::partial::{open_for_append, reset, Partial};
 use super::request::{FetchRequest, FetchSettings};
 use crate::artifacts::blocking::run_blocking;
+use crate::artifacts::hash::ContentHasher;
 use crate::artifacts::progress::ProgressMeter;
 use crate::artifacts::remote::source::{ByteSource, Opened};
 use crate::artifacts::status::ModelEvents;
@@ -118,7 +118,7 @@ pub(crate) async fn attempt(
             .await
             .map_err(|e| EmbeddingError::io("cannot open", &partial.path, e))?
     };
-    let hasher = std::mem::take(&mut partial.hasher);
+    let hasher = std::mem::replace(&mut partial.hasher, partial.fresh.clone());
     let (sender, receiver) = mpsc::channel::<(Bytes, Queued)>(WRITE_QUEUE_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, receiver));
 
@@ -199,9 +199,9 @@ pub(crate) async fn attempt(
 
 fn write_and_hash(
     mut file: File,
-    mut hasher: Sha256,
+    mut hasher: ContentHasher,
     mut receiver: mpsc::Receiver<(Bytes, Queued)>,
-) -> (Sha256, u64, io::Result<()>) {
+) -> (ContentHasher, u64, io::Result<()>) {
     let mut written = 0u64;
     while let Some((chunk, _queued)) = receiver.blocking_recv() {
         if let Err(error) = file.write_all(&chunk) {

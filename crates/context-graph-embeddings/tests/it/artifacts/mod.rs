@@ -1,6 +1,7 @@
 mod cache_limits;
 mod example;
 mod faults;
+mod file_sets;
 mod ops;
 mod pipeline;
 mod ranged;

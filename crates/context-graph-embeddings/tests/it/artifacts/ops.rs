@@ -51,7 +51,7 @@ async fn outdated_reports_a_moved_branch_and_upgrade_moves_only_the_named_pin() 
         .unwrap();
     assert_eq!(entity.state, DriftState::Changed);
     assert_eq!(
-        entity.files[0].pinned_sha256.as_deref(),
+        entity.files[0].pinned_digest.as_deref(),
         Some(synth::sha256_hex(&same).as_str())
     );
     assert_eq!(entity.files[0].head_size, Some(50_500));

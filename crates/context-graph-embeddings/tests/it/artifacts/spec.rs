@@ -183,10 +183,26 @@ async fn progress_events_arrive_in_order_with_monotone_bytes() {
     manager.download(ModelId::Multimodal).await.unwrap();
     let events = drain(&mut events);
     let kinds: Vec<&ProgressKind> = events.iter().map(|e| &e.kind).collect();
+    // The file set is announced first (here the weight file alone), and each file's
+    // `FileReady` comes before the model's `Completed`.
     assert!(
         matches!(
             kinds.first(),
+            Some(ProgressKind::FilesResolved { files: 1 })
+        ),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            kinds.get(1),
             Some(ProgressKind::Started { resumed_from: 0 })
+        ),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            kinds.get(kinds.len() - 2),
+            Some(ProgressKind::FileReady { file, .. }) if file == "model.safetensors"
         ),
         "{kinds:?}"
     );

@@ -1,0 +1,127 @@
+//! The file set of one model at one commit: the manifest's explicit list, a set recorded in
+//! the cache, or its patterns and preset resolved on the Hub at that commit (the tree listing
+//! retried like a download; `remote/tree.rs` reads the documents and applies the rules), and
+//! the result recorded in the cache so readiness needs no network later.
+
+use std::collections::BTreeMap;
+
+use super::context::Context;
+use super::local::{known_companions, record_companions, selection_key};
+use crate::artifacts::blocking::run_blocking_checked;
+use crate::artifacts::fileset::{documents_needed, PinnedFile, RepoFile};
+use crate::artifacts::manifest::ModelArtifact;
+use crate::artifacts::remote::client::HubClient;
+use crate::artifacts::remote::tree::resolve_from_tree;
+use crate::artifacts::status::ModelEvents;
+use crate::artifacts::store::layout::entry_stays_inside;
+use crate::error::{EmbeddingResult, FileLocation};
+
+/// The files of the model's set besides the weight file, at `commit`: known locally (the
+/// manifest's list, a single-file entry, a set recorded earlier) or resolved on the Hub now.
+pub(crate) async fn resolve_companions(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    events: &ModelEvents,
+) -> EmbeddingResult<Vec<PinnedFile>> {
+    let known = {
+        let layout = ctx.layout.clone();
+        let artifact = artifact.clone();
+        let commit = commit.to_owned();
+        tokio::task::spawn_blocking(move || known_companions(&layout, &artifact, &commit))
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(files) = known {
+        return Ok(files);
+    }
+    let record = ctx
+        .layout
+        .set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    if let Some(files) = ctx.remembered_set(&record) {
+        return Ok(without(files, &artifact.filename));
+    }
+    let files = resolve_on_hub(&ctx.client, ctx, artifact, commit, events).await?;
+    let layout = ctx.layout.clone();
+    let recorded = artifact.clone();
+    let commit_owned = commit.to_owned();
+    let to_record = files.clone();
+    let shown = ctx.layout.repo_dir(&artifact.repo_id);
+    let written = run_blocking_checked("cannot record the file set in", &shown, move || {
+        record_companions(&layout, &recorded, &commit_owned, &to_record)
+    })
+    .await;
+    if let Err(error) = written {
+        // A read-only cache, or a full disk: the set is known for this process; a later one
+        // lists the tree again (or, offline, finds the model not ready).
+        events.warning(format!(
+            "{error}; this process keeps the file set in memory, a later run lists the tree again"
+        ));
+        ctx.remember_set(&record, files.clone());
+    }
+    Ok(without(files, &artifact.filename))
+}
+
+/// The set without the weight file.
+fn without(files: Vec<PinnedFile>, weights: &str) -> Vec<PinnedFile> {
+    files.into_iter().filter(|f| f.path != weights).collect()
+}
+
+/// The whole set (the weight file included) resolved against the tree at `commit`.
+pub(crate) async fn resolve_on_hub(
+    client: &HubClient,
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    events: &ModelEvents,
+) -> EmbeddingResult<Vec<PinnedFile>> {
+    let location = FileLocation {
+        model_id: artifact.model_id,
+        repo_id: artifact.repo_id.clone(),
+        revision: commit.to_owned(),
+        filename: artifact.filename.clone(),
+    };
+    let tree = list_tree_with_retries(client, ctx, &location, commit, events).await?;
+    let local = local_documents(ctx, artifact, commit, &tree).await;
+    resolve_from_tree(client, artifact, commit, &tree, &location, &local).await
+}
+
+/// The documents the rules read, as far as the snapshot at `commit` already holds them (read
+/// off the async threads; `resolve_from_tree` uses each only if its digest is the tree's).
+async fn local_documents(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    tree: &[RepoFile],
+) -> BTreeMap<String, Vec<u8>> {
+    let wanted = documents_needed(tree, &artifact.selection, &artifact.filename);
+    let paths: Vec<(String, std::path::PathBuf)> = wanted
+        .into_iter()
+        .map(|p| {
+            let on_disk = ctx.layout.snapshot_path(&artifact.repo_id, commit, &p);
+            (p, on_disk)
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        paths
+            .into_iter()
+            .filter(|(_, on_disk)| entry_stays_inside(on_disk))
+            .filter_map(|(p, on_disk)| Some((p, std::fs::read(on_disk).ok()?)))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The tree listing with the same retry policy as downloads.
+async fn list_tree_with_retries(
+    client: &HubClient,
+    ctx: &Context,
+    location: &FileLocation,
+    commit: &str,
+    events: &ModelEvents,
+) -> EmbeddingResult<Vec<RepoFile>> {
+    ctx.with_retries(location, events, || client.list_tree(location, commit))
+        .await
+}
