@@ -163,6 +163,8 @@ pub(crate) struct DownloadTable {
     pub what: String,
     /// Total bytes of the files.
     pub bytes: u64,
+    /// Number of files.
+    pub files: usize,
     /// One row per contender.
     pub rows: Vec<Row>,
 }

@@ -15,11 +15,63 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::request::ParallelSettings;
+/// How files are split and fetched over several connections. The number of connections is
+/// not fixed: each file starts with one stream and range connections are added (to a file and
+/// across files) only while the total throughput still grows (see `transfer/adapt.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParallelSettings {
+    /// Most connections open at once across all downloads of a manager (1 turns parallel
+    /// download off).
+    pub connections: usize,
+    /// Connections the run starts with before measuring (each file always has its own first
+    /// stream); equal to `connections`, the count is fixed.
+    pub initial_connections: usize,
+    /// How long a number of connections is held before its throughput is judged.
+    pub sample_interval: Duration,
+    /// A raise pays when throughput grew by at least this percentage of the proportional
+    /// gain (8 to 16 connections, +100 % proportional: at least +50 % at 50).
+    pub gain_percent: u32,
+    /// Smallest file fetched in parallel.
+    pub min_file_bytes: u64,
+    /// Smallest chunk (the unit of a range and of the resume record); larger files get larger
+    /// chunks (at most 1024 chunks per file).
+    pub chunk_bytes: u64,
+}
+
+impl Default for ParallelSettings {
+    fn default() -> Self {
+        ParallelSettings {
+            connections: 32,
+            initial_connections: 1,
+            sample_interval: Duration::from_millis(50),
+            gain_percent: 50,
+            min_file_bytes: 32 * 1024 * 1024,
+            chunk_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl ParallelSettings {
+    /// Whether a file of `size` bytes is fetched in parallel.
+    pub fn applies_to(&self, size: Option<u64>) -> bool {
+        self.connections > 1
+            && size.is_some_and(|s| s >= self.min_file_bytes && s > self.chunk_bytes)
+    }
+
+    /// The chunk size for a file of `size` bytes.
+    pub fn chunk_for(&self, size: u64) -> u64 {
+        self.chunk_bytes.max(size.div_ceil(1024)).max(1)
+    }
+
+    /// Most connections open at once (at least 1).
+    pub fn max_connections(&self) -> usize {
+        self.connections.max(1)
+    }
+}
 
 /// One measurement: the run's throughput while `connections` were open.
 #[derive(Debug, Clone, Copy, PartialEq)]
