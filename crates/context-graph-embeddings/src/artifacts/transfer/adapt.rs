@@ -30,7 +30,8 @@ pub struct ParallelSettings {
     /// Connections the run starts with before measuring (each file always has its own first
     /// stream); equal to `connections`, the count is fixed.
     pub initial_connections: usize,
-    /// How long a number of connections is held before its throughput is judged.
+    /// How long a number of connections is held (once all of them stream) before its
+    /// throughput is judged.
     pub sample_interval: Duration,
     /// A raise pays when throughput grew by at least this percentage of the proportional
     /// gain (8 to 16 connections, +100 % proportional: at least +50 % at 50).
@@ -47,7 +48,7 @@ impl Default for ParallelSettings {
         ParallelSettings {
             connections: 32,
             initial_connections: 1,
-            sample_interval: Duration::from_millis(50),
+            sample_interval: Duration::from_millis(100),
             gain_percent: 50,
             min_file_bytes: 32 * 1024 * 1024,
             chunk_bytes: 8 * 1024 * 1024,
@@ -123,9 +124,8 @@ impl Plan {
 
 /// The next plan after measuring `sample` under `plan`.
 ///
-/// - First sample at a level: raise the limit by one connection (a small probe: on a link that
-///   is already full it costs one range), or double it when the level was itself a raise that
-///   paid.
+/// - First sample at a level: raise the limit by half (a probe: on a link that is already full
+///   it costs a few short ranges), or double it when the level was itself a raise that paid.
 /// - A raise pays when throughput grew by at least `gain_percent` % of the proportional gain
 ///   (`connections` from 4 to 8 must give at least +50 % at the default 50): a link capped
 ///   per connection gives about the proportional gain, a full link about none.
@@ -160,10 +160,16 @@ pub(crate) fn after_refusal(plan: Plan, open: usize) -> Plan {
     }
 }
 
-/// A raise from `from` connections: by one for a first probe, doubled after one that paid
-/// (`grew`); settles at the maximum.
+/// A raise from `from` connections: by half (at least one) for a first probe, doubled after
+/// one that paid (`grew`); settles at the maximum. Half, not one: the gain a probe must show
+/// is then large enough (+25 % at the default) to stand out of the noise of a shared machine.
 fn raise(from: usize, base: Sample, max: usize, grew: bool) -> Plan {
-    let limit = if grew { from * 2 } else { from + 1 }.min(max);
+    let limit = if grew {
+        from * 2
+    } else {
+        from + (from / 2).max(1)
+    }
+    .min(max);
     if limit <= from {
         return Plan {
             limit: from.min(max),
@@ -426,8 +432,12 @@ mod tests {
         // 4 files on loopback: 1000 MB/s whatever the connections.
         let (limit, steps) = settle(|_| 1000.0, 4);
         assert_eq!(limit, 4);
+        // The probe: 4 -> 6.
+        let s = settings();
+        let probe = next_step(&s, Plan::start(&s), sample(1000.0, 4));
+        assert_eq!(probe.limit, 6);
         assert!(!Plan::start(&settings()).grew);
-        assert_eq!(steps, 2, "one probe of one extra connection");
+        assert_eq!(steps, 2, "one probe");
         // One file alone, same.
         assert_eq!(settle(|_| 1000.0, 1).0, 1);
     }

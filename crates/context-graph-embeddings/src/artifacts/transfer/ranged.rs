@@ -35,7 +35,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::adapt::{Connection, Queued};
+use super::adapt::{Connection, Phase, Queued};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
 use crate::artifacts::blocking::run_blocking;
@@ -319,8 +319,15 @@ pub(crate) async fn fetch_ranged(
             _ = ticker.tick() => {
                 governor.tick(Instant::now());
                 // At most double this file's connections per tick, while there is work to
-                // split and the governor has room.
-                let mut room = running.len().max(1);
+                // split and the governor has room; once settled, only on a link where more
+                // connections paid (elsewhere a connection freed by a finished file is not
+                // worth a cut request).
+                let plan = governor.plan();
+                let mut room = if plan.phase == Phase::Settled && !plan.grew {
+                    0
+                } else {
+                    running.len().max(1)
+                };
                 while room > 0
                     && !shared.stop.load(Ordering::Relaxed)
                     && shared.work().has_work()
