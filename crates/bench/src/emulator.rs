@@ -201,9 +201,12 @@ impl Served {
     /// last [`HubEmulator::clear_requests`], and how many such responses there were.
     pub(crate) fn body_bytes_sent(&self) -> (u64, usize) {
         let records = self.hub.requests();
-        let bodies = records
-            .iter()
-            .filter(|r| r.method.eq_ignore_ascii_case("GET") && matches!(r.status, 200 | 206));
+        // File bodies only: the API's answers (revision info, tree listings) are GETs too.
+        let bodies = records.iter().filter(|r| {
+            r.method.eq_ignore_ascii_case("GET")
+                && matches!(r.status, 200 | 206)
+                && !r.path.starts_with("/api/")
+        });
         bodies.fold((0, 0), |(bytes, count), r| {
             (bytes + r.body_bytes_sent, count + 1)
         })

@@ -195,7 +195,7 @@ impl DownloadTable {
             headers.push("peak RSS (MiB, max)");
         }
         if with_requests {
-            headers.push("body responses / run");
+            headers.push("file body responses / run (API answers excluded)");
         }
         let rows: Vec<Vec<String>> = self
             .rows
