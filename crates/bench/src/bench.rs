@@ -123,6 +123,7 @@ impl Bench {
             title: title.to_owned(),
             what,
             bytes,
+            files: files.len(),
             rows,
         })
     }
@@ -254,6 +255,7 @@ impl Bench {
                 served.total_bytes() as f64 / MB
             ),
             bytes: served.total_bytes(),
+            files: paths.len(),
             rows,
         })
     }

@@ -14,7 +14,7 @@ use crate::python::PythonEnv;
 pub(crate) const WORKERS: usize = 8;
 
 /// A downloader under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Contender {
     /// `cg-models ensure` (this project), release build.
     Ours,

@@ -163,6 +163,8 @@ pub(crate) struct DownloadTable {
     pub what: String,
     /// Total bytes of the files.
     pub bytes: u64,
+    /// Number of files.
+    pub files: usize,
     /// One row per contender.
     pub rows: Vec<Row>,
 }
@@ -193,7 +195,7 @@ impl DownloadTable {
             headers.push("peak RSS (MiB, max)");
         }
         if with_requests {
-            headers.push("body responses / run");
+            headers.push("file body responses / run (API answers excluded)");
         }
         let rows: Vec<Vec<String>> = self
             .rows

@@ -326,8 +326,10 @@ async fn a_cdn_403_mid_download_gets_a_fresh_url_for_parallel_ranges() {
     let config = ArtifactManagerConfig {
         parallel: context_graph_embeddings::artifacts::ParallelSettings {
             connections: 3,
+            initial_connections: 3,
             min_file_bytes: 1024 * 1024,
             chunk_bytes: 512 * 1024,
+            ..Default::default()
         },
         ..fixture.config()
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::environment::{self, EnvLookup, ProcessEnv};
 use super::remote::mirror::MirrorConfig;
 use super::remote::retry::RetryPolicy;
-use super::transfer::request::ParallelSettings;
+use super::transfer::adapt::ParallelSettings;
 
 /// Configuration for the artifact manager.
 ///

@@ -14,7 +14,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 /// Read size of file hashing (large reads keep syscalls off the profile).
-const HASH_BUFFER_BYTES: usize = 1 << 20;
+pub(super) const HASH_BUFFER_BYTES: usize = 1 << 20;
 
 /// SHA-256 of bytes in lower-case hex.
 pub(super) fn sha256_hex(data: &[u8]) -> String {
@@ -136,11 +136,21 @@ pub(super) fn hash_reader_into(
     hasher: &mut ContentHasher,
     limit: u64,
 ) -> io::Result<u64> {
-    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
+    hash_reader_with(reader, hasher, limit, &mut vec![0u8; HASH_BUFFER_BYTES])
+}
+
+/// [`hash_reader_into`] with the caller's read buffer, for callers that hash many stretches
+/// (a fresh megabyte per call is an allocation, page faults and a free each time).
+pub(super) fn hash_reader_with(
+    reader: &mut impl Read,
+    hasher: &mut ContentHasher,
+    limit: u64,
+    buffer: &mut [u8],
+) -> io::Result<u64> {
+    let size = buffer.len().max(1);
     let mut total = 0u64;
     while total < limit {
-        let want = usize::try_from((limit - total).min(HASH_BUFFER_BYTES as u64))
-            .unwrap_or(HASH_BUFFER_BYTES);
+        let want = usize::try_from((limit - total).min(size as u64)).unwrap_or(size);
         let read = match reader.read(&mut buffer[..want]) {
             Ok(0) => break,
             Ok(n) => n,

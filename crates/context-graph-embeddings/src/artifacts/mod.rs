@@ -58,7 +58,7 @@ pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
 pub use status::DownloadStatus;
 pub use store::budget::{EvictionCandidate, EvictionReport};
 pub use store::stamp::UnrecordedStamps;
-pub use transfer::request::ParallelSettings;
+pub use transfer::adapt::ParallelSettings;
 
 /// Internals the reliability and integration tests reach into (crash-safety checks of the
 /// on-disk records); only in builds with the `failpoints` feature.

@@ -36,8 +36,10 @@ pub(crate) fn config_from_spec(spec: &serde_json::Value) -> ArtifactManagerConfi
     let parallel = match spec["parallel_chunk_bytes"].as_u64() {
         Some(chunk_bytes) => ParallelSettings {
             connections: 4,
+            initial_connections: 4,
             min_file_bytes: chunk_bytes,
             chunk_bytes,
+            ..Default::default()
         },
         None => ArtifactManagerConfig::from_env().parallel,
     };

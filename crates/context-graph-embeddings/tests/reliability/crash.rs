@@ -115,8 +115,10 @@ fn crash_case_with(fx: &Fixture, point: &str, nth: u32, ranged: bool, test: &str
     if ranged {
         config.parallel = context_graph_embeddings::artifacts::ParallelSettings {
             connections: 4,
+            initial_connections: 4,
             min_file_bytes: RANGE_CHUNK,
             chunk_bytes: RANGE_CHUNK,
+            ..Default::default()
         };
     }
     let manager = context_graph_embeddings::artifacts::ModelArtifactManager::new(config).unwrap();

@@ -21,6 +21,7 @@ use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
 use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
+use crate::artifacts::transfer::adapt::ConnectionGovernor;
 use crate::artifacts::transfer::request::FetchSettings;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
@@ -36,7 +37,7 @@ pub(crate) struct Context {
     pub(crate) emitter: ProgressEmitter,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) download_slots: Arc<Semaphore>,
-    pub(crate) range_slots: Arc<Semaphore>,
+    pub(crate) connections: Arc<ConnectionGovernor>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
     /// Files this process hashed right whose stamp could not be written, by snapshot path;
     /// each verdict holds while the file keeps the stamp's fingerprint.
@@ -65,7 +66,7 @@ impl Context {
         Context {
             layout: CacheLayout::new(&config.cache_dir),
             download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-            range_slots: Arc::new(Semaphore::new(config.parallel.connections.max(1))),
+            connections: Arc::new(ConnectionGovernor::new(&config.parallel)),
             config,
             manifest,
             client,
@@ -171,7 +172,7 @@ impl Context {
             retry_policy: self.config.retry_policy.clone(),
             progress_interval: self.config.progress_interval,
             parallel: self.config.parallel.clone(),
-            range_slots: self.range_slots.clone(),
+            connections: self.connections.clone(),
         }
     }
 

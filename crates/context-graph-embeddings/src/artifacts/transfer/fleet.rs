@@ -12,8 +12,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::adapt::ParallelSettings;
 use super::blob::fetch_blob;
-use super::request::{FetchRequest, FetchSettings, FetchedBlob, ParallelSettings};
+use super::request::{FetchRequest, FetchSettings, FetchedBlob};
 use crate::artifacts::progress::ProgressKind;
 use crate::artifacts::remote::fleet::{
     start, FleetStore, FollowEnd, InflightSource, PartSink, Renewal, Start, TeeSource,

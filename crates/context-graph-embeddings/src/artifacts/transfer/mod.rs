@@ -4,6 +4,7 @@
 //! decides, for a blob the mirror lacks, whether this node fetches it for the fleet or follows
 //! another node's upload.
 
+pub(crate) mod adapt;
 pub(crate) mod blob;
 pub(crate) mod fleet;
 pub(crate) mod partial;

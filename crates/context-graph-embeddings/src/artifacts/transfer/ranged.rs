@@ -1,6 +1,14 @@
-//! Parallel ranged download of one large file: several connections each fetch chunks
-//! (`Range: bytes=a-b`) and a single writer thread puts the bytes at their offsets while the
-//! SHA-256 still runs over the file in order.
+//! Parallel ranged download of one large file: connections each fetch a stretch of whole
+//! chunks with one request (`Range: bytes=a-b`) and a single writer thread puts the bytes at
+//! their offsets while the SHA-256 still runs over the file in order.
+//!
+//! How many connections: the run's [`ConnectionGovernor`](super::adapt::ConnectionGovernor)
+//! decides from measured throughput. A file starts with the connections it grants (one at the
+//! start of a run: one request for the whole file); every sample interval the file may add
+//! connections while the governor has room, each taking over the back half of the stretch
+//! with the most chunks left (its connection stops at the new end, at a chunk boundary). A
+//! connection that finishes its stretch takes the next one the same way, or closes when the
+//! plan now allows fewer connections (never the file's last).
 //!
 //! The hash follows the contiguous prefix: a piece that continues it is hashed from memory as
 //! it is written; pieces that arrive ahead of it are written to disk and hashed later by
@@ -11,24 +19,27 @@
 //! are on disk (written after the bytes, so it never claims more than is there). A server
 //! that ignores ranges (answers 200), or refuses parallel ranges (403, 429, 416), drops the
 //! download to one stream: the file is cut back to its hashed contiguous prefix and the
-//! ordinary resume path continues from there.
+//! ordinary resume path continues from there; the governor backs off for the rest of the run.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
 
+use super::adapt::{Connection, Phase, Queued};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
 use crate::artifacts::blocking::run_blocking;
-use crate::artifacts::hash::{hash_reader_into, ContentHasher};
+use crate::artifacts::hash::{hash_reader_with, ContentHasher, HASH_BUFFER_BYTES};
 use crate::artifacts::progress::ProgressMeter;
 use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::remote::source::{ByteSource, Opened};
@@ -41,12 +52,12 @@ use crate::error::{EmbeddingError, EmbeddingResult};
 /// network read buffer alive, so the queue is short: memory, not throughput, is bounded here.
 const WRITE_QUEUE_PIECES: usize = 32;
 
-/// Bytes written between two updates of the progress record, so a kill loses at most about
-/// this much per connection besides what was in flight.
-const RECORD_EVERY_BYTES: u64 = 4 * 1024 * 1024;
+/// Chunks a connection added as a probe takes before the run knows more connections pay.
+const PROBE_CHUNKS: usize = 2;
 
-/// Read size when hashing bytes back from disk.
-const READ_BACK_BYTES: usize = 1 << 20;
+/// Bytes written between two updates of the progress record, so a kill loses at most about
+/// this much besides what was in flight (8 MiB: 2 % of a 400 MB file).
+const RECORD_EVERY_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How a parallel download ended.
 pub(crate) enum RangedEnd {
@@ -69,11 +80,110 @@ struct Piece {
     chunk: usize,
     offset: u64,
     bytes: Bytes,
+    _queued: Queued,
 }
 
 enum PieceError {
     RangesUnsupported(String),
     Failed(EmbeddingError),
+}
+
+/// A stretch of whole chunks one connection is fetching with one request: `current` is the
+/// chunk it is in, `end` the first chunk it must not touch (lowered when another connection
+/// takes over the back of the stretch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    current: usize,
+    end: usize,
+}
+
+/// Who fetches what, under one lock: bytes handed to the writer per chunk, stretches nobody
+/// fetches yet, and each connection's stretch.
+#[derive(Debug)]
+struct Work {
+    /// Per chunk, bytes handed to the writer: where a retry of the chunk continues.
+    sent: Vec<u64>,
+    /// Stretches `[first, end)` nobody fetches yet; only a stretch's first chunk may hold
+    /// bytes already.
+    unassigned: VecDeque<(usize, usize)>,
+    /// Per connection (by slot), its stretch.
+    spans: Vec<Option<Span>>,
+}
+
+impl Work {
+    /// Whole chunks of `span` after the one it is in: what another connection could take.
+    fn spare(span: &Span) -> usize {
+        span.end.saturating_sub(span.current + 1)
+    }
+
+    /// Whether a new connection would find work (taking over part of a stretch).
+    fn has_work(&self) -> bool {
+        !self.unassigned.is_empty() || self.spans.iter().flatten().any(|s| Work::spare(s) >= 2)
+    }
+
+    /// Work for the connection in `slot`: a stretch nobody fetches, else (when `steal`) the
+    /// back half of the stretch with the most chunks left (its connection stops at the new
+    /// end). At most `most` chunks when given (a probe).
+    fn take(&mut self, slot: usize, steal: bool, most: Option<usize>) -> Option<Span> {
+        let most = most.unwrap_or(usize::MAX).max(1);
+        let span = if let Some((first, end)) = self.unassigned.pop_front() {
+            if end - first > most {
+                self.unassigned.push_front((first + most, end));
+            }
+            Span {
+                current: first,
+                end: end.min(first.saturating_add(most)),
+            }
+        } else if !steal {
+            return None;
+        } else {
+            let victim = self
+                .spans
+                .iter_mut()
+                .flatten()
+                .filter(|s| Work::spare(s) >= 2)
+                .max_by_key(|s| Work::spare(s))?;
+            let mid = victim.end - (Work::spare(victim) / 2).min(most);
+            let taken = Span {
+                current: mid,
+                end: victim.end,
+            };
+            victim.end = mid;
+            taken
+        };
+        if self.spans.len() <= slot {
+            self.spans.resize(slot + 1, None);
+        }
+        self.spans[slot] = Some(span);
+        Some(span)
+    }
+}
+
+/// Stretches of chunks still to fetch, cut into at most about `parts` pieces of similar size:
+/// runs of incomplete chunks, a new run at every chunk that already holds some bytes (only a
+/// stretch's first chunk may).
+fn pending_stretches(progress: &RangeProgress, parts: usize) -> VecDeque<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (c, w) in progress.written.iter().enumerate() {
+        if *w >= chunk_len(progress.size, progress.chunk, c) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((_, end)) if *end == c && *w == 0 => *end = c + 1,
+            _ => runs.push((c, c + 1)),
+        }
+    }
+    let total: usize = runs.iter().map(|(a, b)| b - a).sum();
+    let most = total.div_ceil(parts.max(1)).max(1);
+    let mut out = VecDeque::new();
+    for (mut first, end) in runs {
+        while end - first > most {
+            out.push_back((first, first + most));
+            first += most;
+        }
+        out.push_back((first, end));
+    }
+    out
 }
 
 /// What the connections of one ranged download share.
@@ -84,9 +194,9 @@ struct RangedTransfer<'a> {
     events: &'a ModelEvents,
     size: u64,
     chunk: u64,
-    queue: Mutex<VecDeque<usize>>,
-    /// Per chunk, bytes handed to the writer: where a retry of the chunk continues.
-    sent: Mutex<Vec<u64>>,
+    work: Mutex<Work>,
+    /// Connections of this file still running.
+    alive: AtomicUsize,
     on_disk: AtomicU64,
     transferred: AtomicU64,
     stop: AtomicBool,
@@ -94,10 +204,28 @@ struct RangedTransfer<'a> {
     meter: Mutex<ProgressMeter>,
 }
 
+impl RangedTransfer<'_> {
+    fn work(&self) -> std::sync::MutexGuard<'_, Work> {
+        match self.work.lock() {
+            Ok(work) => work,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn chunk_start(&self, chunk: usize) -> u64 {
+        chunk as u64 * self.chunk
+    }
+
+    fn chunk_end(&self, chunk: usize) -> u64 {
+        self.chunk_start(chunk) + chunk_len(self.size, self.chunk, chunk)
+    }
+}
+
 /// Fetches `request` (whose size is known) in parallel into the partial file at `path`,
-/// continuing from `progress`. Returns when every byte is on disk, or when the server turned
-/// out not to support parallel ranges, with the bytes received. Errors keep the partial and
-/// its sidecar for resume.
+/// continuing from `progress`. Starts with the connections the run's governor grants (one,
+/// unless it learned more), adds more while they pay, and returns when every byte is on
+/// disk, or when the server turned out not to support parallel ranges, with the bytes
+/// received. Errors keep the partial and its sidecar for resume.
 pub(crate) async fn fetch_ranged(
     source: &dyn ByteSource,
     request: &FetchRequest,
@@ -121,14 +249,18 @@ pub(crate) async fn fetch_ranged(
         .await
         .map_err(|e| EmbeddingError::io("cannot prepare", path, e))?;
     }
-    let pending: VecDeque<usize> = progress
-        .written
+    let governor = &*settings.connections;
+    let pending_chunks = pending_stretches(&progress, 1)
         .iter()
-        .enumerate()
-        .filter(|(c, w)| **w < chunk_len(size, chunk, *c))
-        .map(|(c, _)| c)
-        .collect();
-    let connections = settings.parallel.connections.min(pending.len()).max(1);
+        .map(|(a, b)| b - a)
+        .sum::<usize>();
+    let mut connections = vec![governor.open_first()];
+    while connections.len() < pending_chunks {
+        match governor.try_open() {
+            Some(connection) => connections.push(connection),
+            None => break,
+        }
+    }
     let shared = RangedTransfer {
         request,
         settings,
@@ -136,8 +268,14 @@ pub(crate) async fn fetch_ranged(
         events,
         size,
         chunk,
-        queue: Mutex::new(pending),
-        sent: Mutex::new(progress.written.clone()),
+        work: Mutex::new(Work {
+            sent: progress.written.clone(),
+            // At least two stretches: a connection added by the first probe takes the second
+            // without cutting the first request short.
+            unassigned: pending_stretches(&progress, connections.len().max(2)),
+            spans: Vec::new(),
+        }),
+        alive: AtomicUsize::new(0),
         on_disk: AtomicU64::new(progress.total()),
         transferred: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -162,8 +300,47 @@ pub(crate) async fn fetch_ranged(
         tokio::task::spawn_blocking(move || write_pieces(file, progress, &sidecar, receiver, fresh))
     };
 
-    let workers = (0..connections).map(|_| worker(&shared, sender.clone()));
-    let results = futures_util::future::join_all(workers).await;
+    let mut running = FuturesUnordered::new();
+    let mut slots = 0usize;
+    for connection in connections {
+        running.push(worker(&shared, slots, connection, sender.clone(), false));
+        slots += 1;
+    }
+    let mut ticker = tokio::time::interval(settings.parallel.sample_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut first_error = None;
+    loop {
+        tokio::select! {
+            done = running.next() => match done {
+                None => break,
+                Some(Err(error)) => { first_error.get_or_insert(error); }
+                Some(Ok(())) => {}
+            },
+            _ = ticker.tick() => {
+                governor.tick(Instant::now());
+                // At most double this file's connections per tick, while there is work to
+                // split and the governor has room; once settled, only on a link where more
+                // connections paid (elsewhere a connection freed by a finished file is not
+                // worth a cut request).
+                let plan = governor.plan();
+                let mut room = if plan.phase == Phase::Settled && !plan.grew {
+                    0
+                } else {
+                    running.len().max(1)
+                };
+                while room > 0
+                    && !shared.stop.load(Ordering::Relaxed)
+                    && shared.work().has_work()
+                {
+                    let Some(connection) = governor.try_open() else { break };
+                    running.push(worker(&shared, slots, connection, sender.clone(), true));
+                    slots += 1;
+                    room -= 1;
+                }
+            }
+        }
+    }
+    drop(running);
     drop(sender);
     let (hasher, hashed, write_result) = writer
         .await
@@ -197,7 +374,7 @@ pub(crate) async fn fetch_ranged(
             transferred,
         ));
     }
-    if let Some(error) = results.into_iter().find_map(Result::err) {
+    if let Some(error) = first_error {
         return Err(error);
     }
     if hashed != size {
@@ -211,84 +388,156 @@ pub(crate) async fn fetch_ranged(
     Ok((RangedEnd::Complete { hasher }, transferred))
 }
 
-async fn worker(shared: &RangedTransfer<'_>, sender: mpsc::Sender<Piece>) -> EmbeddingResult<()> {
+/// Counts a running connection of one file; the count drops when it ends.
+struct Alive<'a>(&'a AtomicUsize);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a server answer means "fewer connections, please" for the whole run.
+fn asks_for_fewer(error: &EmbeddingError) -> bool {
+    match error {
+        EmbeddingError::TransientStatus { refusal, .. } => {
+            matches!(refusal.status, 429 | 503)
+        }
+        _ => false,
+    }
+}
+
+async fn worker(
+    shared: &RangedTransfer<'_>,
+    slot: usize,
+    connection: Connection<'_>,
+    sender: mpsc::Sender<Piece>,
+    mut probe: bool,
+) -> EmbeddingResult<()> {
+    let mut connection = connection;
+    shared.alive.fetch_add(1, Ordering::AcqRel);
+    let alive = Alive(&shared.alive);
+    let governor = &*shared.settings.connections;
     let mut retry = RetryState::new(
         &shared.settings.retry_policy,
         shared.settings.retry_attempts,
         &shared.request.location,
     );
+    let mut first = true;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let Some(chunk) = shared.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+        // A connection added to share the work takes over part of a stretch; one that
+        // finished its own does so only on a link where more connections paid. Until then a
+        // connection added as a probe takes a short stretch: its bytes arrive ahead of the
+        // hashed prefix and are read back from disk to be hashed, which costs CPU on a link
+        // where the probe will not pay.
+        let grew = governor.plan().grew;
+        let steal = std::mem::take(&mut first) || grew;
+        let most = (probe && !grew).then_some(PROBE_CHUNKS);
+        probe = false;
+        if shared.work().take(slot, steal, most).is_none() {
             return Ok(());
-        };
-        let already = shared.sent.lock().map_or(0, |sent| sent[chunk]);
-        let chunk_start = chunk as u64 * shared.chunk;
-        let end = chunk_start + chunk_len(shared.size, shared.chunk, chunk) - 1;
-        let start = chunk_start + already;
-        if start > end {
-            continue;
         }
-        retry.attempt_started();
-        let before = shared.transferred.load(Ordering::Relaxed);
-        let Ok(slot) = shared.settings.range_slots.acquire().await else {
+        loop {
+            retry.attempt_started();
+            let before = shared.transferred.load(Ordering::Relaxed);
+            match fetch_span(shared, slot, &sender, &mut connection).await {
+                Ok(()) => {
+                    retry.succeeded();
+                    break;
+                }
+                Err(PieceError::RangesUnsupported(reason)) => {
+                    governor.refused();
+                    if let Ok(mut unsupported) = shared.unsupported.lock() {
+                        unsupported.get_or_insert(reason);
+                    }
+                    shared.stop.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(PieceError::Failed(error)) => {
+                    if asks_for_fewer(&error) {
+                        governor.refused();
+                    }
+                    let progressed = shared.transferred.load(Ordering::Relaxed) > before;
+                    match retry.after_failure(error, progressed, rand::random()) {
+                        RetryDecision::GiveUp(error) => {
+                            shared.stop.store(true, Ordering::Relaxed);
+                            return Err(error);
+                        }
+                        RetryDecision::Retry(backoff) => {
+                            let on_disk = shared.on_disk.load(Ordering::Relaxed);
+                            shared.events.retrying(on_disk, shared.size, &backoff);
+                            tokio::time::sleep(backoff.delay).await;
+                            if shared.stop.load(Ordering::Relaxed) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(span) = shared.work().spans.get_mut(slot) {
+            *span = None;
+        }
+        // More connections open than the run's plan allows: close this one, unless it is the
+        // file's last.
+        if governor.over_limit()
+            && shared
+                .alive
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n > 1).then(|| n - 1)
+                })
+                .is_ok()
+        {
+            std::mem::forget(alive);
             return Ok(());
-        };
-        let result = fetch_piece(shared, &sender, chunk, start, end).await;
-        // Free the connection slot before any backoff sleep.
-        drop(slot);
-        match result {
-            Ok(()) => retry.succeeded(),
-            Err(PieceError::RangesUnsupported(reason)) => {
-                if let Ok(mut unsupported) = shared.unsupported.lock() {
-                    unsupported.get_or_insert(reason);
-                }
-                shared.stop.store(true, Ordering::Relaxed);
-                return Ok(());
-            }
-            Err(PieceError::Failed(error)) => {
-                if let Ok(mut queue) = shared.queue.lock() {
-                    queue.push_front(chunk);
-                }
-                let progressed = shared.transferred.load(Ordering::Relaxed) > before;
-                match retry.after_failure(error, progressed, rand::random()) {
-                    RetryDecision::GiveUp(error) => {
-                        shared.stop.store(true, Ordering::Relaxed);
-                        return Err(error);
-                    }
-                    RetryDecision::Retry(backoff) => {
-                        let on_disk = shared.on_disk.load(Ordering::Relaxed);
-                        shared.events.retrying(on_disk, shared.size, &backoff);
-                        tokio::time::sleep(backoff.delay).await;
-                    }
-                }
-            }
         }
     }
 }
 
-async fn fetch_piece(
+/// Fetches the rest of the stretch of `slot` with one request, chunk by chunk; stops at a
+/// chunk boundary when another connection took over the rest (the response is dropped).
+async fn fetch_span(
     shared: &RangedTransfer<'_>,
+    slot: usize,
     sender: &mpsc::Sender<Piece>,
-    chunk: usize,
-    start: u64,
-    end: u64,
+    connection: &mut Connection<'_>,
 ) -> Result<(), PieceError> {
     let url = shared.source.name();
-    let mut body = match shared.source.open(start, Some(end)).await {
+    let (mut chunk, start, last) = {
+        let mut work = shared.work();
+        let Some(mut span) = work.spans.get(slot).copied().flatten() else {
+            return Ok(());
+        };
+        while span.current < span.end
+            && work.sent[span.current] >= chunk_len(shared.size, shared.chunk, span.current)
+        {
+            span.current += 1;
+        }
+        work.spans[slot] = Some(span);
+        if span.current >= span.end {
+            return Ok(());
+        }
+        (
+            span.current,
+            shared.chunk_start(span.current) + work.sent[span.current],
+            shared.chunk_end(span.end - 1) - 1,
+        )
+    };
+    let mut body = match shared.source.open(start, Some(last)).await {
         Ok(Opened::Range {
             body,
             start: got_start,
             end: got_end,
             total,
         }) => {
-            if (got_start, got_end, total) != (start, end, Some(shared.size)) {
+            if (got_start, got_end, total) != (start, last, Some(shared.size)) {
                 return Err(PieceError::Failed(EmbeddingError::BadResponse {
                     url,
                     reason: format!(
-                        "206 with Content-Range bytes {got_start}-{got_end}/{total:?} for bytes={start}-{end} of {}",
+                        "206 with Content-Range bytes {got_start}-{got_end}/{total:?} for bytes={start}-{last} of {}",
                         shared.size
                     ),
                 }));
@@ -312,35 +561,57 @@ async fn fetch_piece(
         }
         Err(error) => return Err(PieceError::Failed(error)),
     };
+    let governor = &*shared.settings.connections;
     let idle = shared.source.idle_timeout();
     let mut offset = start;
-    while offset <= end {
+    let mut chunk_end = shared.chunk_end(chunk);
+    let mut leftover: Option<Bytes> = None;
+    loop {
+        if offset == chunk_end {
+            // A chunk boundary: go on unless the stretch ends here (or was cut here).
+            chunk += 1;
+            let mut work = shared.work();
+            match work.spans.get_mut(slot).and_then(Option::as_mut) {
+                Some(span) if chunk < span.end => span.current = chunk,
+                _ => return Ok(()),
+            }
+            drop(work);
+            chunk_end = shared.chunk_end(chunk);
+        }
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let mut bytes = match body.next_chunk(idle, &url).await {
-            Err(error) => return Err(PieceError::Failed(error)),
-            Ok(None) => {
-                return Err(PieceError::Failed(EmbeddingError::BadResponse {
-                    url,
-                    reason: format!("range body ended at byte {offset} of {start}-{end}"),
-                }))
-            }
-            Ok(Some(bytes)) => bytes,
+        let mut bytes = match leftover.take() {
+            Some(bytes) => bytes,
+            None => match body.next_chunk(idle, &url).await {
+                Err(error) => return Err(PieceError::Failed(error)),
+                Ok(None) => {
+                    return Err(PieceError::Failed(EmbeddingError::BadResponse {
+                        url,
+                        reason: format!("range body ended at byte {offset} of {start}-{last}"),
+                    }))
+                }
+                Ok(Some(bytes)) => bytes,
+            },
         };
-        let room = end + 1 - offset;
+        let room = chunk_end - offset;
         if bytes.len() as u64 > room {
-            bytes.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+            let rest = bytes.split_off(usize::try_from(room).unwrap_or(usize::MAX));
+            if chunk_end <= last {
+                leftover = Some(rest);
+            }
         }
         let length = bytes.len() as u64;
         if length == 0 {
             continue;
         }
+        let queued = governor.queue(bytes.len()).await;
         if sender
             .send(Piece {
                 chunk,
                 offset,
                 bytes,
+                _queued: queued,
             })
             .await
             .is_err()
@@ -350,9 +621,9 @@ async fn fetch_piece(
             return Ok(());
         }
         offset += length;
-        if let Ok(mut sent) = shared.sent.lock() {
-            sent[chunk] = offset - chunk as u64 * shared.chunk;
-        }
+        shared.work().sent[chunk] = offset - shared.chunk_start(chunk);
+        connection.receiving();
+        governor.received(length);
         shared.transferred.fetch_add(length, Ordering::Relaxed);
         let on_disk = shared.on_disk.fetch_add(length, Ordering::Relaxed) + length;
         let due = shared
@@ -364,11 +635,10 @@ async fn fetch_piece(
             shared.events.progress(on_disk, shared.size, speed);
         }
     }
-    Ok(())
 }
 
 /// The writer thread: writes pieces at their offsets, keeps the in-order hash, records
-/// progress in the sidecar whenever a chunk completes.
+/// progress in the sidecar every `RECORD_EVERY_BYTES` and at the end.
 fn write_pieces(
     file: File,
     mut progress: RangeProgress,
@@ -379,7 +649,9 @@ fn write_pieces(
     let mut hasher = fresh;
     let mut hashed = 0u64;
     let mut unrecorded = 0u64;
-    if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
+    // One read buffer for every catch-up of this file, allocated when first needed.
+    let mut buffer = Vec::new();
+    if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed, &mut buffer) {
         return (hasher, hashed, Err(error));
     }
     while let Some(piece) = receiver.blocking_recv() {
@@ -393,16 +665,17 @@ fn write_pieces(
         if piece.offset <= chunk_start + *written {
             *written = (*written).max(end);
         }
-        let complete = *written == chunk_len(progress.size, progress.chunk, piece.chunk);
         if piece.offset == hashed {
             hasher.update(&piece.bytes);
             hashed += piece.bytes.len() as u64;
         }
-        if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed) {
+        if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed, &mut buffer) {
             return (hasher, hashed, Err(error));
         }
         unrecorded += piece.bytes.len() as u64;
-        if complete || unrecorded >= RECORD_EVERY_BYTES {
+        // Each record is a small file written and renamed over the last (a journal commit),
+        // so it is kept to one per `RECORD_EVERY_BYTES` (or four chunks, when smaller).
+        if unrecorded >= RECORD_EVERY_BYTES.min(4 * progress.chunk) {
             unrecorded = 0;
             if let Err(error) = progress.write(sidecar) {
                 return (hasher, hashed, Err(error));
@@ -419,6 +692,7 @@ fn catch_up(
     progress: &RangeProgress,
     hasher: &mut ContentHasher,
     hashed: &mut u64,
+    buffer: &mut Vec<u8>,
 ) -> io::Result<()> {
     while *hashed < progress.size {
         let chunk = usize::try_from(*hashed / progress.chunk).unwrap_or(usize::MAX);
@@ -431,7 +705,10 @@ fn catch_up(
             offset: *hashed,
         };
         let want = available - *hashed;
-        let got = hash_reader_into(&mut reader, hasher, want)?;
+        if buffer.is_empty() {
+            buffer.resize(HASH_BUFFER_BYTES, 0);
+        }
+        let got = hash_reader_with(&mut reader, hasher, want, buffer)?;
         *hashed += got;
         if got < want {
             return Err(io::Error::new(
@@ -450,8 +727,7 @@ struct ReadAt<'a> {
 
 impl io::Read for ReadAt<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let limit = buffer.len().min(READ_BACK_BYTES);
-        let read = self.file.read_at(&mut buffer[..limit], self.offset)?;
+        let read = self.file.read_at(buffer, self.offset)?;
         self.offset += read as u64;
         Ok(read)
     }
@@ -499,10 +775,10 @@ mod tests {
         progress.written = vec![300, 0, 300, 100];
         let mut hasher = ContentHasher::new(crate::artifacts::hash::DigestKind::Sha256, None);
         let mut hashed = 0;
-        catch_up(&file, &progress, &mut hasher, &mut hashed).unwrap();
+        catch_up(&file, &progress, &mut hasher, &mut hashed, &mut Vec::new()).unwrap();
         assert_eq!(hashed, 300, "stops at the gap");
         progress.written[1] = 300;
-        catch_up(&file, &progress, &mut hasher, &mut hashed).unwrap();
+        catch_up(&file, &progress, &mut hasher, &mut hashed, &mut Vec::new()).unwrap();
         assert_eq!(hashed, 1000);
         assert_eq!(hasher.hex(), crate::artifacts::hash::sha256_hex(&data));
     }

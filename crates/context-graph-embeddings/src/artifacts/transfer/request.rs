@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
+use super::adapt::{ConnectionGovernor, ParallelSettings};
 use crate::artifacts::hash::{ContentHasher, DigestKind};
 use crate::artifacts::remote::retry::RetryPolicy;
 use crate::error::FileLocation;
@@ -79,9 +78,10 @@ pub(crate) struct FetchSettings {
     pub progress_interval: Duration,
     /// Parallel ranged download of large files.
     pub parallel: ParallelSettings,
-    /// Range connections shared by all parallel downloads of one manager, so several large
-    /// files at once do not multiply connections, buffers and CPU contention.
-    pub range_slots: Arc<Semaphore>,
+    /// The connections of all downloads of one manager: how many may be open, learned from
+    /// the throughput they give, so several large files at once do not multiply connections,
+    /// buffers and CPU contention, and a link one stream fills gets no ranges it does not need.
+    pub connections: Arc<ConnectionGovernor>,
 }
 
 /// A fetched, verified blob.
@@ -93,38 +93,4 @@ pub(crate) struct FetchedBlob {
     pub transferred: u64,
     /// Bytes reused from an earlier partial download.
     pub resumed_from: u64,
-}
-
-/// How one file is split and fetched in parallel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParallelSettings {
-    /// Connections for one file (1 turns parallel download off).
-    pub connections: usize,
-    /// Smallest file fetched in parallel.
-    pub min_file_bytes: u64,
-    /// Smallest chunk; larger files get larger chunks (at most 1024 chunks per file).
-    pub chunk_bytes: u64,
-}
-
-impl Default for ParallelSettings {
-    fn default() -> Self {
-        ParallelSettings {
-            connections: 8,
-            min_file_bytes: 32 * 1024 * 1024,
-            chunk_bytes: 8 * 1024 * 1024,
-        }
-    }
-}
-
-impl ParallelSettings {
-    /// Whether a file of `size` bytes is fetched in parallel.
-    pub fn applies_to(&self, size: Option<u64>) -> bool {
-        self.connections > 1
-            && size.is_some_and(|s| s >= self.min_file_bytes && s > self.chunk_bytes)
-    }
-
-    /// The chunk size for a file of `size` bytes.
-    pub fn chunk_for(&self, size: u64) -> u64 {
-        self.chunk_bytes.max(size.div_ceil(1024)).max(1)
-    }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::adapt::Queued;
 use super::partial::{open_for_append, reset, Partial};
 use super::request::{FetchRequest, FetchSettings};
 use crate::artifacts::blocking::run_blocking;
@@ -21,7 +22,8 @@ use crate::artifacts::testing;
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 /// Chunks buffered between the network reader and the writer thread. Bounded, so a slow
-/// disk slows the reader (back-pressure) instead of filling memory.
+/// disk slows the reader (back-pressure) instead of filling memory; the bytes they hold count
+/// against the run's queue budget too (`adapt::QUEUE_BUDGET_BYTES`).
 const WRITE_QUEUE_CHUNKS: usize = 32;
 
 /// One request for the rest of `partial`: returns once every expected byte is on disk (not
@@ -41,6 +43,10 @@ pub(crate) async fn attempt(
         return Ok(());
     }
     let url_shown = source.name();
+    // Counted with the run's connections, so the throughput the governor measures is the
+    // whole run's and the limit covers every stream.
+    let governor = &*settings.connections;
+    let mut connection = governor.open_first();
     let opened = source.open(partial.len, None).await?;
     let (mut body, content_length) = match opened {
         Opened::Unsatisfiable => {
@@ -113,7 +119,7 @@ pub(crate) async fn attempt(
             .map_err(|e| EmbeddingError::io("cannot open", &partial.path, e))?
     };
     let hasher = std::mem::replace(&mut partial.hasher, partial.fresh.clone());
-    let (sender, receiver) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
+    let (sender, receiver) = mpsc::channel::<(Bytes, Queued)>(WRITE_QUEUE_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || write_and_hash(file, hasher, receiver));
 
     let mut meter = ProgressMeter::new(settings.progress_interval, partial.len);
@@ -135,12 +141,17 @@ pub(crate) async fn attempt(
             }
         }
         let length = chunk.len() as u64;
-        if length > 0 && sender.send(chunk).await.is_err() {
-            // The writer stopped: its error is reported below.
-            break Ok(());
+        if length > 0 {
+            let queued = governor.queue(chunk.len()).await;
+            if sender.send((chunk, queued)).await.is_err() {
+                // The writer stopped: its error is reported below.
+                break Ok(());
+            }
         }
         received_this_body += length;
         *transferred += length;
+        connection.receiving();
+        governor.received(length);
         let on_disk = start_len + received_this_body;
         if let Some(speed) = meter.due(Instant::now(), on_disk) {
             events.progress(on_disk, total, speed);
@@ -189,10 +200,10 @@ pub(crate) async fn attempt(
 fn write_and_hash(
     mut file: File,
     mut hasher: ContentHasher,
-    mut receiver: mpsc::Receiver<Bytes>,
+    mut receiver: mpsc::Receiver<(Bytes, Queued)>,
 ) -> (ContentHasher, u64, io::Result<()>) {
     let mut written = 0u64;
-    while let Some(chunk) = receiver.blocking_recv() {
+    while let Some((chunk, _queued)) = receiver.blocking_recv() {
         if let Err(error) = file.write_all(&chunk) {
             // Whatever part of the chunk reached the file is cut off again by the next
             // `open_for_append`, which truncates to the hashed length.
