@@ -1505,6 +1505,48 @@ fn assert_all_verified(fx: &Fixture, reports: &[NodeReport], ids: &[ModelId]) {
     }
 }
 
+/// `count` nodes (named `<name>0`, `<name>1`, …) started at the same moment in a second or
+/// so against the store at `s3`; waits for all of them.
+fn start_fleet(
+    fx: &Fixture,
+    keys: &dyn StoreKeys,
+    s3: &str,
+    name: &str,
+    count: usize,
+    lead_ms: u128,
+) -> Vec<FleetNode> {
+    let start_at = unix_ms() + lead_ms;
+    (0..count)
+        .map(|i| FleetNode::spawn(fx, keys, s3, &format!("{name}{i}"), &FAST, start_at))
+        .collect()
+}
+
+/// Waits for every node; each must end with verified files, and the Hub must have served at
+/// most 1.25 times the manifest. Returns the reports.
+fn assert_fleet_fetched_once(
+    fx: &Fixture,
+    nodes: Vec<FleetNode>,
+    ids: &[ModelId],
+    label: &str,
+) -> Vec<NodeReport> {
+    let reports: Vec<NodeReport> = nodes
+        .into_iter()
+        .map(|n| n.wait(Duration::from_secs(120)))
+        .collect();
+    assert_all_verified(fx, &reports, ids);
+    let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
+    let served = hub_blob_bytes(fx);
+    eprintln!(
+        "{label}: the Hub served {served} bytes of blobs = {:.2}× the manifest ({manifest} bytes)",
+        served as f64 / manifest as f64
+    );
+    assert!(
+        served as f64 <= 1.25 * manifest as f64,
+        "the Hub served {served} bytes for a manifest of {manifest}: {reports:#?}"
+    );
+    reports
+}
+
 fn cap_cdn(fx: &Fixture, bytes_per_sec: u64) {
     fx.hub.add_fault(hub_emulator::FaultRule::new(
         hub_emulator::FaultTarget::get("/").on_host(Host::Cdn),
@@ -1526,7 +1568,6 @@ async fn a_fleet_starting_at_once_fetches_each_blob_from_the_hub_once() {
         model(ModelId::Code, 2_000_000, true),
         model(ModelId::Graph, 1_000_000, false),
     ]);
-    let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
     // Measured, not assumed: Garage answers 200 to a second `If-None-Match: *` put, so the
     // fleet uses its listing protocol there.
     let probe = Mirror::connect(&garage.mirror_config(&garage.endpoint(0), true)).unwrap();
@@ -1537,34 +1578,8 @@ async fn a_fleet_starting_at_once_fetches_each_blob_from_the_hub_once() {
     // A Hub link of 4 MB/s per connection: a download lasts long enough for the followers
     // to read parts while they are uploaded.
     cap_cdn(&fx, 4_000_000);
-    let start_at = unix_ms() + 1_500;
-    let nodes: Vec<FleetNode> = (0..6)
-        .map(|i| {
-            FleetNode::spawn(
-                &fx,
-                &garage,
-                &garage.endpoint(0),
-                &format!("n{i}"),
-                &FAST,
-                start_at,
-            )
-        })
-        .collect();
-    let reports: Vec<NodeReport> = nodes
-        .into_iter()
-        .map(|n| n.wait(Duration::from_secs(120)))
-        .collect();
-    assert_all_verified(&fx, &reports, &ids);
-
-    let served = hub_blob_bytes(&fx);
-    eprintln!(
-        "6 nodes: the Hub served {served} bytes of blobs = {:.2}× the manifest ({manifest} bytes)",
-        served as f64 / manifest as f64
-    );
-    assert!(
-        served as f64 <= 1.25 * manifest as f64,
-        "the Hub served {served} bytes for a manifest of {manifest}: {reports:#?}"
-    );
+    let nodes = start_fleet(&fx, &garage, &garage.endpoint(0), "n", 6, 1_500);
+    let reports = assert_fleet_fetched_once(&fx, nodes, &ids, "6 nodes");
     let events: Vec<&String> = reports.iter().flat_map(|r| &r.fleet).collect();
     for id in ids {
         let led = events
@@ -1872,35 +1887,9 @@ async fn a_store_with_conditional_create_is_detected_and_its_fleet_fetches_once(
         model(ModelId::Semantic, 3_000_000, true),
         model(ModelId::Code, 1_000_000, true),
     ]);
-    let manifest: u64 = ids.iter().map(|id| fx.file(*id).content.len() as u64).sum();
     cap_cdn(&fx, 4_000_000);
-    let start_at = unix_ms() + 1_500;
-    let nodes: Vec<FleetNode> = (0..4)
-        .map(|i| {
-            FleetNode::spawn(
-                &fx,
-                &moto,
-                &moto.endpoint(),
-                &format!("m{i}"),
-                &FAST,
-                start_at,
-            )
-        })
-        .collect();
-    let reports: Vec<NodeReport> = nodes
-        .into_iter()
-        .map(|n| n.wait(Duration::from_secs(120)))
-        .collect();
-    assert_all_verified(&fx, &reports, &ids);
-    let served = hub_blob_bytes(&fx);
-    eprintln!(
-        "4 nodes on moto: the Hub served {served} bytes = {:.2}× the manifest",
-        served as f64 / manifest as f64
-    );
-    assert!(
-        served as f64 <= 1.25 * manifest as f64,
-        "the Hub served {served} bytes for a manifest of {manifest}: {reports:#?}"
-    );
+    let nodes = start_fleet(&fx, &moto, &moto.endpoint(), "m", 4, 1_500);
+    assert_fleet_fetched_once(&fx, nodes, &ids, "4 nodes on moto");
     let keys = moto.keys().await;
     assert!(
         keys.iter().all(|k| !k.contains(".inflight")),
