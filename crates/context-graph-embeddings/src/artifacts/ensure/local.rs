@@ -80,7 +80,7 @@ impl CompanionState {
 }
 
 /// The key a resolved set is recorded under: the weight file and the selection.
-pub(crate) fn selection_key(artifact: &ModelArtifact) -> String {
+fn selection_key(artifact: &ModelArtifact) -> String {
     let FileSelection {
         include, preset, ..
     } = &artifact.selection;
@@ -90,6 +90,11 @@ pub(crate) fn selection_key(artifact: &ModelArtifact) -> String {
         preset.map_or("", |p| p.as_str()),
         include.join("\0")
     )
+}
+
+/// Where the model's resolved set at `commit` is recorded in the cache.
+pub(crate) fn set_record(layout: &CacheLayout, artifact: &ModelArtifact, commit: &str) -> PathBuf {
+    layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact))
 }
 
 /// The files of the model's set besides the weight file, as far as the cache knows without
@@ -112,7 +117,7 @@ pub(crate) fn known_companions(
     if artifact.selection.is_single_file() {
         return Some(Vec::new());
     }
-    let record = layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    let record = set_record(layout, artifact, commit);
     let files: Vec<PinnedFile> = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
     Some(without_weights(files))
 }
@@ -124,7 +129,7 @@ pub(crate) fn record_companions(
     commit: &str,
     files: &[PinnedFile],
 ) -> crate::error::EmbeddingResult<()> {
-    let record = layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    let record = set_record(layout, artifact, commit);
     let text = serde_json::to_vec_pretty(files).unwrap_or_default();
     crate::artifacts::store::fs::write_atomic(&record, &text)
 }
@@ -169,12 +174,8 @@ pub(crate) fn inspect(layout: &CacheLayout, artifact: &ModelArtifact) -> LocalSt
         ..LocalState::default()
     };
     if let Some(commit) = &commit {
-        state.companions = known_companions(layout, artifact, commit).map(|files| {
-            files
-                .iter()
-                .map(|f| inspect_companion(layout, repo, commit, f))
-                .collect()
-        });
+        state.companions = known_companions(layout, artifact, commit)
+            .map(|files| inspect_companions(layout, repo, commit, &files));
         let path = layout.snapshot_path(repo, commit, &artifact.filename);
         if let Ok(meta) = std::fs::metadata(&path) {
             if meta.is_file() && entry_stays_inside(&path) {
@@ -217,8 +218,13 @@ pub(crate) async fn inspect_off_thread(
 /// [`inspect`].
 pub(crate) fn inspect_in(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
     let mut state = inspect(&ctx.layout, artifact);
-    if let Some(files) = kept_set(ctx, artifact, &state) {
-        state.companions = Some(inspect_companions(&ctx.layout, artifact, &state, &files));
+    if let (Some(files), Some(commit)) = (kept_set(ctx, artifact, &state), &state.commit) {
+        state.companions = Some(inspect_companions(
+            &ctx.layout,
+            &artifact.repo_id,
+            commit,
+            &files,
+        ));
     }
     let confirmed: Vec<KeptVerdict> = kept_verdicts(ctx, artifact, &state)
         .into_iter()
@@ -231,16 +237,11 @@ pub(crate) fn inspect_in(ctx: &Context, artifact: &ModelArtifact) -> LocalState 
 /// [`inspect_in`] on a blocking thread.
 pub(crate) async fn inspect_in_off_thread(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
     let mut state = inspect_off_thread(&ctx.layout, artifact).await;
-    if let Some(files) = kept_set(ctx, artifact, &state) {
+    if let (Some(files), Some(commit)) = (kept_set(ctx, artifact, &state), state.commit.clone()) {
         let layout = ctx.layout.clone();
-        let owned = artifact.clone();
-        let commit = state.commit.clone();
+        let repo = artifact.repo_id.clone();
         state.companions = tokio::task::spawn_blocking(move || {
-            let state = LocalState {
-                commit,
-                ..LocalState::default()
-            };
-            inspect_companions(&layout, &owned, &state, &files)
+            inspect_companions(&layout, &repo, &commit, &files)
         })
         .await
         .ok();
@@ -271,9 +272,7 @@ fn kept_set(
         return None;
     }
     let commit = state.commit.as_deref()?;
-    let record = ctx
-        .layout
-        .set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    let record = set_record(&ctx.layout, artifact, commit);
     let files = ctx.remembered_set(&record)?;
     Some(
         files
@@ -286,14 +285,13 @@ fn kept_set(
 /// The state of each companion at the state's commit. Blocking.
 fn inspect_companions(
     layout: &CacheLayout,
-    artifact: &ModelArtifact,
-    state: &LocalState,
+    repo: &str,
+    commit: &str,
     files: &[PinnedFile],
 ) -> Vec<CompanionState> {
-    let commit = state.commit.as_deref().unwrap_or_default();
     files
         .iter()
-        .map(|f| inspect_companion(layout, &artifact.repo_id, commit, f))
+        .map(|f| inspect_companion(layout, repo, commit, f))
         .collect()
 }
 

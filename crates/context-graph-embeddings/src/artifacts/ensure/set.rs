@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::context::Context;
-use super::local::{known_companions, record_companions, selection_key};
+use super::local::{known_companions, record_companions, set_record};
 use crate::artifacts::blocking::run_blocking_checked;
 use crate::artifacts::fileset::{documents_needed, PinnedFile, RepoFile};
 use crate::artifacts::manifest::ModelArtifact;
@@ -36,9 +36,7 @@ pub(crate) async fn resolve_companions(
     if let Some(files) = known {
         return Ok(files);
     }
-    let record = ctx
-        .layout
-        .set_record_path(&artifact.repo_id, commit, &selection_key(artifact));
+    let record = set_record(&ctx.layout, artifact, commit);
     if let Some(files) = ctx.remembered_set(&record) {
         return Ok(without(files, &artifact.filename));
     }
