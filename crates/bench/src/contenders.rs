@@ -24,13 +24,27 @@ pub(crate) enum Contender {
     HfHub,
     /// `curl`, the files one after another in one process: one stream, no hashing.
     Curl,
+    /// The same `curl`, then `sync` of the files it wrote: the bytes durable on disk, as ours
+    /// leaves them (it fsyncs every blob before it is renamed into place).
+    CurlSynced,
     /// `aria2c -x8 -s8 -j8`: 8 connections per file, no hashing.
     Aria2,
 }
 
 impl Contender {
     /// Every contender, in table order.
-    pub(crate) const ALL: [Contender; 5] = [
+    pub(crate) const ALL: [Contender; 6] = [
+        Contender::Ours,
+        Contender::HuggingfaceHub,
+        Contender::HfHub,
+        Contender::Curl,
+        Contender::CurlSynced,
+        Contender::Aria2,
+    ];
+
+    /// Every contender but the durable curl (where durability is not what is compared: the
+    /// capped runs are bound by the network, not the disk).
+    pub(crate) const NETWORK: [Contender; 5] = [
         Contender::Ours,
         Contender::HuggingfaceHub,
         Contender::HfHub,
@@ -45,6 +59,7 @@ impl Contender {
             Contender::HuggingfaceHub => "huggingface_hub (Python)",
             Contender::HfHub => "hf-hub (Rust crate)",
             Contender::Curl => "curl (sequential)",
+            Contender::CurlSynced => "curl, then sync (durable)",
             Contender::Aria2 => "aria2c -x8",
         }
     }
@@ -72,7 +87,7 @@ impl Toolbox {
             Contender::Ours => self.cg_models.as_ref().err(),
             Contender::HuggingfaceHub => self.python.as_ref().err(),
             Contender::HfHub => self.hf_hub_fetch.as_ref().err(),
-            Contender::Curl => self.curl.as_ref().err(),
+            Contender::Curl | Contender::CurlSynced => self.curl.as_ref().err(),
             Contender::Aria2 => self.aria2c.as_ref().err(),
         };
         missing.cloned()
@@ -142,8 +157,21 @@ impl Toolbox {
                     .arg(serde_json::Value::Array(list).to_string())
                     .env("HF_HOME", &home),
             ),
-            Contender::Curl => {
-                let mut job = Job::new(self.curl.as_ref().ok()?).args([
+            Contender::Curl | Contender::CurlSynced => {
+                let curl = self.curl.as_ref().ok()?;
+                let files_dir = dir.join("files");
+                let mut job = if contender == Contender::CurlSynced {
+                    // `sh -c SCRIPT $0 ARGS…`: curl with the arguments below, then `sync` of
+                    // each file it wrote (coreutils `sync FILE` fsyncs the file).
+                    Job::new("/bin/sh")
+                        .arg("-c")
+                        .arg(r#"curl=$1; shift; "$curl" "$@" && exec sync -- "$0"/*"#)
+                        .arg(&files_dir)
+                        .arg(curl)
+                } else {
+                    Job::new(curl)
+                }
+                .args([
                     "--silent",
                     "--show-error",
                     "--fail",
@@ -151,7 +179,7 @@ impl Toolbox {
                     "--create-dirs",
                 ]);
                 for file in files {
-                    let out: OsString = dir.join("files").join(file.flat_name()).into();
+                    let out: OsString = files_dir.join(file.flat_name()).into();
                     job = job.arg("-o").arg(out).arg(&file.url);
                 }
                 Some(job)
@@ -180,7 +208,9 @@ impl Toolbox {
 /// Where `contender` leaves `file` after downloading into `dir`.
 pub(crate) fn output_path(contender: Contender, file: &FileSpec, dir: &Path) -> PathBuf {
     match contender {
-        Contender::Curl | Contender::Aria2 => dir.join("files").join(file.flat_name()),
+        Contender::Curl | Contender::CurlSynced | Contender::Aria2 => {
+            dir.join("files").join(file.flat_name())
+        }
         _ => snapshot_path(&dir.join("cache"), file),
     }
 }

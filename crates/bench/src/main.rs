@@ -6,7 +6,9 @@
 //!
 //! - cold-cache download of every file: `cg-models ensure` (release build) against Python
 //!   `huggingface_hub`, the `hf-hub` crate, `curl` (one stream, the floor) and `aria2c -x8`;
-//! - the same for the largest file with a per-connection bandwidth cap in the emulator;
+//! - every model with its companion files (configs, tokenizer) against
+//!   `huggingface_hub.snapshot_download` with the same patterns;
+//! - the cold download of the largest file with a per-connection bandwidth cap in the emulator;
 //! - verify-all: `cg-models verify` against `sha256sum` and one core of sha2;
 //! - readiness of a full cache: `readiness_report()` in process and `cg-models status`;
 //! - resume: SIGKILL at 90% of the largest file, restart, bytes the restart fetched;
@@ -36,6 +38,7 @@ mod process;
 mod python;
 mod report;
 mod results;
+mod sets;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,6 +113,8 @@ enum Section {
     Cold,
     /// The largest file with a per-connection bandwidth cap.
     Capped,
+    /// Every model with its companion files against `snapshot_download` (same patterns).
+    Sets,
     /// Every file with the per-connection bandwidth cap (curl's one stream is left out: it
     /// would take minutes and says nothing new).
     CappedAll,
@@ -241,6 +246,14 @@ fn run(args: Args) -> Result<()> {
             .loads
             .push(("cold download", machine::load_average()));
     }
+    if wanted(Section::Sets) {
+        report.sets = Some(
+            bench
+                .sets(&served)
+                .unwrap_or_else(|e| sets::SetsReport::not_measured(format!("{e:#}"))),
+        );
+        report.loads.push(("model sets", machine::load_average()));
+    }
     if wanted(Section::Capped) {
         let cap = (args.cap * MB) as u64;
         served.cap_bandwidth(cap);
@@ -255,7 +268,7 @@ fn run(args: Args) -> Result<()> {
         let result = bench.download_round(
             &served,
             &[&largest],
-            &Contender::ALL,
+            &Contender::NETWORK,
             &format!("Largest file, capped at {} MB/s per connection", args.cap),
             what,
         );
@@ -654,7 +667,10 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
         ),
         "curl: one process fetching the files one after another (`-o FILE URL` pairs, \
          `--location`, one reused connection), no hashing: the floor for a single stream. \
-         aria2c: `-x8 -s8 -j8` (8 connections per file, 8 files at once), no hashing."
+         \"curl, then sync\": the same curl, then coreutils `sync FILE…` over what it wrote, \
+         timed together: the bytes on disk, as ours leaves them (it fsyncs every blob before \
+         renaming it into place; curl and the Hub clients return with the data still in the \
+         page cache). aria2c: `-x8 -s8 -j8` (8 connections per file, 8 files at once), no hashing."
             .to_owned(),
         format!(
             "Capped: `Fault::BandwidthCap` on every response, {} MB/s per connection; the largest \
@@ -686,6 +702,10 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
         format!("Peak memory: {}.", rss.describe()),
         "Warm mirror: one Garage node on loopback (`CG_TEST_GARAGE`, else `garage` on PATH), \
          started and killed by the harness; see its section for the method."
+            .to_owned(),
+        "Model sets: every model's weight file with `*.json` and `*.txt` (configs, tokenizer, \
+         vocabulary), our `include` against `snapshot_download(allow_patterns=…, max_workers=8)` \
+         repo after repo; see its section for the method."
             .to_owned(),
         "Fleet: eight `cg-models` processes started at the same moment (one harness thread \
          each) against one Garage node; see its section for the method."

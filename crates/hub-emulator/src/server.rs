@@ -316,6 +316,13 @@ impl HubEmulator {
         })
     }
 
+    /// Every file path of `repo_id` at `revision`, sorted (what the recursive tree lists).
+    pub fn paths(&self, repo_id: &str, revision: &str) -> Option<Vec<String>> {
+        let store = self.shared.store();
+        let commit = store.repos.get(repo_id)?.resolve(revision)?;
+        Some(commit.files.keys().cloned().collect())
+    }
+
     /// Makes a new commit on `main` with `path` replaced or added and returns its sha; older
     /// commits stay resolvable by sha, other refs stay where they were.
     ///
