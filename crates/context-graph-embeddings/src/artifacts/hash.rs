@@ -111,7 +111,12 @@ pub(crate) fn hash_file_as(path: &Path, kind: DigestKind) -> io::Result<(String,
     let mut file = fs::File::open(path)?;
     let size = file.metadata()?.len();
     let mut hasher = ContentHasher::new(kind, Some(size));
-    let length = hash_reader_into(&mut file, &mut hasher, u64::MAX)?;
+    // A small file gets a small buffer: a megabyte for each of a set's many small files,
+    // allocated on whichever blocking thread hashes it, stays in that thread's malloc arena.
+    let buffer_len = usize::try_from(size)
+        .unwrap_or(HASH_BUFFER_BYTES)
+        .clamp(4096, HASH_BUFFER_BYTES);
+    let length = hash_reader_with(&mut file, &mut hasher, u64::MAX, &mut vec![0u8; buffer_len])?;
     if length != size {
         // The file changed while it was read: hash what is there now.
         return hash_file_as(path, kind);

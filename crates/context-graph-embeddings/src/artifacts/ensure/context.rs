@@ -27,6 +27,10 @@ use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
 /// The shared state of one manager.
+/// Small files of sets fetched at once, across all models of a run (what
+/// `snapshot_download`'s eight workers do for one repo).
+pub(crate) const SMALL_FILES_AT_ONCE: usize = 8;
+
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) config: ArtifactManagerConfig,
@@ -37,6 +41,9 @@ pub(crate) struct Context {
     pub(crate) emitter: ProgressEmitter,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) download_slots: Arc<Semaphore>,
+    /// Small files of sets fetched at once across the run (not per model: four models each
+    /// fetching eight at once held a blocking thread, a connection and its buffers per file).
+    pub(crate) small_file_slots: Arc<Semaphore>,
     pub(crate) connections: Arc<ConnectionGovernor>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
     /// Files this process hashed right whose stamp could not be written, by snapshot path;
@@ -66,6 +73,7 @@ impl Context {
         Context {
             layout: CacheLayout::new(&config.cache_dir),
             download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            small_file_slots: Arc::new(Semaphore::new(SMALL_FILES_AT_ONCE)),
             connections: Arc::new(ConnectionGovernor::new(&config.parallel)),
             config,
             manifest,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use futures_util::stream::{self, TryStreamExt};
 
-use super::context::Context;
+use super::context::{Context, SMALL_FILES_AT_ONCE};
 use super::local::{inspect_companion, inspect_off_thread, weights_ready};
 use super::readiness::verify_checksum;
 use super::set::resolve_companions;
@@ -31,9 +31,6 @@ use crate::artifacts::transfer::blob::fetch_blob;
 use crate::artifacts::transfer::fleet::fetch_for_fleet;
 use crate::artifacts::transfer::request::{ExpectedDigest, FetchRequest};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
-
-/// Small files of a set fetched at once.
-const COMPANIONS_AT_ONCE: usize = 8;
 
 /// How a blob came to be in place.
 #[derive(Debug, Clone)]
@@ -215,7 +212,12 @@ async fn ensure_companions(
     events: &ModelEvents,
 ) -> EmbeddingResult<()> {
     stream::iter(companions.iter().map(Ok))
-        .try_for_each_concurrent(COMPANIONS_AT_ONCE, |file| async move {
+        .try_for_each_concurrent(SMALL_FILES_AT_ONCE, |file| async move {
+            let _slot = ctx
+                .small_file_slots
+                .acquire()
+                .await
+                .map_err(|_| EmbeddingError::Config("small-file slots closed".to_owned()))?;
             ensure_companion(ctx, artifact, commit, file, events).await
         })
         .await
