@@ -86,6 +86,7 @@ impl Bench {
                     bail!("no command for {}", contender.name());
                 };
                 rows[index].command = Some(self.shown(&job, dir.path()));
+                process::settle_disk();
                 served.hub.clear_requests();
                 let finished = process::run(&job, Some(&self.rss), self.timeout, &self.work)?;
                 let (_, requests) = served.body_bytes_sent();

@@ -89,6 +89,7 @@ impl Bench {
                 .context("cg-models")?
                 .arg("--quiet")
                 .arg("ensure");
+            process::settle_disk();
             served.hub.clear_requests();
             let alone = process::run(&job, None, self.timeout, &self.work)?;
             match check_outputs(Contender::Ours, &files, dir.path()) {
@@ -183,6 +184,7 @@ impl Bench {
             jobs.push(job);
             dirs.push(dir);
         }
+        process::settle_disk();
         served.hub.clear_requests();
         let finished: Vec<Result<process::Finished>> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs

@@ -645,7 +645,9 @@ fn method(args: &Args, rss: &RssMethod, largest: &FileSpec) -> Vec<String> {
             .to_owned(),
         "Cold cache: every run downloads into a fresh temporary directory, deleted afterwards. \
          A run counts only when the process exits 0 and every file is in place with the right \
-         size and SHA-256 (hashed by the harness after the run, outside the timing)."
+         size and SHA-256 (hashed by the harness after the run, outside the timing). Before \
+         every timed run the harness calls `sync` (untimed), so no run pays for writing back \
+         the dirty pages an earlier contender left."
             .to_owned(),
         "ours: `target/release/cg-models ensure` (rebuilt with `cargo build --release -p \
          cg-models` before the run unless `--no-build`) with the synthetic manifest the \

@@ -446,6 +446,7 @@ impl Bench {
                 (&dir.path().to_string_lossy(), "$DIR"),
                 (&self.work.to_string_lossy(), "$WORK"),
             ]));
+            process::settle_disk();
             served.hub.clear_requests();
             let finished = process::run(&job, None, self.timeout, &self.work)?;
             let traffic = HubTraffic::read(served);

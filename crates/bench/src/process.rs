@@ -187,6 +187,14 @@ impl RssMethod {
     }
 }
 
+/// Flushes every dirty page of the machine to disk (`sync`), untimed, before a timed run: a
+/// contender that returns with its bytes still in the page cache (curl, the Hub clients)
+/// would otherwise have them written back during the next contender's run, and one that
+/// fsyncs (ours) would pay for both.
+pub(crate) fn settle_disk() {
+    let _ = Command::new("sync").stdin(Stdio::null()).status();
+}
+
 /// How a child ended.
 #[derive(Debug, Clone)]
 pub(crate) struct Finished {

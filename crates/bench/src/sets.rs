@@ -167,6 +167,7 @@ impl Bench {
                     (&dir.path().to_string_lossy(), "$DIR"),
                     (&self.work.to_string_lossy(), "$WORK"),
                 ]));
+                process::settle_disk();
                 served.hub.clear_requests();
                 let finished = process::run(&job, Some(&self.rss), self.timeout, &self.work)?;
                 let counts = count_requests(served, &sets);
