@@ -2,7 +2,7 @@
 //! partial download, one stream or parallel ranges, and the atomic persist. Knows nothing of
 //! the manifest or of which model a blob belongs to beyond the location it reports. `fleet`
 //! decides, for a blob the mirror lacks, whether this node fetches it for the fleet or follows
-//! another node's upload.
+//! another node's upload. `write_behind` has the disk write a download while it arrives.
 
 pub(crate) mod adapt;
 pub(crate) mod blob;
@@ -12,3 +12,4 @@ pub(crate) mod persist;
 pub(crate) mod ranged;
 pub(crate) mod request;
 pub(crate) mod serial;
+pub(crate) mod write_behind;

@@ -38,6 +38,7 @@ use tokio::time::MissedTickBehavior;
 use super::adapt::{Connection, Phase, Queued};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
+use super::write_behind::WriteBehind;
 use crate::artifacts::blocking::run_blocking;
 use crate::artifacts::hash::{hash_reader_with, ContentHasher, HASH_BUFFER_BYTES};
 use crate::artifacts::progress::ProgressMeter;
@@ -649,6 +650,7 @@ fn write_pieces(
     let mut hasher = fresh;
     let mut hashed = 0u64;
     let mut unrecorded = 0u64;
+    let mut behind = WriteBehind::new(&file);
     // One read buffer for every catch-up of this file, allocated when first needed.
     let mut buffer = Vec::new();
     if let Err(error) = catch_up(&file, &progress, &mut hasher, &mut hashed, &mut buffer) {
@@ -673,6 +675,9 @@ fn write_pieces(
             return (hasher, hashed, Err(error));
         }
         unrecorded += piece.bytes.len() as u64;
+        if let Err(error) = behind.wrote(piece.bytes.len() as u64) {
+            return (hasher, hashed, Err(error));
+        }
         // Each record is a small file written and renamed over the last (a journal commit),
         // so it is kept to one per `RECORD_EVERY_BYTES` (or four chunks, when smaller).
         if unrecorded >= RECORD_EVERY_BYTES.min(4 * progress.chunk) {
@@ -682,7 +687,7 @@ fn write_pieces(
             }
         }
     }
-    let result = progress.write(sidecar);
+    let result = behind.finish().and_then(|()| progress.write(sidecar));
     (hasher, hashed, result)
 }
 

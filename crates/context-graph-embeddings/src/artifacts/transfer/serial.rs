@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::adapt::Queued;
 use super::partial::{open_for_append, reset, Partial};
 use super::request::{FetchRequest, FetchSettings};
+use super::write_behind::WriteBehind;
 use crate::artifacts::blocking::run_blocking;
 use crate::artifacts::hash::ContentHasher;
 use crate::artifacts::progress::ProgressMeter;
@@ -203,6 +204,7 @@ fn write_and_hash(
     mut receiver: mpsc::Receiver<(Bytes, Queued)>,
 ) -> (ContentHasher, u64, io::Result<()>) {
     let mut written = 0u64;
+    let mut behind = WriteBehind::new(&file);
     while let Some((chunk, _queued)) = receiver.blocking_recv() {
         if let Err(error) = file.write_all(&chunk) {
             // Whatever part of the chunk reached the file is cut off again by the next
@@ -212,6 +214,10 @@ fn write_and_hash(
         hasher.update(&chunk);
         written += chunk.len() as u64;
         testing::hit("download.chunk");
+        if let Err(error) = behind.wrote(chunk.len() as u64) {
+            return (hasher, written, Err(error));
+        }
     }
-    (hasher, written, file.flush())
+    let result = file.flush().and_then(|()| behind.finish());
+    (hasher, written, result)
 }
