@@ -31,6 +31,8 @@ pub(crate) struct Bench {
     pub tools: Toolbox,
     /// How peak memory is measured.
     pub rss: RssMethod,
+    /// Where to append every download run's request log (`--dump-requests`).
+    pub requests_log: Option<PathBuf>,
     /// A cache `cg-models ensure` filled at the main scale (for verify and readiness).
     warm: Option<PathBuf>,
 }
@@ -50,6 +52,7 @@ impl Bench {
             work,
             tools,
             rss,
+            requests_log: None,
             warm: None,
         }
     }
@@ -90,6 +93,7 @@ impl Bench {
                 served.hub.clear_requests();
                 let finished = process::run(&job, Some(&self.rss), self.timeout, &self.work)?;
                 let (_, requests) = served.body_bytes_sent();
+                self.dump_requests(served, title, contender, run);
                 let row = &mut rows[index];
                 let problem = if finished.success {
                     check_outputs(contender, files, dir.path())
@@ -127,6 +131,39 @@ impl Bench {
             files: files.len(),
             rows,
         })
+    }
+
+    /// Appends the emulator's request log of the run just finished to `requests_log`, one
+    /// JSON object per request (to see which ranges a contender asked for).
+    pub(crate) fn dump_requests(
+        &self,
+        served: &Served,
+        title: &str,
+        contender: Contender,
+        run: usize,
+    ) {
+        use std::io::Write as _;
+        let Some(path) = &self.requests_log else {
+            return;
+        };
+        let mut lines = String::new();
+        for r in served.hub.requests() {
+            let line = serde_json::json!({
+                "measurement": title, "contender": contender.name(), "run": run + 1,
+                "host": format!("{:?}", r.host), "method": r.method, "path": r.path,
+                "range": r.range(), "status": r.status, "body_bytes": r.body_bytes_sent,
+            });
+            lines.push_str(&line.to_string());
+            lines.push('\n');
+        }
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(lines.as_bytes()));
+        if let Err(e) = appended {
+            eprintln!("cg-bench: cannot append to {}: {e}", path.display());
+        }
     }
 
     /// A job's command line for the report, with the run's directory as `$DIR` and the

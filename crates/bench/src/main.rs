@@ -97,6 +97,11 @@ struct Args {
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     timeout: u64,
 
+    /// Append the emulator's request log of every download run to this file (JSON lines:
+    /// contender, run, method, path, `Range`, status, body bytes).
+    #[arg(long, value_name = "FILE")]
+    dump_requests: Option<PathBuf>,
+
     /// Timed `readiness_report()` calls.
     #[arg(long, default_value_t = 2000, value_name = "N")]
     readiness_iterations: usize,
@@ -209,6 +214,7 @@ fn run(args: Args) -> Result<()> {
         tools,
         rss.clone(),
     );
+    bench.requests_log = args.dump_requests.clone();
 
     eprintln!(
         "cg-bench: generating synthetic files at scale {}",

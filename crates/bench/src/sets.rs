@@ -171,6 +171,7 @@ impl Bench {
                 served.hub.clear_requests();
                 let finished = process::run(&job, Some(&self.rss), self.timeout, &self.work)?;
                 let counts = count_requests(served, &sets);
+                self.dump_requests(served, "model sets", contender, run);
                 let entry = &mut report.rows[index];
                 let problem = if finished.success {
                     check_sets(&dir.path().join("cache"), &sets).err()
