@@ -569,10 +569,7 @@ pub(crate) fn render(report: &MirrorReport, runs: usize) -> String {
                 n.row.name.clone(),
                 n.row.runs_cell(),
                 secs(n.row.median_wall()),
-                n.row.range().map_or_else(
-                    || "—".to_owned(),
-                    |(a, b)| format!("{:.3}–{:.3}", a.as_secs_f64(), b.as_secs_f64()),
-                ),
+                n.row.range_cell(),
                 num(n.row.throughput(report.bytes), 1),
                 num(n.median_of(|t| t.blob_bytes as f64 / MB), 1),
                 num(n.median_of(|t| t.hub_requests as f64), 0),

@@ -77,6 +77,24 @@ impl Target {
     }
 }
 
+/// Appends targets of the form "value ≤ threshold" (each `((requirement, threshold), value,
+/// unit)`), judged on medians of `runs` runs.
+fn push_at_most<const N: usize>(
+    targets: &mut Vec<Target>,
+    checks: [((&str, f64), Option<f64>, &str); N],
+    runs: usize,
+) {
+    for ((requirement, threshold), value, unit) in checks {
+        let mut t = Target::new(requirement);
+        if let Some(v) = value {
+            t.measured = format!("median of {runs} runs");
+            t.value = format!("{v:.2}{unit}");
+            t.pass = Some(v <= threshold);
+        }
+        targets.push(t);
+    }
+}
+
 impl Report {
     /// The targets, judged on what was measured.
     pub(crate) fn targets(&self) -> Vec<Target> {
@@ -166,26 +184,22 @@ impl Report {
         targets.push(t);
 
         let sets = self.sets.as_ref();
-        for ((requirement, threshold), value, unit) in [
-            (
-                crate::sets::WALL_REQUIREMENT,
-                sets.and_then(|s| s.wall_ratio()),
-                "× `snapshot_download`",
-            ),
-            (
-                crate::sets::REQUESTS_REQUIREMENT,
-                sets.and_then(|s| s.requests_per_small_file()),
-                " per small file",
-            ),
-        ] {
-            let mut t = Target::new(requirement);
-            if let Some(v) = value {
-                t.measured = format!("median of {} runs", sets.map_or(0, |s| s.runs_of_ours()));
-                t.value = format!("{v:.2}{unit}");
-                t.pass = Some(v <= threshold);
-            }
-            targets.push(t);
-        }
+        push_at_most(
+            &mut targets,
+            [
+                (
+                    crate::sets::WALL_REQUIREMENT,
+                    sets.and_then(|s| s.wall_ratio()),
+                    "× `snapshot_download`",
+                ),
+                (
+                    crate::sets::REQUESTS_REQUIREMENT,
+                    sets.and_then(|s| s.requests_per_small_file()),
+                    " per small file",
+                ),
+            ],
+            sets.map_or(0, |s| s.runs_of_ours()),
+        );
 
         let cap = self.cap_mbps;
         for (label, table) in [
@@ -299,26 +313,22 @@ impl Report {
         targets.push(t);
 
         let fleet = self.fleet.as_ref();
-        for ((requirement, threshold), value, unit) in [
-            (
-                crate::fleet::EGRESS_REQUIREMENT,
-                fleet.and_then(|f| f.egress()),
-                "× the manifest",
-            ),
-            (
-                crate::fleet::WALL_REQUIREMENT,
-                fleet.and_then(|f| f.wall_ratio()),
-                "× one node alone",
-            ),
-        ] {
-            let mut t = Target::new(requirement);
-            if let Some(v) = value {
-                t.measured = format!("median of {} runs", fleet.map_or(0, |f| f.cold.len()));
-                t.value = format!("{v:.2}{unit}");
-                t.pass = Some(v <= threshold);
-            }
-            targets.push(t);
-        }
+        push_at_most(
+            &mut targets,
+            [
+                (
+                    crate::fleet::EGRESS_REQUIREMENT,
+                    fleet.and_then(|f| f.egress()),
+                    "× the manifest",
+                ),
+                (
+                    crate::fleet::WALL_REQUIREMENT,
+                    fleet.and_then(|f| f.wall_ratio()),
+                    "× one node alone",
+                ),
+            ],
+            fleet.map_or(0, |f| f.cold.len()),
+        );
         targets
     }
 

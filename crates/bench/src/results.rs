@@ -61,6 +61,14 @@ impl Row {
         Some((min, max))
     }
 
+    /// "min–max" of the successful runs' wall times in seconds, `—` for none.
+    pub(crate) fn range_cell(&self) -> String {
+        self.range().map_or_else(
+            || "—".to_owned(),
+            |(a, b)| format!("{:.3}–{:.3}", a.as_secs_f64(), b.as_secs_f64()),
+        )
+    }
+
     /// `bytes` over the median wall time, in MB/s.
     pub(crate) fn throughput(&self, bytes: u64) -> Option<f64> {
         self.median_wall()
@@ -205,10 +213,7 @@ impl DownloadTable {
                     row.name.clone(),
                     row.runs_cell(),
                     secs(row.median_wall()),
-                    row.range().map_or_else(
-                        || "—".to_owned(),
-                        |(a, b)| format!("{:.3}–{:.3}", a.as_secs_f64(), b.as_secs_f64()),
-                    ),
+                    row.range_cell(),
                     num(row.throughput(self.bytes), 1),
                 ];
                 if with_cpu {

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -525,12 +524,7 @@ pub(crate) fn render(report: &SetsReport) -> String {
                 r.row.name.clone(),
                 r.row.runs_cell(),
                 secs(r.row.median_wall()),
-                r.row.range().map_or_else(
-                    || "—".to_owned(),
-                    |(a, b): (Duration, Duration)| {
-                        format!("{:.3}–{:.3}", a.as_secs_f64(), b.as_secs_f64())
-                    },
-                ),
+                r.row.range_cell(),
                 num(r.row.median_cpu(), 2),
                 num(r.row.peak_rss_mib(), 1),
                 num(median_count(r, |c| c.total), 0),
