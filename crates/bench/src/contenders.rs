@@ -42,8 +42,9 @@ impl Contender {
         Contender::Aria2,
     ];
 
-    /// Every contender but the durable curl (where durability is not what is compared: the
-    /// capped runs are bound by the network, not the disk).
+    /// Every contender but the durable curl, for the capped runs: they compare what gets
+    /// through a per-connection cap, and a second single stream would add minutes, not
+    /// information.
     pub(crate) const NETWORK: [Contender; 5] = [
         Contender::Ours,
         Contender::HuggingfaceHub,

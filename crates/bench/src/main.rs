@@ -5,7 +5,8 @@
 //! run and reporting medians:
 //!
 //! - cold-cache download of every file: `cg-models ensure` (release build) against Python
-//!   `huggingface_hub`, the `hf-hub` crate, `curl` (one stream, the floor) and `aria2c -x8`;
+//!   `huggingface_hub`, the `hf-hub` crate, `curl` (one stream, the floor), `curl` followed
+//!   by `sync` of its files (durable, as ours leaves them) and `aria2c -x8`;
 //! - every model with its companion files (configs, tokenizer) against
 //!   `huggingface_hub.snapshot_download` with the same patterns;
 //! - the cold download of the largest file with a per-connection bandwidth cap in the emulator;

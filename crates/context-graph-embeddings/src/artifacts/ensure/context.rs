@@ -26,11 +26,11 @@ use crate::artifacts::transfer::request::FetchSettings;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
-/// The shared state of one manager.
 /// Small files of sets fetched at once, across all models of a run (what
 /// `snapshot_download`'s eight workers do for one repo).
 pub(crate) const SMALL_FILES_AT_ONCE: usize = 8;
 
+/// The shared state of one manager.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) config: ArtifactManagerConfig,
