@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         }
     };
     let output = Output::new(&cli.global);
+    if cli.global.verbose >= 2 {
+        show_library_diagnostics(output.color);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,6 +81,26 @@ fn limit_malloc_arenas() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
+
+/// With `-vv`: the library's own diagnostics (`tracing` records of the
+/// `context_graph_embeddings` crate, debug level and up) on stderr, such as each connection
+/// plan the download governor measures and decides, CDN URL refreshes and fleet steps. Other
+/// crates' records (HTTP internals) stay off. The typed events are what the rest of the
+/// output is made of; these are for finding out why a run behaved as it did.
+fn show_library_diagnostics(color: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let only_ours = Targets::new().with_target("context_graph_embeddings", LevelFilter::DEBUG);
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(color);
+    // Already set (cannot happen in this binary): the diagnostics stay off.
+    let _ = tracing_subscriber::registry()
+        .with(lines)
+        .with(only_ours)
+        .try_init();
+}
 
 /// Runs the command until it ends or a signal arrives; returns the exit code.
 async fn run(cli: &Cli, output: &Output) -> u8 {

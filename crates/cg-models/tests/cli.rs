@@ -811,6 +811,39 @@ fn transient_failures_show_a_retry_notice_and_a_retrying_event() {
 }
 
 #[test]
+fn double_verbose_adds_the_librarys_own_diagnostics_and_single_verbose_does_not() {
+    let world = World::new();
+    let flaky = || {
+        world.hub.add_fault(
+            FaultRule::new(FaultTarget::get("model.safetensors"), Fault::status(503)).times(1),
+        );
+    };
+    flaky();
+    let run = world.run(&["-v", "ensure", "Entity"]).ok();
+    assert!(run.stderr.contains("Entity: retry 1 in"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("context_graph_embeddings"),
+        "{}",
+        run.stderr
+    );
+
+    world.run(&["clear", "--yes"]).ok();
+    flaky();
+    let run = world.run(&["-vv", "ensure", "Entity"]).ok();
+    let diagnostic = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("context_graph_embeddings") && l.contains("retrying download"))
+        .unwrap_or_else(|| panic!("no library diagnostic for the retry in:\n{}", run.stderr));
+    assert!(
+        diagnostic.contains("INFO")
+            && diagnostic.contains("model=Entity")
+            && diagnostic.contains("503"),
+        "{diagnostic}"
+    );
+}
+
+#[test]
 fn ctrl_c_exits_130_keeps_the_partial_download_and_the_next_run_resumes() {
     let world = World::build(
         &[("Semantic", "org/slow", 2_000_000, Some(SEMANTIC_COMMIT))],
