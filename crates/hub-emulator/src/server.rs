@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ struct Shared {
     quirks: MirrorQuirks,
     hub_origin: String,
     cdn_origin: String,
+    /// Connections being served now, on both listeners.
+    open_connections: AtomicUsize,
 }
 
 impl Shared {
@@ -135,6 +138,7 @@ impl HubBuilder {
             quirks: self.quirks,
             hub_origin: format!("http://localhost:{hub_port}"),
             cdn_origin: format!("http://127.0.0.1:{cdn_port}"),
+            open_connections: AtomicUsize::new(0),
         });
         let mut listeners = vec![(hub_v4, Host::Hub), (cdn, Host::Cdn)];
         listeners.extend(hub_v6.map(|l| (l, Host::Hub)));
@@ -275,6 +279,13 @@ impl HubEmulator {
         self.shared.log.snapshot()
     }
 
+    /// Connections being served now (both listeners). A client that was killed may still
+    /// have requests on its way in; once this reaches zero, nothing more of it can reach the
+    /// request log.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::Acquire)
+    }
+
     /// Empties the request log.
     pub fn clear_requests(&self) {
         self.shared.log.clear();
@@ -371,8 +382,19 @@ async fn accept_loop(listener: TcpListener, host: Host, shared: Arc<Shared>) {
     }
 }
 
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves requests on one connection until either side closes it.
 async fn serve_connection(mut stream: TcpStream, host: Host, shared: Arc<Shared>) {
+    shared.open_connections.fetch_add(1, Ordering::AcqRel);
+    let _open = OpenConnection(Arc::clone(&shared));
     let _ = stream.set_nodelay(true);
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     loop {
