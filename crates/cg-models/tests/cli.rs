@@ -781,14 +781,17 @@ fn status_verifies_files_another_tool_downloaded_without_network() {
     assert!(world.hub.requests().is_empty());
 }
 
+/// The next download of a weight file is answered 503 once.
+fn fail_next_weight_download_once(world: &World) {
+    world.hub.add_fault(
+        FaultRule::new(FaultTarget::get("model.safetensors"), Fault::status(503)).times(1),
+    );
+}
+
 #[test]
 fn transient_failures_show_a_retry_notice_and_a_retrying_event() {
     let world = World::new();
-    let flaky = || {
-        world.hub.add_fault(
-            FaultRule::new(FaultTarget::get("model.safetensors"), Fault::status(503)).times(1),
-        );
-    };
+    let flaky = || fail_next_weight_download_once(&world);
     flaky();
     let run = world.run(&["ensure", "Entity"]).ok();
     assert!(run.stderr.contains("Entity: retry 1 in"), "{}", run.stderr);
@@ -813,11 +816,7 @@ fn transient_failures_show_a_retry_notice_and_a_retrying_event() {
 #[test]
 fn double_verbose_adds_the_librarys_own_diagnostics_and_single_verbose_does_not() {
     let world = World::new();
-    let flaky = || {
-        world.hub.add_fault(
-            FaultRule::new(FaultTarget::get("model.safetensors"), Fault::status(503)).times(1),
-        );
-    };
+    let flaky = || fail_next_weight_download_once(&world);
     flaky();
     let run = world.run(&["-v", "ensure", "Entity"]).ok();
     assert!(run.stderr.contains("Entity: retry 1 in"), "{}", run.stderr);
