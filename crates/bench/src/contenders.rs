@@ -96,6 +96,16 @@ impl Toolbox {
 
     /// The `cg-models` global options for a cache in `dir`: endpoint, cache, manifest.
     pub(crate) fn cg_models(&self, served: &Served, cache: &Path) -> Option<Job> {
+        self.cg_models_with(served, cache, &served.manifest_path)
+    }
+
+    /// [`cg_models`](Self::cg_models) with another manifest.
+    pub(crate) fn cg_models_with(
+        &self,
+        served: &Served,
+        cache: &Path,
+        manifest: &Path,
+    ) -> Option<Job> {
         let program = self.cg_models.as_ref().ok()?;
         Some(
             Job::new(program)
@@ -104,7 +114,7 @@ impl Toolbox {
                 .arg("--cache-dir")
                 .arg(cache)
                 .arg("--manifest")
-                .arg(&served.manifest_path)
+                .arg(manifest)
                 .env("HF_HOME", cache.with_file_name("hf-home")),
         )
     }
@@ -137,14 +147,9 @@ impl Toolbox {
                     "cache_dir": cache, "workers": WORKERS, "files": list,
                 });
                 Some(
-                    Job::new(&python.python)
-                        .arg(&python.script)
-                        .arg(arg.to_string())
-                        .env("HF_ENDPOINT", &endpoint)
-                        .env("HF_HOME", &home)
-                        .env("HF_HUB_DISABLE_XET", "1")
-                        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-                        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                    python
+                        .job(&python.script, &endpoint, &home)
+                        .arg(arg.to_string()),
                 )
             }
             Contender::HfHub => Some(

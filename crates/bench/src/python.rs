@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::process::capture;
+use crate::process::{capture, Job};
 
 /// Downloads files with `hf_hub_download`, `workers` at a time, into a Hugging Face cache.
 /// That is what `snapshot_download` does for each file of a repo (a thread pool of
@@ -50,6 +50,20 @@ pub(crate) struct PythonEnv {
     pub python_version: String,
     /// The download script, written into the work directory.
     pub script: PathBuf,
+}
+
+impl PythonEnv {
+    /// `python SCRIPT` against the emulator at `endpoint`, with `HF_HOME` at `home`, Xet,
+    /// telemetry and progress bars off.
+    pub(crate) fn job(&self, script: &Path, endpoint: &str, home: &Path) -> Job {
+        Job::new(&self.python)
+            .arg(script)
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HOME", home)
+            .env("HF_HUB_DISABLE_XET", "1")
+            .env("HF_HUB_DISABLE_TELEMETRY", "1")
+            .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    }
 }
 
 /// Makes sure `venv` holds `huggingface_hub` (creating the environment with `python3 -m venv`

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use context_graph_embeddings::artifacts::matches_any;
 
 use crate::bench::Bench;
 use crate::contenders::{sha256_hex, Contender, WORKERS};
@@ -222,23 +223,12 @@ impl Bench {
         let cache = dir.join("cache");
         let home = dir.join("hf-home");
         match contender {
-            Contender::Ours => {
-                let program = self
-                    .tools
-                    .cg_models
-                    .as_ref()
-                    .map_err(|why| anyhow!("cg-models: {why}"))?;
-                Ok(Job::new(program)
-                    .arg("--endpoint")
-                    .arg(served.hub.endpoint())
-                    .arg("--cache-dir")
-                    .arg(&cache)
-                    .arg("--manifest")
-                    .arg(manifest)
-                    .arg("--quiet")
-                    .arg("ensure")
-                    .env("HF_HOME", &home))
-            }
+            Contender::Ours => Ok(self
+                .tools
+                .cg_models_with(served, &cache, manifest)
+                .ok_or_else(|| anyhow!("cg-models is not available"))?
+                .arg("--quiet")
+                .arg("ensure")),
             Contender::HuggingfaceHub => {
                 let python = self
                     .tools
@@ -256,14 +246,9 @@ impl Bench {
                 let arg = serde_json::json!({
                     "cache_dir": cache, "workers": WORKERS, "repos": repos,
                 });
-                Ok(Job::new(&python.python)
-                    .arg(script)
-                    .arg(arg.to_string())
-                    .env("HF_ENDPOINT", served.hub.endpoint())
-                    .env("HF_HOME", &home)
-                    .env("HF_HUB_DISABLE_XET", "1")
-                    .env("HF_HUB_DISABLE_TELEMETRY", "1")
-                    .env("HF_HUB_DISABLE_PROGRESS_BARS", "1"))
+                Ok(python
+                    .job(script, &served.hub.endpoint(), &home)
+                    .arg(arg.to_string()))
             }
             other => bail!(
                 "{} does not take part in the model-set measurement",
@@ -289,7 +274,7 @@ fn model_sets(served: &Served) -> Result<Vec<ModelSet>> {
                 .ok_or_else(|| anyhow!("{}: no files at {}", weights.repo_id, weights.commit))?;
             let mut files = BTreeMap::new();
             for path in paths {
-                if !patterns.iter().any(|p| fnmatch(p, &path)) {
+                if !matches_any(&patterns, &path) {
                     continue;
                 }
                 let info = served
@@ -337,30 +322,6 @@ fn write_sets_manifest(served: &Served, work: &Path) -> Result<PathBuf> {
     std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
-}
-
-/// `fnmatch.fnmatch` for patterns of literal characters, `*` and `?` (what
-/// `allow_patterns` uses; `*` matches `/` too).
-fn fnmatch(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut i, mut j) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while j < n.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some((i, j));
-            i += 1;
-        } else if let Some((si, sj)) = star {
-            i = si + 1;
-            j = sj + 1;
-            star = Some((si, sj + 1));
-        } else {
-            return false;
-        }
-    }
-    p[i..].iter().all(|&c| c == '*')
 }
 
 /// The request log of the run just finished, counted against the sets.
@@ -537,23 +498,4 @@ pub(crate) fn render(report: &SetsReport) -> String {
     let plain: Vec<Row> = report.rows.iter().map(|r| r.row.clone()).collect();
     out.push_str(&crate::results::render_commands_and_failures(&plain));
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fnmatch;
-
-    #[test]
-    fn fnmatch_is_pythons_for_stars_and_question_marks() {
-        assert!(fnmatch("*.json", "config.json"));
-        assert!(fnmatch("*.json", "1_Pooling/config.json"), "* crosses /");
-        assert!(!fnmatch("*.json", "model.safetensors"));
-        assert!(fnmatch("model.safetensors", "model.safetensors"));
-        assert!(!fnmatch(
-            "model.safetensors",
-            "model.safetensors.index.json.x"
-        ));
-        assert!(fnmatch("vocab.tx?", "vocab.txt"));
-        assert!(!fnmatch("*.txt", "README.md"));
-    }
 }

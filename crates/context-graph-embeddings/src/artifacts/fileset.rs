@@ -223,8 +223,10 @@ fn class(pattern: &[char], c: char) -> Option<(bool, usize)> {
 }
 
 /// Whether `path` matches any of `patterns` as `huggingface_hub.utils.filter_repo_objects`
-/// decides (a pattern ending in `/` gets a `*`).
-pub(crate) fn matches_any(patterns: &[String], path: &str) -> bool {
+/// decides for `allow_patterns` (a pattern ending in `/` gets a `*`): the rule a manifest's
+/// `include` follows. Public so that tools comparing with `snapshot_download` (the benchmark)
+/// select with the same rule.
+pub fn matches_any(patterns: &[String], path: &str) -> bool {
     patterns.iter().any(|p| {
         if p.ends_with('/') {
             fnmatch(&format!("{p}*"), path)

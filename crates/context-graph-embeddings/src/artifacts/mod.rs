@@ -43,7 +43,7 @@ pub use ensure::readiness::{
     FileReadiness, ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
 };
 pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
-pub use fileset::{FileSelection, PinnedFile, Preset};
+pub use fileset::{matches_any, FileSelection, PinnedFile, Preset};
 pub use hash::DigestKind;
 pub use manager::ModelArtifactManager;
 pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
