@@ -28,6 +28,10 @@ pub struct FaultTarget {
     pub host: Option<Host>,
     /// Substring of the path (see the module docs for what "path" covers), `None` = any.
     pub path_contains: Option<String>,
+    /// First byte a `Range: bytes=N-…` request asks for, `None` = any request, with or
+    /// without `Range`: lets a rule spoil the requests of one stretch of a parallel download
+    /// whatever order the connections' requests arrive in.
+    pub range_from: Option<u64>,
 }
 
 impl FaultTarget {
@@ -57,6 +61,7 @@ impl FaultTarget {
             method: Some(method.to_owned()),
             host: None,
             path_contains: Some(path_contains.to_owned()),
+            range_from: None,
         }
     }
 
@@ -66,16 +71,31 @@ impl FaultTarget {
         self
     }
 
+    /// Restricts the target to requests whose `Range` starts at byte `start`.
+    pub fn range_from(mut self, start: u64) -> Self {
+        self.range_from = Some(start);
+        self
+    }
+
     /// Whether a request matches (see the module docs for `paths`).
-    pub(crate) fn matches(&self, host: Host, method: &str, paths: &[&str]) -> bool {
+    pub(crate) fn matches(&self, subject: &FaultSubject<'_>) -> bool {
+        let FaultSubject {
+            host,
+            method,
+            paths,
+            range_from,
+        } = subject;
         self.method
             .as_deref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method))
-            && self.host.is_none_or(|h| h == host)
+            && self.host.is_none_or(|h| h == *host)
             && self
                 .path_contains
                 .as_deref()
                 .is_none_or(|needle| paths.iter().any(|p| p.contains(needle)))
+            && self
+                .range_from
+                .is_none_or(|start| *range_from == Some(start))
     }
 }
 
@@ -193,6 +213,8 @@ pub(crate) struct FaultSubject<'a> {
     pub(crate) host: Host,
     pub(crate) method: &'a str,
     pub(crate) paths: Vec<&'a str>,
+    /// Where the request's `Range: bytes=N-…` starts, if it has one.
+    pub(crate) range_from: Option<u64>,
 }
 
 /// The installed rules with their counters.
@@ -235,12 +257,7 @@ impl FaultBook {
     ) -> Vec<Fault> {
         let mut taken = Vec::new();
         for active in &mut self.rules {
-            if !can_affect(&active.rule.fault)
-                || !active
-                    .rule
-                    .target
-                    .matches(subject.host, subject.method, &subject.paths)
-            {
+            if !can_affect(&active.rule.fault) || !active.rule.target.matches(subject) {
                 continue;
             }
             active.seen = active.seen.saturating_add(1);
@@ -267,7 +284,27 @@ mod tests {
             host: Host::Hub,
             method,
             paths: vec![path],
+            range_from: None,
         }
+    }
+
+    #[test]
+    fn a_range_target_spoils_only_requests_from_that_byte() {
+        let mut book = FaultBook::default();
+        book.add(FaultRule::new(
+            FaultTarget::get("a.bin").range_from(1024),
+            Fault::status(403),
+        ));
+        let from = |range_from| FaultSubject {
+            range_from,
+            ..subject("GET", "/a.bin")
+        };
+        assert!(book.take(&from(None), |_| true, true).is_empty());
+        assert!(book.take(&from(Some(0)), |_| true, true).is_empty());
+        assert_eq!(
+            book.take(&from(Some(1024)), |_| true, true),
+            [Fault::status(403)]
+        );
     }
 
     #[test]
@@ -303,11 +340,17 @@ mod tests {
 
     #[test]
     fn target_matching() {
+        let on = |host, method, paths: &[&'static str]| FaultSubject {
+            host,
+            method,
+            paths: paths.to_vec(),
+            range_from: None,
+        };
         let t = FaultTarget::head("cfg").on_host(Host::Cdn);
-        assert!(t.matches(Host::Cdn, "head", &["/x/cfg"]));
-        assert!(!t.matches(Host::Hub, "HEAD", &["/x/cfg"]));
-        assert!(!t.matches(Host::Cdn, "GET", &["/x/cfg"]));
-        assert!(!t.matches(Host::Cdn, "HEAD", &["/x/other"]));
-        assert!(FaultTarget::any().matches(Host::Hub, "POST", &[]));
+        assert!(t.matches(&on(Host::Cdn, "head", &["/x/cfg"])));
+        assert!(!t.matches(&on(Host::Hub, "HEAD", &["/x/cfg"])));
+        assert!(!t.matches(&on(Host::Cdn, "GET", &["/x/cfg"])));
+        assert!(!t.matches(&on(Host::Cdn, "HEAD", &["/x/other"])));
+        assert!(FaultTarget::any().matches(&on(Host::Hub, "POST", &[])));
     }
 }

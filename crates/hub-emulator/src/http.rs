@@ -255,6 +255,16 @@ pub(crate) enum RangeRequest {
     Unsatisfiable,
 }
 
+/// The first byte a `bytes=N-…` header asks for; `None` for a suffix range (`-n`), a list or
+/// anything unparsable.
+pub(crate) fn range_start(header: &str) -> Option<u64> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    spec.split_once('-')?.0.trim().parse().ok()
+}
+
 /// Evaluates a single-range `bytes=` header: `a-`, `a-b` (b clamped to the end), `-n`.
 pub(crate) fn parse_range(header: &str, total: u64) -> RangeRequest {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
@@ -362,6 +372,10 @@ mod tests {
     #[test]
     fn ranges() {
         use RangeRequest::*;
+        assert_eq!(range_start("bytes=1024-2047"), Some(1024));
+        assert_eq!(range_start("bytes=7-"), Some(7));
+        assert_eq!(range_start("bytes=-3"), None);
+        assert_eq!(range_start("bytes=0-1,3-4"), None);
         assert_eq!(parse_range("bytes=0-0", 10), Span(0, 0));
         assert_eq!(parse_range("bytes=2-", 10), Span(2, 9));
         assert_eq!(parse_range("bytes=2-100", 10), Span(2, 9));

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::fault::{Fault, FaultBook, FaultRule, FaultSubject};
-use crate::http::{self, read_request, reason_phrase, ReadOutcome, Request, Response};
+use crate::http::{self, range_start, read_request, reason_phrase, ReadOutcome, Request, Response};
 use crate::log::{lock, Host, RequestLog, RequestRecord};
 use crate::quirks::MirrorQuirks;
 use crate::repo::{FileEntry, RepoSpec, Store};
@@ -453,6 +453,7 @@ fn prepare(shared: &Shared, host: Host, request: &Request) -> Exchange {
         host,
         method: &request.method,
         paths: paths.iter().map(String::as_str).collect(),
+        range_from: request.header("range").and_then(range_start),
     };
     if let Some(fault) = faults.take(&subject, Fault::replaces_response, true).pop() {
         let origin = match host {
