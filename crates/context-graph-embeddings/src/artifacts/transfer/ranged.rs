@@ -16,10 +16,15 @@
 //! by the write queue, whatever the order of arrival.
 //!
 //! Progress survives restarts: a sidecar `<partial>.ranges` records, per chunk, how many bytes
-//! are on disk (written after the bytes, so it never claims more than is there). A server
-//! that ignores ranges (answers 200), or refuses parallel ranges (403, 429, 416), drops the
-//! download to one stream: the file is cut back to its hashed contiguous prefix and the
-//! ordinary resume path continues from there; the governor backs off for the rest of the run.
+//! are on disk (written after the bytes, so it never claims more than is there).
+//!
+//! A server that refuses a range request (429, or 403 even to a fresh URL) is asking for fewer
+//! connections: the governor backs off for the rest of the run, and the refused connection
+//! closes and hands the rest of its stretch to the file's other connections, so no byte
+//! already on disk is fetched again. A server that ignores ranges (answers 200) or cannot
+//! serve one (416), or refuses the file's last connection, drops the download to one stream:
+//! the file is cut back to its hashed contiguous prefix and the ordinary resume path
+//! continues from there.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -85,7 +90,11 @@ struct Piece {
 }
 
 enum PieceError {
+    /// The server does not do ranges here (200, 416): one stream for the whole file.
     RangesUnsupported(String),
+    /// The server refused this connection's request (429, 403) while other connections of the
+    /// file were open: one connection fewer.
+    Refused(EmbeddingError),
     Failed(EmbeddingError),
 }
 
@@ -120,6 +129,20 @@ impl Work {
     /// Whether a new connection would find work (taking over part of a stretch).
     fn has_work(&self) -> bool {
         !self.unassigned.is_empty() || self.spans.iter().flatten().any(|s| Work::spare(s) >= 2)
+    }
+
+    /// Puts the rest of the stretch of `slot` back for another connection to take (its first
+    /// chunk may hold bytes already; the others cannot), in file order: the earliest stretch
+    /// is taken first, so the hashed prefix keeps up.
+    fn give_back(&mut self, slot: usize) {
+        if let Some(span) = self.spans.get_mut(slot).and_then(Option::take) {
+            if span.current < span.end {
+                let at = self
+                    .unassigned
+                    .partition_point(|(first, _)| *first < span.current);
+                self.unassigned.insert(at, (span.current, span.end));
+            }
+        }
     }
 
     /// Work for the connection in `slot`: a stretch nobody fetches, else (when `steal`) the
@@ -213,6 +236,13 @@ impl RangedTransfer<'_> {
         }
     }
 
+    /// Counts a connection that is about to start, before its first request: a request is
+    /// sent knowing whether other connections of the file are open.
+    fn enlist(&self) -> Alive<'_> {
+        self.alive.fetch_add(1, Ordering::AcqRel);
+        Alive(&self.alive)
+    }
+
     fn chunk_start(&self, chunk: usize) -> u64 {
         chunk as u64 * self.chunk
     }
@@ -304,7 +334,14 @@ pub(crate) async fn fetch_ranged(
     let mut running = FuturesUnordered::new();
     let mut slots = 0usize;
     for connection in connections {
-        running.push(worker(&shared, slots, connection, sender.clone(), false));
+        running.push(worker(
+            &shared,
+            slots,
+            connection,
+            shared.enlist(),
+            sender.clone(),
+            false,
+        ));
         slots += 1;
     }
     let mut ticker = tokio::time::interval(settings.parallel.sample_interval);
@@ -313,6 +350,22 @@ pub(crate) async fn fetch_ranged(
     loop {
         tokio::select! {
             done = running.next() => match done {
+                // A refused connection handed back its stretch after the others had taken
+                // their last: the file gets its own first connection again for it.
+                None if first_error.is_none()
+                    && !shared.stop.load(Ordering::Relaxed)
+                    && !shared.work().unassigned.is_empty() =>
+                {
+                    running.push(worker(
+                        &shared,
+                        slots,
+                        governor.open_first(),
+                        shared.enlist(),
+                        sender.clone(),
+                        false,
+                    ));
+                    slots += 1;
+                }
                 None => break,
                 Some(Err(error)) => { first_error.get_or_insert(error); }
                 Some(Ok(())) => {}
@@ -334,7 +387,14 @@ pub(crate) async fn fetch_ranged(
                     && shared.work().has_work()
                 {
                     let Some(connection) = governor.try_open() else { break };
-                    running.push(worker(&shared, slots, connection, sender.clone(), true));
+                    running.push(worker(
+                        &shared,
+                        slots,
+                        connection,
+                        shared.enlist(),
+                        sender.clone(),
+                        true,
+                    ));
                     slots += 1;
                     room -= 1;
                 }
@@ -412,12 +472,11 @@ async fn worker(
     shared: &RangedTransfer<'_>,
     slot: usize,
     connection: Connection<'_>,
+    alive: Alive<'_>,
     sender: mpsc::Sender<Piece>,
     mut probe: bool,
 ) -> EmbeddingResult<()> {
     let mut connection = connection;
-    shared.alive.fetch_add(1, Ordering::AcqRel);
-    let alive = Alive(&shared.alive);
     let governor = &*shared.settings.connections;
     let mut retry = RetryState::new(
         &shared.settings.retry_policy,
@@ -444,7 +503,7 @@ async fn worker(
         loop {
             retry.attempt_started();
             let before = shared.transferred.load(Ordering::Relaxed);
-            match fetch_span(shared, slot, &sender, &mut connection).await {
+            let error = match fetch_span(shared, slot, &sender, &mut connection).await {
                 Ok(()) => {
                     retry.succeeded();
                     break;
@@ -457,24 +516,45 @@ async fn worker(
                     shared.stop.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
+                Err(PieceError::Refused(error)) => {
+                    governor.refused();
+                    // Another connection of this file goes on: it takes this stretch, and
+                    // every byte on disk stays where it is.
+                    if shared
+                        .alive
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > 1).then(|| n - 1)
+                        })
+                        .is_ok()
+                    {
+                        std::mem::forget(alive);
+                        shared.work().give_back(slot);
+                        tracing::debug!(file = %shared.request.location, %error, "range refused; its connection closes and the others take its stretch");
+                        return Ok(());
+                    }
+                    // The others have finished meanwhile: this one asks again, alone now; a
+                    // refusal of that drops the file to one stream.
+                    continue;
+                }
                 Err(PieceError::Failed(error)) => {
                     if asks_for_fewer(&error) {
                         governor.refused();
                     }
-                    let progressed = shared.transferred.load(Ordering::Relaxed) > before;
-                    match retry.after_failure(error, progressed, rand::random()) {
-                        RetryDecision::GiveUp(error) => {
-                            shared.stop.store(true, Ordering::Relaxed);
-                            return Err(error);
-                        }
-                        RetryDecision::Retry(backoff) => {
-                            let on_disk = shared.on_disk.load(Ordering::Relaxed);
-                            shared.events.retrying(on_disk, shared.size, &backoff);
-                            tokio::time::sleep(backoff.delay).await;
-                            if shared.stop.load(Ordering::Relaxed) {
-                                return Ok(());
-                            }
-                        }
+                    error
+                }
+            };
+            let progressed = shared.transferred.load(Ordering::Relaxed) > before;
+            match retry.after_failure(error, progressed, rand::random()) {
+                RetryDecision::GiveUp(error) => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    return Err(error);
+                }
+                RetryDecision::Retry(backoff) => {
+                    let on_disk = shared.on_disk.load(Ordering::Relaxed);
+                    shared.events.retrying(on_disk, shared.size, &backoff);
+                    tokio::time::sleep(backoff.delay).await;
+                    if shared.stop.load(Ordering::Relaxed) {
+                        return Ok(());
                     }
                 }
             }
@@ -527,6 +607,7 @@ async fn fetch_span(
             shared.chunk_end(span.end - 1) - 1,
         )
     };
+    let crowded = shared.alive.load(Ordering::Acquire) > 1;
     let mut body = match shared.source.open(start, Some(last)).await {
         Ok(Opened::Range {
             body,
@@ -555,10 +636,14 @@ async fn fetch_span(
                 "the server answered 416 to a Range request".to_owned(),
             ))
         }
+        // Refused while other connections of the file were open: too many at once. Refused
+        // alone: the server does not serve this file in ranges.
         Err(error) if shared.source.is_range_refusal(&error) => {
-            return Err(PieceError::RangesUnsupported(format!(
-                "parallel ranges refused: {error}"
-            )))
+            return Err(if crowded {
+                PieceError::Refused(error)
+            } else {
+                PieceError::RangesUnsupported(format!("ranges refused: {error}"))
+            });
         }
         Err(error) => return Err(PieceError::Failed(error)),
     };

@@ -186,17 +186,60 @@ async fn a_per_connection_cap_gets_many_connections() {
     );
 }
 
+fn range_start(record: &RequestRecord) -> Option<u64> {
+    record
+        .range()?
+        .trim_start_matches("bytes=")
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn fell_back_to_one_stream(gets: &[RequestRecord]) -> bool {
+    gets.iter()
+        .any(|r| r.range().is_none_or(|range| range.ends_with('-')))
+}
+
 #[tokio::test]
-async fn servers_that_ignore_or_refuse_ranges_drop_to_one_stream() {
-    for fault in [Fault::IgnoreRange, Fault::status(429), Fault::status(403)] {
-        let size = 2_000_000;
-        let fx = Fixture::new(&[model(ModelId::Multimodal, size, false)]);
+async fn a_server_that_ignores_ranges_drops_the_download_to_one_stream() {
+    let size = 2_000_000;
+    let fx = Fixture::new(&[model(ModelId::Multimodal, size, false)]);
+    let served = fx.file(ModelId::Multimodal).clone();
+    // Let two ranges through, then answer 200 with the whole file.
+    fx.hub.add_fault(
+        FaultRule::new(FaultTarget::get(&served.sha256), Fault::IgnoreRange)
+            .skip(2)
+            .times(2),
+    );
+    manager(&fx).download(ModelId::Multimodal).await.unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    assert!(fell_back_to_one_stream(&gets), "{gets:?}");
+}
+
+#[tokio::test]
+async fn a_refused_range_hands_its_stretch_to_the_other_connections() {
+    let size: u64 = 2_000_000;
+    let second_stretch = size.div_ceil(CHUNK).div_ceil(4) * CHUNK;
+    // A 429, and a 403 that a fresh URL gets again (on the CDN, so it is resolved anew first).
+    for (fault, lfs, times) in [
+        (Fault::status(429), false, 1),
+        (Fault::status(403), true, 2),
+    ] {
+        let fx = Fixture::new(&[model(ModelId::Multimodal, size, lfs)]);
         let served = fx.file(ModelId::Multimodal).clone();
-        // Let two ranges through, then refuse: the download must still complete, correctly.
+        // Only the connection that starts the second stretch is refused, whatever the order
+        // in which the four first requests arrive.
         fx.hub.add_fault(
-            FaultRule::new(FaultTarget::get(&served.sha256), fault.clone())
-                .skip(2)
-                .times(2),
+            FaultRule::new(
+                FaultTarget::get(&served.sha256).range_from(second_stretch),
+                fault.clone(),
+            )
+            .times(times),
         );
         manager(&fx)
             .download(ModelId::Multimodal)
@@ -207,21 +250,56 @@ async fn servers_that_ignore_or_refuse_ranges_drop_to_one_stream() {
             served.content,
             "{fault:?}"
         );
-        if fault == Fault::status(403) {
-            // A CDN 403 first gets a fresh URL from the Hub (it may be an expired signature,
-            // see tests/network.rs); the ranges go on in parallel with it.
-            continue;
-        }
         let gets = fx.gets(&served.sha256);
-        let open_ended: Vec<_> = gets
-            .iter()
-            .filter(|r| r.range().is_some_and(|r| r.ends_with('-')))
-            .collect();
+        let refused = gets.iter().filter(|r| r.status >= 400).count();
+        assert_eq!(refused, times as usize, "{fault:?}: {gets:?}");
         assert!(
-            !open_ended.is_empty() || gets.iter().any(|r| r.range().is_none()),
-            "{fault:?}: fell back to one stream: {gets:?}"
+            gets.iter()
+                .any(|r| r.status == 206 && range_start(r) == Some(second_stretch)),
+            "{fault:?}: another connection fetched the refused stretch: {gets:?}"
         );
+        assert!(
+            !fell_back_to_one_stream(&gets),
+            "{fault:?}: the other connections went on in ranges: {gets:?}"
+        );
+        assert_eq!(body_bytes(&gets), size, "{fault:?}: nothing fetched twice");
     }
+}
+
+#[tokio::test]
+async fn when_the_last_connection_is_refused_the_file_goes_on_as_one_stream() {
+    let size: u64 = 2_000_000;
+    let fx = Fixture::new(&[model(ModelId::Multimodal, size, false)]);
+    let served = fx.file(ModelId::Multimodal).clone();
+    // Two connections, two stretches. The second stretch is refused twice: to its own
+    // connection, and to the one it is handed to (or, when the first connection had already
+    // finished, to the one stream that follows).
+    let half = size.div_ceil(CHUNK).div_ceil(2) * CHUNK;
+    fx.hub.add_fault(
+        FaultRule::new(
+            FaultTarget::get(&served.sha256).range_from(half),
+            Fault::status(429),
+        )
+        .times(2),
+    );
+    let mut config = fx.config();
+    config.parallel = ParallelSettings {
+        connections: 2,
+        initial_connections: 2,
+        ..parallel()
+    };
+    ModelArtifactManager::new(config)
+        .unwrap()
+        .download(ModelId::Multimodal)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    assert!(fell_back_to_one_stream(&gets), "{gets:?}");
+    assert_eq!(body_bytes(&gets), size, "nothing fetched twice");
 }
 
 #[tokio::test]
