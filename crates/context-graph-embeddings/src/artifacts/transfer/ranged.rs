@@ -332,17 +332,21 @@ pub(crate) async fn fetch_ranged(
     };
 
     let mut running = FuturesUnordered::new();
+    // Each connection gets a slot of its own in `Work::spans`.
     let mut slots = 0usize;
-    for connection in connections {
-        running.push(worker(
+    let mut start = |connection, probe| {
+        slots += 1;
+        worker(
             &shared,
-            slots,
+            slots - 1,
             connection,
             shared.enlist(),
             sender.clone(),
-            false,
-        ));
-        slots += 1;
+            probe,
+        )
+    };
+    for connection in connections {
+        running.push(start(connection, false));
     }
     let mut ticker = tokio::time::interval(settings.parallel.sample_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -356,15 +360,7 @@ pub(crate) async fn fetch_ranged(
                     && !shared.stop.load(Ordering::Relaxed)
                     && !shared.work().unassigned.is_empty() =>
                 {
-                    running.push(worker(
-                        &shared,
-                        slots,
-                        governor.open_first(),
-                        shared.enlist(),
-                        sender.clone(),
-                        false,
-                    ));
-                    slots += 1;
+                    running.push(start(governor.open_first(), false));
                 }
                 None => break,
                 Some(Err(error)) => { first_error.get_or_insert(error); }
@@ -387,15 +383,7 @@ pub(crate) async fn fetch_ranged(
                     && shared.work().has_work()
                 {
                     let Some(connection) = governor.try_open() else { break };
-                    running.push(worker(
-                        &shared,
-                        slots,
-                        connection,
-                        shared.enlist(),
-                        sender.clone(),
-                        true,
-                    ));
-                    slots += 1;
+                    running.push(start(connection, true));
                     room -= 1;
                 }
             }

@@ -29,6 +29,24 @@ fn manager(fx: &Fixture) -> ModelArtifactManager {
     ModelArtifactManager::new(config).unwrap()
 }
 
+/// Downloads Multimodal with `settings`, checks that the snapshot holds the served bytes,
+/// and returns the file's `GET`s.
+async fn download_checked(fx: &Fixture, settings: ParallelSettings) -> Vec<RequestRecord> {
+    let mut config = fx.config();
+    config.parallel = settings;
+    ModelArtifactManager::new(config)
+        .unwrap()
+        .download(ModelId::Multimodal)
+        .await
+        .unwrap();
+    let served = fx.file(ModelId::Multimodal);
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    fx.gets(&served.sha256)
+}
+
 fn body_bytes(requests: &[RequestRecord]) -> u64 {
     requests
         .iter()
@@ -58,19 +76,7 @@ async fn a_large_file_comes_in_parallel_ranges_and_verifies() {
     assert!(gets
         .iter()
         .all(|r| r.status == 206 && r.range().is_some_and(|r| r.contains('-'))));
-    let starts: Vec<u64> = gets
-        .iter()
-        .map(|r| {
-            r.range()
-                .unwrap()
-                .trim_start_matches("bytes=")
-                .split('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let starts: Vec<u64> = gets.iter().map(|r| range_start(r).unwrap()).collect();
     assert!(starts.iter().all(|s| s % CHUNK == 0), "{starts:?}");
     for quarter in 0..4 {
         assert!(
@@ -124,22 +130,14 @@ async fn a_run_starts_with_one_stream_per_file() {
     // there on link models.
     let size = 24_000_000;
     let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
-    let served = fx.file(ModelId::Multimodal).clone();
-    let mut config = fx.config();
-    config.parallel = ParallelSettings {
-        sample_interval: Duration::from_secs(30),
-        ..adaptive()
-    };
-    ModelArtifactManager::new(config)
-        .unwrap()
-        .download(ModelId::Multimodal)
-        .await
-        .unwrap();
-    assert_eq!(
-        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
-        served.content
-    );
-    let gets = fx.gets(&served.sha256);
+    let gets = download_checked(
+        &fx,
+        ParallelSettings {
+            sample_interval: Duration::from_secs(30),
+            ..adaptive()
+        },
+    )
+    .await;
     let ranges: Vec<_> = gets.iter().map(|r| r.range().unwrap_or("none")).collect();
     let half = size.div_ceil(CHUNK).div_ceil(2) * CHUNK;
     assert_eq!(
@@ -212,12 +210,7 @@ async fn a_server_that_ignores_ranges_drops_the_download_to_one_stream() {
             .skip(2)
             .times(2),
     );
-    manager(&fx).download(ModelId::Multimodal).await.unwrap();
-    assert_eq!(
-        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
-        served.content
-    );
-    let gets = fx.gets(&served.sha256);
+    let gets = download_checked(&fx, parallel()).await;
     assert!(fell_back_to_one_stream(&gets), "{gets:?}");
 }
 
@@ -282,22 +275,15 @@ async fn when_the_last_connection_is_refused_the_file_goes_on_as_one_stream() {
         )
         .times(2),
     );
-    let mut config = fx.config();
-    config.parallel = ParallelSettings {
-        connections: 2,
-        initial_connections: 2,
-        ..parallel()
-    };
-    ModelArtifactManager::new(config)
-        .unwrap()
-        .download(ModelId::Multimodal)
-        .await
-        .unwrap();
-    assert_eq!(
-        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
-        served.content
-    );
-    let gets = fx.gets(&served.sha256);
+    let gets = download_checked(
+        &fx,
+        ParallelSettings {
+            connections: 2,
+            initial_connections: 2,
+            ..parallel()
+        },
+    )
+    .await;
     assert!(fell_back_to_one_stream(&gets), "{gets:?}");
     assert_eq!(body_bytes(&gets), size, "nothing fetched twice");
 }
@@ -314,22 +300,10 @@ async fn cut_ranges_resume_where_they_stopped() {
         )
         .times(3),
     );
-    manager(&fx).download(ModelId::Multimodal).await.unwrap();
-    assert_eq!(
-        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
-        served.content
-    );
-    let gets = fx.gets(&served.sha256);
+    let gets = download_checked(&fx, parallel()).await;
     let continued = gets
         .iter()
-        .filter_map(|r| r.range())
-        .filter_map(|r| {
-            r.trim_start_matches("bytes=")
-                .split('-')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .filter_map(range_start)
         .filter(|start| start % CHUNK != 0)
         .count();
     assert_eq!(continued, 3, "each cut range continues mid-chunk: {gets:?}");
