@@ -22,9 +22,10 @@
 //! connections: the governor backs off for the rest of the run, and the refused connection
 //! closes and hands the rest of its stretch to the file's other connections, so no byte
 //! already on disk is fetched again. A server that ignores ranges (answers 200) or cannot
-//! serve one (416), or refuses the file's last connection, drops the download to one stream:
-//! the file is cut back to its hashed contiguous prefix and the ordinary resume path
-//! continues from there.
+//! serve one (416), or refuses a connection while no other of the file is open (a refused
+//! connection whose others have finished meanwhile asks once more, alone), drops the
+//! download to one stream: the file is cut back to its hashed contiguous prefix and the
+//! ordinary resume path continues from there.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
