@@ -27,7 +27,7 @@ use context_graph_embeddings::artifacts::{
 use context_graph_embeddings::artifacts::{ByteSource, Opened};
 use context_graph_embeddings::{EmbeddingError, ModelId};
 use futures_util::TryStreamExt;
-use hub_emulator::{synth, Host};
+use hub_emulator::{synth, Host, RequestRecord};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
@@ -488,7 +488,7 @@ fn node_config(fx: &Fixture, cache: &Path, mirror: MirrorConfig) -> ArtifactMana
 }
 
 /// Every request the emulator logged that concerns this file (its repo, or its blob).
-fn hub_requests_for(fx: &Fixture, id: ModelId) -> Vec<hub_emulator::RequestRecord> {
+fn hub_requests_for(fx: &Fixture, id: ModelId) -> Vec<RequestRecord> {
     let file = fx.file(id);
     fx.hub
         .requests()
@@ -1671,15 +1671,8 @@ async fn a_killed_leader_is_replaced_and_the_next_resumes_from_its_parts() {
         .requests()
         .iter()
         .filter(|r| r.host == Host::Cdn && r.method == "GET")
-        .filter_map(|r| {
-            r.range()?
-                .strip_prefix("bytes=")?
-                .split('-')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .filter(|start: &u64| *start > 0)
+        .filter_map(RequestRecord::range_start)
+        .filter(|start| *start > 0)
         .collect();
     assert!(
         resumed

@@ -44,6 +44,12 @@ impl RequestRecord {
     pub fn range(&self) -> Option<&str> {
         self.header("range")
     }
+
+    /// The first byte a `Range: bytes=N-…` asked for (what [`crate::FaultTarget::range_from`]
+    /// matches); `None` without a `Range`, or for a suffix range or a list.
+    pub fn range_start(&self) -> Option<u64> {
+        self.range().and_then(crate::http::range_start)
+    }
 }
 
 /// Append-only log shared by all connections. Entries get a sequence number so a connection

@@ -76,7 +76,7 @@ async fn a_large_file_comes_in_parallel_ranges_and_verifies() {
     assert!(gets
         .iter()
         .all(|r| r.status == 206 && r.range().is_some_and(|r| r.contains('-'))));
-    let starts: Vec<u64> = gets.iter().map(|r| range_start(r).unwrap()).collect();
+    let starts: Vec<u64> = gets.iter().map(|r| r.range_start().unwrap()).collect();
     assert!(starts.iter().all(|s| s % CHUNK == 0), "{starts:?}");
     for quarter in 0..4 {
         assert!(
@@ -184,16 +184,6 @@ async fn a_per_connection_cap_gets_many_connections() {
     );
 }
 
-fn range_start(record: &RequestRecord) -> Option<u64> {
-    record
-        .range()?
-        .trim_start_matches("bytes=")
-        .split('-')
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn fell_back_to_one_stream(gets: &[RequestRecord]) -> bool {
     gets.iter()
         .any(|r| r.range().is_none_or(|range| range.ends_with('-')))
@@ -248,7 +238,7 @@ async fn a_refused_range_hands_its_stretch_to_the_other_connections() {
         assert_eq!(refused, times as usize, "{fault:?}: {gets:?}");
         assert!(
             gets.iter()
-                .any(|r| r.status == 206 && range_start(r) == Some(second_stretch)),
+                .any(|r| r.status == 206 && r.range_start() == Some(second_stretch)),
             "{fault:?}: another connection fetched the refused stretch: {gets:?}"
         );
         assert!(
@@ -303,7 +293,7 @@ async fn cut_ranges_resume_where_they_stopped() {
     let gets = download_checked(&fx, parallel()).await;
     let continued = gets
         .iter()
-        .filter_map(range_start)
+        .filter_map(RequestRecord::range_start)
         .filter(|start| start % CHUNK != 0)
         .count();
     assert_eq!(continued, 3, "each cut range continues mid-chunk: {gets:?}");
