@@ -7,6 +7,7 @@
 //! <cache>/models--org--name/blobs/<etag>.<8hex>.incomplete    (a download in progress)
 //! <cache>/models--org--name/snapshots/<commit>/<path>         (relative symlink to the blob)
 //! <cache>/models--org--name/refs/<revision>                   (the commit, no newline)
+//! <cache>/models--org--name/trees/<commit>.json              (huggingface_hub's tree listing, read only)
 //! <cache>/models--org--name/.cg-models-v1/verified/…          (our verification stamps)
 //! <cache>/blobs/<2 hex>/<xet hash>                            (huggingface_hub 2.4's shared store, see `shared.rs`)
 //! ```
@@ -137,6 +138,14 @@ impl CacheLayout {
             .join(name)
     }
 
+    /// Where `huggingface_hub` keeps the Hub's tree listing of a commit (read, never written:
+    /// see `listing.rs`).
+    pub fn tree_listing_path(&self, repo_id: &str, commit: &str) -> PathBuf {
+        self.repo_dir(repo_id)
+            .join("trees")
+            .join(format!("{commit}.json"))
+    }
+
     /// The commit a revision points to: the revision itself when it is a commit id, else the
     /// content of its ref file (trimmed; only a 40-hex value counts).
     pub fn resolve_commit(&self, repo_id: &str, revision: &str) -> Option<String> {
@@ -191,6 +200,14 @@ impl CacheLayout {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
+        if let Some(link) = link_at_or_above(&parent) {
+            // Never write through a link: what it points to is not the cache's.
+            return Err(EmbeddingError::io(
+                "refusing to place a snapshot entry through the link",
+                link,
+                std::io::Error::other("a folder of the snapshot path is a link"),
+            ));
+        }
         create_dir_all(&parent)?;
         remove_stale_temporaries(&parent);
         let temporary = temporary_path(&parent);
