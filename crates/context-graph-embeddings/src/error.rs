@@ -103,6 +103,37 @@ pub enum EmbeddingError {
         /// The file.
         location: FileLocation,
     },
+    /// A file of a model's set is not in the cache.
+    #[error("{location} is not in the cache; run `cg-models ensure` to fetch it")]
+    FileMissing {
+        /// The file.
+        location: FileLocation,
+    },
+    /// Nothing without the Hub says which files make up the model at its commit.
+    #[error("{location}: which files make up the model at commit {commit} is not known without the Hub (no set locked in the manifest or recorded by cg-models, no trees/{commit}.json, no snapshot folder); run `cg-models ensure` online once, or lock the manifest (`cg-models lock`)")]
+    SetUnknown {
+        /// The model's weight file.
+        location: FileLocation,
+        /// The commit its revision resolves to in the cache.
+        commit: String,
+    },
+    /// A snapshot entry (or a folder above it) is a link that leaves the cache, or not a
+    /// regular file: its bytes are not the cache's and were not read.
+    #[error("{location}: {path} is a link that leaves the cache (or not a regular file); it was not read. `cg-models ensure` replaces it with a verified entry where the cache is writable")]
+    ForeignEntry {
+        /// The file of the set.
+        location: FileLocation,
+        /// The link (or entry) found.
+        path: PathBuf,
+    },
+    /// A present file cannot be checked: nothing says what its bytes must be.
+    #[error("{location}: {path} cannot be verified without the Hub: no digest is known for it (no pin, no blob link, no tree listing); run `cg-models ensure` online once, or lock the manifest (`cg-models lock`)")]
+    NoDigestKnown {
+        /// The file.
+        location: FileLocation,
+        /// The snapshot entry.
+        path: PathBuf,
+    },
     /// The repository does not exist or is private.
     #[error("{location}: repository not found on the Hub ({refusal}); check the repo_id, or give a token if it is private (HF_TOKEN, --token)")]
     RepoNotFound {
@@ -251,8 +282,9 @@ pub enum EmbeddingError {
         /// The file.
         location: FileLocation,
     },
-    /// The downloaded or cached bytes do not have the expected SHA-256.
-    #[error("{location}: SHA-256 mismatch in {path}: expected {expected}, got {actual}; the file was not used")]
+    /// The downloaded or cached bytes do not have the expected digest (SHA-256, or the git
+    /// blob SHA-1 of a regular file).
+    #[error("{location}: {} mismatch in {path}: expected {expected}, got {actual}; the file was not used", digest_name(.expected))]
     HashMismatch {
         /// The file.
         location: FileLocation,
@@ -444,6 +476,15 @@ pub(crate) fn is_disk_full_io(error: &std::io::Error) -> bool {
         error.kind(),
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
     )
+}
+
+/// The name of a digest by its length, for messages.
+fn digest_name(expected: &str) -> &'static str {
+    if expected.len() == 40 {
+        "git blob SHA-1"
+    } else {
+        "SHA-256"
+    }
 }
 
 fn join_models(models: &[ModelId]) -> String {

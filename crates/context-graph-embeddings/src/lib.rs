@@ -82,6 +82,8 @@
 //! | `MissingModels` | models not on disk or not verified, and `auto_download` is off (or the registry was handed unverified models) | run `cg-models ensure`, or turn `auto_download` on |
 //! | `DownloadsFailed` | some downloads failed; the others completed | read each model's error below it; start again to retry (finished files are kept, partial ones resume) |
 //! | `OfflineMissing` | offline mode and the file is not cached | go online once, or copy the cache from a machine that has it |
+//! | `FileMissing`, `SetUnknown`, `NoDigestKnown` | a file of the set is absent, or nothing local says which files make up the set or what a file must be | run `cg-models ensure` online once, or lock the manifest (`cg-models lock`) |
+//! | `ForeignEntry` | a snapshot entry or folder is a link that leaves the cache | nothing was read through it; `cg-models ensure` replaces it where the cache is writable |
 //! | `GatedRepo`, `RepoNotFound`, `HubRefused` | the Hub refused (terms not accepted, private repo, bad token) | accept the terms on the repo page, give a token (`HF_TOKEN`, `hf_token`) |
 //! | `RetriesExhausted`, `Network`, `IdleTimeout` | the network or server kept failing | check the connection, proxy (`HTTPS_PROXY`) or `HF_ENDPOINT`; raise `download_timeout` on slow links |
 //! | `PinMismatch` | the Hub advertises another hash or size than the manifest pins | nothing was downloaded; if the Hub is right, re-pin (`cg-models lock --force`) |

@@ -9,7 +9,6 @@ use tokio::sync::broadcast;
 use super::config::ArtifactManagerConfig;
 use super::ensure::bundle::{self, BundleExport, BundleImport};
 use super::ensure::context::Context;
-use super::ensure::local::{inspect_in, is_ready};
 use super::ensure::readiness::{ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
@@ -139,11 +138,7 @@ impl ModelArtifactManager {
     /// Local path of the model's weight file (the snapshot path), `None` unless it is
     /// available (every file of its set verified).
     pub fn get_path(&self, model_id: ModelId) -> Option<PathBuf> {
-        let artifact = self.context.artifact(model_id).ok()?;
-        let state = inspect_in(&self.context, artifact);
-        is_ready(artifact, &state, self.context.config.verify_checksums)
-            .then_some(state.snapshot)
-            .flatten()
+        self.verified_model(model_id).map(|m| m.weights)
     }
 
     /// What the manager verified for a model: its snapshot folder, weights file, format and

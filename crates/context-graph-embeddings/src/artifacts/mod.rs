@@ -39,6 +39,7 @@ pub use blocking::available_space;
 pub use config::ArtifactManagerConfig;
 pub use ensure::bundle::{BundleExport, BundleFile, BundleImport};
 pub use ensure::local::HashSource;
+pub use ensure::plan::{FileRole, SetOrigin};
 pub use ensure::readiness::{
     FileReadiness, ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
 };

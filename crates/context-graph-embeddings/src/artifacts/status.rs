@@ -97,7 +97,7 @@ pub(crate) struct ModelEvents {
     model_id: ModelId,
     emitter: ProgressEmitter,
     board: Arc<StatusBoard>,
-    /// A small file of the model's set besides the weights: its byte counts neither reach
+    /// A file of the model's set other than the weights: its byte counts neither reach
     /// the board nor the channel (they would make the model's progress jump), only retries,
     /// warnings and its `FileReady`.
     quiet: bool,
@@ -118,8 +118,8 @@ impl ModelEvents {
         }
     }
 
-    /// The handle for one companion file of the model (see `quiet`).
-    pub(crate) fn for_companion(&self) -> Self {
+    /// The handle for a file of the model's set other than the weights (see `quiet`).
+    pub(crate) fn for_other_file(&self) -> Self {
         ModelEvents {
             quiet: true,
             ..self.clone()

@@ -5,14 +5,14 @@
 //! first, at most `max_concurrent_downloads` at once. One error lists every model that failed;
 //! the others still complete.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures_util::stream::{self, StreamExt};
 
 use super::context::Context;
-use super::local::{inspect_in_off_thread, LocalState};
+use super::local::{inspect_async, LocalState};
 use super::one::{ensure_one, expectations, head_with_retries, pinned_for_mirror, report_ready};
-use super::readiness::verify_models;
+use super::readiness::{not_ready_error, verify_model, FileVerdict};
 use crate::artifacts::blocking::{read_only_mount, run_blocking, write_denied};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact};
 use crate::artifacts::progress::Outcome;
@@ -49,14 +49,19 @@ pub(crate) async fn ensure_models(ctx: &Context, models: &[ModelId]) -> Embeddin
         return failures.into_result();
     }
     if ctx.config.offline {
-        for artifact in todo {
-            let error = EmbeddingError::OfflineMissing {
-                location: artifact.location(),
+        // Each model says why it is not ready: the file missing, wrong, or unknown.
+        for (artifact, why_not) in todo {
+            let error = match why_not {
+                EmbeddingError::FileMissing { location } => {
+                    EmbeddingError::OfflineMissing { location }
+                }
+                other => other,
             };
             failures.report(ctx, artifact.model_id, error);
         }
         return failures.into_result();
     }
+    let todo: Vec<&ModelArtifact> = todo.into_iter().map(|(artifact, _)| artifact).collect();
     let root = ctx.layout.root().to_path_buf();
     let unwritable = run_blocking(move || {
         Ok(read_only_mount(&root)
@@ -96,27 +101,31 @@ pub(crate) async fn ensure_models(ctx: &Context, models: &[ModelId]) -> Embeddin
     failures.into_result()
 }
 
-/// Ready models are reported; present but unverified files are hashed on all cores at once;
-/// returns what still needs fetching.
+/// Ready models are reported; models whose every file is present but some unverified are
+/// hashed on all cores at once (no network when they are right); returns what still needs
+/// fetching, each with why it is not ready (the first file missing, wrong or unknown).
 async fn classify<'a>(
     ctx: &'a Context,
     models: &[ModelId],
     failures: &mut Failures,
-) -> Vec<&'a ModelArtifact> {
+) -> Vec<(&'a ModelArtifact, EmbeddingError)> {
     let mut todo = Vec::new();
     let mut unverified = Vec::new();
     for model_id in models {
         match ctx.manifest.entry(*model_id) {
             Some(ManifestEntry::Builtin(_)) => {}
             Some(ManifestEntry::Artifact(artifact)) => {
-                let state: LocalState = inspect_in_off_thread(ctx, artifact).await;
-                match state.snapshot {
-                    Some(path) if state.stamp_valid => {
+                let state: LocalState = inspect_async(ctx, artifact).await;
+                match state.weights().path() {
+                    Some(path) if state.is_ready(true) => {
                         let events = ctx.events(artifact.model_id);
-                        report_ready(&events, &path, Outcome::AlreadyPresent, 0, None).await;
+                        report_ready(&events, path, Outcome::AlreadyPresent, 0, None).await;
                     }
-                    Some(_) => unverified.push(artifact.model_id),
-                    None => todo.push(artifact),
+                    _ if state.all_present() => unverified.push((artifact, state)),
+                    _ => {
+                        let why_not = not_ready_error(artifact, &state, false);
+                        todo.push((artifact, why_not));
+                    }
                 }
             }
             None => failures
@@ -124,17 +133,34 @@ async fn classify<'a>(
                 .push((*model_id, EmbeddingError::NotAnArtifact(*model_id))),
         }
     }
-    if !unverified.is_empty() {
-        for outcome in verify_models(ctx, &unverified, ctx.hashing_parallelism(), false).await {
-            let Ok(artifact) = ctx.artifact(outcome.model_id) else {
-                continue;
-            };
-            match (outcome.verified, outcome.path) {
-                (Some(true), Some(path)) => {
-                    let events = ctx.events(artifact.model_id);
-                    report_ready(&events, &path, Outcome::Verified, 0, None).await;
-                }
-                _ => todo.push(artifact),
+    unverified.sort_by_key(|(_, state)| {
+        std::cmp::Reverse(state.files.iter().filter_map(|f| f.size()).sum::<u64>())
+    });
+    let checked: Vec<_> = stream::iter(unverified)
+        .map(|(artifact, state)| async move {
+            let verdict = verify_model(ctx, artifact, &state, false).await;
+            (artifact, state, verdict)
+        })
+        .buffer_unordered(ctx.hashing_parallelism().max(1))
+        .collect()
+        .await;
+    for (artifact, state, verdict) in checked {
+        match verdict {
+            Ok(None) => {
+                let events = ctx.events(artifact.model_id);
+                let path = state
+                    .weights()
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                report_ready(&events, &path, Outcome::Verified, 0, None).await;
+            }
+            Ok(Some(FileVerdict::Corrupt(error) | FileVerdict::Unavailable(error)))
+            | Err(error) => {
+                todo.push((artifact, error));
+            }
+            Ok(Some(FileVerdict::Verified)) => {
+                todo.push((artifact, not_ready_error(artifact, &state, false)));
             }
         }
     }

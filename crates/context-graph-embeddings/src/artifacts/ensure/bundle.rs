@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::context::CacheView;
 use super::context::Context;
-use super::local::{known_companions, record_companions};
+use super::plan::{plan_locally, record_set};
 use crate::artifacts::blocking::run_blocking_checked;
 use crate::artifacts::fileset::PinnedFile;
 use crate::artifacts::hash::{hash_file_as, DigestKind};
@@ -111,12 +112,12 @@ pub(crate) async fn export(
     path: &Path,
     models: &[ModelId],
 ) -> EmbeddingResult<BundleExport> {
-    let layout = ctx.layout.clone();
+    let view = ctx.view();
     let manifest = ctx.manifest.clone();
     let models = models.to_vec();
     let target = path.to_path_buf();
     run_blocking_checked("cannot write", path, move || {
-        export_blocking(&layout, &manifest, &models, &target)
+        export_blocking(&view, &manifest, &models, &target)
     })
     .await
 }
@@ -142,7 +143,7 @@ fn bundle_error(path: &Path, reason: impl Into<String>) -> EmbeddingError {
 }
 
 fn export_blocking(
-    layout: &CacheLayout,
+    view: &CacheView,
     manifest: &Manifest,
     models: &[ModelId],
     path: &Path,
@@ -166,19 +167,23 @@ fn export_blocking(
                 ),
             )
         };
-        let commit = layout
-            .resolve_commit(&artifact.repo_id, artifact.revision_or_default())
-            .ok_or_else(|| not_ready("is not in the cache"))?;
-        let companions = known_companions(layout, artifact, &commit)
-            .ok_or_else(|| not_ready("has a file set never resolved in this cache"))?;
-        let mut set_files = files_of(artifact);
-        set_files.truncate(1);
-        set_files.extend(companions.into_iter().map(|c| ModelFile {
-            path: c.path,
-            kind: c.kind,
-            digest: Some(c.digest),
-            size: Some(c.size_bytes),
-        }));
+        // The model's plan as the cache alone makes it: the same list `status` shows.
+        let layout = &view.layout;
+        let (commit, plan) = plan_locally(view, artifact);
+        let commit = commit.ok_or_else(|| not_ready("is not in the cache"))?;
+        let plan = plan.ok_or_else(|| {
+            not_ready("has a file set nothing in this cache describes (no recorded set, no tree listing, no snapshot folder)")
+        })?;
+        let set_files: Vec<ModelFile> = plan
+            .files
+            .iter()
+            .map(|f| ModelFile {
+                path: f.path.clone(),
+                kind: f.digest.as_ref().map_or(DigestKind::Sha256, |d| d.kind()),
+                digest: f.digest.as_ref().map(|d| d.hex().to_owned()),
+                size: f.size,
+            })
+            .collect();
         let mut locked_rows = Vec::new();
         for file in set_files {
             let snapshot = layout.snapshot_path(&artifact.repo_id, &commit, &file.path);
@@ -638,7 +643,7 @@ fn record_imported_sets(
                 digest: f.git_sha1.clone().unwrap_or_else(|| f.sha256.clone()),
             })
             .collect();
-        record_companions(layout, artifact, &first.commit, &rows)?;
+        record_set(layout, artifact, &first.commit, &rows)?;
     }
     Ok(())
 }

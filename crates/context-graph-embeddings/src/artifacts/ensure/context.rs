@@ -1,8 +1,8 @@
 //! What every step of ensuring a model needs, built once by the manager: the configuration,
 //! the manifest, the cache layout, the Hub client and the mirror, the download and range
 //! slots, the status board and the progress channel, and what this process verified but
-//! could not record (a read-only cache): the verdicts and resolved file sets, kept in memory,
-//! and the one notice.
+//! could not record (a read-only cache): the verdicts and resolved file sets, kept in memory
+//! ([`Memory`], read through a [`CacheView`] on blocking threads), and the one notice.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +30,53 @@ use crate::model_id::ModelId;
 /// `snapshot_download`'s eight workers do for one repo).
 pub(crate) const SMALL_FILES_AT_ONCE: usize = 8;
 
+/// What this process verified or resolved but could not record in the cache (a read-only
+/// mount): verdicts by snapshot path (each holds while the file keeps its fingerprint) and
+/// resolved file sets by record path.
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    verdicts: Mutex<HashMap<PathBuf, VerificationStamp>>,
+    sets: Mutex<HashMap<PathBuf, Vec<PinnedFile>>>,
+}
+
+impl Memory {
+    /// Keeps a verdict whose stamp could not be written, for the rest of the process.
+    pub(crate) fn remember(&self, path: &Path, stamp: VerificationStamp) {
+        guard(&self.verdicts).insert(path.to_path_buf(), stamp);
+    }
+
+    /// Drops a kept verdict (the file was found wrong).
+    pub(crate) fn forget(&self, path: &Path) {
+        guard(&self.verdicts).remove(path);
+    }
+
+    /// The kept verdict for `path`, if any (whether it still describes the file is for the
+    /// caller to check, off the async threads: [`VerificationStamp::is_valid_for`]).
+    pub(crate) fn kept_verdict(&self, path: &Path) -> Option<VerificationStamp> {
+        guard(&self.verdicts).get(path).cloned()
+    }
+
+    /// Keeps a resolved file set whose record could not be written.
+    pub(crate) fn remember_set(&self, record: &Path, files: Vec<PinnedFile>) {
+        guard(&self.sets).insert(record.to_path_buf(), files);
+    }
+
+    /// The file set kept for `record`, if any.
+    pub(crate) fn remembered_set(&self, record: &Path) -> Option<Vec<PinnedFile>> {
+        guard(&self.sets).get(record).cloned()
+    }
+}
+
+/// The cache as one reader sees it: its layout and what this process keeps in memory.
+/// Cheap to clone, so blocking reads take it onto their thread.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheView {
+    /// The cache's paths.
+    pub(crate) layout: CacheLayout,
+    /// Verdicts and sets this process could not record.
+    pub(crate) memory: Arc<Memory>,
+}
+
 /// The shared state of one manager.
 #[derive(Debug)]
 pub(crate) struct Context {
@@ -46,11 +93,8 @@ pub(crate) struct Context {
     pub(crate) small_file_slots: Arc<Semaphore>,
     pub(crate) connections: Arc<ConnectionGovernor>,
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Files this process hashed right whose stamp could not be written, by snapshot path;
-    /// each verdict holds while the file keeps the stamp's fingerprint.
-    remembered: Mutex<HashMap<PathBuf, VerificationStamp>>,
-    /// File sets this process resolved but could not record, by record path.
-    remembered_sets: Mutex<HashMap<PathBuf, Vec<PinnedFile>>>,
+    /// What this process verified or resolved but could not record (a read-only cache).
+    pub(crate) memory: Arc<Memory>,
     /// The first stamp that could not be written, for the one notice.
     unrecorded: Mutex<Option<UnrecordedStamps>>,
 }
@@ -82,36 +126,17 @@ impl Context {
             emitter: ProgressEmitter::new(),
             board: Arc::new(StatusBoard::default()),
             in_flight: Mutex::new(HashMap::new()),
-            remembered: Mutex::new(HashMap::new()),
-            remembered_sets: Mutex::new(HashMap::new()),
+            memory: Arc::new(Memory::default()),
             unrecorded: Mutex::new(None),
         }
     }
 
-    /// Keeps a verdict whose stamp could not be written, for the rest of the process.
-    pub(crate) fn remember(&self, path: &Path, stamp: VerificationStamp) {
-        guard(&self.remembered).insert(path.to_path_buf(), stamp);
-    }
-
-    /// Keeps a resolved file set whose record could not be written, for the rest of the process.
-    pub(crate) fn remember_set(&self, record: &Path, files: Vec<PinnedFile>) {
-        guard(&self.remembered_sets).insert(record.to_path_buf(), files);
-    }
-
-    /// The file set kept for `record`, if any.
-    pub(crate) fn remembered_set(&self, record: &Path) -> Option<Vec<PinnedFile>> {
-        guard(&self.remembered_sets).get(record).cloned()
-    }
-
-    /// Drops a kept verdict (the file was found wrong).
-    pub(crate) fn forget(&self, path: &Path) {
-        guard(&self.remembered).remove(path);
-    }
-
-    /// The kept verdict for `path`, if any (whether it still describes the file is for the
-    /// caller to check, off the async threads: [`VerificationStamp::is_valid_for`]).
-    pub(crate) fn kept_verdict(&self, path: &Path) -> Option<VerificationStamp> {
-        guard(&self.remembered).get(path).cloned()
+    /// What reading the cache needs, to take onto a blocking thread.
+    pub(crate) fn view(&self) -> CacheView {
+        CacheView {
+            layout: self.layout.clone(),
+            memory: self.memory.clone(),
+        }
     }
 
     /// Records that a stamp could not be written; the first time, announces it once (a

@@ -1,18 +1,19 @@
-//! What the cache holds for one model, from metadata only (a `stat`, the ref, the stamps, the
-//! recorded file set), and the one readiness rule every caller uses: the weight file and every
-//! other file of the model's set with a valid stamp (on disk, or kept in memory by this process
-//! where the cache is read-only), or, with checksum verification off, the right size.
+//! What the cache holds for one model, from metadata only: its plan as the cache alone can
+//! make it (`plan.rs`), then for every planned file its snapshot entry (a `stat`), its stamp
+//! and any verdict this process kept in memory; and the one readiness rule every caller uses:
+//! the set is known and every file of it is verified (a valid stamp, on disk or kept in
+//! memory where the cache is read-only), or, with checksum verification off, of the right size.
+//! The weight file is the first row, nothing more.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::context::Context;
-use crate::artifacts::fileset::{FileSelection, PinnedFile};
-use crate::artifacts::hash::DigestKind;
-use crate::artifacts::ids::validate_sha256;
+use super::context::{CacheView, Context};
+use super::plan::{pinned_weights, plan_locally, FileRole, PlannedFile, SetOrigin};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::store::budget::Protected;
+use crate::artifacts::store::fs::link_at_or_above;
 use crate::artifacts::store::layout::{
     entry_stays_inside, partial_files, snapshot_link_blob_name, CacheLayout,
 };
@@ -24,430 +25,274 @@ use crate::artifacts::store::stamp::VerificationStamp;
 pub enum HashSource {
     /// Pinned in the manifest.
     Pinned,
-    /// Advertised by the Hub (`X-Linked-Etag`) at the revision and recorded at download.
+    /// Advertised by the Hub (`X-Linked-Etag`, the tree listing) at the revision, as the
+    /// cache recorded it (the blob name, a listing, our stamp).
     HubAdvertised,
     /// Not known yet (unpinned and never downloaded).
     Unknown,
 }
 
-/// What the cache holds for one artifact, from metadata only.
-#[derive(Debug, Clone, Default)]
+/// A snapshot entry as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Nothing at the path.
+    Absent,
+    /// Something whose bytes are not the cache's: a link that leaves the cache (the entry or
+    /// a folder above it, up to the repo folder; this is the link), or not a regular file.
+    Foreign(PathBuf),
+    /// A file (or a link of the cache's shape to a blob) whose bytes stay inside the cache.
+    Present {
+        /// The entry.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The blob its link names, when it is a link.
+        blob_name: Option<String>,
+    },
+}
+
+/// What the cache holds for one planned file.
+#[derive(Debug, Clone)]
+pub(crate) struct FileState {
+    /// The file and what it must be.
+    pub(crate) file: PlannedFile,
+    /// Its snapshot entry.
+    pub(crate) entry: Entry,
+    /// The stamp (or the verdict kept in memory) that vouches for it, if any.
+    pub(crate) stamp: Option<VerificationStamp>,
+    /// Whether that stamp still vouches for the entry (and for the planned digest).
+    pub(crate) stamp_valid: bool,
+    /// Whether the valid stamp is this process's verdict kept in memory.
+    pub(crate) verified_in_memory: bool,
+}
+
+impl FileState {
+    /// The entry's path, when its bytes stay inside the cache.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        match &self.entry {
+            Entry::Present { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The entry's size, when present.
+    pub(crate) fn size(&self) -> Option<u64> {
+        match &self.entry {
+            Entry::Present { size, .. } => Some(*size),
+            _ => None,
+        }
+    }
+
+    /// Verified, or (checks off) present with the planned size.
+    pub(crate) fn is_ready(&self, verify_checksums: bool) -> bool {
+        match &self.entry {
+            Entry::Present { size, .. } => {
+                self.stamp_valid || (!verify_checksums && self.file.size.is_none_or(|s| s == *size))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the cache holds for one model.
+#[derive(Debug, Clone)]
 pub(crate) struct LocalState {
     /// The commit the revision resolves to locally (the revision itself, or its ref).
     pub(crate) commit: Option<String>,
-    /// The snapshot entry, when it is a file whose bytes stay inside the cache.
-    pub(crate) snapshot: Option<PathBuf>,
-    /// The blob the snapshot entry links to, when it is a link of the cache's shape.
-    pub(crate) blob_name: Option<String>,
-    /// Our verification stamp of the entry.
-    pub(crate) stamp: Option<VerificationStamp>,
-    /// Whether that stamp still vouches for the file (and for the pinned hash).
-    pub(crate) stamp_valid: bool,
-    /// Whether the valid stamp is this process's verdict kept in memory (it could not be
-    /// written: a read-only cache), not a file.
-    pub(crate) verified_in_memory: bool,
-    /// The entry's size.
-    pub(crate) size: Option<u64>,
-    /// Bytes of the largest partial download of the pinned blob.
+    /// Where the list of files came from; `None` when nothing local says which files make up
+    /// the set (then `files` holds the weight file alone).
+    pub(crate) origin: Option<SetOrigin>,
+    /// Every planned file, the weight file first (never empty).
+    pub(crate) files: Vec<FileState>,
+    /// Bytes of the largest partial download of the weight file's blob.
     pub(crate) partial_bytes: u64,
-    /// The other files of the model's set (not the weight file), when the set is known
-    /// locally: `Some(vec![])` for a single-file entry, `None` when the set was never
-    /// resolved at this commit.
-    pub(crate) companions: Option<Vec<CompanionState>>,
 }
 
-/// What the cache holds for one file of a set besides the weight file.
-#[derive(Debug, Clone)]
-pub(crate) struct CompanionState {
-    /// The file and what it must be.
-    pub(crate) file: PinnedFile,
-    /// The snapshot entry, when present (and inside the cache).
-    pub(crate) snapshot: Option<PathBuf>,
-    /// Its size on disk.
-    pub(crate) size: Option<u64>,
-    /// Whether a stamp vouches for it with the expected digest.
-    pub(crate) stamp_valid: bool,
-    /// Where the verified bytes came from, when recorded.
-    pub(crate) source: Option<String>,
-}
+impl LocalState {
+    /// The weight file's row.
+    pub(crate) fn weights(&self) -> &FileState {
+        &self.files[0]
+    }
 
-impl CompanionState {
-    /// Verified, or (checks off) of the right size.
+    /// The one readiness rule (see the module note).
     pub(crate) fn is_ready(&self, verify_checksums: bool) -> bool {
-        self.snapshot.is_some()
-            && (self.stamp_valid || (!verify_checksums && self.size == Some(self.file.size_bytes)))
+        self.origin.is_some() && self.files.iter().all(|f| f.is_ready(verify_checksums))
+    }
+
+    /// Whether every file of a known set is present (verified or not).
+    pub(crate) fn all_present(&self) -> bool {
+        self.origin.is_some() && self.files.iter().all(|f| f.path().is_some())
     }
 }
 
-/// The key a resolved set is recorded under: the weight file and the selection.
-fn selection_key(artifact: &ModelArtifact) -> String {
-    let FileSelection {
-        include, preset, ..
-    } = &artifact.selection;
-    format!(
-        "{}\0{}\0{}",
-        artifact.filename,
-        preset.map_or("", |p| p.as_str()),
-        include.join("\0")
-    )
-}
-
-/// Where the model's resolved set at `commit` is recorded in the cache.
-pub(crate) fn set_record(layout: &CacheLayout, artifact: &ModelArtifact, commit: &str) -> PathBuf {
-    layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact))
-}
-
-/// The files of the model's set besides the weight file, as far as the cache knows without
-/// the network: the manifest's list, nothing for a single-file entry, else the set recorded
-/// when it was resolved at `commit`.
-pub(crate) fn known_companions(
-    layout: &CacheLayout,
-    artifact: &ModelArtifact,
-    commit: &str,
-) -> Option<Vec<PinnedFile>> {
-    let without_weights = |files: Vec<PinnedFile>| -> Vec<PinnedFile> {
-        files
-            .into_iter()
-            .filter(|f| f.path != artifact.filename)
-            .collect()
+/// Reads the local state of one model. Blocking (a few `stat`s and small reads): async callers
+/// use [`inspect_async`].
+pub(crate) fn inspect(view: &CacheView, artifact: &ModelArtifact) -> LocalState {
+    let (commit, plan) = plan_locally(view, artifact);
+    let origin = plan.as_ref().map(|p| p.origin);
+    let planned = match plan {
+        Some(plan) => plan.files,
+        None => vec![PlannedFile {
+            path: artifact.filename.clone(),
+            size: artifact.size_bytes,
+            digest: pinned_weights(artifact),
+            role: FileRole::Weights,
+        }],
     };
-    if let Some(files) = &artifact.selection.files {
-        return Some(without_weights(files.clone()));
-    }
-    if artifact.selection.is_single_file() {
-        return Some(Vec::new());
-    }
-    let record = set_record(layout, artifact, commit);
-    let files: Vec<PinnedFile> = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
-    Some(without_weights(files))
-}
-
-/// Records a resolved set (blocking; small atomic write).
-pub(crate) fn record_companions(
-    layout: &CacheLayout,
-    artifact: &ModelArtifact,
-    commit: &str,
-    files: &[PinnedFile],
-) -> crate::error::EmbeddingResult<()> {
-    let record = set_record(layout, artifact, commit);
-    let text = serde_json::to_vec_pretty(files).unwrap_or_default();
-    crate::artifacts::store::fs::write_atomic(&record, &text)
-}
-
-/// Reads the state of one companion file at `commit`. Blocking.
-pub(crate) fn inspect_companion(
-    layout: &CacheLayout,
-    repo: &str,
-    commit: &str,
-    file: &PinnedFile,
-) -> CompanionState {
-    let path = layout.snapshot_path(repo, commit, &file.path);
-    let mut state = CompanionState {
-        file: file.clone(),
-        snapshot: None,
-        size: None,
-        stamp_valid: false,
-        source: None,
+    let files: Vec<FileState> = planned
+        .into_iter()
+        .map(|file| inspect_file(view, &artifact.repo_id, commit.as_deref(), file))
+        .collect();
+    let partial_bytes = match (&files[0].entry, &files[0].file.digest) {
+        (Entry::Present { .. }, _) | (_, None) => 0,
+        (_, Some(digest)) => partial_files(&view.layout.blobs_dir(&artifact.repo_id), digest.hex())
+            .first()
+            .map_or(0, |p| p.1),
     };
-    if let Ok(meta) = std::fs::metadata(&path) {
-        if meta.is_file() && entry_stays_inside(&path) {
-            state.size = Some(meta.len());
-            if let Some(stamp) =
-                VerificationStamp::read(&layout.stamp_path(repo, commit, &file.path))
-            {
-                state.stamp_valid = stamp.is_valid_for(&path, Some(&file.digest));
-                state.source = stamp.source;
-            }
-            state.snapshot = Some(path);
-        }
+    LocalState {
+        commit,
+        origin,
+        files,
+        partial_bytes,
     }
-    state
-}
-
-/// Reads the local state of one artifact. Blocking (a few `stat`s and one small read): async
-/// callers run it on a blocking thread.
-pub(crate) fn inspect(layout: &CacheLayout, artifact: &ModelArtifact) -> LocalState {
-    let repo = &artifact.repo_id;
-    let commit = layout.resolve_commit(repo, artifact.revision_or_default());
-    let mut state = LocalState {
-        commit: commit.clone(),
-        ..LocalState::default()
-    };
-    if let Some(commit) = &commit {
-        state.companions = known_companions(layout, artifact, commit)
-            .map(|files| inspect_companions(layout, repo, commit, &files));
-        let path = layout.snapshot_path(repo, commit, &artifact.filename);
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if meta.is_file() && entry_stays_inside(&path) {
-                state.size = Some(meta.len());
-                state.blob_name = snapshot_link_blob_name(&path);
-                let stamp =
-                    VerificationStamp::read(&layout.stamp_path(repo, commit, &artifact.filename));
-                if let Some(stamp) = stamp {
-                    state.stamp_valid = stamp.is_valid_for(&path, pinned_digest(artifact));
-                    state.stamp = Some(stamp);
-                }
-                state.snapshot = Some(path);
-            }
-        }
-    }
-    if state.snapshot.is_none() {
-        if let Some(etag) = artifact.sha256.as_deref() {
-            state.partial_bytes = partial_files(&layout.blobs_dir(repo), etag)
-                .first()
-                .map_or(0, |p| p.1);
-        }
-    }
-    state
 }
 
 /// [`inspect`] on a blocking thread.
-pub(crate) async fn inspect_off_thread(
-    layout: &CacheLayout,
-    artifact: &ModelArtifact,
-) -> LocalState {
-    let layout = layout.clone();
-    let artifact = artifact.clone();
-    tokio::task::spawn_blocking(move || inspect(&layout, &artifact))
-        .await
-        .unwrap_or_default()
+pub(crate) async fn inspect_async(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
+    let view = ctx.view();
+    let owned = artifact.clone();
+    match tokio::task::spawn_blocking(move || inspect(&view, &owned)).await {
+        Ok(state) => state,
+        // The blocking pool is gone (the runtime shuts down): nothing is known.
+        Err(_) => LocalState {
+            commit: None,
+            origin: None,
+            files: vec![FileState {
+                file: PlannedFile {
+                    path: artifact.filename.clone(),
+                    size: artifact.size_bytes,
+                    digest: pinned_weights(artifact),
+                    role: FileRole::Weights,
+                },
+                entry: Entry::Absent,
+                stamp: None,
+                stamp_valid: false,
+                verified_in_memory: false,
+            }],
+            partial_bytes: 0,
+        },
+    }
 }
 
-/// [`inspect`], plus the verdicts this process kept in memory where a stamp could not be
-/// written (a read-only cache), for the weight file and the rest of the set. Blocking, like
-/// [`inspect`].
-pub(crate) fn inspect_in(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
-    let mut state = inspect(&ctx.layout, artifact);
-    if let (Some(files), Some(commit)) = (kept_set(ctx, artifact, &state), &state.commit) {
-        state.companions = Some(inspect_companions(
-            &ctx.layout,
-            &artifact.repo_id,
-            commit,
-            &files,
-        ));
-    }
-    let confirmed: Vec<KeptVerdict> = kept_verdicts(ctx, artifact, &state)
-        .into_iter()
-        .filter(KeptVerdict::still_holds)
-        .collect();
-    recall(&mut state, confirmed);
-    state
-}
-
-/// [`inspect_in`] on a blocking thread.
-pub(crate) async fn inspect_in_off_thread(ctx: &Context, artifact: &ModelArtifact) -> LocalState {
-    let mut state = inspect_off_thread(&ctx.layout, artifact).await;
-    if let (Some(files), Some(commit)) = (kept_set(ctx, artifact, &state), state.commit.clone()) {
-        let layout = ctx.layout.clone();
-        let repo = artifact.repo_id.clone();
-        state.companions = tokio::task::spawn_blocking(move || {
-            inspect_companions(&layout, &repo, &commit, &files)
-        })
-        .await
-        .ok();
-    }
-    let kept = kept_verdicts(ctx, artifact, &state);
-    if kept.is_empty() {
-        return state;
-    }
-    let confirmed = tokio::task::spawn_blocking(move || {
-        kept.into_iter()
-            .filter(KeptVerdict::still_holds)
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    recall(&mut state, confirmed);
-    state
-}
-
-/// The set this process resolved for the model's commit but could not record, when the cache
-/// holds no record of it.
-fn kept_set(
-    ctx: &Context,
-    artifact: &ModelArtifact,
-    state: &LocalState,
-) -> Option<Vec<PinnedFile>> {
-    if state.companions.is_some() {
-        return None;
-    }
-    let commit = state.commit.as_deref()?;
-    let record = set_record(&ctx.layout, artifact, commit);
-    let files = ctx.remembered_set(&record)?;
-    Some(
-        files
-            .into_iter()
-            .filter(|f| f.path != artifact.filename)
-            .collect(),
-    )
-}
-
-/// The state of each companion at the state's commit. Blocking.
-fn inspect_companions(
-    layout: &CacheLayout,
+/// The state of one planned file at `commit`. Blocking.
+pub(crate) fn inspect_file(
+    view: &CacheView,
     repo: &str,
-    commit: &str,
-    files: &[PinnedFile],
-) -> Vec<CompanionState> {
-    files
-        .iter()
-        .map(|f| inspect_companion(layout, repo, commit, f))
-        .collect()
-}
-
-/// A verdict kept in memory for one file of the set without a valid stamp on disk.
-struct KeptVerdict {
-    /// `None`: the weight file; `Some(i)`: the `i`-th companion.
-    companion: Option<usize>,
-    path: PathBuf,
-    expected: Option<String>,
-    verdict: VerificationStamp,
-}
-
-impl KeptVerdict {
-    /// Whether the verdict still describes the file (a `stat`: blocking).
-    fn still_holds(&self) -> bool {
-        self.verdict
-            .is_valid_for(&self.path, self.expected.as_deref())
+    commit: Option<&str>,
+    file: PlannedFile,
+) -> FileState {
+    let mut state = FileState {
+        file,
+        entry: Entry::Absent,
+        stamp: None,
+        stamp_valid: false,
+        verified_in_memory: false,
+    };
+    let Some(commit) = commit else {
+        return state;
+    };
+    let path = view.layout.snapshot_path(repo, commit, &state.file.path);
+    state.entry = entry_at(&path);
+    let Entry::Present { .. } = state.entry else {
+        return state;
+    };
+    let expected = state.file.digest.as_ref().map(|d| d.hex().to_owned());
+    if let Some(stamp) =
+        VerificationStamp::read(&view.layout.stamp_path(repo, commit, &state.file.path))
+    {
+        state.stamp_valid = stamp.is_valid_for(&path, expected.as_deref());
+        state.stamp = Some(stamp);
     }
-}
-
-fn kept_verdicts(ctx: &Context, artifact: &ModelArtifact, state: &LocalState) -> Vec<KeptVerdict> {
-    let mut kept = Vec::new();
-    if let (false, Some(path)) = (state.stamp_valid, &state.snapshot) {
-        if let Some(verdict) = ctx.kept_verdict(path) {
-            kept.push(KeptVerdict {
-                companion: None,
-                path: path.clone(),
-                expected: pinned_digest(artifact).map(str::to_owned),
-                verdict,
-            });
+    if !state.stamp_valid {
+        if let Some(kept) = view
+            .memory
+            .kept_verdict(&path)
+            .filter(|v| v.is_valid_for(&path, expected.as_deref()))
+        {
+            state.stamp = Some(kept);
+            state.stamp_valid = true;
+            state.verified_in_memory = true;
         }
     }
-    for (index, companion) in state.companions.iter().flatten().enumerate() {
-        if let (false, Some(path)) = (companion.stamp_valid, &companion.snapshot) {
-            if let Some(verdict) = ctx.kept_verdict(path) {
-                kept.push(KeptVerdict {
-                    companion: Some(index),
-                    path: path.clone(),
-                    expected: Some(companion.file.digest.clone()),
-                    verdict,
-                });
-            }
-        }
-    }
-    kept
-}
-
-fn recall(state: &mut LocalState, confirmed: Vec<KeptVerdict>) {
-    for kept in confirmed {
-        match kept.companion {
-            None => {
-                state.stamp = Some(kept.verdict);
-                state.stamp_valid = true;
-                state.verified_in_memory = true;
-            }
-            Some(index) => {
-                if let Some(companion) = state.companions.as_mut().and_then(|c| c.get_mut(index)) {
-                    companion.stamp_valid = true;
-                    companion.source = kept.verdict.source;
-                }
-            }
-        }
-    }
-}
-
-/// What the weight file's bytes must be, when the manifest pins them: its `sha256`, else its
-/// row in the locked `files`.
-pub(crate) fn pinned_digest(artifact: &ModelArtifact) -> Option<&str> {
-    artifact.sha256.as_deref().or(artifact
-        .pinned_file(&artifact.filename)
-        .map(|f| f.digest.as_str()))
-}
-
-/// The one readiness rule: the weight file on disk and verified (a valid stamp, on disk or
-/// kept in memory), or, with checksum verification off, on disk with the pinned size (when one
-/// is pinned); and every other file of the set known and ready by the same rule.
-pub(crate) fn is_ready(
-    artifact: &ModelArtifact,
-    state: &LocalState,
-    verify_checksums: bool,
-) -> bool {
-    weights_ready(artifact, state, verify_checksums) && companions_ready(state, verify_checksums)
-}
-
-/// The weight file alone is ready.
-pub(crate) fn weights_ready(
-    artifact: &ModelArtifact,
-    state: &LocalState,
-    verify_checksums: bool,
-) -> bool {
-    if state.snapshot.is_none() {
-        return false;
-    }
-    if state.stamp_valid {
-        return true;
-    }
-    !verify_checksums && artifact.size_bytes.is_none_or(|s| state.size == Some(s))
-}
-
-/// The rest of the set is known and ready.
-pub(crate) fn companions_ready(state: &LocalState, verify_checksums: bool) -> bool {
     state
-        .companions
-        .as_ref()
-        .is_some_and(|files| files.iter().all(|f| f.is_ready(verify_checksums)))
 }
 
-/// The expected hash of a present file and where it comes from: the pin, else the blob name
-/// (the Hub's `X-Linked-Etag`, as written by any client), else our stamp.
+/// What is at a snapshot entry's path, never following a link out of the cache. Blocking.
+pub(crate) fn entry_at(path: &Path) -> Entry {
+    if entry_stays_inside(path) {
+        return match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Entry::Present {
+                path: path.to_path_buf(),
+                size: meta.len(),
+                blob_name: snapshot_link_blob_name(path),
+            },
+            _ => Entry::Foreign(path.to_path_buf()),
+        };
+    }
+    if let Some(link) = link_at_or_above(path) {
+        return Entry::Foreign(link);
+    }
+    match path.symlink_metadata() {
+        Ok(_) => Entry::Foreign(path.to_path_buf()),
+        Err(_) => Entry::Absent,
+    }
+}
+
+/// The weight file's expected digest and where it comes from: the pin, else what the cache
+/// recorded from the Hub (the blob name, the tree listing, our stamp).
 pub(crate) fn expected_hash(
     artifact: &ModelArtifact,
     state: &LocalState,
 ) -> (Option<String>, HashSource) {
-    if let Some(sha) = &artifact.sha256 {
-        return (Some(sha.clone()), HashSource::Pinned);
-    }
-    if let Some(file) = artifact.pinned_file(&artifact.filename) {
-        return (Some(file.digest.clone()), HashSource::Pinned);
-    }
-    if let Some(name) = state.blob_name.as_deref().and_then(|n| {
-        validate_sha256(n).ok().or_else(|| {
-            (DigestKind::of_hex(n) == Some(DigestKind::GitBlobSha1)).then(|| n.to_owned())
-        })
-    }) {
-        return (Some(name), HashSource::HubAdvertised);
-    }
-    if let Some(stamp) = &state.stamp {
-        return (Some(stamp.sha256.clone()), HashSource::HubAdvertised);
-    }
-    (None, HashSource::Unknown)
+    let digest = state
+        .weights()
+        .file
+        .digest
+        .as_ref()
+        .map(|d| d.hex().to_owned());
+    let source = if pinned_weights(artifact).is_some() {
+        HashSource::Pinned
+    } else if digest.is_some() {
+        HashSource::HubAdvertised
+    } else {
+        HashSource::Unknown
+    };
+    (digest, source)
 }
 
-/// Blobs the active manifest needs (pairs of repo folder and blob name): those its snapshot
-/// entries point at, pinned hashes, and the hashes its stamps vouch for.
+/// Blobs the active manifest needs (pairs of repo folder and blob name): the planned digests,
+/// the blobs its snapshot entries point at, and the hashes its stamps vouch for.
 pub(crate) async fn protected_blobs(ctx: &Context) -> Protected {
     let mut protected = Protected::new();
     for artifact in ctx.manifest.artifacts() {
         let folder = CacheLayout::repo_folder_name(&artifact.repo_id);
-        if let Some(sha) = &artifact.sha256 {
-            protected.insert((folder.clone(), sha.clone()));
+        if let Some(digest) = pinned_weights(artifact) {
+            protected.insert((folder.clone(), digest.hex().to_owned()));
         }
-        let state = inspect_off_thread(&ctx.layout, artifact).await;
-        if let Some(name) = state.blob_name {
-            protected.insert((folder.clone(), name));
-        }
-        if let Some(stamp) = state.stamp {
-            protected.insert((folder.clone(), stamp.sha256));
-        }
-        for companion in state.companions.into_iter().flatten() {
-            protected.insert((folder.clone(), companion.file.digest.clone()));
-            if let Some(name) = companion
-                .snapshot
-                .as_deref()
-                .and_then(snapshot_link_blob_name)
+        let state = inspect_async(ctx, artifact).await;
+        for file in state.files {
+            if let Some(digest) = &file.file.digest {
+                protected.insert((folder.clone(), digest.hex().to_owned()));
+            }
+            if let Entry::Present {
+                blob_name: Some(name),
+                ..
+            } = file.entry
             {
                 protected.insert((folder.clone(), name));
+            }
+            if let Some(stamp) = file.stamp {
+                protected.insert((folder.clone(), stamp.sha256));
             }
         }
     }
@@ -457,92 +302,80 @@ pub(crate) async fn protected_blobs(ctx: &Context) -> Protected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model_id::ModelId;
+    use crate::artifacts::transfer::request::ExpectedDigest;
 
-    fn artifact(sha256: Option<&str>, size: Option<u64>) -> ModelArtifact {
-        ModelArtifact {
-            model_id: ModelId::Entity,
-            repo_id: "org/model".to_owned(),
-            filename: "model.safetensors".to_owned(),
-            sha256: sha256.map(str::to_owned),
-            size_bytes: size,
-            revision: None,
-            selection: Default::default(),
+    fn file_state(entry: Entry, stamp_valid: bool) -> FileState {
+        FileState {
+            file: PlannedFile {
+                path: "model.safetensors".to_owned(),
+                size: Some(10),
+                digest: Some(ExpectedDigest::Sha256("a".repeat(64))),
+                role: FileRole::Weights,
+            },
+            entry,
+            stamp: None,
+            stamp_valid,
+            verified_in_memory: false,
+        }
+    }
+
+    fn present(size: u64) -> Entry {
+        Entry::Present {
+            path: PathBuf::from("/c/x"),
+            size,
+            blob_name: None,
         }
     }
 
     #[test]
-    fn ready_needs_a_file_and_a_valid_stamp_unless_checks_are_off() {
-        let pinned = artifact(None, Some(10));
-        let absent = LocalState::default();
-        assert!(!is_ready(&pinned, &absent, false));
-        let present = LocalState {
-            snapshot: Some(PathBuf::from("/c/x")),
-            size: Some(10),
-            companions: Some(Vec::new()),
-            ..LocalState::default()
+    fn ready_needs_a_known_set_and_every_file_verified_unless_checks_are_off() {
+        let state = |files: Vec<FileState>, origin: Option<SetOrigin>| LocalState {
+            commit: Some("c".repeat(40)),
+            origin,
+            files,
+            partial_bytes: 0,
         };
-        assert!(!is_ready(&pinned, &present, true), "unverified");
-        assert!(is_ready(&pinned, &present, false), "checks off, right size");
-        let wrong_size = LocalState {
-            size: Some(9),
-            ..present.clone()
-        };
-        assert!(!is_ready(&pinned, &wrong_size, false));
-        let stamped = LocalState {
-            stamp_valid: true,
-            ..wrong_size
-        };
-        assert!(is_ready(&pinned, &stamped, true));
-        let set_unknown = LocalState {
-            companions: None,
-            ..stamped.clone()
-        };
-        assert!(!is_ready(&pinned, &set_unknown, true), "set never resolved");
-        let companion_missing = LocalState {
-            companions: Some(vec![CompanionState {
-                file: PinnedFile {
-                    path: "tokenizer.json".to_owned(),
-                    size_bytes: 5,
-                    kind: DigestKind::GitBlobSha1,
-                    digest: "0".repeat(40),
-                },
-                snapshot: None,
-                size: None,
-                stamp_valid: false,
-                source: None,
-            }]),
-            ..stamped
-        };
+        let one = Some(SetOrigin::SingleFile);
+        assert!(!state(vec![file_state(Entry::Absent, false)], one).is_ready(false));
+        let unverified = state(vec![file_state(present(10), false)], one);
+        assert!(!unverified.is_ready(true), "unverified");
+        assert!(unverified.is_ready(false), "checks off, right size");
+        assert!(!state(vec![file_state(present(9), false)], one).is_ready(false));
+        assert!(state(vec![file_state(present(9), true)], one).is_ready(true));
         assert!(
-            !is_ready(&pinned, &companion_missing, true),
-            "a file of the set is missing"
+            !state(vec![file_state(present(10), true)], None).is_ready(true),
+            "set never resolved"
         );
+        let foreign = state(
+            vec![
+                file_state(present(10), true),
+                file_state(Entry::Foreign(PathBuf::from("/c/1_Pooling")), true),
+            ],
+            one,
+        );
+        assert!(
+            !foreign.is_ready(true),
+            "a link out of the cache is never ready"
+        );
+        assert!(!foreign.all_present());
     }
 
     #[test]
-    fn the_pin_beats_the_blob_name_which_beats_the_stamp() {
-        let sha = "a".repeat(64);
-        let blob = "b".repeat(64);
-        let state = LocalState {
-            blob_name: Some(blob.clone()),
-            ..LocalState::default()
-        };
-        assert_eq!(
-            expected_hash(&artifact(Some(&sha), None), &state),
-            (Some(sha), HashSource::Pinned)
-        );
-        assert_eq!(
-            expected_hash(&artifact(None, None), &state),
-            (Some(blob), HashSource::HubAdvertised)
-        );
-        let not_a_hash = LocalState {
-            blob_name: Some("0123abcd".to_owned()),
-            ..LocalState::default()
-        };
-        assert_eq!(
-            expected_hash(&artifact(None, None), &not_a_hash),
-            (None, HashSource::Unknown)
-        );
+    fn a_planted_folder_link_is_foreign_and_names_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("config.json"), b"{}").unwrap();
+        let snapshot = dir.path().join("models--o--m/snapshots/c");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::os::unix::fs::symlink(&outside, snapshot.join("1_Pooling")).unwrap();
+        let entry = entry_at(&snapshot.join("1_Pooling/config.json"));
+        assert_eq!(entry, Entry::Foreign(snapshot.join("1_Pooling")));
+        assert_eq!(entry_at(&snapshot.join("absent.json")), Entry::Absent);
+        std::fs::write(snapshot.join("copy.json"), b"{}").unwrap();
+        assert!(matches!(
+            entry_at(&snapshot.join("copy.json")),
+            Entry::Present { size: 2, .. }
+        ));
     }
 }

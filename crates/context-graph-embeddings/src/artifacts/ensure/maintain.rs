@@ -3,7 +3,7 @@
 //! files belong to which model is decided here.
 
 use super::context::Context;
-use super::local::{inspect_off_thread, protected_blobs};
+use super::local::{inspect_async, protected_blobs, Entry};
 use crate::artifacts::store::budget::{self, cache_size_off_thread, EvictionReport, Protected};
 use crate::artifacts::store::clear::{remove_model_files, ModelFiles};
 use crate::error::EmbeddingResult;
@@ -16,11 +16,20 @@ pub(crate) async fn clear_models(ctx: &Context, models: &[ModelId]) -> Embedding
         let Ok(artifact) = ctx.artifact(*model_id) else {
             continue;
         };
-        let state = inspect_off_thread(&ctx.layout, artifact).await;
+        let state = inspect_async(ctx, artifact).await;
         let mut blob_names: Vec<String> = Vec::new();
-        blob_names.extend(state.blob_name.clone());
         blob_names.extend(artifact.sha256.clone());
-        blob_names.extend(state.stamp.as_ref().map(|s| s.sha256.clone()));
+        for file in &state.files {
+            blob_names.extend(file.file.digest.as_ref().map(|d| d.hex().to_owned()));
+            if let Entry::Present {
+                blob_name: Some(name),
+                ..
+            } = &file.entry
+            {
+                blob_names.push(name.clone());
+            }
+            blob_names.extend(file.stamp.as_ref().map(|s| s.sha256.clone()));
+        }
         let sole_user_of_repo = ctx
             .manifest
             .artifacts()
@@ -30,7 +39,7 @@ pub(crate) async fn clear_models(ctx: &Context, models: &[ModelId]) -> Embedding
         let files = ModelFiles {
             repo_id: artifact.repo_id.clone(),
             revision: artifact.revision_or_default().to_owned(),
-            filename: artifact.filename.clone(),
+            filenames: state.files.iter().map(|f| f.file.path.clone()).collect(),
             commit: state.commit.clone(),
             blob_names,
             owns_all_partials: artifact.sha256.is_none() && sole_user_of_repo,

@@ -9,5 +9,6 @@ pub(crate) mod context;
 pub(crate) mod local;
 pub(crate) mod maintain;
 pub(crate) mod one;
+pub(crate) mod plan;
 pub(crate) mod readiness;
 pub(crate) mod set;

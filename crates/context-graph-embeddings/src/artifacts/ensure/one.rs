@@ -1,8 +1,9 @@
-//! Ensuring one model, as named steps: reuse what is present, resolve what the bytes must be
-//! and the commit, resolve the rest of the model's file set at that commit (`ensure::set`),
-//! then for every file: take the blob lock, reuse a blob already in the cache, fetch from the
-//! sources in order (the mirror, then the Hub), and place the snapshot entry and stamp; the
-//! small files first and several at once, the weights last, then the ref. Every failure is
+//! Ensuring one model, as named steps: reuse what is present (verified, or hashed right now),
+//! resolve what the weight file must be and the commit, make the model's plan at that commit
+//! (`ensure::set`), then take every planned file through one pipeline ([`ensure_file`]): the
+//! stamp, the blob lock, a link out of the cache removed, a blob already in the cache reused,
+//! the sources in order (the mirror, then the Hub), the snapshot entry and stamp placed; the
+//! other files first and several at once, the weights last, then the ref. Every failure is
 //! reported once, by [`ensure_one`].
 
 use std::path::PathBuf;
@@ -10,11 +11,11 @@ use std::path::PathBuf;
 use futures_util::stream::{self, TryStreamExt};
 
 use super::context::{Context, SMALL_FILES_AT_ONCE};
-use super::local::{inspect_companion, inspect_off_thread, weights_ready};
-use super::readiness::verify_checksum;
-use super::set::resolve_companions;
+use super::local::{entry_at, inspect_async, inspect_file, Entry};
+use super::plan::{FileRole, ModelPlan, PlannedFile};
+use super::readiness::{location_of, not_ready_error, verify_model, FileVerdict};
+use super::set::resolve_plan;
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
-use crate::artifacts::fileset::PinnedFile;
 use crate::artifacts::hash::{hash_file_as, DigestKind};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::progress::Outcome;
@@ -68,8 +69,9 @@ impl Fetched {
     }
 }
 
-/// Makes one model ready and returns its snapshot path; a failure is recorded and announced
-/// (`Failed`) before it is returned. `remote` is what a batch already resolved on the Hub.
+/// Makes one model ready and returns the weight file's snapshot path; a failure is recorded
+/// and announced (`Failed`) before it is returned. `remote` is what a batch already resolved
+/// on the Hub.
 pub(crate) async fn ensure_one(
     ctx: &Context,
     artifact: &ModelArtifact,
@@ -93,13 +95,14 @@ async fn ensure_steps(
 ) -> EmbeddingResult<PathBuf> {
     let gate = ctx.in_flight_gate(artifact.model_id);
     let _gate = gate.lock().await;
-    if let Some(path) = reuse_present(ctx, artifact, events).await {
-        return Ok(path);
+    let why_not = match reuse_present(ctx, artifact, events).await? {
+        Ok(path) => return Ok(path),
+        Err(why_not) => why_not,
+    };
+    if ctx.config.offline {
+        return Err(offline_error(why_not));
     }
     let location = artifact.location();
-    if ctx.config.offline {
-        return Err(EmbeddingError::OfflineMissing { location });
-    }
     let _slot = ctx
         .download_slots
         .acquire()
@@ -123,63 +126,51 @@ async fn ensure_steps(
                 .resolve_url(&artifact.repo_id, &remote.commit, &artifact.filename);
     }
     let (expected, expected_size) = expectations(artifact, &remote, &location)?;
-    let companions = resolve_companions(ctx, artifact, &remote.commit, events).await?;
-    let set_bytes: u64 =
-        companions.iter().map(|f| f.size_bytes).sum::<u64>() + expected_size.unwrap_or(0);
-    events.files_resolved(companions.len() + 1, set_bytes);
-    ensure_companions(ctx, artifact, &remote.commit, &companions, events).await?;
-
-    let state = inspect_off_thread(&ctx.layout, artifact).await;
-    if state.commit.as_deref() == Some(remote.commit.as_str())
-        && weights_ready(artifact, &state, true)
-    {
-        if let Some(path) = state.snapshot {
-            write_ref(ctx, artifact, &remote.commit).await?;
-            events.file_ready(
-                &artifact.filename,
-                state.size.unwrap_or(0),
-                Outcome::AlreadyPresent,
-                0,
-            );
-            report_ready(events, &path, Outcome::AlreadyPresent, 0, None).await;
-            return Ok(path);
-        }
-    }
-    let request = FetchRequest {
-        location,
-        blobs_dir: ctx.layout.blobs_dir(&artifact.repo_id),
-        etag: remote.etag.clone(),
-        expected,
-        expected_size,
-    };
-    let _lock = lock_blob(ctx, &request, events).await?;
-    let target = Target {
-        repo: &artifact.repo_id,
-        commit: &remote.commit,
-        path: &artifact.filename,
-    };
-    let fetched = match reuse_cached_blob(ctx, &target, &request, events).await? {
-        Some(fetched) => fetched,
-        None => fetch_from_sources(ctx, artifact, &remote, &request, events).await?,
-    };
-    let snapshot = place(ctx, &target, &request, &fetched).await?;
-    write_ref(ctx, artifact, &remote.commit).await?;
-    let size = tokio::fs::metadata(&snapshot).await.map_or(0, |m| m.len());
-    events.file_ready(
-        &artifact.filename,
-        size,
-        fetched.outcome,
-        fetched.transferred,
-    );
+    let plan = resolve_plan(
+        ctx,
+        artifact,
+        &remote.commit,
+        (Some(expected), expected_size),
+        events,
+    )
+    .await?;
+    events.files_resolved(plan.files.len(), plan.known_bytes());
+    // Every file but the weights, several at once (slots shared across the run), then the
+    // weights: a model never looks complete while a small file is still missing.
+    stream::iter(plan.files.iter().skip(1).map(Ok))
+        .try_for_each_concurrent(SMALL_FILES_AT_ONCE, |file| {
+            let plan = &plan;
+            async move {
+                let _slot =
+                    ctx.small_file_slots.acquire().await.map_err(|_| {
+                        EmbeddingError::Config("small-file slots closed".to_owned())
+                    })?;
+                ensure_file(ctx, artifact, plan, file, None, events)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await?;
+    let weights = ensure_file(ctx, artifact, &plan, plan.weights(), Some(&remote), events).await?;
+    write_ref(ctx, artifact, &plan.commit).await?;
     report_ready(
         events,
-        &snapshot,
-        fetched.outcome,
-        fetched.transferred,
-        Some(fetched.source),
+        &weights.path,
+        weights.outcome,
+        weights.transferred,
+        weights.source,
     )
     .await;
-    Ok(snapshot)
+    Ok(weights.path)
+}
+
+/// Offline, a file that is not there is "not in the cache and offline mode is on"; every other
+/// reason (a digest, a link out of the cache, an unknown set) is said as it is.
+fn offline_error(why_not: EmbeddingError) -> EmbeddingError {
+    match why_not {
+        EmbeddingError::FileMissing { location } => EmbeddingError::OfflineMissing { location },
+        other => other,
+    }
 }
 
 /// Where one file of a set goes.
@@ -187,6 +178,14 @@ struct Target<'a> {
     repo: &'a str,
     commit: &'a str,
     path: &'a str,
+}
+
+/// One file in place.
+struct Placed {
+    path: PathBuf,
+    outcome: Outcome,
+    transferred: u64,
+    source: Option<String>,
 }
 
 /// Writes `refs/<revision>` once every file of the commit is in place.
@@ -202,124 +201,148 @@ async fn write_ref(ctx: &Context, artifact: &ModelArtifact, commit: &str) -> Emb
     .await
 }
 
-/// Every file of the set besides the weights, several at once; the first failure (naming the
-/// file) fails the model.
-async fn ensure_companions(
+/// The one pipeline every planned file goes through: verified already (a valid stamp), else
+/// under the blob lock: a link out of the cache in its path is removed, a blob or copy another
+/// process placed is reused if it hashes right, else the bytes are fetched from the sources in
+/// order, each checked by its digest (SHA-256, or the git blob SHA-1 of a regular file) before
+/// it reaches the snapshot; then the entry and its stamp are placed. `remote` is the Hub's
+/// answer for the weight file; the other files are fetched by commit with the digest the set
+/// gave. Their byte progress stays off the model's bar (`for_other_file`).
+async fn ensure_file(
     ctx: &Context,
     artifact: &ModelArtifact,
-    commit: &str,
-    companions: &[PinnedFile],
-    events: &ModelEvents,
-) -> EmbeddingResult<()> {
-    stream::iter(companions.iter().map(Ok))
-        .try_for_each_concurrent(SMALL_FILES_AT_ONCE, |file| async move {
-            let _slot = ctx
-                .small_file_slots
-                .acquire()
-                .await
-                .map_err(|_| EmbeddingError::Config("small-file slots closed".to_owned()))?;
-            ensure_companion(ctx, artifact, commit, file, events).await
-        })
-        .await
-}
-
-/// One small file of the set: verified already, or a cached blob, or fetched by commit, each
-/// checked by its digest (git blob SHA-1 for regular files) before it reaches the snapshot.
-async fn ensure_companion(
-    ctx: &Context,
-    artifact: &ModelArtifact,
-    commit: &str,
-    file: &PinnedFile,
-    events: &ModelEvents,
-) -> EmbeddingResult<()> {
-    let quiet = events.for_companion();
-    let state = {
-        let layout = ctx.layout.clone();
-        let repo = artifact.repo_id.clone();
-        let commit = commit.to_owned();
-        let file = file.clone();
-        tokio::task::spawn_blocking(move || inspect_companion(&layout, &repo, &commit, &file))
-            .await
-            .ok()
+    plan: &ModelPlan,
+    file: &PlannedFile,
+    remote: Option<&RemoteFile>,
+    model_events: &ModelEvents,
+) -> EmbeddingResult<Placed> {
+    let events = if file.role == FileRole::Weights {
+        model_events.clone()
+    } else {
+        model_events.for_other_file()
     };
-    if let Some(state) = state.filter(|s| s.stamp_valid) {
-        events.file_ready(
-            &file.path,
-            state.size.unwrap_or(0),
-            Outcome::AlreadyPresent,
-            0,
-        );
-        return Ok(());
+    let location = location_of(artifact, &file.path);
+    let state = {
+        let view = ctx.view();
+        let repo = artifact.repo_id.clone();
+        let commit = plan.commit.clone();
+        let planned = file.clone();
+        let shown = ctx.layout.snapshot_dir(&artifact.repo_id, &plan.commit);
+        run_blocking_checked("cannot inspect", &shown, move || {
+            Ok(inspect_file(&view, &repo, Some(&commit), planned))
+        })
+        .await?
+    };
+    if let (true, Some(path)) = (state.stamp_valid, state.path()) {
+        let size = state.size().unwrap_or(0);
+        model_events.file_ready(&file.path, size, Outcome::AlreadyPresent, 0);
+        return Ok(Placed {
+            path: path.to_path_buf(),
+            outcome: Outcome::AlreadyPresent,
+            transferred: 0,
+            source: None,
+        });
     }
-    let location = FileLocation {
-        model_id: artifact.model_id,
-        repo_id: artifact.repo_id.clone(),
-        revision: commit.to_owned(),
-        filename: file.path.clone(),
+    let Some(expected) = file.digest.clone() else {
+        return Err(EmbeddingError::NoExpectedHash { location });
+    };
+    let remote = match remote {
+        Some(remote) => remote.clone(),
+        None => RemoteFile {
+            commit: plan.commit.clone(),
+            etag: expected.hex().to_owned(),
+            sha256: (expected.kind() == DigestKind::Sha256).then(|| expected.hex().to_owned()),
+            size: file.size,
+            download_url: ctx
+                .client
+                .resolve_url(&artifact.repo_id, &plan.commit, &file.path),
+            validator: None,
+            from_hub: true,
+            commit_assumed: false,
+        },
     };
     let request = FetchRequest {
         location,
         blobs_dir: ctx.layout.blobs_dir(&artifact.repo_id),
-        etag: file.digest.clone(),
-        expected: ExpectedDigest::new(file.kind, file.digest.clone()),
-        expected_size: Some(file.size_bytes),
+        etag: remote.etag.clone(),
+        expected,
+        expected_size: file.size,
     };
-    let _lock = lock_blob(ctx, &request, &quiet).await?;
+    let _lock = lock_blob(ctx, &request, &events).await?;
+    if let Entry::Foreign(link) = &state.entry {
+        remove_planted_link(link, &events).await?;
+    }
     let target = Target {
         repo: &artifact.repo_id,
-        commit,
+        commit: &plan.commit,
         path: &file.path,
     };
-    let fetched = match reuse_cached_blob(ctx, &target, &request, &quiet).await? {
+    let fetched = match reuse_cached_blob(ctx, &target, &request, &events).await? {
         Some(fetched) => fetched,
-        None => {
-            let remote = RemoteFile {
-                commit: commit.to_owned(),
-                etag: file.digest.clone(),
-                sha256: (file.kind == DigestKind::Sha256).then(|| file.digest.clone()),
-                size: Some(file.size_bytes),
-                download_url: ctx
-                    .client
-                    .resolve_url(&artifact.repo_id, commit, &file.path),
-                validator: None,
-                from_hub: true,
-                commit_assumed: false,
-            };
-            fetch_from_sources(ctx, artifact, &remote, &request, &quiet).await?
-        }
+        None => fetch_from_sources(ctx, artifact, &remote, &request, &events).await?,
     };
-    place(ctx, &target, &request, &fetched).await?;
-    events.file_ready(
-        &file.path,
-        file.size_bytes,
-        fetched.outcome,
-        fetched.transferred,
-    );
+    let path = place(ctx, &target, &request, &fetched).await?;
+    let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+    model_events.file_ready(&file.path, size, fetched.outcome, fetched.transferred);
+    Ok(Placed {
+        path,
+        outcome: fetched.outcome,
+        transferred: fetched.transferred,
+        source: Some(fetched.source),
+    })
+}
+
+/// Removes a link that leaves the cache from a snapshot path (the entry itself, or a folder
+/// of it), if it is still a link: what it points to is never touched, and the correct entry is
+/// placed after it. Another file of the same folder may have replaced it already.
+async fn remove_planted_link(link: &std::path::Path, events: &ModelEvents) -> EmbeddingResult<()> {
+    let removed = link.to_path_buf();
+    let gone = run_blocking_checked("cannot remove", link, move || {
+        let still_a_link = removed
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if still_a_link {
+            remove_entry(&removed)
+        } else {
+            Ok(false)
+        }
+    })
+    .await?;
+    if gone {
+        events.warning(format!(
+            "{} was a link that leaves the cache; removed (what it pointed to is untouched) and replaced by a verified entry",
+            link.display()
+        ));
+    }
     Ok(())
 }
 
-/// Present and verified (a valid stamp), or present and found right by hashing it now.
+/// Present and verified (valid stamps), or present and found right by hashing what is not
+/// stamped yet: `Ok(Ok(weights))`. Otherwise `Ok(Err(why))`: the first file that is missing,
+/// wrong, a link out of the cache, or the set nothing local describes.
 async fn reuse_present(
     ctx: &Context,
     artifact: &ModelArtifact,
     events: &ModelEvents,
-) -> Option<PathBuf> {
-    let state = inspect_off_thread(&ctx.layout, artifact).await;
-    state.companions.as_ref()?;
-    let ready = super::local::is_ready(artifact, &state, true);
-    let path = state.snapshot?;
-    if ready {
-        report_ready(events, &path, Outcome::AlreadyPresent, 0, None).await;
-        return Some(path);
+) -> EmbeddingResult<Result<PathBuf, EmbeddingError>> {
+    let state = inspect_async(ctx, artifact).await;
+    let weights = state.weights().path().map(std::path::Path::to_path_buf);
+    if let (true, Some(path)) = (state.is_ready(true), &weights) {
+        report_ready(events, path, Outcome::AlreadyPresent, 0, None).await;
+        return Ok(Ok(path.clone()));
     }
-    if verify_checksum(ctx, artifact.model_id)
-        .await
-        .unwrap_or(false)
-    {
-        report_ready(events, &path, Outcome::Verified, 0, None).await;
-        return Some(path);
+    if !state.all_present() {
+        return Ok(Err(not_ready_error(artifact, &state, false)));
     }
-    None
+    match verify_model(ctx, artifact, &state, false).await? {
+        None => {
+            let path = weights.unwrap_or_default();
+            report_ready(events, &path, Outcome::Verified, 0, None).await;
+            Ok(Ok(path))
+        }
+        Some(FileVerdict::Corrupt(error) | FileVerdict::Unavailable(error)) => Ok(Err(error)),
+        Some(FileVerdict::Verified) => Ok(Err(not_ready_error(artifact, &state, false))),
+    }
 }
 
 /// What the bytes must be. With a mirror and a fully pinned entry at a commit, that is known
@@ -397,9 +420,19 @@ async fn reuse_cached_blob(
     let copy = ctx
         .layout
         .snapshot_path(target.repo, target.commit, target.path);
-    let is_copy = tokio::fs::symlink_metadata(&copy)
-        .await
-        .is_ok_and(|m| m.is_file());
+    let checked = copy.clone();
+    // A copy is a regular file reached without any link: never bytes behind a planted one.
+    let is_copy = run_blocking(move || {
+        Ok(matches!(
+            entry_at(&checked),
+            Entry::Present {
+                blob_name: None,
+                ..
+            }
+        ))
+    })
+    .await
+    .unwrap_or(false);
     if is_copy && hashes_to(&copy, request).await {
         return Ok(Some(Fetched::from_cache(Outcome::Verified, true)));
     }

@@ -1,21 +1,24 @@
 //! The readiness report (from metadata and stamps only: no hashing, no network), the
-//! verified models handed to the registry, and verification by hashing: one model, or several
-//! on all cores, largest first.
+//! verified models handed to the registry, and the one verification by hashing: any planned
+//! file against its digest ([`verify_file`]), shared by `status`, `verify`, `ensure` and the
+//! reuse of files others placed; for several models, every file on all cores, largest first.
+//! A model that is not ready always says which file and why (missing, a link out of the cache,
+//! a digest, a set nothing local describes).
 //!
 //! On a cache where stamps cannot be written (a read-only mount), a file that hashes right is
 //! still verified: the verdict is kept in memory for the process and one notice
 //! ([`UnrecordedStamps`]) says what that costs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::context::Context;
 use super::local::{
-    expected_hash, inspect_in, inspect_in_off_thread, inspect_off_thread, is_ready, weights_ready,
-    CompanionState, HashSource, LocalState,
+    expected_hash, inspect, inspect_async, Entry, FileState, HashSource, LocalState,
 };
+use super::plan::{FileRole, SetOrigin};
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
 use crate::artifacts::hash::{hash_file_as, DigestKind};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact, WeightFormat};
@@ -80,6 +83,11 @@ pub struct ModelReadiness {
     /// Whether the whole set is known locally (listed in the manifest, a single file, or
     /// resolved and recorded earlier).
     pub files_known: bool,
+    /// Where the list of files came from, when it is known.
+    pub set_origin: Option<SetOrigin>,
+    /// Why the model is not ready, naming the file (missing, a link out of the cache, not
+    /// verified yet, no digest known, a set nothing local describes); `None` when ready.
+    pub problem: Option<String>,
 }
 
 /// Readiness of one file of a model's set.
@@ -97,6 +105,10 @@ pub struct FileReadiness {
     pub digest_kind: Option<DigestKind>,
     /// The snapshot entry, when on disk.
     pub local_path: Option<PathBuf>,
+    /// What the file is to the model.
+    pub role: FileRole,
+    /// Why it is not ready, when it is not.
+    pub problem: Option<String>,
 }
 
 /// Overall readiness report.
@@ -146,10 +158,10 @@ pub struct VerifiedModel {
 }
 
 /// The verified model for an artifact, when it is ready by the one readiness rule. Blocking
-/// (a few `stat`s and one small read), like `inspect`.
+/// (a few `stat`s and small reads), like `inspect`.
 pub(crate) fn verified_model(ctx: &Context, model_id: ModelId) -> Option<VerifiedModel> {
     let artifact = ctx.artifact(model_id).ok()?;
-    let state = inspect_in(ctx, artifact);
+    let state = inspect(&ctx.view(), artifact);
     verified_from(ctx, artifact, state)
 }
 
@@ -159,7 +171,7 @@ pub(crate) async fn verified_models(ctx: &Context) -> EmbeddingResult<Vec<Verifi
     let mut verified = Vec::new();
     let mut missing = Vec::new();
     for artifact in ctx.manifest.artifacts() {
-        let state = inspect_in_off_thread(ctx, artifact).await;
+        let state = inspect_async(ctx, artifact).await;
         match verified_from(ctx, artifact, state) {
             Some(model) => verified.push(model),
             None => missing.push(artifact.model_id),
@@ -175,40 +187,38 @@ pub(crate) async fn verified_models(ctx: &Context) -> EmbeddingResult<Vec<Verifi
 fn verified_from(
     ctx: &Context,
     artifact: &ModelArtifact,
-    state: super::local::LocalState,
+    state: LocalState,
 ) -> Option<VerifiedModel> {
-    if !is_ready(artifact, &state, ctx.config.verify_checksums) {
+    if !state.is_ready(ctx.config.verify_checksums) {
         return None;
     }
-    let weights = state.snapshot?;
-    let commit = state.commit?;
-    let mut files = vec![weights.clone()];
-    files.extend(
-        state
-            .companions
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.snapshot),
-    );
+    let commit = state.commit.clone()?;
+    let files: Vec<PathBuf> = state
+        .files
+        .iter()
+        .filter_map(|f| f.path().map(Path::to_path_buf))
+        .collect();
     Some(VerifiedModel {
         model_id: artifact.model_id,
         snapshot_dir: ctx.layout.snapshot_dir(&artifact.repo_id, &commit),
         format: artifact.format(),
+        weights: files.first()?.clone(),
         files,
-        weights,
     })
 }
 
-/// The result of verifying one present file.
+/// The result of verifying one model's files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyOutcome {
     /// The model.
     pub model_id: ModelId,
-    /// The file checked, if present.
+    /// The weight file, if present.
     pub path: Option<PathBuf>,
-    /// `Some(true)` verified, `Some(false)` corrupt, `None` not present.
+    /// `Some(true)` every file of the set verified, `Some(false)` a file does not have its
+    /// digest or size (corrupt), `None` not checkable: a file missing, a link out of the
+    /// cache, no digest known, or a set nothing local describes.
     pub verified: Option<bool>,
-    /// Expected and actual hash, for a corrupt file; or what prevented the check.
+    /// Why it is not verified, naming the file (expected and actual digest for a corrupt one).
     pub detail: Option<String>,
 }
 
@@ -223,6 +233,7 @@ pub(crate) fn readiness_report(ctx: &Context) -> ReadinessReport {
         models: Vec::new(),
         unrecorded_stamps: ctx.unrecorded_stamps(),
     };
+    let view = ctx.view();
     for entry in &ctx.manifest.entries {
         match entry {
             ManifestEntry::Builtin(model_id) => {
@@ -230,150 +241,147 @@ pub(crate) fn readiness_report(ctx: &Context) -> ReadinessReport {
                 report.models.push(ModelReadiness::builtin(*model_id));
             }
             ManifestEntry::Artifact(artifact) => {
-                let row = model_readiness(ctx, artifact);
+                let state = inspect(&view, artifact);
+                let row = model_readiness(ctx, artifact, &state);
+                let on_disk: u64 = state.files.iter().filter_map(FileState::size).sum();
                 match row.state {
                     ReadinessState::Ready => {
                         report.ready_models.push(artifact.model_id);
-                        report.downloaded_bytes += row.size_on_disk;
+                        report.downloaded_bytes += on_disk;
                     }
                     ReadinessState::Failed => {
-                        report.failed_models.push((
-                            artifact.model_id,
-                            row.readiness.error.clone().unwrap_or_default(),
-                        ));
-                        report.downloaded_bytes += row.readiness.partial_bytes;
+                        report
+                            .failed_models
+                            .push((artifact.model_id, row.error.clone().unwrap_or_default()));
+                        report.downloaded_bytes += row.partial_bytes;
                     }
                     _ => {
                         report.missing_models.push(artifact.model_id);
-                        report.downloaded_bytes += row.readiness.partial_bytes;
+                        report.downloaded_bytes += row.partial_bytes;
                     }
                 }
-                report.total_size_bytes += row.known_size.unwrap_or(0);
-                report.models.push(row.readiness);
+                report.total_size_bytes += state
+                    .files
+                    .iter()
+                    .map(|f| f.file.size.or(f.size()).unwrap_or(0))
+                    .sum::<u64>();
+                report.models.push(row);
             }
         }
     }
     report
 }
 
-/// One artifact's row of the report, with the sizes the totals need.
-struct Row {
-    state: ReadinessState,
-    readiness: ModelReadiness,
-    known_size: Option<u64>,
-    size_on_disk: u64,
-}
-
-/// The per-file rows: the weight file, then the rest of the set.
-fn file_rows(
-    artifact: &ModelArtifact,
-    state: &LocalState,
-    expected: Option<String>,
-    verify_checksums: bool,
-) -> Vec<FileReadiness> {
-    let weights_state = if weights_ready(artifact, state, verify_checksums) {
+/// A file's state in the report: ready, present but not verified, or missing (a link out of
+/// the cache counts as missing: its bytes are not the cache's).
+fn file_state_label(file: &FileState, verify_checksums: bool) -> ReadinessState {
+    if file.is_ready(verify_checksums) {
         ReadinessState::Ready
-    } else if state.snapshot.is_some() {
+    } else if file.path().is_some() {
         ReadinessState::Unverified
     } else {
         ReadinessState::Missing
-    };
-    let kind = expected.as_deref().and_then(DigestKind::of_hex);
-    let mut rows = vec![FileReadiness {
-        path: artifact.filename.clone(),
-        state: weights_state,
-        size_bytes: artifact
-            .size_bytes
-            .or(state.stamp.as_ref().map(|s| s.fingerprint.size)),
-        expected_digest: expected,
-        digest_kind: kind,
-        local_path: state.snapshot.clone(),
-    }];
-    for companion in state.companions.iter().flatten() {
-        rows.push(companion_row(companion, verify_checksums));
-    }
-    rows
-}
-
-fn companion_row(companion: &CompanionState, verify_checksums: bool) -> FileReadiness {
-    let state = if companion.is_ready(verify_checksums) {
-        ReadinessState::Ready
-    } else if companion.snapshot.is_some() {
-        ReadinessState::Unverified
-    } else {
-        ReadinessState::Missing
-    };
-    FileReadiness {
-        path: companion.file.path.clone(),
-        state,
-        size_bytes: Some(companion.file.size_bytes),
-        expected_digest: Some(companion.file.digest.clone()),
-        digest_kind: Some(companion.file.kind),
-        local_path: companion.snapshot.clone(),
     }
 }
 
-fn model_readiness(ctx: &Context, artifact: &ModelArtifact) -> Row {
-    let state = inspect_in(ctx, artifact);
-    let (expected, hash_source) = expected_hash(artifact, &state);
-    let known_size = artifact
-        .size_bytes
-        .or(state.stamp.as_ref().map(|s| s.fingerprint.size));
-    let ready = is_ready(artifact, &state, ctx.config.verify_checksums);
+/// Why one file is not ready, in words; `None` when it is.
+fn file_problem(file: &FileState, verify_checksums: bool) -> Option<String> {
+    if file.is_ready(verify_checksums) {
+        return None;
+    }
+    Some(match &file.entry {
+        Entry::Absent => format!("{} is missing", file.file.path),
+        Entry::Foreign(link) => format!(
+            "{}: {} is a link that leaves the cache (or not a regular file); not read",
+            file.file.path,
+            link.display()
+        ),
+        Entry::Present { .. } if file.file.digest.is_none() => format!(
+            "{} has no known digest to be verified against (lock the manifest, or `ensure` online once)",
+            file.file.path
+        ),
+        Entry::Present { size, .. } => match file.file.size {
+            Some(expected) if !verify_checksums && expected != *size => format!(
+                "{} has {size} bytes, expected {expected}",
+                file.file.path
+            ),
+            _ => format!("{} is not verified yet", file.file.path),
+        },
+    })
+}
+
+/// Why a model is not ready, in words (the first file with a problem, or the unknown set).
+fn model_problem(artifact: &ModelArtifact, state: &LocalState, verify: bool) -> Option<String> {
+    if state.is_ready(verify) {
+        return None;
+    }
+    if state.origin.is_none() {
+        if let Some(commit) = &state.commit {
+            return Some(format!(
+                "which files make up {} at commit {commit} is not known without the Hub (no recorded set, no trees/{commit}.json, no snapshot folder)",
+                artifact.repo_id
+            ));
+        }
+    }
+    state.files.iter().find_map(|f| file_problem(f, verify))
+}
+
+fn model_readiness(ctx: &Context, artifact: &ModelArtifact, state: &LocalState) -> ModelReadiness {
+    let verify = ctx.config.verify_checksums;
+    let (expected, hash_source) = expected_hash(artifact, state);
+    let weights = state.weights();
+    let ready = state.is_ready(verify);
     let failure = ctx.board.failure(artifact.model_id);
     let readiness_state = if ready {
         ReadinessState::Ready
     } else if failure.is_some() {
         ReadinessState::Failed
-    } else if state.snapshot.is_some() {
+    } else if weights.path().is_some() {
         ReadinessState::Unverified
     } else {
         ReadinessState::Missing
     };
-    let files = file_rows(
-        artifact,
-        &state,
-        expected.clone(),
-        ctx.config.verify_checksums,
-    );
-    let companion_bytes: u64 = state
-        .companions
+    let files = state
+        .files
         .iter()
-        .flatten()
-        .map(|c| c.file.size_bytes)
-        .sum();
-    let companion_on_disk: u64 = state
-        .companions
-        .iter()
-        .flatten()
-        .filter_map(|c| c.size)
-        .sum();
-    Row {
+        .map(|f| FileReadiness {
+            path: f.file.path.clone(),
+            state: file_state_label(f, verify),
+            size_bytes: f.file.size.or(f.stamp.as_ref().map(|s| s.fingerprint.size)),
+            expected_digest: f.file.digest.as_ref().map(|d| d.hex().to_owned()),
+            digest_kind: f.file.digest.as_ref().map(|d| d.kind()),
+            local_path: f.path().map(Path::to_path_buf),
+            role: f.file.role,
+            problem: file_problem(f, verify),
+        })
+        .collect();
+    ModelReadiness {
+        model_id: artifact.model_id,
         state: readiness_state,
-        known_size: known_size.map(|s| s + companion_bytes),
-        size_on_disk: state.size.unwrap_or(0) + companion_on_disk,
-        readiness: ModelReadiness {
-            model_id: artifact.model_id,
-            state: readiness_state,
-            repo_id: Some(artifact.repo_id.clone()),
-            filename: Some(artifact.filename.clone()),
-            revision: Some(artifact.revision_or_default().to_owned()),
-            commit: state.commit.clone(),
-            path: state.snapshot.clone(),
-            size_bytes: known_size.or(state.size),
-            expected_sha256: expected,
-            hash_source,
-            format: Some(artifact.format()),
-            partial_bytes: state.partial_bytes,
-            error: if ready { None } else { failure },
-            source: state.stamp.as_ref().and_then(|s| s.source.clone()),
-            snapshot_dir: state
-                .commit
-                .as_deref()
-                .map(|c| ctx.layout.snapshot_dir(&artifact.repo_id, c)),
-            files,
-            files_known: state.companions.is_some(),
-        },
+        repo_id: Some(artifact.repo_id.clone()),
+        filename: Some(artifact.filename.clone()),
+        revision: Some(artifact.revision_or_default().to_owned()),
+        commit: state.commit.clone(),
+        path: weights.path().map(Path::to_path_buf),
+        size_bytes: weights
+            .file
+            .size
+            .or(weights.stamp.as_ref().map(|s| s.fingerprint.size))
+            .or(weights.size()),
+        expected_sha256: expected,
+        hash_source,
+        format: Some(artifact.format()),
+        partial_bytes: state.partial_bytes,
+        error: if ready { None } else { failure },
+        source: weights.stamp.as_ref().and_then(|s| s.source.clone()),
+        snapshot_dir: state
+            .commit
+            .as_deref()
+            .map(|c| ctx.layout.snapshot_dir(&artifact.repo_id, c)),
+        files,
+        files_known: state.origin.is_some(),
+        set_origin: state.origin,
+        problem: model_problem(artifact, state, verify),
     }
 }
 
@@ -397,214 +405,263 @@ impl ModelReadiness {
             snapshot_dir: None,
             files: Vec::new(),
             files_known: true,
+            set_origin: None,
+            problem: None,
         }
     }
 }
 
-/// Hashes one model's file in full. `Ok(true)` when it matches (a stamp is written),
-/// `Ok(false)` when it does not (the model is marked failed), `MissingModels` when the file is
-/// not there.
-pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> EmbeddingResult<bool> {
-    let artifact = ctx.artifact(model_id)?;
-    let state = inspect_off_thread(&ctx.layout, artifact).await;
-    let Some(path) = state.snapshot.clone() else {
-        return Err(EmbeddingError::MissingModels(vec![model_id]));
-    };
-    let (expected, _) = expected_hash(artifact, &state);
-    let Some(expected) = expected else {
-        return Err(EmbeddingError::NoExpectedHash {
+/// Where one file of a model lives, for errors.
+pub(crate) fn location_of(artifact: &ModelArtifact, path: &str) -> crate::error::FileLocation {
+    let mut location = artifact.location();
+    location.filename = path.to_owned();
+    location
+}
+
+/// The typed reason a model is not ready (the first file with a problem, or the unknown set);
+/// with `offline`, a missing file is `OfflineMissing`. For a model that is ready or only
+/// unverified (hash it first), the unverified file's name.
+pub(crate) fn not_ready_error(
+    artifact: &ModelArtifact,
+    state: &LocalState,
+    offline: bool,
+) -> EmbeddingError {
+    if let (None, Some(commit)) = (state.origin, &state.commit) {
+        return EmbeddingError::SetUnknown {
             location: artifact.location(),
-        });
-    };
-    let commit = state.commit.clone().unwrap_or_default();
-    if !verify_companions(ctx, artifact, &state, &commit).await? {
-        return Ok(false);
+            commit: commit.clone(),
+        };
     }
-    let hashed_path = path.clone();
-    let kind = DigestKind::of_hex(&expected).unwrap_or(DigestKind::Sha256);
-    let (actual, length) = run_blocking(move || hash_file_as(&hashed_path, kind))
+    for file in &state.files {
+        let location = location_of(artifact, &file.file.path);
+        match &file.entry {
+            Entry::Absent if offline => return EmbeddingError::OfflineMissing { location },
+            Entry::Absent => return EmbeddingError::FileMissing { location },
+            Entry::Foreign(path) => {
+                return EmbeddingError::ForeignEntry {
+                    location,
+                    path: path.clone(),
+                }
+            }
+            Entry::Present { path, .. } if file.file.digest.is_none() && !file.stamp_valid => {
+                return EmbeddingError::NoDigestKnown {
+                    location,
+                    path: path.clone(),
+                }
+            }
+            Entry::Present { .. } => {}
+        }
+    }
+    EmbeddingError::MissingModels(vec![artifact.model_id])
+}
+
+/// The verdict of checking one planned file.
+#[derive(Debug)]
+pub(crate) enum FileVerdict {
+    /// Its bytes are the planned ones (a stamp vouches, or it was hashed now and stamped).
+    Verified,
+    /// It cannot be checked: absent, a link out of the cache, or no digest known (the error
+    /// says which).
+    Unavailable(EmbeddingError),
+    /// It was hashed and is wrong (`HashMismatch` or `SizeMismatch`, naming the file); its
+    /// stamp was removed.
+    Corrupt(EmbeddingError),
+}
+
+/// The one verification of a present file: its stamp (unless `rehash`), else its bytes hashed
+/// against the planned digest and size, off the async threads. A right file is stamped (or,
+/// where the cache is read-only, its verdict kept in memory and the one notice given); a wrong
+/// one loses its stamp and any kept verdict.
+pub(crate) async fn verify_file(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    file: &FileState,
+    rehash: bool,
+) -> EmbeddingResult<FileVerdict> {
+    let location = location_of(artifact, &file.file.path);
+    let path = match &file.entry {
+        Entry::Present { path, .. } => path.clone(),
+        Entry::Absent => {
+            return Ok(FileVerdict::Unavailable(EmbeddingError::FileMissing {
+                location,
+            }))
+        }
+        Entry::Foreign(link) => {
+            return Ok(FileVerdict::Unavailable(EmbeddingError::ForeignEntry {
+                location,
+                path: link.clone(),
+            }))
+        }
+    };
+    if file.stamp_valid && !rehash {
+        return Ok(FileVerdict::Verified);
+    }
+    let Some(expected) = file.file.digest.clone() else {
+        return Ok(FileVerdict::Unavailable(EmbeddingError::NoDigestKnown {
+            location,
+            path,
+        }));
+    };
+    let hashed = path.clone();
+    let kind = expected.kind();
+    let (actual, length) = run_blocking(move || hash_file_as(&hashed, kind))
         .await
         .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
     let stamp_path = ctx
         .layout
-        .stamp_path(&artifact.repo_id, &commit, &artifact.filename);
-    let size_ok = artifact.size_bytes.is_none_or(|s| s == length);
-    let events = ctx.events(model_id);
-    if actual == expected && size_ok {
-        let stamped = path.clone();
-        let written = stamp_path.clone();
-        let (stamp, unwritten) = run_blocking_checked("cannot read", &path, move || {
-            let stamp = VerificationStamp::now(&stamped, &actual)
-                .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
-            // A stamp that already says this keeps its record (and its source); none is
-            // written, so a read-only cache with our stamps needs no write at all.
-            let current = VerificationStamp::read(&written)
-                .filter(|s| s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint);
-            if let Some(current) = current {
-                return Ok((current, None));
-            }
-            let unwritten = stamp.write(&written).err();
-            Ok((stamp, unwritten))
-        })
-        .await?;
-        if let Some(error) = unwritten {
-            // The file is right; only the record of it cannot be kept on disk.
-            ctx.remember(&path, stamp);
-            let reason = match &error {
-                EmbeddingError::Io { source, .. } => source.to_string(),
-                other => other.to_string(),
-            };
-            ctx.stamps_unrecorded(
-                model_id,
-                UnrecordedStamps {
-                    path: stamp_path,
-                    reason,
-                },
-            );
-        }
-        ctx.board.set(
-            model_id,
-            crate::artifacts::status::DownloadStatus::Completed {
-                path,
-                verified: true,
-            },
-        );
-        Ok(true)
-    } else {
-        ctx.forget(&path);
-        let _ =
-            run_blocking_checked("cannot remove", &path, move || remove_entry(&stamp_path)).await;
-        let error = if size_ok {
+        .stamp_path(&artifact.repo_id, commit, &file.file.path);
+    let size_ok = file.file.size.is_none_or(|s| s == length);
+    if actual != expected.hex() || !size_ok {
+        ctx.memory.forget(&path);
+        let removed = stamp_path.clone();
+        let _ = run_blocking_checked("cannot remove", &path, move || remove_entry(&removed)).await;
+        return Ok(FileVerdict::Corrupt(if size_ok {
             EmbeddingError::HashMismatch {
-                location: artifact.location(),
-                path: path.clone(),
-                expected,
+                location,
+                path,
+                expected: expected.hex().to_owned(),
                 actual,
             }
         } else {
             EmbeddingError::SizeMismatch {
-                location: artifact.location(),
-                path: path.clone(),
-                expected: artifact.size_bytes.unwrap_or(0),
+                location,
+                path,
+                expected: file.file.size.unwrap_or(0),
                 actual: length,
             }
-        };
-        events.marked_failed(&error);
-        Ok(false)
+        }));
     }
+    let stamped = path.clone();
+    let written = stamp_path.clone();
+    let (stamp, unwritten) = run_blocking_checked("cannot read", &path, move || {
+        let stamp = VerificationStamp::now(&stamped, &actual)
+            .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
+        // A stamp that already says this keeps its record (and its source); none is written,
+        // so a read-only cache with our stamps needs no write at all.
+        let current = VerificationStamp::read(&written)
+            .filter(|s| s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint);
+        if let Some(current) = current {
+            return Ok((current, None));
+        }
+        let unwritten = stamp.write(&written).err();
+        Ok((stamp, unwritten))
+    })
+    .await?;
+    if let Some(error) = unwritten {
+        // The file is right; only the record of it cannot be kept on disk.
+        ctx.memory.remember(&path, stamp);
+        let reason = match &error {
+            EmbeddingError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        ctx.stamps_unrecorded(
+            artifact.model_id,
+            UnrecordedStamps {
+                path: stamp_path,
+                reason,
+            },
+        );
+    }
+    Ok(FileVerdict::Verified)
 }
 
-/// Hashes the present companions of a model (stamping the right ones). `Ok(true)` when the
-/// set is known and every companion is present and right; a wrong one marks the model failed
-/// with an error naming the file, its stamp removed.
-async fn verify_companions(
+/// Every file of a model's set checked by [`verify_file`] (hashing those without a valid
+/// stamp, or all with `rehash`): `Ok(None)` when the whole set is verified, else the first
+/// reason it is not, a corrupt file first (it marks the model failed).
+pub(crate) async fn verify_model(
     ctx: &Context,
     artifact: &ModelArtifact,
     state: &LocalState,
-    commit: &str,
-) -> EmbeddingResult<bool> {
-    let Some(companions) = &state.companions else {
-        return Ok(false);
+    rehash: bool,
+) -> EmbeddingResult<Option<FileVerdict>> {
+    let (Some(commit), Some(_)) = (&state.commit, state.origin) else {
+        return Ok(Some(FileVerdict::Unavailable(not_ready_error(
+            artifact, state, false,
+        ))));
     };
-    let mut complete = true;
-    for companion in companions {
-        let Some(path) = companion.snapshot.clone() else {
-            complete = false;
-            continue;
-        };
-        if companion.stamp_valid {
-            continue;
-        }
-        let kind = companion.file.kind;
-        let hashed = path.clone();
-        let (actual, length) = run_blocking(move || hash_file_as(&hashed, kind))
-            .await
-            .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
-        let stamp_path = ctx
-            .layout
-            .stamp_path(&artifact.repo_id, commit, &companion.file.path);
-        if actual == companion.file.digest && length == companion.file.size_bytes {
-            let stamped = path.clone();
-            run_blocking_checked("cannot read", &path, move || {
-                let stamp = VerificationStamp::now(&stamped, &actual)
-                    .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
-                stamp.write(&stamp_path)
-            })
-            .await?;
-        } else {
-            let _ = run_blocking_checked("cannot remove", &path, move || remove_entry(&stamp_path))
-                .await;
-            let mut location = artifact.location();
-            location.filename = companion.file.path.clone();
-            let error = EmbeddingError::HashMismatch {
-                location,
-                path: path.clone(),
-                expected: companion.file.digest.clone(),
-                actual,
-            };
-            ctx.events(artifact.model_id).marked_failed(&error);
-            return Ok(false);
+    let mut first_problem = None;
+    for file in &state.files {
+        match verify_file(ctx, artifact, commit, file, rehash).await? {
+            FileVerdict::Verified => {}
+            FileVerdict::Corrupt(error) => {
+                ctx.events(artifact.model_id).marked_failed(&error);
+                return Ok(Some(FileVerdict::Corrupt(error)));
+            }
+            unavailable => {
+                first_problem.get_or_insert(unavailable);
+            }
         }
     }
-    Ok(complete)
+    if first_problem.is_none() {
+        if let Some(path) = state.weights().path() {
+            ctx.board.set(
+                artifact.model_id,
+                crate::artifacts::status::DownloadStatus::Completed {
+                    path: path.to_path_buf(),
+                    verified: true,
+                },
+            );
+        }
+    }
+    Ok(first_problem)
 }
 
-/// Re-hashes the files of some models, `parallelism` at once (each on its own blocking
-/// thread), largest first so the cores finish together, and reports each result. With
-/// `only_unverified`, files with a valid stamp are skipped.
+/// Hashes every file of one model's set in full. `Ok(true)` when each matches (stamps are
+/// written), `Ok(false)` when one does not, or one is missing or cannot be checked (a wrong
+/// one marks the model failed), `MissingModels` when the weight file is not there.
+pub(crate) async fn verify_checksum(ctx: &Context, model_id: ModelId) -> EmbeddingResult<bool> {
+    let artifact = ctx.artifact(model_id)?;
+    let state = inspect_async(ctx, artifact).await;
+    if state.weights().path().is_none() {
+        return Err(EmbeddingError::MissingModels(vec![model_id]));
+    }
+    Ok(verify_model(ctx, artifact, &state, true).await?.is_none())
+}
+
+/// Checks the files of some models, `parallelism` models at once (each file hashed on a
+/// blocking thread), largest first so the cores finish together, and reports each result. With
+/// `only_unverified`, files with a valid stamp are not hashed again.
 pub(crate) async fn verify_models(
     ctx: &Context,
     models: &[ModelId],
     parallelism: usize,
     only_unverified: bool,
 ) -> Vec<VerifyOutcome> {
-    let mut artifacts: Vec<(&ModelArtifact, super::local::LocalState)> = Vec::new();
+    let mut artifacts: Vec<(&ModelArtifact, LocalState)> = Vec::new();
     for artifact in ctx
         .manifest
         .artifacts()
         .filter(|a| models.contains(&a.model_id))
     {
-        artifacts.push((artifact, inspect_in_off_thread(ctx, artifact).await));
+        artifacts.push((artifact, inspect_async(ctx, artifact).await));
     }
-    artifacts.sort_by_key(|(artifact, state)| {
+    artifacts.sort_by_key(|(_, state)| {
         std::cmp::Reverse(
-            artifact
-                .size_bytes
-                .unwrap_or_else(|| state.size.unwrap_or(0)),
+            state
+                .files
+                .iter()
+                .map(|f| f.file.size.or(f.size()).unwrap_or(0))
+                .sum::<u64>(),
         )
     });
     let mut results = stream::iter(artifacts)
         .map(|(artifact, state)| async move {
             let model_id = artifact.model_id;
-            let Some(path) = state.snapshot.clone() else {
-                return VerifyOutcome {
-                    model_id,
-                    path: None,
-                    verified: None,
-                    detail: None,
+            let path = state.weights().path().map(Path::to_path_buf);
+            let (verified, detail) =
+                match verify_model(ctx, artifact, &state, !only_unverified).await {
+                    Ok(None) => (Some(true), None),
+                    Ok(Some(FileVerdict::Corrupt(error))) => (Some(false), Some(error.to_string())),
+                    Ok(Some(FileVerdict::Unavailable(error))) => (None, Some(error.to_string())),
+                    Ok(Some(FileVerdict::Verified)) => (Some(true), None),
+                    Err(error) => (None, Some(error.to_string())),
                 };
-            };
-            if only_unverified && state.stamp_valid {
-                return VerifyOutcome {
-                    model_id,
-                    path: Some(path),
-                    verified: Some(true),
-                    detail: None,
-                };
-            }
-            match verify_checksum(ctx, model_id).await {
-                Ok(verified) => VerifyOutcome {
-                    model_id,
-                    path: Some(path),
-                    verified: Some(verified),
-                    detail: (!verified).then(|| ctx.board.failure(model_id)).flatten(),
-                },
-                Err(error) => VerifyOutcome {
-                    model_id,
-                    path: Some(path),
-                    verified: None,
-                    detail: Some(error.to_string()),
-                },
+            VerifyOutcome {
+                model_id,
+                path,
+                verified,
+                detail,
             }
         })
         .buffer_unordered(parallelism.max(1))

@@ -1,44 +1,43 @@
-//! The file set of one model at one commit: the manifest's explicit list, a set recorded in
-//! the cache, or its patterns and preset resolved on the Hub at that commit (the tree listing
+//! The plan of one model at one commit, online: the manifest's explicit list, a set recorded
+//! in the cache, or its patterns and preset resolved on the Hub at that commit (the tree listing
 //! retried like a download; `remote/tree.rs` reads the documents and applies the rules), and
 //! the result recorded in the cache so readiness needs no network later.
 
 use std::collections::BTreeMap;
 
 use super::context::Context;
-use super::local::{known_companions, record_companions, set_record};
-use crate::artifacts::blocking::run_blocking_checked;
+use super::plan::{known_set, record_set, set_record, ModelPlan, SetOrigin};
+use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
 use crate::artifacts::fileset::{documents_needed, PinnedFile, RepoFile};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::tree::resolve_from_tree;
 use crate::artifacts::status::ModelEvents;
 use crate::artifacts::store::layout::entry_stays_inside;
+use crate::artifacts::transfer::request::ExpectedDigest;
 use crate::error::{EmbeddingResult, FileLocation};
 
-/// The files of the model's set besides the weight file, at `commit`: known locally (the
-/// manifest's list, a single-file entry, a set recorded earlier) or resolved on the Hub now.
-pub(crate) async fn resolve_companions(
+/// The model's plan at `commit`: the weight file as the Hub's answer and the pins make it
+/// (`weights`), and the rest of the set known locally (the manifest's list, a single-file
+/// entry, a set recorded earlier) or resolved on the Hub now and recorded.
+pub(crate) async fn resolve_plan(
     ctx: &Context,
     artifact: &ModelArtifact,
     commit: &str,
+    weights: (Option<ExpectedDigest>, Option<u64>),
     events: &ModelEvents,
-) -> EmbeddingResult<Vec<PinnedFile>> {
+) -> EmbeddingResult<ModelPlan> {
     let known = {
-        let layout = ctx.layout.clone();
+        let view = ctx.view();
         let artifact = artifact.clone();
         let commit = commit.to_owned();
-        tokio::task::spawn_blocking(move || known_companions(&layout, &artifact, &commit))
+        run_blocking(move || Ok(known_set(&view, &artifact, &commit)))
             .await
             .ok()
             .flatten()
     };
-    if let Some(files) = known {
-        return Ok(files);
-    }
-    let record = set_record(&ctx.layout, artifact, commit);
-    if let Some(files) = ctx.remembered_set(&record) {
-        return Ok(without(files, &artifact.filename));
+    if let Some((set, origin)) = known {
+        return Ok(ModelPlan::new(artifact, commit, weights, &set, origin));
     }
     let files = resolve_on_hub(&ctx.client, ctx, artifact, commit, events).await?;
     let layout = ctx.layout.clone();
@@ -47,23 +46,25 @@ pub(crate) async fn resolve_companions(
     let to_record = files.clone();
     let shown = ctx.layout.repo_dir(&artifact.repo_id);
     let written = run_blocking_checked("cannot record the file set in", &shown, move || {
-        record_companions(&layout, &recorded, &commit_owned, &to_record)
+        record_set(&layout, &recorded, &commit_owned, &to_record)
     })
     .await;
     if let Err(error) = written {
         // A read-only cache, or a full disk: the set is known for this process; a later one
-        // lists the tree again (or, offline, finds the model not ready).
+        // lists the tree again (or, offline, resolves it from the snapshot folder).
         events.warning(format!(
             "{error}; this process keeps the file set in memory, a later run lists the tree again"
         ));
-        ctx.remember_set(&record, files.clone());
+        ctx.memory
+            .remember_set(&set_record(&ctx.layout, artifact, commit), files.clone());
     }
-    Ok(without(files, &artifact.filename))
-}
-
-/// The set without the weight file.
-fn without(files: Vec<PinnedFile>, weights: &str) -> Vec<PinnedFile> {
-    files.into_iter().filter(|f| f.path != weights).collect()
+    Ok(ModelPlan::new(
+        artifact,
+        commit,
+        weights,
+        &files,
+        SetOrigin::Hub,
+    ))
 }
 
 /// The whole set (the weight file included) resolved against the tree at `commit`.

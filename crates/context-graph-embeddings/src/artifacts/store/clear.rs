@@ -1,4 +1,4 @@
-//! What clearing one model removes: its snapshot entry and stamp, the ref when its commit has
+//! What clearing one model removes: its snapshot entries and stamps (every file of its set), the ref when its commit has
 //! no entries left, its blobs when no other snapshot entry links to them, and their partial
 //! downloads with their progress records. Links are removed, never followed; nothing outside
 //! the model's repo folder is touched, except that a blob that was a link into
@@ -22,8 +22,8 @@ pub(crate) struct ModelFiles {
     pub(crate) repo_id: String,
     /// The revision the manifest asks for (its ref is removed with the last entry).
     pub(crate) revision: String,
-    /// The file in the repo.
-    pub(crate) filename: String,
+    /// The files of the model's set in the repo (the weight file first).
+    pub(crate) filenames: Vec<String>,
     /// The commit the revision resolves to locally, when known.
     pub(crate) commit: Option<String>,
     /// Blob names that may be this model's (the link target, the pin, the stamp's hash).
@@ -91,10 +91,12 @@ fn remove_snapshot_entry(
     commit: &str,
     repo_dir: &Path,
 ) -> EmbeddingResult<()> {
-    let snapshot = layout.snapshot_path(&files.repo_id, commit, &files.filename);
-    remove_entry(&snapshot)?;
-    remove_empty_parents(&snapshot, &repo_dir.join("snapshots"));
-    remove_entry(&layout.stamp_path(&files.repo_id, commit, &files.filename))?;
+    for filename in &files.filenames {
+        let snapshot = layout.snapshot_path(&files.repo_id, commit, filename);
+        remove_entry(&snapshot)?;
+        remove_empty_parents(&snapshot, &repo_dir.join("snapshots"));
+        remove_entry(&layout.stamp_path(&files.repo_id, commit, filename))?;
+    }
     if !layout.snapshot_dir(&files.repo_id, commit).exists() {
         let reference = layout.ref_path(&files.repo_id, &files.revision);
         if std::fs::read_to_string(&reference).ok().as_deref() == Some(commit) {
