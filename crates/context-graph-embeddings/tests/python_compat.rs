@@ -17,6 +17,9 @@
 #[path = "common/snapshot.rs"]
 mod snapshot;
 
+#[path = "common/mount.rs"]
+mod mount;
+
 mod fixture {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
@@ -2694,15 +2697,417 @@ mod file_sets {
             .map(|r| r.path)
             .collect();
         assert!(downloads.is_empty(), "fetched again: {downloads:?}");
-        // What it asked: the tree at the commit (to resolve the patterns), nothing else.
-        assert!(hub
-            .requests()
-            .iter()
-            .any(|r| r.path.starts_with(&format!("/api/models/{REPO}/tree/"))));
+        // What it asked: nothing. The set came from Python's copy of the Hub's tree listing
+        // of the commit (`trees/<commit>.json`), and every file hashed right.
+        assert!(
+            hub.requests().is_empty(),
+            "asked the Hub: {:?}",
+            hub.requests()
+        );
         assert_eq!(
             tree(&cache, &commit),
             before,
             "Python's files are untouched"
         );
+    }
+}
+
+/// Issue 23: one plan per model, and the truth offline on any cache. Caches made by the
+/// official client for the emulator's own manifest (presets on seven models, a locked set on
+/// Entity) give, offline, the verdict an online `ensure` would: every model ready when every
+/// file is there and right, and otherwise the file and the reason, never a false "does not
+/// match its hash".
+mod one_plan_offline {
+    use std::path::{Path, PathBuf};
+
+    use context_graph_embeddings::artifacts::{
+        ModelArtifactManager, ReadinessState, SetOrigin, VerifyOutcome,
+    };
+    use context_graph_embeddings::ModelId;
+    use hub_emulator::manifest::{hub_from_manifest, synthetic_manifest, ManifestOptions};
+    use hub_emulator::HubEmulator;
+    use serde_json::{json, Value};
+
+    use crate::fixture::{self, Py};
+    use crate::mount::{tree, ReadOnlyMount};
+
+    struct World {
+        hub: HubEmulator,
+        dir: tempfile::TempDir,
+        manifest: PathBuf,
+        /// Each downloadable entry: model, repo, pinned commit.
+        models: Vec<(ModelId, String, String)>,
+    }
+
+    /// The emulator serving the built-in manifest's repos (synthetic bytes, small), and the
+    /// manifest that describes them.
+    fn world() -> World {
+        let builtin: Value =
+            serde_json::from_str(include_str!("../src/artifacts/manifests.json")).unwrap();
+        let options = ManifestOptions {
+            scale: 1e-5,
+            gate_token: None,
+        };
+        let hub = hub_from_manifest(&builtin, &options)
+            .unwrap()
+            .builder
+            .start()
+            .unwrap();
+        let synthetic = synthetic_manifest(&builtin, &hub);
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.json");
+        std::fs::write(&manifest, serde_json::to_vec_pretty(&synthetic).unwrap()).unwrap();
+        let models = synthetic
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["repo_id"].is_string())
+            .map(|e| {
+                (
+                    e["model_id"].as_str().unwrap().parse::<ModelId>().unwrap(),
+                    e["repo_id"].as_str().unwrap().to_owned(),
+                    e["revision"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        World {
+            hub,
+            dir,
+            manifest,
+            models,
+        }
+    }
+
+    impl World {
+        /// `snapshot_download` of every repo at its pinned commit (with `allow_patterns`
+        /// when given), as a user of the Python client fills a cache.
+        fn python_fills(&self, py: &Py, cache: &Path, patterns: Option<&[&str]>) {
+            let cases: Vec<Value> = self
+                .models
+                .iter()
+                .map(|(_, repo, commit)| json!({"repo": repo, "commit": commit}))
+                .collect();
+            py.run(
+                &[
+                    ("HF_HUB_CACHE", cache.display().to_string()),
+                    ("HF_ENDPOINT", self.hub.endpoint()),
+                    ("CG_CASES", json!(cases).to_string()),
+                    ("CG_PATTERNS", json!(patterns).to_string()),
+                ],
+                "patterns = json.loads(os.environ['CG_PATTERNS'])\n\
+                 for c in json.loads(os.environ['CG_CASES']):\n    \
+                     huggingface_hub.snapshot_download(c['repo'], revision=c['commit'], allow_patterns=patterns)\n\
+                 print(json.dumps('ok'))\n",
+            );
+        }
+
+        /// A manager on `cache`, offline (nothing may reach the Hub).
+        fn offline(&self, cache: &Path) -> ModelArtifactManager {
+            let mut config = fixture::config_with(
+                cache,
+                &self.hub.endpoint(),
+                &self.manifest,
+                &[("HF_HUB_OFFLINE", "1".to_owned())],
+            );
+            config.offline = true;
+            ModelArtifactManager::new(config).expect("manager")
+        }
+
+        fn repo_dir(&self, cache: &Path, model: ModelId) -> PathBuf {
+            let (_, repo, _) = self.models.iter().find(|(m, _, _)| *m == model).unwrap();
+            cache.join(format!("models--{}", repo.replace('/', "--")))
+        }
+
+        fn snapshot(&self, cache: &Path, model: ModelId) -> PathBuf {
+            let (_, _, commit) = self.models.iter().find(|(m, _, _)| *m == model).unwrap();
+            self.repo_dir(cache, model).join("snapshots").join(commit)
+        }
+    }
+
+    /// What `cg-models --offline status` does: hash what is present but unverified, then read
+    /// the report. Returns the outcomes of that verification.
+    async fn offline_status(manager: &ModelArtifactManager) -> Vec<VerifyOutcome> {
+        manager.verify_present(2, true).await
+    }
+
+    fn no_false_mismatch(outcomes: &[VerifyOutcome]) {
+        let corrupt: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.verified == Some(false))
+            .collect();
+        assert!(corrupt.is_empty(), "false 'corrupt' verdicts: {corrupt:?}");
+    }
+
+    fn assert_all_ready(manager: &ModelArtifactManager) {
+        let report = manager.readiness_report();
+        let not_ready: Vec<_> = report
+            .models
+            .iter()
+            .filter(|m| !matches!(m.state, ReadinessState::Ready | ReadinessState::Builtin))
+            .map(|m| (m.model_id, m.state, m.problem.clone()))
+            .collect();
+        assert!(not_ready.is_empty(), "not ready: {not_ready:#?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_python_filled_is_ready_offline_writable_and_on_a_read_only_mount() {
+        let Some(py) = Py::find() else { return };
+        let world = world();
+        let cache = world.dir.path().join("hub");
+        world.python_fills(&py, &cache, None);
+        world.hub.clear_requests();
+
+        // Read-only first: the verdict needs no write (kept in memory for the process).
+        {
+            let _ro = ReadOnlyMount::new(&cache);
+            let before = tree(&cache);
+            let manager = world.offline(&cache);
+            let outcomes = offline_status(&manager).await;
+            no_false_mismatch(&outcomes);
+            assert_all_ready(&manager);
+            let report = manager.readiness_report();
+            let semantic = report
+                .models
+                .iter()
+                .find(|m| m.model_id == ModelId::Semantic)
+                .unwrap();
+            assert_eq!(semantic.set_origin, Some(SetOrigin::TreeListing));
+            assert!(
+                semantic
+                    .files
+                    .iter()
+                    .any(|f| f.path == "1_Pooling/config.json"),
+                "the preset's module folder is in the set: {:?}",
+                semantic.files
+            );
+            assert!(
+                !semantic.files.iter().any(|f| f.path == "pytorch_model.bin"),
+                "no decoy"
+            );
+            assert_eq!(
+                tree(&cache),
+                before,
+                "nothing written on the read-only mount"
+            );
+            // Offline ensure says the same: every model is ready, nothing fetched.
+            manager.ensure_all_models().await.expect("offline ensure");
+        }
+        // Writable: the same verdict, and the stamps make the next start a `stat` per file.
+        let manager = world.offline(&cache);
+        no_false_mismatch(&offline_status(&manager).await);
+        assert_all_ready(&manager);
+        assert_all_ready(&world.offline(&cache));
+        assert!(
+            world.hub.requests().is_empty(),
+            "offline asked the Hub: {:?}",
+            world.hub.requests()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_and_corrupt_files_are_named_offline_never_a_false_mismatch() {
+        let Some(py) = Py::find() else { return };
+        let world = world();
+        let cache = world.dir.path().join("hub");
+        world.python_fills(&py, &cache, None);
+        // Semantic: a small file the tree listing names is gone from the snapshot.
+        let tokenizer = world
+            .snapshot(&cache, ModelId::Semantic)
+            .join("tokenizer.json");
+        std::fs::remove_file(&tokenizer).unwrap();
+        // Graph: a small file's blob has a flipped byte.
+        let config = world.snapshot(&cache, ModelId::Graph).join("config.json");
+        let blob = std::fs::canonicalize(&config).unwrap();
+        let mut bytes = std::fs::read(&blob).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&blob, bytes).unwrap();
+        // Causal: the weight file's blob has a flipped byte.
+        let weights = std::fs::canonicalize(
+            world
+                .snapshot(&cache, ModelId::Causal)
+                .join("pytorch_model.bin"),
+        )
+        .unwrap();
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&weights, bytes).unwrap();
+
+        let manager = world.offline(&cache);
+        let outcomes = offline_status(&manager).await;
+        let outcome = |m: ModelId| outcomes.iter().find(|o| o.model_id == m).unwrap().clone();
+        let graph = outcome(ModelId::Graph);
+        assert_eq!(graph.verified, Some(false), "{graph:?}");
+        assert!(
+            graph.detail.as_deref().unwrap().contains("config.json")
+                && graph
+                    .detail
+                    .as_deref()
+                    .unwrap()
+                    .contains("git blob SHA-1 mismatch"),
+            "{graph:?}"
+        );
+        let causal = outcome(ModelId::Causal);
+        assert_eq!(causal.verified, Some(false), "{causal:?}");
+        assert!(
+            causal
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("SHA-256 mismatch"),
+            "{causal:?}"
+        );
+        let semantic = outcome(ModelId::Semantic);
+        assert_eq!(
+            semantic.verified, None,
+            "a missing file is not corrupt: {semantic:?}"
+        );
+        let report = manager.readiness_report();
+        let row = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap();
+        assert_eq!(row.problem.as_deref(), Some("tokenizer.json is missing"));
+        assert!(!report.all_ready());
+        // Offline ensure names each reason; the missing file is "not in the cache".
+        let error = manager.ensure_all_models().await.unwrap_err().to_string();
+        assert!(
+            error.contains("/tokenizer.json) is not in the cache and offline mode is on"),
+            "{error}"
+        );
+        assert!(error.contains("git blob SHA-1 mismatch"), "{error}");
+        // The other five are ready.
+        for m in [
+            ModelId::Sparse,
+            ModelId::Code,
+            ModelId::Entity,
+            ModelId::Multimodal,
+        ] {
+            assert!(
+                report.ready_models.contains(&m),
+                "{m} not ready: {report:#?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partial_python_snapshot_is_not_ready_and_says_what_is_missing() {
+        let Some(py) = Py::find() else { return };
+        let world = world();
+        let cache = world.dir.path().join("hub");
+        // Only the weights and config.json of each repo.
+        world.python_fills(
+            &py,
+            &cache,
+            Some(&["*.safetensors", "*.bin", "config.json"]),
+        );
+        let manager = world.offline(&cache);
+        let outcomes = offline_status(&manager).await;
+        no_false_mismatch(&outcomes);
+        let report = manager.readiness_report();
+        let semantic = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap();
+        assert_eq!(semantic.state, ReadinessState::Unverified);
+        assert_eq!(semantic.set_origin, Some(SetOrigin::TreeListing));
+        let missing: Vec<&str> = semantic
+            .files
+            .iter()
+            .filter(|f| f.state == ReadinessState::Missing)
+            .map(|f| f.path.as_str())
+            .collect();
+        assert!(missing.contains(&"tokenizer.json"), "{missing:?}");
+        assert!(missing.contains(&"modules.json"), "{missing:?}");
+        assert!(semantic.problem.as_deref().unwrap().ends_with("is missing"));
+        // Online, ensure fetches exactly what is missing and then all is ready.
+        let online = fixture::manager(&cache, &world.hub, &world.manifest);
+        online.ensure_all_models().await.expect("ensure");
+        assert!(online.readiness_report().all_ready());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_planted_folder_link_is_named_offline_and_replaced_online_touching_nothing_outside() {
+        let world = world();
+        let cache = world.dir.path().join("hub");
+        let online = fixture::manager(&cache, &world.hub, &world.manifest);
+        online.ensure_all_models().await.expect("ensure");
+        let pooling = world.snapshot(&cache, ModelId::Semantic).join("1_Pooling");
+        let outside = world.dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        for entry in std::fs::read_dir(&pooling).unwrap().flatten() {
+            std::fs::write(
+                outside.join(entry.file_name()),
+                std::fs::read(entry.path()).unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::remove_dir_all(&pooling).unwrap();
+        std::os::unix::fs::symlink(&outside, &pooling).unwrap();
+        let before = tree(&outside);
+
+        let offline = world.offline(&cache);
+        let report = offline.readiness_report();
+        let semantic = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap();
+        assert_ne!(semantic.state, ReadinessState::Ready);
+        let problem = semantic.problem.clone().unwrap();
+        assert!(
+            problem.contains(&pooling.display().to_string())
+                && problem.contains("leaves the cache"),
+            "{problem}"
+        );
+        let error = offline.ensure_all_models().await.unwrap_err().to_string();
+        assert!(error.contains("is a link that leaves the cache"), "{error}");
+
+        let online = fixture::manager(&cache, &world.hub, &world.manifest);
+        online
+            .ensure_all_models()
+            .await
+            .expect("ensure replaces the link");
+        assert!(online.readiness_report().all_ready());
+        assert!(
+            std::fs::symlink_metadata(&pooling).unwrap().is_dir(),
+            "a real folder of the cache now"
+        );
+        assert_eq!(
+            tree(&outside),
+            before,
+            "nothing outside the cache was touched"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn our_cache_without_its_records_reads_ready_offline_from_the_snapshot_folder() {
+        let world = world();
+        let cache = world.dir.path().join("hub");
+        let online = fixture::manager(&cache, &world.hub, &world.manifest);
+        online.ensure_all_models().await.expect("ensure");
+        for (model, _, _) in &world.models {
+            let records = world.repo_dir(&cache, *model).join(".cg-models-v1");
+            let _ = std::fs::remove_dir_all(records);
+        }
+        let _ro = ReadOnlyMount::new(&cache);
+        let manager = world.offline(&cache);
+        no_false_mismatch(&offline_status(&manager).await);
+        assert_all_ready(&manager);
+        let report = manager.readiness_report();
+        let semantic = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap();
+        assert_eq!(semantic.set_origin, Some(SetOrigin::SnapshotFolder));
+        let entity = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Entity)
+            .unwrap();
+        assert_eq!(entity.set_origin, Some(SetOrigin::Manifest));
     }
 }

@@ -83,7 +83,6 @@ pub(super) async fn run(
         .iter()
         .filter(|m| artifacts.contains(&m.model_id))
         .filter(|m| !matches!(m.state, ReadinessState::Ready | ReadinessState::Builtin))
-        .map(|m| m.model_id)
         .collect();
     let ready = requested - not_ready.len();
 
@@ -117,10 +116,21 @@ pub(super) async fn run(
     let code = match result {
         Ok(()) if not_ready.is_empty() => EXIT_OK,
         Ok(()) => {
-            let names: Vec<_> = not_ready.iter().map(|m| m.as_str()).collect();
+            // Each model says which file and why, never just its name.
+            let reasons: Vec<String> = not_ready
+                .iter()
+                .map(|m| {
+                    let why = m
+                        .error
+                        .as_deref()
+                        .or(m.problem.as_deref())
+                        .unwrap_or("not verified");
+                    format!("{}: {why}", m.model_id.as_str())
+                })
+                .collect();
             output.error(&CliError::failure(format!(
                 "models not ready after ensure: {}",
-                names.join(", ")
+                reasons.join("; ")
             )));
             EXIT_FAILURE
         }

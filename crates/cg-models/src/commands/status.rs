@@ -32,6 +32,8 @@ pub(super) async fn run(
             "Verifying {unverified} file(s) found on disk but not verified yet…"
         ));
         let outcomes = manager.verify_present(parallelism(), true).await;
+        // Only a digest that was computed and differs is a warning here; a file that is
+        // missing or cannot be checked shows in the model's row below, with its reason.
         for outcome in outcomes.iter().filter(|o| o.verified == Some(false)) {
             output.warn(format!(
                 "{}: {}",
@@ -39,7 +41,7 @@ pub(super) async fn run(
                 outcome
                     .detail
                     .as_deref()
-                    .unwrap_or("the file does not match its hash")
+                    .unwrap_or("a file of the set is corrupt")
             ));
         }
     }
@@ -160,10 +162,11 @@ fn print_files(output: &Output, model: &ModelReadiness) {
     for file in &model.files {
         output.result_line(file_row(file).trim_end());
     }
-    if !model.files_known {
-        output.result_line(
+    match model.set_origin {
+        Some(origin) => output.result_line(format!("    (file list: {})", origin.describe())),
+        None => output.result_line(
             "    (the rest of the set is resolved from the Hub's file list at `ensure`)",
-        );
+        ),
     }
 }
 
@@ -179,7 +182,13 @@ fn file_row(file: &FileReadiness) -> String {
         (Some(d), Some(DigestKind::GitBlobSha1)) => format!("git-sha1 {}", short(d, 12)),
         _ => "unknown".to_owned(),
     };
-    format!("    {:<36} {state:<10} {size:>8}  {digest}", file.path)
+    let row = format!("    {:<36} {state:<10} {size:>8}  {digest}", file.path);
+    match (&file.problem, file.state) {
+        (Some(problem), ReadinessState::Missing) if problem.contains("link") => {
+            format!("{row}  {problem}")
+        }
+        _ => row,
+    }
 }
 
 fn state_label(model: &ModelReadiness) -> (String, Style) {
@@ -196,6 +205,11 @@ fn state_label(model: &ModelReadiness) -> (String, Style) {
 fn location_text(model: &ModelReadiness, cache: &Path) -> String {
     if let Some(error) = &model.error {
         return format!("error: {}", truncate(error, 300));
+    }
+    if let (Some(problem), Some(_)) = (&model.problem, &model.commit) {
+        if model.state != ReadinessState::Ready {
+            return format!("not ready: {}", truncate(problem, 300));
+        }
     }
     match (&model.path, model.state) {
         (Some(path), _) => match model.source.as_deref() {
