@@ -1,5 +1,5 @@
 //! One blob for a fleet: nodes sharing a writable mirror that all miss the same object agree
-//! through the store (`remote/fleet.rs`) on one node fetching it from the Hub. The leader
+//! through the store (`remote/fleet/`) on one node fetching it from the Hub. The leader
 //! downloads as usual, with its bytes teed into part objects while they arrive, renews its
 //! lease, then uploads the final object and removes the in-flight ones. A follower downloads
 //! from the parts with the same downloader (resume, hashing, verification, atomic placement);
