@@ -88,6 +88,13 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
 
+    /// Look for a model's files here before fetching them (repeatable): another cache root,
+    /// a no-symlink cache, or an `hf download --local-dir` folder. Each file is copied in
+    /// (a reflink where the file system offers one) and hashed against its expected digest;
+    /// never trusted by name [default: $CG_MODELS_ADOPT, `:`-separated].
+    #[arg(long = "adopt", global = true, value_name = "DIR")]
+    pub adopt: Vec<PathBuf>,
+
     /// No network at all: answer from the cache only (also HF_HUB_OFFLINE=1).
     #[arg(long, global = true)]
     pub offline: bool,

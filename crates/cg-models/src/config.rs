@@ -56,6 +56,9 @@ pub(crate) fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig
     if let Some(path) = &args.ca_bundle {
         config.ca_bundle = Some(path.clone());
     }
+    if !args.adopt.is_empty() {
+        config.adopt_from = args.adopt.clone();
+    }
     config.offline |= args.offline;
     if let Some(n) = args.concurrency {
         config.max_concurrent_downloads = usize::from(n);

@@ -2731,17 +2731,22 @@ mod one_plan_offline {
     use crate::fixture::{self, Py};
     use crate::mount::{tree, ReadOnlyMount};
 
-    struct World {
-        hub: HubEmulator,
-        dir: tempfile::TempDir,
-        manifest: PathBuf,
+    pub(crate) struct World {
+        pub(crate) hub: HubEmulator,
+        pub(crate) dir: tempfile::TempDir,
+        pub(crate) manifest: PathBuf,
         /// Each downloadable entry: model, repo, pinned commit.
-        models: Vec<(ModelId, String, String)>,
+        pub(crate) models: Vec<(ModelId, String, String)>,
     }
 
     /// The emulator serving the built-in manifest's repos (synthetic bytes, small), and the
     /// manifest that describes them.
-    fn world() -> World {
+    pub(crate) fn world() -> World {
+        world_tracking(None)
+    }
+
+    /// [`world`], each entry saying the branch its pin tracks (`branch`), when given.
+    pub(crate) fn world_tracking(branch: Option<&str>) -> World {
         let builtin: Value =
             serde_json::from_str(include_str!("../src/artifacts/manifests.json")).unwrap();
         let options = ManifestOptions {
@@ -2753,7 +2758,14 @@ mod one_plan_offline {
             .builder
             .start()
             .unwrap();
-        let synthetic = synthetic_manifest(&builtin, &hub);
+        let mut synthetic = synthetic_manifest(&builtin, &hub);
+        if let Some(branch) = branch {
+            for entry in synthetic.as_array_mut().unwrap() {
+                if entry["repo_id"].is_string() {
+                    entry["branch"] = json!(branch);
+                }
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("manifest.json");
         std::fs::write(&manifest, serde_json::to_vec_pretty(&synthetic).unwrap()).unwrap();
@@ -2781,7 +2793,7 @@ mod one_plan_offline {
     impl World {
         /// `snapshot_download` of every repo at its pinned commit (with `allow_patterns`
         /// when given), as a user of the Python client fills a cache.
-        fn python_fills(&self, py: &Py, cache: &Path, patterns: Option<&[&str]>) {
+        pub(crate) fn python_fills(&self, py: &Py, cache: &Path, patterns: Option<&[&str]>) {
             let cases: Vec<Value> = self
                 .models
                 .iter()
@@ -2802,7 +2814,7 @@ mod one_plan_offline {
         }
 
         /// A manager on `cache`, offline (nothing may reach the Hub).
-        fn offline(&self, cache: &Path) -> ModelArtifactManager {
+        pub(crate) fn offline(&self, cache: &Path) -> ModelArtifactManager {
             let mut config = fixture::config_with(
                 cache,
                 &self.hub.endpoint(),
@@ -2813,12 +2825,12 @@ mod one_plan_offline {
             ModelArtifactManager::new(config).expect("manager")
         }
 
-        fn repo_dir(&self, cache: &Path, model: ModelId) -> PathBuf {
+        pub(crate) fn repo_dir(&self, cache: &Path, model: ModelId) -> PathBuf {
             let (_, repo, _) = self.models.iter().find(|(m, _, _)| *m == model).unwrap();
             cache.join(format!("models--{}", repo.replace('/', "--")))
         }
 
-        fn snapshot(&self, cache: &Path, model: ModelId) -> PathBuf {
+        pub(crate) fn snapshot(&self, cache: &Path, model: ModelId) -> PathBuf {
             let (_, _, commit) = self.models.iter().find(|(m, _, _)| *m == model).unwrap();
             self.repo_dir(cache, model).join("snapshots").join(commit)
         }
@@ -3109,5 +3121,205 @@ mod one_plan_offline {
             .find(|m| m.model_id == ModelId::Entity)
             .unwrap();
         assert_eq!(entity.set_origin, Some(SetOrigin::Manifest));
+    }
+}
+
+/// Issue 24: refs that other consumers read, kept consistent, and models already on the
+/// machine adopted by hash.
+mod refs_and_adoption {
+    use std::path::Path;
+
+    use context_graph_embeddings::artifacts::{ArtifactManagerConfig, ModelArtifactManager};
+    use context_graph_embeddings::ModelId;
+    use serde_json::{json, Value};
+
+    use crate::fixture::{self, Py};
+    use crate::one_plan_offline::{world, world_tracking, World};
+
+    fn read_ref(world: &World, cache: &Path, model: ModelId, name: &str) -> Option<String> {
+        std::fs::read_to_string(world.repo_dir(cache, model).join("refs").join(name)).ok()
+    }
+
+    /// Bodies fetched from the Hub or its CDN (not the API).
+    fn bodies(world: &World) -> Vec<String> {
+        world
+            .hub
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && !r.path.starts_with("/api/"))
+            .map(|r| r.path)
+            .collect()
+    }
+
+    fn manager_adopting(world: &World, cache: &Path, adopt: &Path) -> ModelArtifactManager {
+        let mut config: ArtifactManagerConfig =
+            fixture::config_with(cache, &world.hub.endpoint(), &world.manifest, &[]);
+        config.adopt_from = vec![adopt.to_path_buf()];
+        ModelArtifactManager::new(config).expect("manager")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pin_tracking_main_gets_refs_main_once_the_hub_confirms_and_refs_commit_always() {
+        let world = world_tracking(Some("main"));
+        let cache = world.dir.path().join("hub");
+        let manager = fixture::manager(&cache, &world.hub, &world.manifest);
+        manager.ensure_all_models().await.expect("ensure");
+        let report = manager.readiness_report();
+        for (model, _, commit) in &world.models {
+            assert_eq!(
+                read_ref(&world, &cache, *model, "main").as_deref(),
+                Some(commit.as_str()),
+                "{model}: refs/main, no newline"
+            );
+            assert_eq!(
+                read_ref(&world, &cache, *model, commit).as_deref(),
+                Some(commit.as_str()),
+                "{model}: refs/<commit>"
+            );
+            let row = report.models.iter().find(|m| m.model_id == *model).unwrap();
+            assert_eq!(row.refs, vec![commit.clone(), "main".to_owned()], "{model}");
+        }
+        // Clearing a model leaves no ref to its missing snapshot.
+        manager
+            .clear_models(&[ModelId::Semantic])
+            .await
+            .expect("clear");
+        let refs = world.repo_dir(&cache, ModelId::Semantic).join("refs");
+        let left: Vec<_> = std::fs::read_dir(&refs)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "refs left after clear: {left:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_confirmation_no_branch_ref_is_written_or_moved() {
+        // The entries say they track a branch the Hub does not have.
+        let world = world_tracking(Some("release"));
+        let cache = world.dir.path().join("hub");
+        // A ref someone else wrote for another commit stays as it is.
+        let elsewhere = "e".repeat(40);
+        let semantic_refs = world.repo_dir(&cache, ModelId::Semantic).join("refs");
+        std::fs::create_dir_all(&semantic_refs).unwrap();
+        std::fs::write(semantic_refs.join("release"), &elsewhere).unwrap();
+        let manager = fixture::manager(&cache, &world.hub, &world.manifest);
+        manager.ensure_all_models().await.expect("ensure");
+        for (model, _, commit) in &world.models {
+            assert_eq!(
+                read_ref(&world, &cache, *model, commit).as_deref(),
+                Some(commit.as_str())
+            );
+            assert_eq!(read_ref(&world, &cache, *model, "main"), None, "{model}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(semantic_refs.join("release")).unwrap(),
+            elsewhere
+        );
+        for (model, _, _) in &world.models {
+            if *model != ModelId::Semantic {
+                assert_eq!(read_ref(&world, &cache, *model, "release"), None, "{model}");
+            }
+        }
+    }
+
+    /// `snapshot_download(..., local_dir=DIR)` of every repo at its commit, as
+    /// `hf download --local-dir` lays it out.
+    fn python_local_dirs(world: &World, py: &Py, root: &Path) {
+        let cases: Vec<Value> = world
+            .models
+            .iter()
+            .map(|(_, repo, commit)| json!({"repo": repo, "commit": commit}))
+            .collect();
+        py.run(
+            &[
+                (
+                    "HF_HUB_CACHE",
+                    root.join("unused-cache").display().to_string(),
+                ),
+                ("HF_ENDPOINT", world.hub.endpoint()),
+                ("CG_CASES", json!(cases).to_string()),
+                ("CG_ROOT", root.display().to_string()),
+            ],
+            "for c in json.loads(os.environ['CG_CASES']):\n    \
+                 huggingface_hub.snapshot_download(c['repo'], revision=c['commit'], \
+                     local_dir=os.path.join(os.environ['CG_ROOT'], c['repo'].replace('/', '--')))\n\
+             print(json.dumps('ok'))\n",
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_no_symlink_cache_is_adopted_with_zero_bytes_fetched_and_a_flipped_byte_is_not() {
+        let Some(py) = Py::find() else { return };
+        let world = world();
+        let theirs = world.dir.path().join("theirs");
+        let mut python = py.command(
+            &[
+                ("HF_HUB_CACHE", theirs.display().to_string()),
+                ("HF_ENDPOINT", world.hub.endpoint()),
+                ("HF_HUB_DISABLE_SYMLINKS", "1".to_owned()),
+                (
+                    "CG_CASES",
+                    json!(world
+                        .models
+                        .iter()
+                        .map(|(_, r, c)| json!({"repo": r, "commit": c}))
+                        .collect::<Vec<_>>())
+                    .to_string(),
+                ),
+            ],
+            "for c in json.loads(os.environ['CG_CASES']):\n    \
+                 huggingface_hub.snapshot_download(c['repo'], revision=c['commit'])\n\
+             print(json.dumps('ok'))\n",
+        );
+        let status = python.status().expect("python");
+        assert!(status.success());
+        let tokenizer = world
+            .snapshot(&theirs, ModelId::Graph)
+            .join("tokenizer.json");
+        assert!(
+            !std::fs::symlink_metadata(&tokenizer)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "a no-symlink cache holds copies"
+        );
+        let mut bytes = std::fs::read(&tokenizer).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&tokenizer, bytes).unwrap();
+        world.hub.clear_requests();
+
+        let ours = world.dir.path().join("ours");
+        let manager = manager_adopting(&world, &ours, &theirs);
+        manager.ensure_all_models().await.expect("ensure");
+        assert!(manager.readiness_report().all_ready());
+        let fetched = bodies(&world);
+        assert_eq!(
+            fetched.len(),
+            1,
+            "only the altered file is fetched: {fetched:?}"
+        );
+        assert!(fetched[0].ends_with("/tokenizer.json"), "{fetched:?}");
+        // Adopted files are copies: editing theirs leaves ours verified.
+        let graph_config = world.snapshot(&theirs, ModelId::Graph).join("config.json");
+        std::fs::write(&graph_config, b"{}").unwrap();
+        let again = world.offline(&ours);
+        assert!(again.readiness_report().all_ready());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_dir_folders_are_adopted_with_zero_bytes_fetched() {
+        let Some(py) = Py::find() else { return };
+        let world = world();
+        let folders = world.dir.path().join("folders");
+        python_local_dirs(&world, &py, &folders);
+        world.hub.clear_requests();
+        let ours = world.dir.path().join("ours");
+        for (model, repo, _) in &world.models {
+            let folder = folders.join(repo.replace('/', "--"));
+            let manager = manager_adopting(&world, &ours, &folder);
+            manager.ensure_models(&[*model]).await.expect("ensure");
+        }
+        let fetched = bodies(&world);
+        assert!(fetched.is_empty(), "fetched again: {fetched:?}");
+        assert!(world.offline(&ours).readiness_report().all_ready());
     }
 }

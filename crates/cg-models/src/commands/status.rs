@@ -162,6 +162,20 @@ fn print_files(output: &Output, model: &ModelReadiness) {
     for file in &model.files {
         output.result_line(file_row(file).trim_end());
     }
+    if !model.refs.is_empty() {
+        let names: Vec<String> = model
+            .refs
+            .iter()
+            .map(|r| {
+                if r.len() == 40 {
+                    format!("{}… (the commit)", short(r, 12))
+                } else {
+                    r.clone()
+                }
+            })
+            .collect();
+        output.result_line(format!("    (refs: {})", names.join(", ")));
+    }
     match model.set_origin {
         Some(origin) => output.result_line(format!("    (file list: {})", origin.describe())),
         None => output.result_line(

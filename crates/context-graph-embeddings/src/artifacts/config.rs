@@ -72,6 +72,12 @@ pub struct ArtifactManagerConfig {
     pub ssl_cert_file: Option<PathBuf>,
     /// `SSL_CERT_DIR`: folders of PEM CA certificates, trusted the same way.
     pub ssl_cert_dirs: Vec<PathBuf>,
+    /// Places on this machine where a model's files may already be (`CG_MODELS_ADOPT`, a
+    /// `:`-separated list; `--adopt DIR`): another cache root (also one made with
+    /// `HF_HUB_DISABLE_SYMLINKS`), or an `hf download --local-dir` folder. A file found there
+    /// is copied in (a reflink where the file system offers one) and hashed against its
+    /// planned digest before it is used; never trusted by name or size.
+    pub adopt_from: Vec<PathBuf>,
 }
 
 impl ArtifactManagerConfig {
@@ -115,6 +121,7 @@ impl ArtifactManagerConfig {
             ca_bundle: env.var(environment::CA_BUNDLE_ENV).map(PathBuf::from),
             ssl_cert_file: env.var(environment::SSL_CERT_FILE_ENV).map(PathBuf::from),
             ssl_cert_dirs: environment::path_list(env, environment::SSL_CERT_DIR_ENV),
+            adopt_from: environment::path_list(env, environment::ADOPT_ENV),
         }
     }
 
@@ -153,6 +160,7 @@ impl fmt::Debug for ArtifactManagerConfig {
             .field("ca_bundle", &self.ca_bundle)
             .field("ssl_cert_file", &self.ssl_cert_file)
             .field("ssl_cert_dirs", &self.ssl_cert_dirs)
+            .field("adopt_from", &self.adopt_from)
             .finish()
     }
 }

@@ -30,6 +30,9 @@ pub(super) const SSL_CERT_DIR_ENV: &str = "SSL_CERT_DIR";
 /// The CA bundle of the configuration (`ca_bundle`, `--ca-bundle`).
 pub(super) const CA_BUNDLE_ENV: &str = "CG_MODELS_CA_BUNDLE";
 
+/// Places to adopt a model's files from before fetching them (`:`-separated folders).
+pub(super) const ADOPT_ENV: &str = "CG_MODELS_ADOPT";
+
 /// `SSL_CERT_DIR` split at `:`, empty parts dropped.
 pub(super) fn path_list(env: &dyn EnvLookup, name: &str) -> Vec<PathBuf> {
     env.var(name)

@@ -50,6 +50,11 @@ pub struct ModelArtifact {
     /// Git revision: a 40-hex commit (recommended: content never changes), a branch or a tag.
     /// `None` means `main`.
     pub revision: Option<String>,
+    /// The branch a pinned commit tracks (`main`, say): `ensure` writes `refs/<branch>` for
+    /// consumers that name the branch (Python, hf-hub, candle) only once the Hub confirms the
+    /// branch's head is the pin; `lock` and `lock --upgrade` fill it. Not part of the spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     /// The files besides `filename` that belong to the model (config, tokenizer, modules,
     /// shards); empty means the weight file alone. Not part of the spec's struct.
     #[serde(skip)]
@@ -255,6 +260,8 @@ impl Manifest {
                 size_bytes: Option<u64>,
                 revision: &'a Option<String>,
                 #[serde(skip_serializing_if = "Option::is_none")]
+                branch: &'a Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
                 preset: Option<&'static str>,
                 #[serde(skip_serializing_if = "<[String]>::is_empty")]
                 include: &'a [String],
@@ -287,6 +294,7 @@ impl Manifest {
                     sha256: &a.sha256,
                     size_bytes: a.size_bytes,
                     revision: &a.revision,
+                    branch: &a.branch,
                     preset: a.selection.preset.map(Preset::as_str),
                     include: &a.selection.include,
                     files: a.selection.files.as_ref().map(|files| {
@@ -310,13 +318,14 @@ impl Manifest {
     }
 }
 
-const ARTIFACT_FIELDS: [&str; 9] = [
+const ARTIFACT_FIELDS: [&str; 10] = [
     "model_id",
     "repo_id",
     "filename",
     "sha256",
     "size_bytes",
     "revision",
+    "branch",
     "preset",
     "include",
     "files",
@@ -439,6 +448,20 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
         }
     });
 
+    let branch = optional_string(object, "branch")
+        .map_err(|r| fail(&label, "branch", r))?
+        .map(|b| {
+            validate_revision(&b)?;
+            if is_commit_hash(&b.to_ascii_lowercase()) {
+                return Err(format!(
+                    "`{b}` is a commit id; `branch` names the branch the pinned `revision` tracks, such as `main`"
+                ));
+            }
+            Ok(b)
+        })
+        .transpose()
+        .map_err(|r| fail(&label, "branch", r))?;
+
     let selection = parse_selection(object, &filename, sha256.as_deref(), size_bytes)
         .map_err(|(field, reason)| fail(&label, field, reason))?;
 
@@ -449,6 +472,7 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
         sha256,
         size_bytes,
         revision,
+        branch,
         selection,
     }))
 }

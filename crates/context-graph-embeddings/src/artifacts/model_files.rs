@@ -54,9 +54,13 @@ pub(crate) fn files_of(artifact: &ModelArtifact) -> Vec<ModelFile> {
     files
 }
 
-/// The branch an entry follows: its revision when that is a branch or tag name, else `main`
+/// The branch an entry follows: its `branch`, else its revision when that is a branch or tag
+/// name, else `main`
 /// (a pinned commit is compared with, and upgraded to, the head of `main`).
 pub(crate) fn tracked_branch(artifact: &ModelArtifact) -> String {
+    if let Some(branch) = &artifact.branch {
+        return branch.clone();
+    }
     if artifact.revision_is_commit() {
         super::manifest::DEFAULT_REVISION.to_owned()
     } else {
@@ -81,6 +85,7 @@ mod tests {
             sha256: None,
             size_bytes: None,
             revision: None,
+            branch: None,
             selection: FileSelection {
                 files: Some(vec![
                     PinnedFile {

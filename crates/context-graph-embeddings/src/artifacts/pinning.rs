@@ -273,6 +273,13 @@ fn apply(
         }
         Some(_) => {}
     };
+    // The branch the pin tracks (the revision it came from, else `main`), so `ensure` can
+    // write `refs/<branch>` for consumers that name the branch once the Hub confirms it.
+    if artifact.branch.is_none() {
+        let branch = tracked_branch(artifact);
+        record("branch", None, branch.clone());
+        artifact.branch = Some(branch);
+    }
     record(
         "revision",
         artifact.revision.clone(),

@@ -118,6 +118,11 @@ impl ModelEvents {
         }
     }
 
+    /// The model these events are about.
+    pub(crate) fn model_id(&self) -> ModelId {
+        self.model_id
+    }
+
     /// The handle for a file of the model's set other than the weights (see `quiet`).
     pub(crate) fn for_other_file(&self) -> Self {
         ModelEvents {

@@ -595,6 +595,7 @@ fn import_blocking(
             use_symlinks,
         )?;
         layout.write_ref(&file.repo_id, &file.revision, &file.commit)?;
+        layout.write_commit_ref(&file.repo_id, &file.commit)?;
         let digest = file.git_sha1.as_deref().unwrap_or(&file.sha256);
         let mut stamp = VerificationStamp::now(&snapshot, digest)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;

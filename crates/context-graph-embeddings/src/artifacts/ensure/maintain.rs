@@ -38,7 +38,6 @@ pub(crate) async fn clear_models(ctx: &Context, models: &[ModelId]) -> Embedding
             == 1;
         let files = ModelFiles {
             repo_id: artifact.repo_id.clone(),
-            revision: artifact.revision_or_default().to_owned(),
             filenames: state.files.iter().map(|f| f.file.path.clone()).collect(),
             commit: state.commit.clone(),
             blob_names,

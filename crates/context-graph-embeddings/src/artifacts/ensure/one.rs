@@ -23,6 +23,7 @@ use crate::artifacts::remote::mirror::object_name;
 use crate::artifacts::remote::protocol::RemoteFile;
 use crate::artifacts::remote::source::{ByteSource, HubSource};
 use crate::artifacts::status::ModelEvents;
+use crate::artifacts::store::adopt::{adopt_as_blob, candidates};
 use crate::artifacts::store::fs::remove_entry;
 use crate::artifacts::store::layout::blob_stays_inside;
 use crate::artifacts::store::lock::BlobLock;
@@ -152,7 +153,7 @@ async fn ensure_steps(
         })
         .await?;
     let weights = ensure_file(ctx, artifact, &plan, plan.weights(), Some(&remote), events).await?;
-    write_ref(ctx, artifact, &plan.commit).await?;
+    write_refs(ctx, artifact, &plan.commit, events).await?;
     report_ready(
         events,
         &weights.path,
@@ -188,15 +189,45 @@ struct Placed {
     source: Option<String>,
 }
 
-/// Writes `refs/<revision>` once every file of the commit is in place.
-async fn write_ref(ctx: &Context, artifact: &ModelArtifact, commit: &str) -> EmbeddingResult<()> {
+/// Writes the refs once every file of the commit is in place: `refs/<revision>` for a branch
+/// or tag revision (the Hub just resolved it to this commit), `refs/<commit>` always (see
+/// `CacheLayout::write_commit_ref`), and `refs/<branch>` for a pinned entry whose `branch` the
+/// Hub confirms points at the pin now. A ref that names another commit is moved only on that
+/// confirmation; without it (the Hub unreachable, a mirror-only node, the branch moved on) it
+/// is left as it is.
+async fn write_refs(
+    ctx: &Context,
+    artifact: &ModelArtifact,
+    commit: &str,
+    events: &ModelEvents,
+) -> EmbeddingResult<()> {
+    let mut names = Vec::new();
+    if !artifact.revision_is_commit() {
+        names.push(artifact.revision_or_default().to_owned());
+    }
+    if let (Some(branch), true) = (&artifact.branch, artifact.revision_is_commit()) {
+        let mut location = artifact.location();
+        location.revision = branch.clone();
+        match ctx.client.resolve_revision(&location).await {
+            Ok(head) if head == commit => names.push(branch.clone()),
+            Ok(head) => tracing::info!(
+                model = %artifact.model_id, branch = %branch, head = %head, pin = %commit,
+                "the branch has moved on from the pin; refs/{branch} is left as it is"
+            ),
+            Err(error) => events.warning(format!(
+                "could not ask the Hub where `{branch}` points ({error}); refs/{branch} is left as it is"
+            )),
+        }
+    }
     let layout = ctx.layout.clone();
     let repo = artifact.repo_id.clone();
-    let revision = artifact.revision_or_default().to_owned();
     let commit = commit.to_owned();
     let shown = ctx.layout.repo_dir(&artifact.repo_id);
     run_blocking_checked("cannot write the ref in", &shown, move || {
-        layout.write_ref(&repo, &revision, &commit)
+        for name in &names {
+            layout.write_ref(&repo, name, &commit)?;
+        }
+        layout.write_commit_ref(&repo, &commit)
     })
     .await
 }
@@ -279,7 +310,10 @@ async fn ensure_file(
     };
     let fetched = match reuse_cached_blob(ctx, &target, &request, &events).await? {
         Some(fetched) => fetched,
-        None => fetch_from_sources(ctx, artifact, &remote, &request, &events).await?,
+        None => match adopt(ctx, &target, &request, &events).await {
+            Some(fetched) => fetched,
+            None => fetch_from_sources(ctx, artifact, &remote, &request, &events).await?,
+        },
     };
     let path = place(ctx, &target, &request, &fetched).await?;
     let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
@@ -289,6 +323,60 @@ async fn ensure_file(
         outcome: fetched.outcome,
         transferred: fetched.transferred,
         source: Some(fetched.source),
+    })
+}
+
+/// A copy of the file in the folders the operator named (`adopt_from`), brought in as the
+/// blob only if the copy hashes to the planned digest (`store/adopt.rs`); `None` when there is
+/// none (a candidate that cannot be read or is wrong is skipped with a warning).
+async fn adopt(
+    ctx: &Context,
+    target: &Target<'_>,
+    request: &FetchRequest,
+    events: &ModelEvents,
+) -> Option<Fetched> {
+    if ctx.config.adopt_from.is_empty() {
+        return None;
+    }
+    let roots = ctx.config.adopt_from.clone();
+    let (repo, commit, path) = (
+        target.repo.to_owned(),
+        target.commit.to_owned(),
+        target.path.to_owned(),
+    );
+    let blob_path = ctx.layout.blob_path(target.repo, &request.etag);
+    let etag = request.etag.clone();
+    let kind = request.expected.kind();
+    let digest = request.expected.hex().to_owned();
+    let size = request.expected_size;
+    let (adopted, refused) = run_blocking(move || {
+        let mut refused = Vec::new();
+        for root in &roots {
+            for candidate in candidates(root, &repo, &commit, &path, &etag) {
+                match adopt_as_blob(&candidate, &blob_path, kind, &digest, size) {
+                    Ok(true) => return Ok((Some(candidate), refused)),
+                    Ok(false) => refused.push(format!(
+                        "{} does not have the expected {}",
+                        candidate.display(),
+                        kind.label()
+                    )),
+                    Err(error) => refused.push(format!("{}: {error}", candidate.display())),
+                }
+            }
+        }
+        Ok((None, refused))
+    })
+    .await
+    .unwrap_or((None, Vec::new()));
+    // A folder holding other models has files of the same names: not worth a warning each.
+    for reason in refused {
+        tracing::info!(model = ?events.model_id(), "not adopted: {reason}");
+    }
+    adopted.map(|from| Fetched {
+        outcome: Outcome::Reused,
+        transferred: 0,
+        source: format!("adopted from {}", from.display()),
+        in_place: false,
     })
 }
 
@@ -317,6 +405,23 @@ async fn remove_planted_link(link: &std::path::Path, events: &ModelEvents) -> Em
     Ok(())
 }
 
+/// A ready model's `refs/<commit>`, where the cache is writable (a cache filled before refs
+/// were written gets it at the next `ensure`; a read-only one is left as it is).
+async fn keep_commit_ref(ctx: &Context, artifact: &ModelArtifact, commit: Option<&str>) {
+    let (Some(commit), false) = (commit, ctx.config.offline) else {
+        return;
+    };
+    let layout = ctx.layout.clone();
+    let repo = artifact.repo_id.clone();
+    let commit = commit.to_owned();
+    let _ = run_blocking(move || {
+        layout
+            .write_commit_ref(&repo, &commit)
+            .map_err(std::io::Error::other)
+    })
+    .await;
+}
+
 /// Present and verified (valid stamps), or present and found right by hashing what is not
 /// stamped yet: `Ok(Ok(weights))`. Otherwise `Ok(Err(why))`: the first file that is missing,
 /// wrong, a link out of the cache, or the set nothing local describes.
@@ -328,6 +433,7 @@ async fn reuse_present(
     let state = inspect_async(ctx, artifact).await;
     let weights = state.weights().path().map(std::path::Path::to_path_buf);
     if let (true, Some(path)) = (state.is_ready(true), &weights) {
+        keep_commit_ref(ctx, artifact, state.commit.as_deref()).await;
         report_ready(events, path, Outcome::AlreadyPresent, 0, None).await;
         return Ok(Ok(path.clone()));
     }
@@ -337,6 +443,7 @@ async fn reuse_present(
     match verify_model(ctx, artifact, &state, false).await? {
         None => {
             let path = weights.unwrap_or_default();
+            keep_commit_ref(ctx, artifact, state.commit.as_deref()).await;
             report_ready(events, &path, Outcome::Verified, 0, None).await;
             Ok(Ok(path))
         }
@@ -689,6 +796,7 @@ mod tests {
             sha256: sha.map(str::to_owned),
             size_bytes: size,
             revision: Some(revision.to_owned()),
+            branch: None,
             selection: Default::default(),
         }
     }

@@ -479,6 +479,7 @@ mod tests {
             sha256: None,
             size_bytes: None,
             revision: None,
+            branch: None,
             selection: FileSelection::default(),
         };
         let set = vec![

@@ -85,6 +85,9 @@ pub struct ModelReadiness {
     pub files_known: bool,
     /// Where the list of files came from, when it is known.
     pub set_origin: Option<SetOrigin>,
+    /// The refs of the repo that name the model's commit (`main`, the commit itself, …): how
+    /// other consumers of the cache find it by name.
+    pub refs: Vec<String>,
     /// Why the model is not ready, naming the file (missing, a link out of the cache, not
     /// verified yet, no digest known, a set nothing local describes); `None` when ready.
     pub problem: Option<String>,
@@ -381,6 +384,18 @@ fn model_readiness(ctx: &Context, artifact: &ModelArtifact, state: &LocalState) 
         files,
         files_known: state.origin.is_some(),
         set_origin: state.origin,
+        refs: state
+            .commit
+            .as_deref()
+            .map(|commit| {
+                ctx.layout
+                    .refs(&artifact.repo_id)
+                    .into_iter()
+                    .filter(|(_, c)| c == commit)
+                    .map(|(name, _)| name)
+                    .collect()
+            })
+            .unwrap_or_default(),
         problem: model_problem(artifact, state, verify),
     }
 }
@@ -406,6 +421,7 @@ impl ModelReadiness {
             files: Vec::new(),
             files_known: true,
             set_origin: None,
+            refs: Vec::new(),
             problem: None,
         }
     }

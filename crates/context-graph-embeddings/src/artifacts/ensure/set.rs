@@ -13,6 +13,7 @@ use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::tree::resolve_from_tree;
 use crate::artifacts::status::ModelEvents;
+use crate::artifacts::store::adopt::candidates;
 use crate::artifacts::store::layout::entry_stays_inside;
 use crate::artifacts::transfer::request::ExpectedDigest;
 use crate::error::{EmbeddingResult, FileLocation};
@@ -86,8 +87,9 @@ pub(crate) async fn resolve_on_hub(
     resolve_from_tree(client, artifact, commit, &tree, &location, &local).await
 }
 
-/// The documents the rules read, as far as the snapshot at `commit` already holds them (read
-/// off the async threads; `resolve_from_tree` uses each only if its digest is the tree's).
+/// The documents the rules read, as far as the snapshot at `commit` (or a folder named in
+/// `adopt_from`) already holds them (read off the async threads; `resolve_from_tree` uses each
+/// only if its digest is the tree's).
 async fn local_documents(
     ctx: &Context,
     artifact: &ModelArtifact,
@@ -95,18 +97,32 @@ async fn local_documents(
     tree: &[RepoFile],
 ) -> BTreeMap<String, Vec<u8>> {
     let wanted = documents_needed(tree, &artifact.selection, &artifact.filename);
-    let paths: Vec<(String, std::path::PathBuf)> = wanted
+    let places: Vec<(String, Vec<std::path::PathBuf>)> = wanted
         .into_iter()
         .map(|p| {
-            let on_disk = ctx.layout.snapshot_path(&artifact.repo_id, commit, &p);
-            (p, on_disk)
+            let mut places = vec![ctx.layout.snapshot_path(&artifact.repo_id, commit, &p)];
+            let blob = tree
+                .iter()
+                .find(|f| f.path == p)
+                .map(|f| f.pinned().digest)
+                .unwrap_or_default();
+            for root in &ctx.config.adopt_from {
+                places.extend(candidates(root, &artifact.repo_id, commit, &p, &blob));
+            }
+            (p, places)
         })
         .collect();
     tokio::task::spawn_blocking(move || {
-        paths
+        places
             .into_iter()
-            .filter(|(_, on_disk)| entry_stays_inside(on_disk))
-            .filter_map(|(p, on_disk)| Some((p, std::fs::read(on_disk).ok()?)))
+            .filter_map(|(p, places)| {
+                let (ours, adopted) = places.split_first()?;
+                let bytes = entry_stays_inside(ours)
+                    .then(|| std::fs::read(ours).ok())
+                    .flatten()
+                    .or_else(|| adopted.iter().find_map(|a| std::fs::read(a).ok()))?;
+                Some((p, bytes))
+            })
             .collect()
     })
     .await

@@ -173,9 +173,9 @@ pub(crate) fn remove_candidate(
 }
 
 /// Removes the refs of a repo whose commit has no snapshot folder left (its last entry was
-/// evicted), so `huggingface_hub`'s `scan_cache_dir` finds no ref to a missing commit.
+/// evicted or cleared), so `huggingface_hub`'s `scan_cache_dir` finds no ref to a missing commit.
 /// Returns the bytes of the refs removed.
-fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<u64> {
+pub(crate) fn remove_refs_to_missing_snapshots(repo_dir: &Path) -> EmbeddingResult<u64> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;

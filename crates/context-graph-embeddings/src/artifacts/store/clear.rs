@@ -1,5 +1,5 @@
-//! What clearing one model removes: its snapshot entries and stamps (every file of its set), the ref when its commit has
-//! no entries left, its blobs when no other snapshot entry links to them, and their partial
+//! What clearing one model removes: its snapshot entries and stamps (every file of its set), every ref to its commit
+//! once the commit has no entries left, its blobs when no other snapshot entry links to them, and their partial
 //! downloads with their progress records. Links are removed, never followed; nothing outside
 //! the model's repo folder is touched, except that a blob that was a link into
 //! `huggingface_hub`'s shared store has its store entry swept by the store's own rules (the
@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::budget::snapshot_links_to;
+use super::budget::{remove_refs_to_missing_snapshots, snapshot_links_to};
 use super::fs::{remove_empty_parents, remove_entry};
 use super::layout::{partial_blob_name, partial_files, sidecar_path, CacheLayout};
 use super::lock::BlobLock;
@@ -20,8 +20,6 @@ use crate::error::EmbeddingResult;
 pub(crate) struct ModelFiles {
     /// The repo.
     pub(crate) repo_id: String,
-    /// The revision the manifest asks for (its ref is removed with the last entry).
-    pub(crate) revision: String,
     /// The files of the model's set in the repo (the weight file first).
     pub(crate) filenames: Vec<String>,
     /// The commit the revision resolves to locally, when known.
@@ -97,13 +95,9 @@ fn remove_snapshot_entry(
         remove_empty_parents(&snapshot, &repo_dir.join("snapshots"));
         remove_entry(&layout.stamp_path(&files.repo_id, commit, filename))?;
     }
-    if !layout.snapshot_dir(&files.repo_id, commit).exists() {
-        let reference = layout.ref_path(&files.repo_id, &files.revision);
-        if std::fs::read_to_string(&reference).ok().as_deref() == Some(commit) {
-            remove_entry(&reference)?;
-            remove_empty_parents(&reference, &repo_dir.join("refs"));
-        }
-    }
+    // No ref may name a commit whose snapshot is gone (Python's scan then drops the whole
+    // repo): the revision's, `refs/<commit>`, and any other name for it.
+    remove_refs_to_missing_snapshots(repo_dir)?;
     Ok(())
 }
 

@@ -171,6 +171,57 @@ impl CacheLayout {
         write_atomic(&path, commit.as_bytes())
     }
 
+    /// Writes `refs/<commit>` whose content is the commit itself: always true (a commit never
+    /// changes), read by hf-hub 0.x (text-embeddings-inference, fastembed) even for a commit
+    /// revision, and a reference that keeps `hf cache prune` from deleting the snapshot.
+    /// `huggingface_hub` lists it as a ref and is otherwise unaffected.
+    pub fn write_commit_ref(&self, repo_id: &str, commit: &str) -> EmbeddingResult<()> {
+        if !is_commit_hash(commit) {
+            return Ok(());
+        }
+        let path = self.ref_path(repo_id, commit);
+        if fs::read_to_string(&path).ok().as_deref() == Some(commit) {
+            return Ok(());
+        }
+        write_atomic(&path, commit.as_bytes())
+    }
+
+    /// Every ref of a repo that names a commit, as (name, commit), sorted by name: the names
+    /// consumers ask for (`main`, `refs/pr/1`, a commit id). Links are never followed.
+    pub fn refs(&self, repo_id: &str) -> Vec<(String, String)> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                match entry.path().symlink_metadata() {
+                    Ok(meta) if meta.is_dir() => walk(&entry.path(), &format!("{name}/"), out),
+                    Ok(meta) if meta.is_file() && !name.ends_with(".tmp") => {
+                        out.push((name, entry.path()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let root = self.repo_dir(repo_id).join("refs");
+        if link_at_or_above(&root).is_some() {
+            return Vec::new();
+        }
+        let mut files = Vec::new();
+        walk(&root, "", &mut files);
+        let mut refs: Vec<(String, String)> = files
+            .into_iter()
+            .filter_map(|(name, path)| {
+                let text = fs::read_to_string(path).ok()?;
+                let commit = text.trim();
+                is_commit_hash(commit).then(|| (name, commit.to_owned()))
+            })
+            .collect();
+        refs.sort();
+        refs
+    }
+
     /// Writes `CACHEDIR.TAG` if it is missing, so backup tools skip the cache.
     pub fn ensure_cachedir_tag(&self) -> EmbeddingResult<()> {
         let path = self.root.join("CACHEDIR.TAG");
