@@ -250,57 +250,67 @@ const MAX_DEPTH: usize = 8;
 
 /// Verifies that `chain[0]` (the signing certificate) leads through `chain[1..]` to one of
 /// `roots`, as OpenSSL's store check in the tool does, at the leaf's `notBefore`; and that
-/// the leaf may sign. The error names the certificate and what failed.
+/// the leaf may sign. Like OpenSSL without partial chains, only self-issued certificates of
+/// the root file are anchors; others in it only help build the path. The error names the
+/// certificate and what failed.
 pub(super) fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>]) -> Result<Leaf, String> {
     let leaf_der = chain.first().ok_or("the bundle carries no certificate")?;
     let leaf = parse_certificate(leaf_der)
         .map_err(|e| format!("its signing certificate does not parse: {e}"))?;
-    let intermediates = chain[1..]
-        .iter()
-        .enumerate()
-        .map(|(i, der)| {
-            parse_certificate(der)
-                .map_err(|e| format!("certificate #{} of its chain does not parse: {e}", i + 2))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let anchors = roots
-        .iter()
-        .map(|der| parse_certificate(der))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut pool = Vec::new();
+    for (i, der) in chain[1..].iter().enumerate() {
+        let cert = parse_certificate(der)
+            .map_err(|e| format!("certificate #{} of its chain does not parse: {e}", i + 2))?;
+        pool.push((der.as_slice(), cert));
+    }
+    let mut anchors = Vec::new();
+    for der in roots {
+        let cert = parse_certificate(der)?;
+        if cert.subject().as_raw() == cert.issuer().as_raw() {
+            anchors.push((der.as_slice(), cert));
+        } else {
+            pool.push((der.as_slice(), cert));
+        }
+    }
     let signing_time = leaf.validity().not_before;
     let mut path_names = vec![leaf.subject().to_string()];
     check_common(&leaf, signing_time)?;
 
     // Walk up: each step finds an issuer by name whose key verifies the current certificate.
     let mut current = &leaf;
-    let mut current_der: &[u8] = leaf_der;
     let mut cas_below = 0usize;
-    let mut used = vec![false; intermediates.len()];
-    let mut trusted = roots.iter().any(|r| r.as_slice() == current_der);
+    let mut used = vec![false; pool.len()];
+    let mut trusted = anchors.iter().any(|(der, _)| *der == leaf_der.as_slice());
     while !trusted {
         if path_names.len() > MAX_DEPTH {
             return Err(format!("its chain is longer than {MAX_DEPTH} certificates"));
         }
         let issuer_name = current.issuer().as_raw();
-        let anchor = anchors.iter().zip(roots).find(|(a, _)| {
-            a.subject().as_raw() == issuer_name && verify_issued(current, a).is_ok()
-        });
-        if let Some((anchor, _)) = anchor {
+        if let Some((_, anchor)) = anchors
+            .iter()
+            .find(|(_, a)| a.subject().as_raw() == issuer_name && verify_issued(current, a).is_ok())
+        {
             check_issuer(anchor, signing_time, cas_below)?;
             path_names.push(anchor.subject().to_string());
             trusted = true;
             continue;
         }
-        let next = intermediates.iter().enumerate().find(|(i, c)| {
+        let next = pool.iter().enumerate().find(|(i, (_, c))| {
             !used[*i] && c.subject().as_raw() == issuer_name && verify_issued(current, c).is_ok()
         });
-        let Some((index, issuer)) = next else {
-            let by_name = intermediates
+        let Some((index, (_, issuer))) = next else {
+            if current.subject().as_raw() == issuer_name {
+                return Err(format!(
+                    "`{}` is a self-signed root that the policy does not trust",
+                    current.subject()
+                ));
+            }
+            let by_name = pool
                 .iter()
                 .chain(anchors.iter())
-                .find(|c| c.subject().as_raw() == issuer_name);
+                .find(|(_, c)| c.subject().as_raw() == issuer_name);
             return Err(match by_name {
-                Some(c) => format!(
+                Some((_, c)) => format!(
                     "the signature on `{}` does not verify under `{}`: {}",
                     current.subject(),
                     c.subject(),
@@ -318,8 +328,6 @@ pub(super) fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>]) -> Result<Leaf,
         cas_below += 1;
         path_names.push(issuer.subject().to_string());
         current = issuer;
-        current_der = &chain[index + 1];
-        trusted = roots.iter().any(|r| r.as_slice() == current_der);
     }
 
     // The leaf may sign: key usage digitalSignature, else extended key usage codeSigning.
