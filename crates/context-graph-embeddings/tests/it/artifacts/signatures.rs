@@ -1,6 +1,6 @@
 //! OpenSSF model signatures: the verifier against signatures the official tool made.
 //!
-//! - The recorded vectors (`/work/shared/spec/oms-vectors`, from sigstore/model-transparency's
+//! - The recorded vectors (`tests/fixtures/oms-vectors`, from sigstore/model-transparency's
 //!   own test data, releases 1.0.0 to 1.1.0; `CG_OMS_VECTORS` overrides the folder): each key
 //!   and certificate signature verifies, and is refused after one byte changes in a copy; the
 //!   keyless ones give the documented "not supported" error.
@@ -21,7 +21,7 @@ use context_graph_embeddings::artifacts::{
 use context_graph_embeddings::EmbeddingError;
 use sha2::{Digest, Sha256};
 
-const DEFAULT_VECTORS: &str = "/work/shared/spec/oms-vectors";
+const DEFAULT_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oms-vectors");
 const DEFAULT_PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/pyenv/bin/python");
 
 fn vectors() -> PathBuf {
