@@ -348,16 +348,14 @@ impl SignedManifest {
                     signer: verified.signer,
                 });
             }
-            used.insert(if single_file { ".".to_owned() } else { normal });
+            // The single file's resource `.` normalises to the empty path.
+            used.insert(if single_file { String::new() } else { normal });
             verified.signed_files.push((*path).to_owned());
         }
         verified.unused_signed_files = self
             .resources
             .iter()
-            .filter(|(name, _)| {
-                !used.contains(&components(name).collect::<Vec<_>>().join("/"))
-                    && !(single_file && used.contains("."))
-            })
+            .filter(|(name, _)| !used.contains(&components(name).collect::<Vec<_>>().join("/")))
             .map(|(name, _)| name.clone())
             .collect();
         Ok(verified)
