@@ -480,6 +480,216 @@ mod tests {
         );
     }
 
+    /// A CA made by rcgen: its issuer handle and DER.
+    struct Ca {
+        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+        der: Vec<u8>,
+    }
+
+    fn ca_params(name: &str, is_ca: rcgen::IsCa) -> rcgen::CertificateParams {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = is_ca;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params
+    }
+
+    fn root(name: &str, constraints: rcgen::BasicConstraints) -> Ca {
+        root_with(ca_params(name, rcgen::IsCa::Ca(constraints)))
+    }
+
+    fn root_with(params: rcgen::CertificateParams) -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            der,
+        }
+    }
+
+    fn intermediate(parent: &Ca, name: &str, is_ca: rcgen::IsCa) -> Ca {
+        let params = ca_params(name, is_ca);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params
+            .signed_by(&key, &parent.issuer)
+            .unwrap()
+            .der()
+            .to_vec();
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            der,
+        }
+    }
+
+    fn leaf(
+        parent: &Ca,
+        usages: Vec<rcgen::KeyUsagePurpose>,
+        extended: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    ) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "release");
+        params.subject_alt_names = vec![
+            rcgen::SanType::Rfc822Name("release@example.com".try_into().unwrap()),
+            rcgen::SanType::URI("https://example.com/release".try_into().unwrap()),
+        ];
+        params.key_usages = usages;
+        params.extended_key_usages = extended;
+        params
+            .signed_by(&key, &parent.issuer)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn signing_leaf(parent: &Ca) -> Vec<u8> {
+        leaf(
+            parent,
+            vec![rcgen::KeyUsagePurpose::DigitalSignature],
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn a_chain_through_an_intermediate_to_the_root_verifies_and_names_the_leaf() {
+        let root = root("Root", rcgen::BasicConstraints::Unconstrained);
+        let middle = intermediate(
+            &root,
+            "Middle",
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0)),
+        );
+        let leaf = signing_leaf(&middle);
+        let verified =
+            verify_chain(&[leaf.clone(), middle.der.clone()], &[root.der.clone()]).unwrap();
+        assert_eq!(verified.key.curve, Curve::P384);
+        assert_eq!(
+            verified.names,
+            [
+                "release@example.com",
+                "https://example.com/release",
+                "release",
+                "CN=release"
+            ]
+        );
+        assert_eq!(
+            verified.description,
+            "certificate `CN=release` issued by `CN=Middle` under root `CN=Root`"
+        );
+        // The intermediate may come from the operator's root file instead of the bundle.
+        assert!(verify_chain(&[leaf.clone()], &[root.der.clone(), middle.der.clone()]).is_ok());
+        // Without it there is no path.
+        let error = verify_chain(&[leaf], &[root.der.clone()]).unwrap_err();
+        assert!(
+            error.contains(
+                "issued by `CN=Middle`, which is neither in the bundle nor a trusted root"
+            ),
+            "{error}"
+        );
+        // Code signing alone lets a leaf sign too (the tool's second test).
+        let code_signing = leaf_with_code_signing(&middle);
+        assert!(verify_chain(&[code_signing, middle.der.clone()], &[root.der]).is_ok());
+    }
+
+    fn leaf_with_code_signing(parent: &Ca) -> Vec<u8> {
+        leaf(
+            parent,
+            vec![rcgen::KeyUsagePurpose::KeyEncipherment],
+            vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning],
+        )
+    }
+
+    #[test]
+    fn a_chain_that_breaks_a_ca_rule_is_refused_naming_the_certificate() {
+        let root_ca = root("Root", rcgen::BasicConstraints::Unconstrained);
+        // An intermediate that is not a CA.
+        let not_ca = intermediate(&root_ca, "NotCa", rcgen::IsCa::ExplicitNoCa);
+        let error = verify_chain(
+            &[signing_leaf(&not_ca), not_ca.der.clone()],
+            &[root_ca.der.clone()],
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("`CN=NotCa` issued a certificate of the chain but is not a CA"),
+            "{error}"
+        );
+        // A root that allows no intermediate.
+        let strict = root("Strict", rcgen::BasicConstraints::Constrained(0));
+        let middle = intermediate(
+            &strict,
+            "Middle",
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+        );
+        let error = verify_chain(
+            &[signing_leaf(&middle), middle.der.clone()],
+            &[strict.der.clone()],
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("`CN=Strict` allows 0 intermediate(s) below it, the chain has 1"),
+            "{error}"
+        );
+        // A leaf that may not sign.
+        let no_usage = leaf(
+            &root_ca,
+            vec![rcgen::KeyUsagePurpose::KeyEncipherment],
+            Vec::new(),
+        );
+        let error = verify_chain(&[no_usage], &[root_ca.der.clone()]).unwrap_err();
+        assert!(error.contains("`CN=release` may not sign"), "{error}");
+        // A root that was not valid when the leaf was issued.
+        let mut later = ca_params(
+            "Later",
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+        );
+        later.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        later.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let later = root_with(later);
+        let error = verify_chain(&[signing_leaf(&later)], &[later.der.clone()]).unwrap_err();
+        assert!(
+            error.contains("`CN=Later` was not valid when the signing certificate was issued"),
+            "{error}"
+        );
+        // A root without keyCertSign.
+        let mut no_cert_sign = ca_params(
+            "NoCertSign",
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+        );
+        no_cert_sign.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        let no_cert_sign = root_with(no_cert_sign);
+        let error =
+            verify_chain(&[signing_leaf(&no_cert_sign)], &[no_cert_sign.der.clone()]).unwrap_err();
+        assert!(
+            error.contains("`CN=NoCertSign` may not sign certificates"),
+            "{error}"
+        );
+        // A leaf signed by another root of the same name.
+        let impostor = root("Root", rcgen::BasicConstraints::Unconstrained);
+        let error = verify_chain(
+            &[signing_leaf(&impostor), impostor.der.clone()],
+            &[root_ca.der.clone()],
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("`CN=Root` is a self-signed root that the policy does not trust"),
+            "{error}"
+        );
+        let error = verify_chain(&[signing_leaf(&impostor)], &[root_ca.der]).unwrap_err();
+        assert!(
+            error.contains("the signature on `CN=release` does not verify under `CN=Root`"),
+            "{error}"
+        );
+        // Garbage where a certificate should be.
+        let error = verify_chain(&[b"not a certificate".to_vec()], &[impostor.der]).unwrap_err();
+        assert!(
+            error.contains("its signing certificate does not parse"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn a_private_key_is_refused_without_echoing_it() {
         let pem = b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n";

@@ -775,3 +775,62 @@ fn refusals_name_the_file_or_the_signer_in_words() {
     ];
     assert_eq!(texts, expected);
 }
+
+/// `model_signing verify` on a vector folder as its README says (the 1.0.0 key vector signed
+/// the single file `signme-1`).
+fn tool_verifies_vector(python: &Path, dir: &Path, vector: &Vector) -> (bool, String) {
+    let keys = vectors().join("keys");
+    let model = if vector.name == "v1.0.0-elliptic-key" {
+        dir.join("signme-1")
+    } else {
+        dir.to_path_buf()
+    };
+    let (mode, flag, trust) = if vector.certificate {
+        (
+            "certificate",
+            "--certificate_chain",
+            keys.join("ca-cert.pem"),
+        )
+    } else {
+        ("key", "--public_key", keys.join("signing-key-pub.pem"))
+    };
+    let sig = dir.join("model.sig");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "verify".into(),
+        mode.into(),
+        model.into(),
+        flag.into(),
+        trust.into(),
+        "--signature".into(),
+        sig.into(),
+    ];
+    for ignored in vector.cli_ignored {
+        args.push("--ignore-paths".into());
+        args.push(dir.join(ignored).into());
+    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    model_signing(python, &args)
+}
+
+#[test]
+fn the_official_tool_and_we_agree_on_the_vectors() {
+    let Some(python) = tool() else { return };
+    for vector in &VECTORS {
+        let (_temp, dir) = copy_vector(vector.name);
+        let (ok, out) = tool_verifies_vector(&python, &dir, vector);
+        assert!(
+            ok && out.contains("Verification succeeded"),
+            "{}: {out}",
+            vector.name
+        );
+        assert!(verify(&dir, &vector_verifier(vector), vector.cli_ignored).is_ok());
+        flip_byte(&dir.join("signme-1"), 3);
+        let (ok, out) = tool_verifies_vector(&python, &dir, vector);
+        assert!(
+            !ok,
+            "{}: the tool accepted a changed byte: {out}",
+            vector.name
+        );
+        assert!(verify(&dir, &vector_verifier(vector), vector.cli_ignored).is_err());
+    }
+}
