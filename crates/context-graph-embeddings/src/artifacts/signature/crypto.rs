@@ -563,8 +563,11 @@ mod tests {
             rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0)),
         );
         let leaf = signing_leaf(&middle);
-        let verified =
-            verify_chain(&[leaf.clone(), middle.der.clone()], &[root.der.clone()]).unwrap();
+        let verified = verify_chain(
+            &[leaf.clone(), middle.der.clone()],
+            std::slice::from_ref(&root.der),
+        )
+        .unwrap();
         assert_eq!(verified.key.curve, Curve::P384);
         assert_eq!(
             verified.names,
@@ -580,9 +583,13 @@ mod tests {
             "certificate `CN=release` issued by `CN=Middle` under root `CN=Root`"
         );
         // The intermediate may come from the operator's root file instead of the bundle.
-        assert!(verify_chain(&[leaf.clone()], &[root.der.clone(), middle.der.clone()]).is_ok());
+        assert!(verify_chain(
+            std::slice::from_ref(&leaf),
+            &[root.der.clone(), middle.der.clone()]
+        )
+        .is_ok());
         // Without it there is no path.
-        let error = verify_chain(&[leaf], &[root.der.clone()]).unwrap_err();
+        let error = verify_chain(&[leaf], std::slice::from_ref(&root.der)).unwrap_err();
         assert!(
             error.contains(
                 "issued by `CN=Middle`, which is neither in the bundle nor a trusted root"
@@ -609,7 +616,7 @@ mod tests {
         let not_ca = intermediate(&root_ca, "NotCa", rcgen::IsCa::ExplicitNoCa);
         let error = verify_chain(
             &[signing_leaf(&not_ca), not_ca.der.clone()],
-            &[root_ca.der.clone()],
+            std::slice::from_ref(&root_ca.der),
         )
         .unwrap_err();
         assert!(
@@ -625,7 +632,7 @@ mod tests {
         );
         let error = verify_chain(
             &[signing_leaf(&middle), middle.der.clone()],
-            &[strict.der.clone()],
+            std::slice::from_ref(&strict.der),
         )
         .unwrap_err();
         assert!(
@@ -638,7 +645,7 @@ mod tests {
             vec![rcgen::KeyUsagePurpose::KeyEncipherment],
             Vec::new(),
         );
-        let error = verify_chain(&[no_usage], &[root_ca.der.clone()]).unwrap_err();
+        let error = verify_chain(&[no_usage], std::slice::from_ref(&root_ca.der)).unwrap_err();
         assert!(error.contains("`CN=release` may not sign"), "{error}");
         // A root that was not valid when the leaf was issued.
         let mut later = ca_params(
@@ -648,7 +655,8 @@ mod tests {
         later.not_before = rcgen::date_time_ymd(2030, 1, 1);
         later.not_after = rcgen::date_time_ymd(2040, 1, 1);
         let later = root_with(later);
-        let error = verify_chain(&[signing_leaf(&later)], &[later.der.clone()]).unwrap_err();
+        let error =
+            verify_chain(&[signing_leaf(&later)], std::slice::from_ref(&later.der)).unwrap_err();
         assert!(
             error.contains("`CN=Later` was not valid when the signing certificate was issued"),
             "{error}"
@@ -660,8 +668,11 @@ mod tests {
         );
         no_cert_sign.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         let no_cert_sign = root_with(no_cert_sign);
-        let error =
-            verify_chain(&[signing_leaf(&no_cert_sign)], &[no_cert_sign.der.clone()]).unwrap_err();
+        let error = verify_chain(
+            &[signing_leaf(&no_cert_sign)],
+            std::slice::from_ref(&no_cert_sign.der),
+        )
+        .unwrap_err();
         assert!(
             error.contains("`CN=NoCertSign` may not sign certificates"),
             "{error}"
@@ -670,7 +681,7 @@ mod tests {
         let impostor = root("Root", rcgen::BasicConstraints::Unconstrained);
         let error = verify_chain(
             &[signing_leaf(&impostor), impostor.der.clone()],
-            &[root_ca.der.clone()],
+            std::slice::from_ref(&root_ca.der),
         )
         .unwrap_err();
         assert!(
