@@ -834,3 +834,26 @@ fn the_official_tool_and_we_agree_on_the_vectors() {
         assert!(verify(&dir, &vector_verifier(vector), vector.cli_ignored).is_err());
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Hostile bytes anywhere in a signature (its JSON, base64, certificates, statement) give
+    /// an error or, when the change is outside what is signed and checked (a JSON field we do
+    /// not read), the same verdict; never a panic, never another file list.
+    #[test]
+    fn a_signature_with_any_byte_changed_never_panics_or_changes_the_files(
+        vector in 0usize..6, position in 0usize..8192, value in proptest::prelude::any::<u8>()
+    ) {
+        let vector = &VECTORS[vector];
+        let dir = vectors().join(vector.name);
+        let mut bundle = fs::read(dir.join("model.sig")).unwrap();
+        let at = position % bundle.len();
+        bundle[at] = value;
+        let files = digests(&dir, vector.cli_ignored);
+        let pairs: Vec<(&str, &str)> = files.iter().map(|(p, d)| (p.as_str(), d.as_str())).collect();
+        if let Ok(verified) = verify_model_signature(&bundle, &vector_verifier(vector), &pairs) {
+            proptest::prop_assert_eq!(verified.signed_files, vector.signed);
+        }
+    }
+}
