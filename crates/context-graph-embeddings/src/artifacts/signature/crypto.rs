@@ -127,10 +127,18 @@ impl EcKey {
         hex::encode(Sha256::digest(pem.as_bytes()))
     }
 
-    /// `EC P-384 key SHA256:<first 16 hex of the SPKI digest>`: names a key in messages.
+    /// SHA-256 (hex) of the key's DER `SubjectPublicKeyInfo`.
+    pub(super) fn fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(&self.spki_der))
+    }
+
+    /// `P-384 key sha256:<first 16 hex of the fingerprint>`: names a key in messages.
     pub(super) fn describe(&self) -> String {
-        let fingerprint = hex::encode(Sha256::digest(&self.spki_der));
-        format!("{} key sha256:{}", self.curve.name(), &fingerprint[..16])
+        format!(
+            "{} key sha256:{}",
+            self.curve.name(),
+            &self.fingerprint()[..16]
+        )
     }
 
     /// Whether `sig` is this key's DSSE signature over `payload` (an in-toto statement). Like

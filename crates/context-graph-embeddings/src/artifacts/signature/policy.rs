@@ -223,8 +223,8 @@ impl SignatureVerifier {
     }
 
     /// Checks the bundle's signature under the trusted key or chain; returns the signer in
-    /// words.
-    pub(super) fn check_signer(&self, bundle: &Bundle) -> EmbeddingResult<String> {
+    /// words and its key's SHA-256.
+    pub(super) fn check_signer(&self, bundle: &Bundle) -> EmbeddingResult<(String, String)> {
         let signature = || self.signature_file.clone();
         if bundle.material == Material::Keyless {
             return Err(EmbeddingError::SignatureUnsupported {
@@ -249,7 +249,7 @@ impl SignatureVerifier {
                         signer: key.describe(),
                     });
                 }
-                Ok(key.describe())
+                Ok((key.describe(), key.fingerprint()))
             }
             TrustedSigner::Certificate {
                 roots,
@@ -286,7 +286,7 @@ impl SignatureVerifier {
                         signer: leaf.description,
                     });
                 }
-                Ok(leaf.description)
+                Ok((leaf.description, leaf.key.fingerprint()))
             }
         }
     }

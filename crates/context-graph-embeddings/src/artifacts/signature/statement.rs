@@ -46,6 +46,10 @@ pub(super) struct SignedManifest {
 pub struct VerifiedSignature {
     /// The signer, in words: the key's fingerprint, or the certificate's subject and chain.
     pub signer: String,
+    /// SHA-256 (hex) of the signing key's DER `SubjectPublicKeyInfo` (for a certificate, the
+    /// leaf's key): a stable id to record, e.g. in a lock file. `openssl pkey -pubin -in
+    /// key.pem -outform der | sha256sum` gives the same.
+    pub signer_key_sha256: String,
     /// The name the signature gives the model (the folder the tool signed).
     pub model_name: String,
     /// Files of the set whose SHA-256 the signature lists and that matched, in set order.
@@ -295,7 +299,7 @@ impl SignedManifest {
         &self,
         files: &[(&str, &str)],
         signature_file: &str,
-        signer: String,
+        signer: (String, String),
     ) -> EmbeddingResult<VerifiedSignature> {
         let signature_parts: Vec<String> = components(signature_file).map(str::to_owned).collect();
         let ignored = |path: &str| {
@@ -316,7 +320,8 @@ impl SignedManifest {
             })
             .collect();
         let mut verified = VerifiedSignature {
-            signer,
+            signer: signer.0,
+            signer_key_sha256: signer.1,
             model_name: self.model_name.clone(),
             signed_files: Vec::new(),
             ignored_files: Vec::new(),
@@ -406,7 +411,7 @@ mod tests {
                     ("notes/readme.md", B),
                 ],
                 "model.sig",
-                "k".to_owned(),
+                ("k".to_owned(), String::new()),
             )
             .unwrap();
         assert_eq!(v.signed_files, ["config.json", "onnx/model.onnx"]);
@@ -422,7 +427,11 @@ mod tests {
     fn a_changed_digest_names_the_file_and_both_digests() {
         let m = manifest(&[("config.json", A)], &[]);
         let e = m
-            .compare(&[("config.json", B)], "model.sig", "k".to_owned())
+            .compare(
+                &[("config.json", B)],
+                "model.sig",
+                ("k".to_owned(), String::new()),
+            )
             .unwrap_err();
         assert!(
             matches!(&e, EmbeddingError::SignatureDigestMismatch { path, signed, actual, .. } if path == "config.json" && signed == A && actual == B),
@@ -437,7 +446,7 @@ mod tests {
             .compare(
                 &[("config.json", A), ("added.txt", B)],
                 "model.sig",
-                "k".to_owned(),
+                ("k".to_owned(), String::new()),
             )
             .unwrap_err();
         assert!(
@@ -447,7 +456,11 @@ mod tests {
         // An ignore path is a whole component: `note` does not cover `notes.txt`.
         let m = manifest(&[("config.json", A)], &["note"]);
         assert!(m
-            .compare(&[("notes.txt", A)], "model.sig", "k".to_owned())
+            .compare(
+                &[("notes.txt", A)],
+                "model.sig",
+                ("k".to_owned(), String::new())
+            )
             .is_err());
     }
 
@@ -501,7 +514,11 @@ mod tests {
         }))
         .unwrap();
         let m = parse(IN_TOTO_PAYLOAD_TYPE, &payload).unwrap();
-        assert!(m.compare(&[("a", A)], "model.sig", "k".to_owned()).is_ok());
-        assert!(m.compare(&[("a", B)], "model.sig", "k".to_owned()).is_err());
+        assert!(m
+            .compare(&[("a", A)], "model.sig", ("k".to_owned(), String::new()))
+            .is_ok());
+        assert!(m
+            .compare(&[("a", B)], "model.sig", ("k".to_owned(), String::new()))
+            .is_err());
     }
 }

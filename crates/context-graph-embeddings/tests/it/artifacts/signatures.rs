@@ -211,6 +211,12 @@ fn every_key_and_certificate_vector_verifies_as_the_tool_does() {
                 verified.signer
             );
         }
+        // The vectors' bare key is the certificate's leaf key: one fingerprint for both
+        // (`openssl pkey -pubin -in keys/signing-key-pub.pem -outform der | sha256sum`).
+        assert_eq!(
+            verified.signer_key_sha256,
+            "c1e49d63327f85c7e2971aefd30b5a0d1c6b9b5e1a892e7f5fba995adace816d"
+        );
     }
 }
 
