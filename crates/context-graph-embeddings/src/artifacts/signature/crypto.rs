@@ -480,6 +480,48 @@ mod tests {
         assert_eq!(python_bytes_repr(b"'\""), r#"b'\'"'"#);
     }
 
+    /// A fresh key of `signing`'s curve and its public key as an [`EcKey`].
+    fn fresh_key(
+        signing: &'static aws_lc_rs::signature::EcdsaSigningAlgorithm,
+    ) -> (aws_lc_rs::signature::EcdsaKeyPair, EcKey) {
+        use aws_lc_rs::encoding::AsDer;
+        use aws_lc_rs::signature::KeyPair;
+        let pair = aws_lc_rs::signature::EcdsaKeyPair::generate(signing).unwrap();
+        let spki = pair.public_key().as_der().unwrap();
+        let (_, parsed) = SubjectPublicKeyInfo::from_der(spki.as_ref()).unwrap();
+        let key = EcKey::from_spki(&parsed).unwrap();
+        (pair, key)
+    }
+
+    #[test]
+    fn signatures_over_the_pre_1_0_encoding_verify_as_the_tool_verifies_them() {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P521_SHA256_ASN1_SIGNING,
+            ECDSA_P521_SHA512_ASN1_SIGNING,
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let payload = b"{\"_type\": \"https://in-toto.io/Statement/v1\"}\n";
+        // Current encoding, hashed by curve.
+        let (pair, key) = fresh_key(&ECDSA_P521_SHA512_ASN1_SIGNING);
+        assert_eq!(key.curve, Curve::P521);
+        let sig = pair.sign(&rng, &pae(payload)).unwrap();
+        assert!(key.verifies_dsse(payload, sig.as_ref(), false));
+        assert!(key.verifies_dsse(payload, sig.as_ref(), true));
+        assert!(!key.verifies_dsse(b"{}", sig.as_ref(), false));
+        // Tool 0.2's encoding: hashed by curve for bare keys...
+        let sig = pair.sign(&rng, &pae_compat(payload)).unwrap();
+        assert!(key.verifies_dsse(payload, sig.as_ref(), false));
+        assert!(!key.verifies_dsse(payload, sig.as_ref(), true));
+        // ...and with SHA-256 whatever the curve for certificates.
+        let (pair, key) = fresh_key(&ECDSA_P521_SHA256_ASN1_SIGNING);
+        let sig = pair.sign(&rng, &pae_compat(payload)).unwrap();
+        assert!(key.verifies_dsse(payload, sig.as_ref(), true));
+        assert!(!key.verifies_dsse(payload, sig.as_ref(), false));
+        // Another key's signature never verifies.
+        let (_, other) = fresh_key(&ECDSA_P256_SHA256_ASN1_SIGNING);
+        assert!(!other.verifies_dsse(payload, sig.as_ref(), true));
+    }
+
     #[test]
     fn pae_is_dsse_v1() {
         assert_eq!(
