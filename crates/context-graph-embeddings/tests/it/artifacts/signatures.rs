@@ -863,3 +863,123 @@ proptest::proptest! {
         }
     }
 }
+
+/// What the wiring into `ensure` will do, done by hand on today's download path: a publisher
+/// signs a folder with the official tool, the emulator serves it (and a malicious copy whose
+/// `config.json` changed by one byte, with the Hub's digests changed to match), the manager
+/// downloads both sets with `model.sig` at the same commit, and the manifest's default policy
+/// (a key beside the manifest) verifies the first and refuses the second naming the file.
+/// (The wired check will take the digests the download computed; here the snapshot is hashed.)
+#[tokio::test]
+async fn a_signed_repo_downloaded_from_the_emulator_verifies_and_a_malicious_one_is_refused() {
+    use context_graph_embeddings::artifacts::{
+        ArtifactManagerConfig, Manifest, ModelArtifactManager,
+    };
+    use context_graph_embeddings::ModelId;
+
+    let Some(python) = tool() else { return };
+    let temp = tempfile::tempdir().unwrap();
+    let (private, public) = openssl_key_pair(temp.path(), "publisher");
+    let signed = model_folder(temp.path());
+    sign_key(&python, &signed, &private);
+    let malicious = temp.path().join("malicious");
+    copy_dir(&signed, &malicious);
+    flip_byte(&malicious.join("config.json"), 5);
+
+    let hub = hub_emulator::HubBuilder::new()
+        .repo(hub_emulator::RepoSpec::from_dir("publisher/signed", &signed).unwrap())
+        .repo(hub_emulator::RepoSpec::from_dir("publisher/malicious", &malicious).unwrap())
+        .start()
+        .unwrap();
+    let manifest_dir = temp.path().join("deploy");
+    fs::create_dir(&manifest_dir).unwrap();
+    fs::copy(&public, manifest_dir.join("publisher.pub.pem")).unwrap();
+    let entry = |id: ModelId, repo: &str| {
+        serde_json::json!({
+            "model_id": id.as_str(), "repo_id": repo, "filename": "model.safetensors",
+            "sha256": null, "size_bytes": null, "revision": "main",
+            "include": ["*.json", "*.sig", "onnx/*"],
+        })
+    };
+    let models: Vec<serde_json::Value> = ModelId::ALL
+        .iter()
+        .map(|id| match id {
+            ModelId::Semantic => entry(*id, "publisher/signed"),
+            ModelId::Entity => entry(*id, "publisher/malicious"),
+            _ => serde_json::json!({"model_id": id.as_str(), "builtin": true}),
+        })
+        .collect();
+    let manifest_path = manifest_dir.join("models.json");
+    fs::write(
+        &manifest_path,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "signature": {"public_key": "publisher.pub.pem"},
+            "models": models,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let manager = ModelArtifactManager::new(ArtifactManagerConfig {
+        cache_dir: temp.path().join("hub"),
+        endpoint: hub.endpoint(),
+        manifest_path: Some(manifest_path.clone()),
+        hf_token: None,
+        implicit_token: false,
+        offline: false,
+        ..ArtifactManagerConfig::from_env()
+    })
+    .unwrap();
+    manager.ensure_all_models().await.unwrap();
+
+    let manifest = Manifest::from_path(&manifest_path).unwrap();
+    let check = |id: ModelId| {
+        let verifier = manifest
+            .signatures
+            .verifier_for(id)
+            .unwrap()
+            .expect("the default policy applies");
+        let model = manager.verified_model(id).unwrap();
+        let files: Vec<(String, String)> = model
+            .files
+            .iter()
+            .map(|path| {
+                let name = path
+                    .strip_prefix(&model.snapshot_dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (name, sha256_file(path))
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_str()))
+            .collect();
+        let bundle = fs::read(model.snapshot_dir.join(verifier.signature_file())).ok();
+        verifier.verify_if_present(bundle.as_deref(), &pairs)
+    };
+    let verified = check(ModelId::Semantic).unwrap().expect("signed");
+    let mut signed_files = verified.signed_files.clone();
+    signed_files.sort();
+    assert_eq!(
+        signed_files,
+        ["config.json", "model.safetensors", "onnx/model.onnx"]
+    );
+    assert_eq!(verified.ignored_files, ["model.sig"]);
+    assert_eq!(verified.signer_key_sha256.len(), 64);
+    let signed_config = sha256_file(&signed.join("config.json"));
+    match check(ModelId::Entity).unwrap_err() {
+        EmbeddingError::SignatureDigestMismatch {
+            path,
+            signed,
+            actual,
+            ..
+        } => {
+            assert_eq!(path, "config.json");
+            assert_eq!(signed, signed_config);
+            assert_eq!(actual, sha256_file(&malicious.join("config.json")));
+        }
+        other => panic!("{other:?}"),
+    }
+}
