@@ -42,9 +42,10 @@
 //! crypto code) verifies the ECDSA signatures; `x509-parser` (already in the lock file: the
 //! tests' `rcgen` builds it with the same `verify-aws` feature, which checks certificate
 //! signatures through the same `aws-lc-rs`) parses certificates and PEM; the shipped binary
-//! gains it and its DER parsers (`asn1-rs`, `der-parser`, `oid-registry`, `time`, `num-bigint`), no new
-//! crypto. The RustCrypto `p256`/`p384`/`ecdsa`/`x509-cert` stack would have added a second
-//! implementation of the same curves and crates no other part of the workspace uses.
+//! gains it and its DER parsers (`asn1-rs`, `der-parser`, `oid-registry`, `time`,
+//! `num-bigint`), no new crypto. The RustCrypto `p256`/`p384`/`ecdsa`/`x509-cert` stack would
+//! have added a second implementation of the same curves and crates no other part of the
+//! workspace uses.
 //!
 //! [`EmbeddingError::SignatureUnsupported`]: crate::EmbeddingError::SignatureUnsupported
 
