@@ -391,6 +391,96 @@ pub enum EmbeddingError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A model signature file is not a usable OpenSSF model signature.
+    #[error("signature {signature} is not a valid OpenSSF model signature: {reason}")]
+    SignatureFormat {
+        /// Path of the signature in the repo (`model.sig`).
+        signature: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A model signature made in a way we do not check (keyless Sigstore, shards, BLAKE2).
+    #[error("signature {signature} cannot be checked: {reason}")]
+    SignatureUnsupported {
+        /// Path of the signature in the repo.
+        signature: String,
+        /// What it is and how to sign instead.
+        reason: String,
+    },
+    /// The policy requires a signature and the repo has none at the revision.
+    #[error("signature {signature} is required by the signature policy, but the repo has no such file at this revision; sign the model with the official tool (docs/signatures.md) or set the policy's mode to if-present")]
+    SignatureMissing {
+        /// Path of the signature in the repo.
+        signature: String,
+    },
+    /// The policy's public key or root certificate cannot be used.
+    #[error("signature policy: cannot use {source_name}: {reason}")]
+    SignatureTrustMaterial {
+        /// The key or root file.
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The signature was made by someone other than the signer the policy trusts.
+    #[error("signature {signature} was not made by the trusted signer ({expected}): {reason}")]
+    SignatureWrongSigner {
+        /// Path of the signature in the repo.
+        signature: String,
+        /// The signer the policy trusts.
+        expected: String,
+        /// What the signature says instead.
+        reason: String,
+    },
+    /// The DSSE signature does not verify under the trusted key or certificate.
+    #[error("signature {signature} does not verify under {signer}: the signed statement was changed after signing, or another key signed it")]
+    SignatureBadSignature {
+        /// Path of the signature in the repo.
+        signature: String,
+        /// The key or certificate it was checked under.
+        signer: String,
+    },
+    /// The signing certificate does not chain to the trusted root.
+    #[error(
+        "signature {signature}: its certificate is not trusted under the root in {root}: {reason}"
+    )]
+    SignatureUntrustedCertificate {
+        /// Path of the signature in the repo.
+        signature: String,
+        /// The root file of the policy.
+        root: String,
+        /// Which certificate failed and why.
+        reason: String,
+    },
+    /// The signing certificate chains to the root but names another identity.
+    #[error("signature {signature}: the signing certificate names {}, not the identity `{expected}` the policy requires", join_names(.found))]
+    SignatureIdentityMismatch {
+        /// Path of the signature in the repo.
+        signature: String,
+        /// The identity the policy requires.
+        expected: String,
+        /// The names the certificate carries.
+        found: Vec<String>,
+    },
+    /// A file of the set does not have the digest the signature lists for it.
+    #[error("{path}: SHA-256 {actual}, but the signature by {signer} lists {signed}; the file is not the one that was signed")]
+    SignatureDigestMismatch {
+        /// Path of the file in the repo.
+        path: String,
+        /// The digest the signature lists.
+        signed: String,
+        /// The digest we computed.
+        actual: String,
+        /// Who signed.
+        signer: String,
+    },
+    /// A file of the set is not in the signature.
+    #[error("{path} is not listed in the signature by {signer}; a file the signer did not sign is not used")]
+    SignatureUnlistedFile {
+        /// Path of the file in the repo.
+        path: String,
+        /// Who signed.
+        signer: String,
+    },
 }
 
 impl EmbeddingError {
@@ -485,6 +575,17 @@ fn digest_name(expected: &str) -> &'static str {
     } else {
         "SHA-256"
     }
+}
+
+fn join_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return "no name".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn join_models(models: &[ModelId]) -> String {

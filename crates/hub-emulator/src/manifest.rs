@@ -95,9 +95,11 @@ pub fn hub_from_manifest(
     manifest: &Value,
     options: &ManifestOptions,
 ) -> Result<ManifestHub, String> {
+    // A manifest with a signature policy is an object holding the entries under `models`.
     let entries = manifest
         .as_array()
-        .ok_or("the manifest must be a JSON array of entries")?;
+        .or_else(|| manifest.get("models").and_then(Value::as_array))
+        .ok_or("the manifest must be a JSON array of entries (or an object with `models`)")?;
     let mut repos: BTreeMap<String, (RepoSpec, Option<String>)> = BTreeMap::new();
     let mut models = Vec::new();
     let mut notes = Vec::new();
@@ -170,7 +172,12 @@ pub fn hub_from_manifest(
 /// the input had null (so clients still exercise both the pinned and the Hub-advertised path).
 pub fn synthetic_manifest(manifest: &Value, hub: &HubEmulator) -> Value {
     let mut manifest = manifest.clone();
-    for entry in manifest.as_array_mut().into_iter().flatten() {
+    let entries = if manifest.is_array() {
+        manifest.as_array_mut()
+    } else {
+        manifest.get_mut("models").and_then(Value::as_array_mut)
+    };
+    for entry in entries.into_iter().flatten() {
         if entry["builtin"].as_bool() == Some(true) {
             continue;
         }
@@ -289,10 +296,28 @@ mod tests {
         let info = hub
             .file_info("intfloat/e5-large-v2", "main", "model.safetensors")
             .unwrap();
-        assert_eq!(out[1]["sha256"], Value::String(info.sha256));
+        assert_eq!(out[1]["sha256"], Value::String(info.sha256.clone()));
         assert_eq!(out[1]["size_bytes"], 134_062);
         assert!(out[2]["sha256"].is_null() && out[2]["size_bytes"].is_null());
         assert_eq!(out[0], manifest[0]);
+
+        // The same entries under `models`, beside a signature policy, serve the same repos.
+        let with_policy = serde_json::json!({
+            "signature": {"public_key": "publisher.pub.pem"},
+            "models": manifest,
+        });
+        let served = hub_from_manifest(
+            &with_policy,
+            &ManifestOptions {
+                scale: 0.0001,
+                gate_token: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(served.models.len(), 2);
+        let out = synthetic_manifest(&with_policy, &hub);
+        assert_eq!(out["signature"], with_policy["signature"]);
+        assert_eq!(out["models"][1]["sha256"], Value::String(info.sha256));
     }
 
     #[test]

@@ -98,6 +98,73 @@ impl ContentHasher {
     }
 }
 
+/// SHA-256 and git blob id of the same bytes in one pass: a regular file is checked by its git
+/// blob id, and a signature (`signature/`) lists the SHA-256 of every file, small ones
+/// included, so both are computed from one read.
+// Used once the signature check is wired into `ensure` (issue 26); tested below.
+#[allow(dead_code)]
+#[derive(Clone)]
+pub(crate) struct DualHasher {
+    sha256: Sha256,
+    git: Sha1,
+}
+
+#[allow(dead_code)]
+impl DualHasher {
+    /// A fresh hasher for content of `size` bytes (the git header needs the length).
+    pub(crate) fn new(size: u64) -> Self {
+        let mut git = Sha1::new();
+        git.update(format!("blob {size}\0").as_bytes());
+        DualHasher {
+            sha256: Sha256::new(),
+            git,
+        }
+    }
+
+    /// Feeds bytes to both.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        self.git.update(data);
+    }
+
+    /// `(sha256, git blob sha1)` in lower-case hex.
+    pub(crate) fn hex(&self) -> (String, String) {
+        (
+            hex::encode(self.sha256.clone().finalize()),
+            hex::encode(self.git.clone().finalize()),
+        )
+    }
+}
+
+/// Hashes a file once for both digests; returns `(sha256, git blob sha1, length)`. Blocking.
+#[allow(dead_code)]
+pub(crate) fn hash_file_dual(path: &Path) -> io::Result<(String, String, u64)> {
+    let mut file = fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut hasher = DualHasher::new(size);
+    let buffer_len = usize::try_from(size)
+        .unwrap_or(HASH_BUFFER_BYTES)
+        .clamp(4096, HASH_BUFFER_BYTES);
+    let mut buffer = vec![0u8; buffer_len];
+    let mut length = 0u64;
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..read]);
+        length += read as u64;
+    }
+    if length != size {
+        // The file changed while it was read: hash what is there now.
+        return hash_file_dual(path);
+    }
+    let (sha256, git) = hasher.hex();
+    Ok((sha256, git, length))
+}
+
 /// Git blob id of bytes in lower-case hex.
 pub(crate) fn git_blob_sha1_hex(data: &[u8]) -> String {
     let mut hasher = ContentHasher::new(DigestKind::GitBlobSha1, Some(data.len() as u64));
@@ -183,6 +250,21 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         fs::write(&path, &data).unwrap();
         assert_eq!(hash_file(&path).unwrap(), (sha256_hex(&data), 3_000_000));
+    }
+
+    #[test]
+    fn one_pass_gives_both_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        assert_eq!(
+            hash_file_dual(&path).unwrap(),
+            (sha256_hex(&data), git_blob_sha1_hex(&data), 20_000)
+        );
+        fs::write(&path, b"hello\n").unwrap();
+        let (_, git, _) = hash_file_dual(&path).unwrap();
+        assert_eq!(git, "ce013625030ba8dba906f756967f9e9ca394464a");
     }
 
     #[test]

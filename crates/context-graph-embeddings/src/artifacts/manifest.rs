@@ -11,9 +11,14 @@
 //! size and SHA-256 or git blob SHA-1), `include` (glob patterns) and `preset` (a named
 //! selection, see `fileset`). Without them an entry means its weight file alone, exactly as
 //! in the original format.
+//!
+//! Who must have signed a model's files (an OpenSSF model signature, see `signature/`) is a
+//! policy per entry (`signature`) with a manifest-wide default: the manifest is then an object
+//! `{"signature": {...}, "models": [...]}` instead of the bare array. A manifest without
+//! policies is written as the bare array, exactly as before.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -21,6 +26,9 @@ use serde_json::{Map, Value};
 use super::fileset::{FileSelection, PinnedFile, Preset};
 use super::hash::DigestKind;
 use super::ids::{is_commit_hash, validate_sha256};
+use super::signature::{
+    SignatureMode, SignaturePolicy, SignatureVerifier, SignerPolicy, DEFAULT_SIGNATURE_FILE,
+};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
@@ -160,6 +168,44 @@ pub struct Manifest {
     pub origin: String,
     /// Entries in file order.
     pub entries: Vec<ManifestEntry>,
+    /// Who must have signed each model (none by default).
+    pub signatures: SignaturePolicies,
+}
+
+/// The manifest's signature policies: a default for every artifact and each entry's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SignaturePolicies {
+    /// The top-level `signature`: applies to every artifact without a `signature` of its own.
+    pub default: Option<SignaturePolicy>,
+    /// An entry's `signature`: its own policy, or `None` for `"signature": false` (this model
+    /// is not checked even when there is a default).
+    pub per_model: BTreeMap<ModelId, Option<SignaturePolicy>>,
+    /// The folder relative key and root paths are taken from (the manifest file's folder;
+    /// `None` for the built-in manifest and parsed text: the working directory).
+    pub base_dir: Option<PathBuf>,
+}
+
+impl SignaturePolicies {
+    /// The policy that applies to a model, if any.
+    pub fn for_model(&self, model_id: ModelId) -> Option<&SignaturePolicy> {
+        match self.per_model.get(&model_id) {
+            Some(own) => own.as_ref(),
+            None => self.default.as_ref(),
+        }
+    }
+
+    /// Whether any model must be signed.
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.per_model.values().all(Option::is_none)
+    }
+
+    /// Loads the key or root of a model's policy (blocking: reads the PEM file), with
+    /// relative paths taken from the manifest's folder. `Ok(None)`: the model has no policy.
+    pub fn verifier_for(&self, model_id: ModelId) -> EmbeddingResult<Option<SignatureVerifier>> {
+        self.for_model(model_id)
+            .map(|policy| policy.verifier(self.base_dir.as_deref()))
+            .transpose()
+    }
 }
 
 impl Manifest {
@@ -175,7 +221,9 @@ impl Manifest {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut manifest = Self::parse(&text, &path.display().to_string())?;
+        manifest.signatures.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(manifest)
     }
 
     /// Parses and validates manifest JSON. `origin` names it in errors.
@@ -185,16 +233,67 @@ impl Manifest {
                 origin: origin.to_owned(),
                 reason: e.to_string(),
             })?;
-        let Value::Array(items) = value else {
-            return Err(EmbeddingError::ManifestSyntax {
-                origin: origin.to_owned(),
-                reason: "the top level must be a JSON array of entries".to_owned(),
-            });
+        let syntax = |reason: String| EmbeddingError::ManifestSyntax {
+            origin: origin.to_owned(),
+            reason,
+        };
+        let mut signatures = SignaturePolicies::default();
+        let items = match value {
+            Value::Array(items) => items,
+            Value::Object(mut top) => {
+                if let Some(unknown) = top.keys().find(|k| *k != "models" && *k != "signature") {
+                    return Err(syntax(format!(
+                        "unknown top-level field `{}` (allowed: models, signature)",
+                        truncate(unknown)
+                    )));
+                }
+                if let Some(policy) = top.get("signature") {
+                    signatures.default = match parse_signature_policy(policy) {
+                        Ok(Some(policy)) => Some(policy),
+                        Ok(None) => None,
+                        Err(reason) => {
+                            return Err(EmbeddingError::ManifestEntry {
+                                origin: origin.to_owned(),
+                                entry: "top level".to_owned(),
+                                field: "signature",
+                                reason,
+                            })
+                        }
+                    };
+                }
+                match top.remove("models") {
+                    Some(Value::Array(items)) => items,
+                    _ => {
+                        return Err(syntax(
+                            "the top-level object needs `models`, the array of entries".to_owned(),
+                        ))
+                    }
+                }
+            }
+            _ => {
+                return Err(syntax(
+                    "the top level must be a JSON array of entries, or an object with `models` and `signature`"
+                        .to_owned(),
+                ))
+            }
         };
         let mut entries = Vec::with_capacity(items.len());
         let mut seen = HashSet::new();
         for (index, item) in items.iter().enumerate() {
             let entry = parse_entry(item, index, origin)?;
+            if let (ManifestEntry::Artifact(artifact), Some(policy)) =
+                (&entry, item.get("signature"))
+            {
+                let policy = parse_signature_policy(policy).map_err(|reason| {
+                    EmbeddingError::ManifestEntry {
+                        origin: origin.to_owned(),
+                        entry: format!("#{index} ({})", artifact.model_id),
+                        field: "signature",
+                        reason,
+                    }
+                })?;
+                signatures.per_model.insert(artifact.model_id, policy);
+            }
             if !seen.insert(entry.model_id()) {
                 return Err(EmbeddingError::ManifestEntry {
                     origin: origin.to_owned(),
@@ -218,6 +317,7 @@ impl Manifest {
         Ok(Manifest {
             origin: origin.to_owned(),
             entries,
+            signatures,
         })
     }
 
@@ -267,6 +367,8 @@ impl Manifest {
                 include: &'a [String],
                 #[serde(skip_serializing_if = "Option::is_none")]
                 files: Option<Vec<WrittenFile<'a>>>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                signature: Option<Value>,
             },
         }
         /// A file of a set as written (`sha256` for LFS files, `git_sha1` for regular ones).
@@ -309,16 +411,28 @@ impl Manifest {
                             })
                             .collect()
                     }),
+                    signature: self
+                        .signatures
+                        .per_model
+                        .get(&a.model_id)
+                        .map(|p| p.as_ref().map_or(Value::Bool(false), signature_policy_json)),
                 },
             })
             .collect();
-        let mut text = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_owned());
+        let written = match &self.signatures.default {
+            None => serde_json::to_string_pretty(&items),
+            Some(default) => serde_json::to_string_pretty(&serde_json::json!({
+                "signature": signature_policy_json(default),
+                "models": items,
+            })),
+        };
+        let mut text = written.unwrap_or_else(|_| "[]".to_owned());
         text.push('\n');
         text
     }
 }
 
-const ARTIFACT_FIELDS: [&str; 10] = [
+const ARTIFACT_FIELDS: [&str; 11] = [
     "model_id",
     "repo_id",
     "filename",
@@ -329,6 +443,7 @@ const ARTIFACT_FIELDS: [&str; 10] = [
     "preset",
     "include",
     "files",
+    "signature",
 ];
 
 fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<ManifestEntry> {
@@ -601,6 +716,105 @@ fn parse_pinned_file(item: &Value) -> Result<PinnedFile, String> {
     })
 }
 
+const SIGNATURE_FIELDS: [&str; 5] = ["file", "public_key", "certificate_root", "identity", "mode"];
+
+/// A `signature` policy: an object, or `false` (no signature check for this entry).
+fn parse_signature_policy(value: &Value) -> Result<Option<SignaturePolicy>, String> {
+    let object = match value {
+        Value::Bool(false) => return Ok(None),
+        Value::Object(object) => object,
+        _ => return Err(
+            "must be an object (file, public_key or certificate_root and identity, mode) or false"
+                .to_owned(),
+        ),
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !SIGNATURE_FIELDS.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "has unknown field `{}` (allowed: {})",
+            truncate(unknown),
+            SIGNATURE_FIELDS.join(", ")
+        ));
+    }
+    let file = optional_string(object, "file")
+        .map_err(|r| format!("file {r}"))?
+        .unwrap_or_else(|| DEFAULT_SIGNATURE_FILE.to_owned());
+    validate_filename(&file).map_err(|r| format!("file {r}"))?;
+    let local_path = |field: &str| -> Result<Option<PathBuf>, String> {
+        let Some(path) = optional_string(object, field).map_err(|r| format!("{field} {r}"))? else {
+            return Ok(None);
+        };
+        if path.is_empty() || path.len() > 4096 || path.chars().any(char::is_control) {
+            return Err(format!(
+                "{field} must be the path of a PEM file (1 to 4096 characters, no control characters)"
+            ));
+        }
+        Ok(Some(PathBuf::from(path)))
+    };
+    let public_key = local_path("public_key")?;
+    let certificate_root = local_path("certificate_root")?;
+    let identity = optional_string(object, "identity").map_err(|r| format!("identity {r}"))?;
+    let signer = match (public_key, certificate_root, identity) {
+        (Some(path), None, None) => SignerPolicy::PublicKey { path },
+        (None, Some(root), Some(identity)) => {
+            if identity.trim().is_empty() || identity.len() > 1024 || identity.chars().any(char::is_control) {
+                return Err("identity must be 1 to 1024 characters without control characters".to_owned());
+            }
+            SignerPolicy::Certificate { root, identity }
+        }
+        (None, Some(_), None) => {
+            return Err("certificate_root needs identity: the e-mail, URI or subject the signing certificate must name".to_owned())
+        }
+        (Some(_), _, Some(_)) | (None, None, Some(_)) => {
+            return Err("identity goes with certificate_root, not with public_key".to_owned())
+        }
+        (Some(_), Some(_), None) => {
+            return Err("give public_key or certificate_root, not both".to_owned())
+        }
+        (None, None, None) => {
+            return Err("must name who may sign: public_key (a PEM public key) or certificate_root and identity".to_owned())
+        }
+    };
+    let mode = match optional_string(object, "mode").map_err(|r| format!("mode {r}"))? {
+        None => SignatureMode::Required,
+        Some(text) => SignatureMode::parse(&text).ok_or_else(|| {
+            format!(
+                "mode `{}` is not one of required, if-present",
+                truncate(&text)
+            )
+        })?,
+    };
+    Ok(Some(SignaturePolicy { file, signer, mode }))
+}
+
+/// A policy as the manifest writes it (every field explicit).
+fn signature_policy_json(policy: &SignaturePolicy) -> Value {
+    let mut object = Map::new();
+    object.insert("file".to_owned(), Value::String(policy.file.clone()));
+    match &policy.signer {
+        SignerPolicy::PublicKey { path } => {
+            object.insert(
+                "public_key".to_owned(),
+                Value::String(path.display().to_string()),
+            );
+        }
+        SignerPolicy::Certificate { root, identity } => {
+            object.insert(
+                "certificate_root".to_owned(),
+                Value::String(root.display().to_string()),
+            );
+            object.insert("identity".to_owned(), Value::String(identity.clone()));
+        }
+    }
+    object.insert(
+        "mode".to_owned(),
+        Value::String(policy.mode.as_str().to_owned()),
+    );
+    Value::Object(object)
+}
+
 fn required_string(object: &Map<String, Value>, field: &str) -> Result<String, String> {
     match object.get(field) {
         Some(Value::String(s)) => Ok(s.clone()),
@@ -784,6 +998,188 @@ mod tests {
             first.starts_with("\"model_id\""),
             "fields keep their written order: {first}"
         );
+    }
+
+    fn policy_rejection(text: &str) -> (String, String) {
+        match Manifest::parse(text, "test.json") {
+            Err(EmbeddingError::ManifestEntry { entry, reason, .. }) => (entry, reason),
+            other => panic!("expected a signature rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn signature_policies_parse_per_model_and_as_a_default() {
+        let entry = GOOD.replace(
+            r#""revision":"main"}"#,
+            r#""revision":"main","signature":{"certificate_root":"keys/ca.pem","identity":"release@example.com","mode":"if-present","file":"sig/model.sig"}}"#,
+        );
+        let text = format!(
+            r#"{{"signature":{{"public_key":"/etc/cg/publisher.pem"}},"models":{}}}"#,
+            with_entry(&entry)
+        );
+        let manifest = Manifest::parse(&text, "t").unwrap();
+        let own = manifest.signatures.for_model(ModelId::Semantic).unwrap();
+        assert_eq!(own.file, "sig/model.sig");
+        assert_eq!(own.mode, SignatureMode::IfPresent);
+        assert_eq!(
+            own.signer,
+            SignerPolicy::Certificate {
+                root: PathBuf::from("keys/ca.pem"),
+                identity: "release@example.com".to_owned()
+            }
+        );
+        let default = manifest.signatures.default.as_ref().unwrap();
+        assert_eq!(default.file, DEFAULT_SIGNATURE_FILE);
+        assert_eq!(default.mode, SignatureMode::Required);
+        assert_eq!(
+            default.signer,
+            SignerPolicy::PublicKey {
+                path: PathBuf::from("/etc/cg/publisher.pem")
+            }
+        );
+        // Every other artifact gets the default; `false` opts one out.
+        let opted_out = GOOD.replace(
+            r#""revision":"main"}"#,
+            r#""revision":"main","signature":false}"#,
+        );
+        let text = format!(
+            r#"{{"signature":{{"public_key":"k.pem"}},"models":{}}}"#,
+            with_entry(&opted_out)
+        );
+        let manifest = Manifest::parse(&text, "t").unwrap();
+        assert!(manifest.signatures.for_model(ModelId::Semantic).is_none());
+        assert!(manifest.signatures.default.is_some());
+        // A manifest without policies has none.
+        let plain = Manifest::parse(&with_entry(GOOD), "t").unwrap();
+        assert!(plain.signatures.is_empty());
+        assert!(plain.signatures.for_model(ModelId::Semantic).is_none());
+    }
+
+    #[test]
+    fn signature_policies_round_trip_and_plain_manifests_stay_arrays() {
+        let entry = GOOD.replace(
+            r#""revision":"main"}"#,
+            r#""revision":"main","signature":{"certificate_root":"ca.pem","identity":"CN=release"}}"#,
+        );
+        let text = format!(
+            r#"{{"signature":{{"public_key":"k.pem","mode":"if-present"}},"models":{}}}"#,
+            with_entry(&entry)
+        );
+        let manifest = Manifest::parse(&text, "t").unwrap();
+        let written = manifest.to_json_pretty();
+        assert!(written.trim_start().starts_with('{'), "{written}");
+        assert_eq!(Manifest::parse(&written, "t").unwrap(), manifest);
+        let opted_out = GOOD.replace(
+            r#""revision":"main"}"#,
+            r#""revision":"main","signature":false}"#,
+        );
+        let manifest = Manifest::parse(&with_entry(&opted_out), "t").unwrap();
+        let written = manifest.to_json_pretty();
+        assert!(written.trim_start().starts_with('['), "{written}");
+        assert!(written.contains("\"signature\": false"), "{written}");
+        assert_eq!(Manifest::parse(&written, "t").unwrap(), manifest);
+    }
+
+    #[test]
+    fn hostile_signature_policies_are_refused_with_the_reason() {
+        let entry = |policy: &str| {
+            with_entry(&GOOD.replace(
+                r#""revision":"main"}"#,
+                &format!(r#""revision":"main","signature":{policy}}}"#),
+            ))
+        };
+        let cases = [
+            (r#"{}"#, "must name who may sign"),
+            (r#"true"#, "must be an object"),
+            (
+                r#"{"public_key":"k.pem","certificate_root":"ca.pem"}"#,
+                "not both",
+            ),
+            (r#"{"certificate_root":"ca.pem"}"#, "needs identity"),
+            (
+                r#"{"public_key":"k.pem","identity":"x"}"#,
+                "identity goes with certificate_root",
+            ),
+            (
+                r#"{"public_key":"k.pem","mode":"sometimes"}"#,
+                "not one of required, if-present",
+            ),
+            (
+                r#"{"public_key":"k.pem","file":"../model.sig"}"#,
+                "must stay inside the repo",
+            ),
+            (r#"{"public_key":"k.pem","file":"/model.sig"}"#, "absolute"),
+            (r#"{"public_key":""}"#, "path of a PEM file"),
+            (r#"{"public_key":"k\u0000.pem"}"#, "path of a PEM file"),
+            (r#"{"public_key":7}"#, "must be a string"),
+            (
+                r#"{"public_key":"k.pem","trust":"all"}"#,
+                "unknown field `trust`",
+            ),
+            (
+                r#"{"certificate_root":"ca.pem","identity":"  "}"#,
+                "identity must be",
+            ),
+        ];
+        for (policy, expected) in cases {
+            let (entry_label, reason) = policy_rejection(&entry(policy));
+            assert_eq!(entry_label, "#0 (Semantic)", "{policy}");
+            assert!(reason.contains(expected), "{policy}: {reason}");
+        }
+        let (label, reason) = policy_rejection(&format!(
+            r#"{{"signature":{{}},"models":{}}}"#,
+            with_entry(GOOD)
+        ));
+        assert_eq!(label, "top level");
+        assert!(reason.contains("must name who may sign"), "{reason}");
+        for (text, expected) in [
+            (r#"{"models":{}}"#.to_owned(), "needs `models`"),
+            (
+                format!(r#"{{"models":{},"sign":1}}"#, with_entry(GOOD)),
+                "unknown top-level field `sign`",
+            ),
+            (r#""manifest""#.to_owned(), "or an object with `models`"),
+        ] {
+            match Manifest::parse(&text, "t") {
+                Err(EmbeddingError::ManifestSyntax { reason, .. }) => {
+                    assert!(reason.contains(expected), "{text}: {reason}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // A built-in entry takes no signature.
+        let builtin = with_entry(GOOD).replace(
+            r#"{"model_id":"Sparse","builtin":true}"#,
+            r#"{"model_id":"Sparse","builtin":true,"signature":false}"#,
+        );
+        assert!(Manifest::parse(&builtin, "t").is_err());
+    }
+
+    #[test]
+    fn relative_key_paths_are_taken_from_the_manifest_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = GOOD.replace(
+            r#""revision":"main"}"#,
+            r#""revision":"main","signature":{"public_key":"keys/pub.pem"}}"#,
+        );
+        let path = dir.path().join("models.json");
+        std::fs::write(&path, with_entry(&entry)).unwrap();
+        let manifest = Manifest::from_path(&path).unwrap();
+        assert_eq!(manifest.signatures.base_dir.as_deref(), Some(dir.path()));
+        let error = manifest
+            .signatures
+            .verifier_for(ModelId::Semantic)
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains(&dir.path().join("keys/pub.pem").display().to_string()),
+            "{text}"
+        );
+        assert!(manifest
+            .signatures
+            .verifier_for(ModelId::Code)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `transfer/` | one blob from a byte source into `blobs/<etag>`, verified: resume, one stream, parallel ranges, persist |
 //! | `remote/` | talking to servers: the Hub protocol and client, byte sources, the S3 mirror, retry |
 //! | `store/` | every file name in the cache: layout, snapshots and refs, stamps, locks, budget, clearing |
-//! | leaves | `manifest`, `fileset`, `model_files`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `outdated`, `metrics`, `testing` |
+//! | leaves | `manifest`, `signature/` (OpenSSF model signatures: parse, verify, policy), `fileset`, `model_files`, `config`, `environment`, `progress`, `status`, `hash`, `ids`, `blocking`, `pinning`, `outdated`, `metrics`, `testing` |
 //!
 //! Modules are private; this list is the public surface.
 
@@ -30,6 +30,7 @@ mod outdated;
 mod pinning;
 mod progress;
 mod remote;
+mod signature;
 mod status;
 mod store;
 mod testing;
@@ -47,7 +48,7 @@ pub use environment::{implicit_token, read_token_file, EnvLookup, TokenSource};
 pub use fileset::{matches_any, FileSelection, PinnedFile, Preset};
 pub use hash::DigestKind;
 pub use manager::ModelArtifactManager;
-pub use manifest::{Manifest, ManifestEntry, ModelArtifact, WeightFormat};
+pub use manifest::{Manifest, ManifestEntry, ModelArtifact, SignaturePolicies, WeightFormat};
 pub use metrics::{write_metrics_file, MetricsRecorder};
 pub use outdated::{DriftState, FileChange, FileDrift, ModelDrift};
 pub use pinning::{PinChange, PinOutcome};
@@ -56,6 +57,10 @@ pub use remote::fleet::FleetPolicy;
 pub use remote::mirror::{Mirror, MirrorConfig};
 pub use remote::retry::RetryPolicy;
 pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
+pub use signature::{
+    verify_model_signature, SignatureMode, SignaturePolicy, SignatureVerifier, SignerPolicy,
+    VerifiedSignature, DEFAULT_SIGNATURE_FILE, MAX_SIGNATURE_BYTES,
+};
 pub use status::DownloadStatus;
 pub use store::budget::{EvictionCandidate, EvictionReport};
 pub use store::stamp::UnrecordedStamps;

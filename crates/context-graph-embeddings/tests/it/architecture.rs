@@ -21,6 +21,7 @@ const LEAVES: &[&str] = &[
     "manifest",
     "model_files",
     "progress",
+    "signature",
     "status",
     "testing",
 ];

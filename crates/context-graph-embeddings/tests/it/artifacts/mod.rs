@@ -7,4 +7,5 @@ mod pipeline;
 mod ranged;
 mod read_only;
 mod resume;
+mod signatures;
 mod spec;
