@@ -114,6 +114,18 @@ mod fixture {
         pub(crate) fn home(&self) -> &Path {
             self.home.path()
         }
+
+        /// A program the interpreter's environment installed beside it (e.g. `hf`).
+        pub(crate) fn tool(&self, name: &str) -> PathBuf {
+            let tool = self.exe.with_file_name(name);
+            assert!(
+                tool.is_file(),
+                "no `{name}` beside {} (scripts/setup-python installs huggingface_hub, which \
+                 brings it; CG_TEST_PYTHON must be the interpreter of such an environment)",
+                self.exe.display()
+            );
+            tool
+        }
     }
 
     /// Clears the environment of a child but for what a process needs to start, with `home`
@@ -3321,5 +3333,473 @@ mod refs_and_adoption {
         let fetched = bodies(&world);
         assert!(fetched.is_empty(), "fetched again: {fetched:?}");
         assert!(world.offline(&ours).readiness_report().all_ready());
+    }
+}
+
+/// Issue 24: one cache with every consumer. After our `ensure` into a fresh cache, each
+/// consumer of the Hugging Face cache is asked offline for what we placed, the way it asks:
+/// `huggingface_hub` (`hf_hub_download`, `snapshot_download`, `scan_cache_dir`), the `hf`
+/// command line (`cache verify`, `cache prune`), and the Rust readers hf-hub 0.5 (fastembed)
+/// and hf-hub 1.0 (candle-examples) through the `cache-consumers` program.
+///
+/// The manifest entries of `world()` are pinned commits; on the emulator `main` is that
+/// commit. A manifest entry with `"branch": "main"` says the pin tracks `main`: then `ensure`
+/// writes `refs/main` (after the Hub confirmed its head is the pin). `refs/<commit>` is written
+/// for every pin, tracked or not (hf-hub 0.x reads `refs/<revision>` even for a commit id).
+///
+/// `cache-consumers` is its own workspace (`crates/cache-consumers`, excluded from ours so
+/// hf-hub 1.0's reqwest features never reach the library's build): the tests build it once per
+/// process into `target/cache-consumers` with `--locked`; `scripts/test` builds it first, so
+/// there this is a no-op and its compile time shows in the CI log.
+mod consumers {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+
+    use context_graph_embeddings::ModelId;
+    use serde_json::{json, Value};
+
+    use crate::fixture::{self, Py};
+    use crate::one_plan_offline::{world, World};
+
+    /// Our `ensure` into a fresh cache, and every file it placed.
+    struct Ours {
+        world: World,
+        cache: PathBuf,
+        /// Per repo: its pinned commit and each file of the snapshot with its SHA-256.
+        repos: BTreeMap<String, (String, BTreeMap<String, String>)>,
+    }
+
+    /// How the manifest names what each pin follows.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Pins {
+        /// Pinned commits, nothing more: what `world()` writes.
+        Bare,
+        /// Pinned commits with `"branch": "main"` on each entry.
+        TrackingMain,
+    }
+
+    /// Adds `"branch": "main"` to each downloadable entry of the world's manifest.
+    fn track_main(world: &World) {
+        let mut manifest: Value =
+            serde_json::from_slice(&std::fs::read(&world.manifest).unwrap()).unwrap();
+        for entry in manifest.as_array_mut().unwrap() {
+            if entry["repo_id"].is_string() {
+                entry["branch"] = json!("main");
+            }
+        }
+        std::fs::write(
+            &world.manifest,
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The relative paths of the regular files under `root` (links followed), sorted.
+    fn files_under(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(root).unwrap();
+                    found.push(relative.to_str().unwrap().replace('\\', "/"));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    async fn ours(pins: Pins) -> Ours {
+        let world = world();
+        if pins == Pins::TrackingMain {
+            track_main(&world);
+        }
+        let cache = world.dir.path().join("hub");
+        fixture::manager(&cache, &world.hub, &world.manifest)
+            .ensure_all_models()
+            .await
+            .expect("ensure");
+        let mut repos = BTreeMap::new();
+        for (model, repo, commit) in &world.models {
+            let snapshot = world.snapshot(&cache, *model);
+            let mut files = BTreeMap::new();
+            for path in files_under(&snapshot) {
+                let sha256 = fixture::sha256_of(&snapshot.join(&path));
+                let served = world
+                    .hub
+                    .file_info(repo, commit, &path)
+                    .unwrap_or_else(|| panic!("{repo}@{commit} serves no {path}"));
+                assert_eq!(
+                    sha256, served.sha256,
+                    "{repo}/{path} is what the Hub serves"
+                );
+                files.insert(path, sha256);
+            }
+            assert!(!files.is_empty(), "{repo}: ensure placed no file");
+            repos.insert(repo.clone(), (commit.clone(), files));
+        }
+        Ours {
+            world,
+            cache,
+            repos,
+        }
+    }
+
+    /// How a test names the revision when it asks a consumer.
+    #[derive(Clone, Copy, Debug)]
+    enum Naming {
+        /// No revision (Python) or `main` (the Rust readers): the branch.
+        Main,
+        /// The pinned commit id.
+        Commit,
+    }
+
+    impl Ours {
+        /// `(repo, revision or null, {path: sha256})` for each repo, as the scripts get them.
+        fn cases(&self, naming: Naming) -> Value {
+            self.repos
+                .iter()
+                .map(|(repo, (commit, files))| {
+                    let revision = match naming {
+                        Naming::Main => Value::Null,
+                        Naming::Commit => json!(commit),
+                    };
+                    json!({"repo": repo, "revision": revision, "files": files})
+                })
+                .collect()
+        }
+
+        fn offline_vars(&self) -> Vec<(&'static str, String)> {
+            vec![
+                ("HF_HUB_CACHE", self.cache.display().to_string()),
+                ("HF_HUB_OFFLINE", "1".to_owned()),
+            ]
+        }
+
+        /// `hf` with the cache and the emulator as the Hub, and a clean environment.
+        fn hf(&self, py: &Py, args: &[&str]) -> (String, String, std::process::ExitStatus) {
+            let mut command = Command::new(py.tool("hf"));
+            command
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            fixture::clean_env(&mut command, py.home());
+            command
+                .env("HF_HUB_CACHE", &self.cache)
+                .env("HF_ENDPOINT", self.world.hub.endpoint())
+                .env("HF_HUB_DISABLE_TELEMETRY", "1")
+                .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                .env("NO_COLOR", "1");
+            fixture::finish_any(command.spawn().expect("start hf"))
+        }
+
+        /// Python's `scan_cache_dir()`: warnings, and per repo its refs and revisions.
+        fn scan(&self, py: &Py) -> Value {
+            py.run(
+                &self.offline_vars(),
+                "info = huggingface_hub.scan_cache_dir()\n\
+                 repos = {r.repo_id: {'refs': sorted(r.refs), 'revisions': sorted(v.commit_hash for v in r.revisions)} for r in info.repos}\n\
+                 print(json.dumps({'warnings': [str(w) for w in info.warnings], 'repos': repos}))\n",
+            )
+        }
+    }
+
+    /// What `hf_hub_download` and `snapshot_download(local_files_only=True)` find offline:
+    /// per repo, `{path: sha256 or the error}` for each.
+    fn python_lookups(py: &Py, ours: &Ours, naming: Naming) -> Value {
+        let mut vars = ours.offline_vars();
+        vars.push(("CG_CASES", ours.cases(naming).to_string()));
+        py.run(
+            &vars,
+            r#"
+def err(e):
+    return f"{type(e).__name__}: {e}".splitlines()[0]
+out = {}
+for c in json.loads(os.environ['CG_CASES']):
+    repo, rev = c['repo'], c['revision']
+    single = {}
+    for path in c['files']:
+        try:
+            single[path] = sha256(huggingface_hub.hf_hub_download(repo, path, revision=rev))
+        except Exception as e:
+            single[path] = err(e)
+    try:
+        folder = huggingface_hub.snapshot_download(repo, revision=rev, local_files_only=True)
+        snapshot = {}
+        for root, _, names in os.walk(folder):
+            for name in names:
+                full = os.path.join(root, name)
+                snapshot[os.path.relpath(full, folder).replace(os.sep, '/')] = sha256(full)
+    except Exception as e:
+        snapshot = err(e)
+    out[repo] = {'hf_hub_download': single, 'snapshot_download': snapshot}
+print(json.dumps(out))
+"#,
+        )
+    }
+
+    /// Every file found by both calls, with our bytes; else the list of what was not.
+    fn assert_python_finds_everything(ours: &Ours, found: &Value, naming: Naming) {
+        let mut problems = Vec::new();
+        for (repo, (_, files)) in &ours.repos {
+            let expected = json!(files);
+            let single = &found[repo]["hf_hub_download"];
+            if *single != expected {
+                problems.push(format!("{repo}: hf_hub_download gave {single}"));
+            }
+            let snapshot = &found[repo]["snapshot_download"];
+            if *snapshot != expected {
+                problems.push(format!("{repo}: snapshot_download gave {snapshot}"));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "offline by {naming:?}, huggingface_hub did not find our files:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_finds_every_file_offline_by_commit() {
+        let Some(py) = Py::find() else { return };
+        let ours = ours(Pins::Bare).await;
+        ours.world.hub.clear_requests();
+        let found = python_lookups(&py, &ours, Naming::Commit);
+        assert_python_finds_everything(&ours, &found, Naming::Commit);
+        assert!(
+            ours.world.hub.requests().is_empty(),
+            "offline asked the Hub"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_finds_every_file_offline_by_main_when_the_pins_track_main() {
+        let Some(py) = Py::find() else { return };
+        let ours = ours(Pins::TrackingMain).await;
+        ours.world.hub.clear_requests();
+        let found = python_lookups(&py, &ours, Naming::Main);
+        assert_python_finds_everything(&ours, &found, Naming::Main);
+        assert!(
+            ours.world.hub.requests().is_empty(),
+            "offline asked the Hub"
+        );
+    }
+
+    /// `hf cache verify REPO [ARGS]` for every repo: each must exit 0, name the pinned
+    /// commit's snapshot and say every file we placed matches.
+    fn assert_hf_cache_verify_passes(ours: &Ours, py: &Py, args: &[&str]) {
+        let mut failures = Vec::new();
+        for (repo, (commit, files)) in &ours.repos {
+            let mut command = vec!["cache", "verify", repo.as_str()];
+            command.extend_from_slice(args);
+            let (stdout, stderr, status) = ours.hf(py, &command);
+            let said = format!("{stdout}{stderr}");
+            let checked = said.contains(&format!(
+                "Verified {} file(s) for model '{repo}'. All checksums match.",
+                files.len()
+            )) && said.contains(&format!("/snapshots/{commit}"));
+            if !status.success() || !checked {
+                failures.push(format!(
+                    "hf {} ({status}):\n{}",
+                    command.join(" "),
+                    said.trim()
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    }
+
+    /// Without a revision, `hf cache verify` takes `refs/main`, else the only snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_cache_verify_without_a_revision_passes_for_every_repo() {
+        let Some(py) = Py::find() else { return };
+        let ours = ours(Pins::Bare).await;
+        assert_hf_cache_verify_passes(&ours, &py, &[]);
+    }
+
+    /// `--revision main` needs `refs/main` (no fallback to the only snapshot).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_cache_verify_of_main_passes_when_the_pins_track_main() {
+        let Some(py) = Py::find() else { return };
+        let ours = ours(Pins::TrackingMain).await;
+        assert_hf_cache_verify_passes(&ours, &py, &[]);
+        assert_hf_cache_verify_passes(&ours, &py, &["--revision", "main"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_cache_prune_dry_run_deletes_nothing_of_ours() {
+        let Some(py) = Py::find() else { return };
+        let ours = ours(Pins::Bare).await;
+        let (stdout, stderr, status) = ours.hf(&py, &["cache", "prune", "--dry-run"]);
+        assert!(
+            status.success(),
+            "hf cache prune --dry-run ({status}):\n{stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains("Nothing to prune") && !stdout.contains("About to delete"),
+            "hf cache prune --dry-run would delete some of our models:\n{stdout}{stderr}"
+        );
+        // And a real prune keeps every file: Python still finds all of them offline.
+        let (stdout, stderr, status) = ours.hf(&py, &["cache", "prune", "--yes"]);
+        assert!(
+            status.success(),
+            "hf cache prune --yes ({status}):\n{stdout}{stderr}"
+        );
+        let found = python_lookups(&py, &ours, Naming::Commit);
+        assert_python_finds_everything(&ours, &found, Naming::Commit);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_clear_of_one_model_pythons_scan_has_no_warning() {
+        let Some(py) = Py::find() else { return };
+        let ours = ours(Pins::TrackingMain).await;
+        let before = ours.scan(&py);
+        assert_eq!(before["warnings"], json!([]), "{before}");
+        let manager = fixture::manager(&ours.cache, &ours.world.hub, &ours.world.manifest);
+        manager
+            .clear_models(&[ModelId::Semantic])
+            .await
+            .expect("clear");
+        let cleared = ours
+            .world
+            .models
+            .iter()
+            .find(|(m, _, _)| *m == ModelId::Semantic)
+            .map(|(_, repo, _)| repo.clone())
+            .unwrap();
+        let after = ours.scan(&py);
+        assert_eq!(
+            after["warnings"],
+            json!([]),
+            "Python's scan warns after our clear of {cleared}: {after}"
+        );
+        // Every other repo is listed with its refs, `main` among them.
+        for (repo, (commit, _)) in &ours.repos {
+            if *repo == cleared {
+                continue;
+            }
+            let listed = &after["repos"][repo];
+            assert_eq!(listed["revisions"], json!([commit]), "{repo}: {after}");
+            assert!(
+                listed["refs"]
+                    .as_array()
+                    .is_some_and(|refs| refs.contains(&json!("main"))),
+                "{repo} has no refs/main: {after}"
+            );
+        }
+    }
+
+    /// The `cache-consumers` binary (its own workspace, `crates/cache-consumers`), built once
+    /// per test process into `target/cache-consumers` (a no-op after `scripts/test` built it).
+    fn cache_consumers() -> PathBuf {
+        static BUILT: OnceLock<PathBuf> = OnceLock::new();
+        BUILT
+            .get_or_init(|| {
+                let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+                let target_dir = root.join("target/cache-consumers");
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+                let output = Command::new(cargo)
+                    .args(["build", "--quiet", "--locked", "--manifest-path"])
+                    .arg(root.join("crates/cache-consumers/Cargo.toml"))
+                    .arg("--target-dir")
+                    .arg(&target_dir)
+                    .output()
+                    .expect("run cargo build for crates/cache-consumers");
+                assert!(
+                    output.status.success(),
+                    "building crates/cache-consumers failed ({}):\n{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let binary = target_dir.join("debug/cache-consumers");
+                assert!(binary.is_file(), "no {}", binary.display());
+                binary
+            .clone()
+    }
+
+    /// Asks hf-hub 0.5 and 1.0 for every file of every repo, by `main` or by commit, and
+    /// returns the lookups that did not give our file, per library.
+    fn rust_misses(ours: &Ours, naming: Naming) -> BTreeMap<&'static str, Vec<String>> {
+        let binary = cache_consumers();
+        let mut misses: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (repo, (commit, files)) in &ours.repos {
+            let revision = match naming {
+                Naming::Main => "main",
+                Naming::Commit => commit.as_str(),
+            };
+            for (path, sha256) in files {
+                let mut command = Command::new(&binary);
+                command
+                    .arg(&ours.cache)
+                    .args([repo.as_str(), revision, path.as_str()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                fixture::clean_env(&mut command, ours.world.dir.path());
+                command.env("HF_HUB_OFFLINE", "1");
+                let child = command.spawn().expect("start cache-consumers");
+                let (stdout, _) = fixture::finish(child, "cache-consumers");
+                let answer = fixture::last_json(&stdout);
+                for (library, key) in [("hf-hub 0.5", "hf_hub_05"), ("hf-hub 1.0", "hf_hub_1")] {
+                    let found = answer[key].as_str().map(PathBuf::from);
+                    let good = found.as_ref().is_some_and(|p| {
+                        p.starts_with(&ours.cache) && fixture::sha256_of(p) == *sha256
+                    });
+                    if !good {
+                        misses
+                            .entry(library)
+                            .or_default()
+                            .push(format!("{repo}@{revision} {path}: {answer}"));
+                    }
+                }
+            }
+        }
+        misses
+    }
+
+    /// Fails with how many lookups of `library` missed, and the first three.
+    fn assert_found(
+        ours: &Ours,
+        misses: &BTreeMap<&'static str, Vec<String>>,
+        library: &str,
+        naming: Naming,
+    ) {
+        if let Some(missed) = misses.get(library) {
+            let total: usize = ours.repos.values().map(|(_, files)| files.len()).sum();
+            panic!(
+                "{library} by {naming:?} missed {} of {total} files, e.g.:\n{}",
+                missed.len(),
+                missed[..missed.len().min(3)].join("\n")
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_hub_1_finds_every_file_by_commit() {
+        let ours = ours(Pins::Bare).await;
+        let misses = rust_misses(&ours, Naming::Commit);
+        assert_found(&ours, &misses, "hf-hub 1.0", Naming::Commit);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_hub_05_finds_every_file_by_commit() {
+        let ours = ours(Pins::Bare).await;
+        let misses = rust_misses(&ours, Naming::Commit);
+        assert_found(&ours, &misses, "hf-hub 0.5", Naming::Commit);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hf_hub_05_and_1_find_every_file_by_main_when_the_pins_track_main() {
+        let ours = ours(Pins::TrackingMain).await;
+        for naming in [Naming::Main, Naming::Commit] {
+            let misses = rust_misses(&ours, naming);
+            assert_found(&ours, &misses, "hf-hub 1.0", naming);
+            assert_found(&ours, &misses, "hf-hub 0.5", naming);
+        }
     }
 }
