@@ -15,6 +15,11 @@
 //! reading them back from the page cache when the prefix reaches them. Memory stays bounded
 //! by the write queue, whatever the order of arrival.
 //!
+//! Each connection here is a TCP connection of its own: the byte source's bodies go over an
+//! HTTP/1.1-only client (`remote/client.rs`), never as streams multiplexed on one HTTP/2
+//! connection, because CDN edges and WAN paths limit each TCP connection (`docs/network.md`,
+//! "Parallel ranges and HTTP/2").
+//!
 //! Progress survives restarts: a sidecar `<partial>.ranges` records, per chunk, how many bytes
 //! are on disk (written after the bytes, so it never claims more than is there).
 //!
