@@ -77,7 +77,7 @@ async fn serve_stream(
         headers,
         body: data.freeze(),
     };
-    let exchange = prepare(&shared, info.host, &request);
+    let exchange = prepare(&shared, info, &request);
     send(exchange, respond, &shared, info, request).await;
 }
 

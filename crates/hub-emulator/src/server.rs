@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     edges: Option<EdgeMix>,
     /// TLS of the CDN listener.
     cdn_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Most CDN connections served at once; requests on the extra ones get 429.
+    cdn_connection_limit: Option<usize>,
+    /// CDN connections open now.
+    cdn_open: AtomicUsize,
 }
 
 impl Shared {
@@ -69,6 +73,7 @@ pub struct HubBuilder {
     cdn_port: u16,
     edges: Option<EdgeMix>,
     cdn_tls: Option<CdnTls>,
+    cdn_connection_limit: Option<usize>,
 }
 
 impl Default for HubBuilder {
@@ -90,7 +95,16 @@ impl HubBuilder {
             cdn_port: 0,
             edges: None,
             cdn_tls: None,
+            cdn_connection_limit: None,
         }
+    }
+
+    /// Serves at most `limit` CDN connections at once, like nginx's `limit_conn`: every
+    /// request on a connection opened while `limit` others were open is answered `429` with
+    /// `Retry-After: 1` (over HTTP/1.1 the connection is then closed).
+    pub fn cdn_connection_limit(mut self, limit: usize) -> Self {
+        self.cdn_connection_limit = Some(limit);
+        self
     }
 
     /// Paces every CDN connection as a CDN edge or WAN path does: each new connection draws a
@@ -175,6 +189,8 @@ impl HubBuilder {
             cdn_connections: AtomicU64::new(0),
             edges: self.edges,
             cdn_tls,
+            cdn_connection_limit: self.cdn_connection_limit,
+            cdn_open: AtomicUsize::new(0),
         });
         let mut listeners = vec![(hub_v4, Host::Hub), (cdn, Host::Cdn)];
         listeners.extend(hub_v6.map(|l| (l, Host::Hub)));
@@ -435,6 +451,17 @@ pub(crate) struct ConnectionInfo {
     pub(crate) host: Host,
     pub(crate) version: HttpVersion,
     pub(crate) pace: Option<u64>,
+    /// Opened beyond [`HubBuilder::cdn_connection_limit`]: every request gets 429.
+    pub(crate) over_limit: bool,
+}
+
+/// Counts a CDN connection as open while it lives.
+struct OpenCdnConnection(Arc<Shared>);
+
+impl Drop for OpenCdnConnection {
+    fn drop(&mut self) {
+        self.0.cdn_open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Numbers, paces and (on a TLS CDN) handshakes one accepted connection, then serves it with
@@ -450,11 +477,20 @@ async fn connection(stream: TcpStream, host: Host, shared: Arc<Shared>) {
         }
         _ => None,
     };
+    let mut over_limit = false;
+    let _cdn_open = (host == Host::Cdn).then(|| {
+        let others = shared.cdn_open.fetch_add(1, Ordering::AcqRel);
+        over_limit = shared
+            .cdn_connection_limit
+            .is_some_and(|limit| others >= limit);
+        OpenCdnConnection(Arc::clone(&shared))
+    });
     let mut info = ConnectionInfo {
         id,
         host,
         version: HttpVersion::Http1,
         pace,
+        over_limit,
     };
     let stream = PacedIo::new(stream, pace);
     match (host, &shared.cdn_tls) {
@@ -480,7 +516,6 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     info: ConnectionInfo,
     shared: Arc<Shared>,
 ) {
-    let host = info.host;
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     loop {
         let request = match read_request(&mut stream, &mut buffer).await {
@@ -493,7 +528,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
         };
-        let exchange = prepare(&shared, host, &request);
+        let exchange = prepare(&shared, info, &request);
         let keep_open = match exchange.send(&mut stream, &shared, info, request).await {
             Ok(keep_open) => keep_open,
             Err(_) => return,
@@ -514,7 +549,19 @@ pub(crate) struct Exchange {
 }
 
 /// Routes `request` and consults the fault rules.
-pub(crate) fn prepare(shared: &Shared, host: Host, request: &Request) -> Exchange {
+pub(crate) fn prepare(shared: &Shared, info: ConnectionInfo, request: &Request) -> Exchange {
+    let host = info.host;
+    if info.over_limit {
+        let message = "Too many connections";
+        return Exchange {
+            response: Response::new(429)
+                .header("Retry-After", "1")
+                .header("X-Error-Message", message)
+                .json(&serde_json::json!({ "error": message })),
+            reset: false,
+            body_faults: Vec::new(),
+        };
+    }
     let store = shared.store();
     let ctx = RouteContext {
         store: &store,
@@ -647,7 +694,7 @@ impl Exchange {
         if self.reset {
             return Ok(false);
         }
-        let keep_open = keep_alive && !plan.closes;
+        let keep_open = keep_alive && !plan.closes && !info.over_limit;
         if head_only || (self.body_faults.is_empty() && self.response.body.len() <= SMALL_BODY) {
             write_plain(stream, &self.response, head_only, keep_open).await?;
             return Ok(keep_open);

@@ -207,3 +207,58 @@ async fn a_cut_on_an_http2_stream_resets_only_that_stream() {
     assert_eq!(gets[0].body_bytes_sent, 1000);
     assert_eq!(gets[0].connection, gets[1].connection);
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_429() {
+    let (hub, content) = {
+        let content = synth::safetensors(1 << 20, 5);
+        let hub = HubBuilder::new()
+            .repo(RepoSpec::new(REPO).file(FILE, content.clone()))
+            .edge_mix(EdgeMix::uniform(1_000_000))
+            .cdn_connection_limit(2)
+            .start()
+            .unwrap();
+        (hub, content)
+    };
+    let url = lfs_url(&hub);
+    // Three connections at once, each busy for about 0.2 s: one is beyond the limit.
+    let requests = (0..3u64).map(|i| {
+        let url = url.clone();
+        async move {
+            let response = client(None, true)
+                .get(&url)
+                .header(
+                    "Range",
+                    format!("bytes={}-{}", i * 200_000, i * 200_000 + 199_999),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.bytes().await.unwrap();
+            (status, retry_after, body)
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let refused: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    assert_eq!(refused[0].1.as_deref(), Some("1"));
+    for (i, (status, _, body)) in answers.iter().enumerate() {
+        if *status == 206 {
+            assert_eq!(body.as_ref(), &content[i * 200_000..i * 200_000 + 200_000]);
+        }
+    }
+    // Once they are closed, a new connection is served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bodies = get_ranges(&client(None, true), &url, &[(0, 999)]).await;
+    assert_eq!(bodies[0], content[..1000]);
+}

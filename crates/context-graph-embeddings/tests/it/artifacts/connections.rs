@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use context_graph_embeddings::artifacts::{ModelArtifactManager, ParallelSettings};
 use context_graph_embeddings::ModelId;
-use hub_emulator::{CdnTls, EdgeMix, Host, HttpVersion, RequestRecord};
+use hub_emulator::{CdnTls, EdgeMix, Host, HttpVersion, HubBuilder, RequestRecord};
 
 use crate::support::{model, Fixture};
 
@@ -16,10 +16,19 @@ const TOKEN: &str = "hf_connections_test_token";
 
 /// A fixture whose CDN speaks TLS (HTTP/2 offered) and paces each connection at `edges`.
 fn tls_fixture(size: u64, edges: EdgeMix) -> (Fixture, std::path::PathBuf) {
+    tls_fixture_with(size, edges, |b| b)
+}
+
+/// [`tls_fixture`] with a further hook on the emulator's builder.
+fn tls_fixture_with(
+    size: u64,
+    edges: EdgeMix,
+    more: impl Fn(HubBuilder) -> HubBuilder,
+) -> (Fixture, std::path::PathBuf) {
     let tls = CdnTls::generate().unwrap();
     let ca_pem = tls.ca_pem().to_owned();
     let fx = Fixture::with_builder(&[model(ModelId::Multimodal, size, true)], move |b| {
-        b.cdn_tls(tls.clone()).edge_mix(edges.clone())
+        more(b.cdn_tls(tls.clone()).edge_mix(edges.clone()))
     });
     let ca = fx.dir.path().join("cdn-ca.pem");
     std::fs::write(&ca, ca_pem).unwrap();
@@ -96,4 +105,106 @@ async fn over_tls_with_http2_offered_ranges_arrive_on_separate_connections() {
     assert!(hub_requests
         .iter()
         .all(|r| r.header("authorization") == Some(&format!("Bearer {TOKEN}"))));
+}
+
+/// Bytes the emulator sent for `gets`, split by the pace of their connection: `(slow, all)`.
+fn bytes_by_pace(gets: &[RequestRecord], slow: u64) -> (u64, u64) {
+    let sent = |r: &RequestRecord| r.body_bytes_sent;
+    let all = gets.iter().map(sent).sum();
+    let on_slow = gets
+        .iter()
+        .filter(|r| r.connection_pace == Some(slow))
+        .map(sent)
+        .sum();
+    (on_slow, all)
+}
+
+#[tokio::test]
+async fn with_mixed_edges_slow_connections_hold_a_bounded_share() {
+    const SLOW: u64 = 2_000_000;
+    const FAST: u64 = 40_000_000;
+    let size: u64 = 12_000_000;
+    // A seed whose first four CDN connections include at least three slow edges: holding on
+    // to their first stretches, they would carry three quarters of the file.
+    let mix: EdgeMix = format!("{SLOW}:2,{FAST}:1").parse().unwrap();
+    let seed = (0..)
+        .find(|seed| {
+            let mix = mix.clone().seed(*seed);
+            (1..=4).filter(|n| mix.draw(*n) == SLOW).count() >= 3
+        })
+        .unwrap();
+    let (fx, ca) = tls_fixture(size, mix.seed(seed));
+    let gets = download(
+        &fx,
+        &ca,
+        ParallelSettings {
+            connections: 4,
+            initial_connections: 4,
+            min_file_bytes: 1024 * 1024,
+            chunk_bytes: CHUNK,
+            sample_interval: Duration::from_secs(30),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (on_slow, all) = bytes_by_pace(&gets, SLOW);
+    assert!(
+        on_slow * 2 <= size,
+        "slow edges carried {on_slow} of {size} bytes: {gets:#?}"
+    );
+    // Slow connections were closed and their stretches went on over new connections, each
+    // from where the bytes handed to the writer ended: what the emulator sent twice is at most
+    // what was in flight when a response was dropped.
+    let replaced = gets.len().saturating_sub(4) as u64;
+    assert!(replaced > 0, "{gets:#?}");
+    assert!(
+        all <= size + replaced * 256 * 1024,
+        "{all} bytes sent for {size} with {replaced} replacements"
+    );
+    let mut starts: Vec<u64> = gets.iter().filter_map(RequestRecord::range_start).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    assert_eq!(
+        starts.len(),
+        gets.len(),
+        "no range asked for twice from the same byte"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_extra_connections_gets_no_more_than_it_allows() {
+    // Two connections at once, 429 to the others (nginx's `limit_conn`).
+    let size: u64 = 4_000_000;
+    let (fx, ca) = tls_fixture_with(size, EdgeMix::uniform(20_000_000), |b| {
+        b.cdn_connection_limit(2)
+    });
+    let gets = download(
+        &fx,
+        &ca,
+        ParallelSettings {
+            connections: 8,
+            initial_connections: 4,
+            min_file_bytes: 1024 * 1024,
+            chunk_bytes: CHUNK,
+            sample_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await;
+    let refused = gets.iter().filter(|r| r.status == 429).count();
+    // The two connections of the first four beyond the limit are refused; the run then
+    // backs off for good instead of probing the server again.
+    assert!((1..=2).contains(&refused), "{gets:#?}");
+    let served: u64 = gets
+        .iter()
+        .filter(|r| r.status == 206)
+        .map(|r| r.body_bytes_sent)
+        .sum();
+    assert_eq!(served, size, "every byte once: {gets:#?}");
+    let refused_at = gets.iter().rposition(|r| r.status == 429).unwrap();
+    let later: BTreeSet<u64> = gets[refused_at + 1..]
+        .iter()
+        .map(|r| r.connection)
+        .collect();
+    assert!(later.len() <= 2, "{gets:#?}");
 }
