@@ -757,6 +757,7 @@ async fn fetch_span(
         if length == 0 {
             continue;
         }
+        let queue_wait = Instant::now();
         let queued = governor.queue(bytes.len()).await;
         if sender
             .send(Piece {
@@ -774,10 +775,12 @@ async fn fetch_span(
         }
         offset += length;
         let now = Instant::now();
-        // The first piece starts the clock; the bytes after it are timed.
+        // The first piece starts the clock; the bytes after it are timed. Time spent waiting
+        // for room in the write queue is the disk's, not the connection's: it moves the
+        // start of the clock forward, so a connection is judged by what the network gives.
         let (since, counted) = match measured {
             None => (now, 0),
-            Some((since, counted)) => (since, counted + length),
+            Some((since, counted)) => (since + now.duration_since(queue_wait), counted + length),
         };
         measured = Some((since, counted));
         let elapsed = now.saturating_duration_since(since);

@@ -3,16 +3,33 @@
 //! `edge_mix`, whose request log names each request's connection).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use context_graph_embeddings::artifacts::{ModelArtifactManager, ParallelSettings};
+use context_graph_embeddings::artifacts::test_support::{sidecar_path, RangeProgress};
+use context_graph_embeddings::artifacts::{
+    ArtifactManagerConfig, ModelArtifactManager, ParallelSettings,
+};
 use context_graph_embeddings::ModelId;
 use hub_emulator::{CdnTls, EdgeMix, Host, HttpVersion, HubBuilder, RequestRecord};
 
-use crate::support::{model, Fixture};
+use crate::support::{model, partials, Fixture};
 
 const CHUNK: u64 = 256 * 1024;
 const TOKEN: &str = "hf_connections_test_token";
+const CHILD_ENV: &str = "CG_TEST_CHILD_MIXED_EDGES";
+
+/// Four connections from the start and no throughput sample: what the tests count is the
+/// work of the connections, not the governor's probes.
+fn fixed_four() -> ParallelSettings {
+    ParallelSettings {
+        connections: 4,
+        initial_connections: 4,
+        min_file_bytes: 1024 * 1024,
+        chunk_bytes: CHUNK,
+        sample_interval: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
 
 /// A fixture whose CDN speaks TLS (HTTP/2 offered) and paces each connection at `edges`.
 fn tls_fixture(size: u64, edges: EdgeMix) -> (Fixture, std::path::PathBuf) {
@@ -69,19 +86,7 @@ fn connections(gets: &[RequestRecord]) -> BTreeSet<u64> {
 async fn over_tls_with_http2_offered_ranges_arrive_on_separate_connections() {
     let size = 4_000_000;
     let (fx, ca) = tls_fixture(size, EdgeMix::uniform(50_000_000));
-    let gets = download(
-        &fx,
-        &ca,
-        ParallelSettings {
-            connections: 4,
-            initial_connections: 4,
-            min_file_bytes: 1024 * 1024,
-            chunk_bytes: CHUNK,
-            sample_interval: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .await;
+    let gets = download(&fx, &ca, fixed_four()).await;
     assert_eq!(gets.len(), 4, "{gets:?}");
     assert!(gets.iter().all(|r| r.status == 206));
     assert_eq!(
@@ -134,19 +139,7 @@ async fn with_mixed_edges_slow_connections_hold_a_bounded_share() {
         })
         .unwrap();
     let (fx, ca) = tls_fixture(size, mix.seed(seed));
-    let gets = download(
-        &fx,
-        &ca,
-        ParallelSettings {
-            connections: 4,
-            initial_connections: 4,
-            min_file_bytes: 1024 * 1024,
-            chunk_bytes: CHUNK,
-            sample_interval: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .await;
+    let gets = download(&fx, &ca, fixed_four()).await;
     let (on_slow, all) = bytes_by_pace(&gets, SLOW);
     assert!(
         on_slow * 2 <= size,
@@ -207,4 +200,105 @@ async fn a_server_that_refuses_extra_connections_gets_no_more_than_it_allows() {
         .map(|r| r.connection)
         .collect();
     assert!(later.len() <= 2, "{gets:#?}");
+}
+
+/// Body of the child process of the mixed-edges kill test (does nothing unless the parent set
+/// the variable).
+#[test]
+fn child_mixed_edges_download_for_kill_test() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let manager = ModelArtifactManager::new(ArtifactManagerConfig {
+            cache_dir: spec["cache_dir"].as_str().unwrap().into(),
+            endpoint: spec["endpoint"].as_str().unwrap().to_owned(),
+            manifest_path: Some(spec["manifest"].as_str().unwrap().into()),
+            implicit_token: false,
+            parallel: fixed_four(),
+            ..ArtifactManagerConfig::from_env()
+        })
+        .unwrap();
+        let _ = manager.download(ModelId::Multimodal).await;
+    });
+}
+
+#[tokio::test]
+async fn a_run_killed_on_mixed_edges_resumes_without_fetching_recorded_bytes() {
+    let size = 32 * CHUNK;
+    // Slow edges of 1 MB/s beside fast ones of 20 MB/s: connections are replaced while the
+    // child runs and while the resumed run does.
+    let mix: EdgeMix = "1MB/s:2,20MB/s:1".parse().unwrap();
+    let fx = Fixture::with_builder(&[model(ModelId::Multimodal, size, true)], move |b| {
+        b.edge_mix(mix.clone().seed(3))
+    });
+    let served = fx.file(ModelId::Multimodal).clone();
+    let mut child = fx.spawn_child(
+        "artifacts::connections::child_mixed_edges_download_for_kill_test",
+        CHILD_ENV,
+    );
+    let blobs = fx.blobs_dir(ModelId::Multimodal);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = partials(&blobs)
+            .first()
+            .and_then(|p| RangeProgress::read(&sidecar_path(p)))
+            .map_or(0, |p| p.written.iter().filter(|w| **w == CHUNK).count());
+        if done >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "child made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = partials(&blobs).pop().unwrap();
+    let recorded = RangeProgress::read(&sidecar_path(&partial)).unwrap();
+    assert!(recorded.total() >= 4 * CHUNK && recorded.total() < size);
+    // Let the emulator see the killed child's connections close before the log is cleared.
+    let quiet = Instant::now() + Duration::from_secs(5);
+    while fx.hub.open_connections() > 0 && Instant::now() < quiet {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fx.hub.clear_requests();
+    let mut config = fx.config();
+    config.parallel = fixed_four();
+    ModelArtifactManager::new(config)
+        .unwrap()
+        .download(ModelId::Multimodal)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Multimodal)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    let spans: Vec<(u64, u64)> = gets
+        .iter()
+        .map(|r| {
+            let start = r.range_start().unwrap_or(0);
+            (start, start + r.body_bytes_sent)
+        })
+        .collect();
+    for (c, written) in recorded.written.iter().enumerate() {
+        if *written == 0 {
+            continue;
+        }
+        let kept = (c as u64 * CHUNK, c as u64 * CHUNK + written);
+        assert!(
+            spans
+                .iter()
+                .all(|(start, end)| *end <= kept.0 || *start >= kept.1),
+            "chunk {c}'s recorded bytes {kept:?} were sent again: {spans:?}"
+        );
+    }
+    let sent: u64 = gets.iter().map(|r| r.body_bytes_sent).sum();
+    let replaced = gets.len().saturating_sub(4) as u64;
+    assert!(
+        sent >= size - recorded.total() && sent <= size - recorded.total() + replaced * 256 * 1024,
+        "{sent} bytes sent for {} missing, {replaced} replacements: {spans:?}",
+        size - recorded.total()
+    );
 }
