@@ -55,6 +55,15 @@ impl Served {
     /// emulator's approximations) and starts serving them; writes the synthetic manifest
     /// into `dir`.
     pub(crate) fn start(scale: f64, dir: &Path) -> Result<Self> {
+        Self::start_with(scale, dir, |builder| builder)
+    }
+
+    /// [`start`](Self::start) with a hook on the emulator's builder (TLS, pacing).
+    pub(crate) fn start_with(
+        scale: f64,
+        dir: &Path,
+        hook: impl FnOnce(HubBuilder) -> HubBuilder,
+    ) -> Result<Self> {
         if !manifest::DEFAULT_MANIFEST_FOUND {
             bail!("hub-emulator was built without the library's manifest (manifests.json missing at build time)");
         }
@@ -65,8 +74,7 @@ impl Served {
             gate_token: None,
         };
         let served = manifest::hub_from_manifest(&manifest, &options).map_err(|e| anyhow!(e))?;
-        let hub = served
-            .builder
+        let hub = hook(served.builder)
             .start()
             .context("starting the hub emulator")?;
         let mut synthetic = manifest::synthetic_manifest(&manifest, &hub);

@@ -18,6 +18,9 @@
 //!   `cg-models ensure --mirror-write` filled, against a fresh cache going to the Hub.
 //! - a fleet: 8 cold nodes at once against one empty Garage mirror (Hub egress, last node's
 //!   time against one node alone).
+//! - the network users really have (`--only network`, `network.rs`): a CDN over TLS offering
+//!   HTTP/2 and pacing each TCP connection, plain HTTP/1.1 with the same cap, and mixed slow
+//!   and fast edges; ours against `aria2c -x16 -s16 -j8`, whole manifest and largest file.
 //!
 //! It prints the results and targets and writes them, with the machine, tool versions and
 //! the exact command, to `BENCHMARKS.md`. Run on demand, never from the test suite:
@@ -35,6 +38,7 @@ mod emulator;
 mod fleet;
 mod machine;
 mod mirror;
+mod network;
 mod process;
 mod python;
 mod report;
@@ -107,6 +111,11 @@ struct Args {
     #[arg(long, default_value_t = 2000, value_name = "N")]
     readiness_iterations: usize,
 
+    /// Scale of the network rows (`--only network`): 0.05 serves the 8 files at 257 MB, as
+    /// in issue 25.
+    #[arg(long, default_value_t = 0.05, value_name = "FACTOR")]
+    network_scale: f64,
+
     /// Timed `cg-models status` runs.
     #[arg(long, default_value_t = 21, value_name = "N")]
     status_runs: usize,
@@ -138,6 +147,9 @@ enum Section {
     Fleet,
     /// The real E11 Entity file (90.9 MB of real bytes, `scripts/fetch-real-model`).
     RealBytes,
+    /// The network users really have: TLS with HTTP/2, per-connection caps, mixed edges;
+    /// ours against `aria2c -x16` (installed with apt-get when missing). At `--network-scale`.
+    Network,
 }
 
 fn main() {
@@ -195,7 +207,7 @@ fn run(args: Args) -> Result<()> {
         && args
             .only
             .iter()
-            .all(|s| matches!(s, Section::Mirror | Section::Fleet));
+            .all(|s| matches!(s, Section::Mirror | Section::Fleet | Section::Network));
     let tools = prepare_tools(
         &root,
         &release,
@@ -326,6 +338,23 @@ fn run(args: Args) -> Result<()> {
         report
             .loads
             .push(("capped download, all files", machine::load_average()));
+    }
+    if wanted(Section::Network) {
+        let result = match &bench.tools.cg_models {
+            Ok(cg_models) => network::run(
+                args.network_scale,
+                args.runs,
+                cg_models,
+                Duration::from_secs(args.timeout),
+                work.path(),
+            ),
+            Err(why) => Err(anyhow::anyhow!("cg-models is not available: {why}")),
+        };
+        match result {
+            Ok(section) => report.network = Some(section),
+            Err(e) => report.notes.push(format!("network rows failed: {e:#}")),
+        }
+        report.loads.push(("network rows", machine::load_average()));
     }
     if wanted(Section::RealBytes) {
         match measure_real(&bench, &root, work.path()) {

@@ -25,6 +25,8 @@ pub(crate) struct Report {
     pub capped: Option<DownloadTable>,
     /// Cold download of all files under the cap.
     pub capped_all: Option<DownloadTable>,
+    /// The network rows (TLS with HTTP/2, per-connection caps, mixed edges), rendered.
+    pub network: Option<String>,
     /// Cold download of the real Entity file (real bytes, the shipped pin).
     pub real: Option<DownloadTable>,
     /// Cold download of all files at the small scale (memory).
@@ -349,6 +351,10 @@ impl Report {
         }
         if let Some(capped) = &self.capped_all {
             out.push_str(&capped.render(true, true));
+            out.push('\n');
+        }
+        if let Some(network) = &self.network {
+            out.push_str(network);
             out.push('\n');
         }
         if let Some(real) = &self.real {

@@ -6,8 +6,7 @@
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest request head accepted (request line plus headers).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -73,8 +72,8 @@ pub(crate) enum ReadOutcome {
 }
 
 /// Reads one request from `stream`; `buffer` carries bytes read past the previous request.
-pub(crate) async fn read_request(
-    stream: &mut TcpStream,
+pub(crate) async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     buffer: &mut BytesMut,
 ) -> io::Result<ReadOutcome> {
     let head_len = loop {

@@ -24,18 +24,23 @@
 mod api;
 pub mod fault;
 mod http;
+mod http2;
 mod log;
 pub mod manifest;
+pub mod pacing;
 mod quirks;
 mod repo;
 mod routes;
 mod server;
 mod signing;
 pub mod synth;
+mod tls;
 
 pub use fault::{Fault, FaultRule, FaultTarget};
 pub use http::encode_component;
-pub use log::{Host, RequestRecord};
+pub use log::{Host, HttpVersion, RequestRecord};
+pub use pacing::EdgeMix;
 pub use quirks::MirrorQuirks;
 pub use repo::{is_commit_sha, is_lfs_path, RepoSpec, LFS_EXTENSIONS};
 pub use server::{FileInfo, HubBuilder, HubEmulator};
+pub use tls::{Alpn, CdnTls};

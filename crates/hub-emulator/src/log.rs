@@ -29,6 +29,24 @@ pub struct RequestRecord {
     pub status: u16,
     /// Body bytes actually written (after faults; `0` for HEAD).
     pub body_bytes_sent: u64,
+    /// The TCP connection it came on: a number given to each accepted connection, from 1,
+    /// across both listeners. Requests with the same number shared one connection (HTTP/2
+    /// streams, or HTTP/1.1 keep-alive).
+    pub connection: u64,
+    /// The protocol the connection spoke.
+    pub http_version: HttpVersion,
+    /// The pace the connection drew, bytes per second ([`crate::HubBuilder::edge_mix`]);
+    /// `None` when it was not paced.
+    pub connection_pace: Option<u64>,
+}
+
+/// The HTTP version a connection spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpVersion {
+    /// HTTP/1.1 (or 1.0), over TCP or TLS.
+    Http1,
+    /// HTTP/2, chosen by ALPN over TLS.
+    Http2,
 }
 
 impl RequestRecord {

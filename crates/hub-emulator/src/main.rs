@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hub_emulator::manifest::{self, ManifestOptions};
-use hub_emulator::{Fault, FaultRule, FaultTarget, HubBuilder, MirrorQuirks, RepoSpec};
+use hub_emulator::{
+    Alpn, CdnTls, EdgeMix, Fault, FaultRule, FaultTarget, HubBuilder, MirrorQuirks, RepoSpec,
+};
 
 /// A local Hugging Face Hub for tests, benchmarks and offline demos.
 #[derive(Parser)]
@@ -105,6 +107,31 @@ struct ServeArgs {
     /// Answer 400 to requests with query parameters the emulator does not use, like some mirrors.
     #[arg(long)]
     reject_unknown_query: bool,
+
+    /// Serve the CDN over TLS (HTTPS, HTTP/2 offered by ALPN beside HTTP/1.1) with a
+    /// certificate for 127.0.0.1 signed by a CA made at start-up, and write that CA (PEM) to
+    /// this file for clients to trust (e.g. `SSL_CERT_FILE` or `--ca-bundle`).
+    #[arg(long, value_name = "CA_OUT")]
+    cdn_tls_ca: Option<PathBuf>,
+
+    /// With --cdn-tls-ca: offer only HTTP/1.1 by ALPN.
+    #[arg(long, requires = "cdn_tls_ca")]
+    cdn_http1_only: bool,
+
+    /// Pace each CDN TCP connection (all its responses and HTTP/2 streams together) at a rate
+    /// drawn, per new connection, from this mix of edges: `RATE[:WEIGHT],…`, e.g.
+    /// `20MB/s` (every connection capped at 20 MB/s) or `4MB/s:2,38MB/s:1` (two thirds slow).
+    #[arg(long, value_name = "MIX", value_parser = parse_edge_mix)]
+    edge_mix: Option<EdgeMix>,
+
+    /// Seed of the --edge-mix draws (the same seed gives the same edges to the same
+    /// connection numbers).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "edge_mix")]
+    edge_seed: u64,
+}
+
+fn parse_edge_mix(text: &str) -> Result<EdgeMix, String> {
+    text.parse()
 }
 
 fn main() -> Result<()> {
@@ -161,6 +188,27 @@ fn serve(args: ServeArgs) -> Result<()> {
         });
     if let Some(secs) = args.cdn_url_ttl {
         builder = builder.cdn_url_ttl(std::time::Duration::from_secs(secs));
+    }
+    if let Some(edges) = &args.edge_mix {
+        builder = builder.edge_mix(edges.clone().seed(args.edge_seed));
+        eprintln!(
+            "CDN connections paced from the edge mix {edges} (seed {})",
+            args.edge_seed
+        );
+    }
+    if let Some(ca_out) = &args.cdn_tls_ca {
+        let alpn = if args.cdn_http1_only {
+            Alpn::Http1Only
+        } else {
+            Alpn::Http2AndHttp1
+        };
+        let tls = CdnTls::generate()
+            .context("making the CDN's TLS certificate")?
+            .alpn(alpn);
+        std::fs::write(ca_out, tls.ca_pem())
+            .with_context(|| format!("writing the CA to {}", ca_out.display()))?;
+        eprintln!("CDN over TLS ({alpn:?}); its CA is in {}", ca_out.display());
+        builder = builder.cdn_tls(tls);
     }
     let hub = builder
         .start()

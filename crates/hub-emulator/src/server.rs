@@ -4,22 +4,24 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::fault::{Fault, FaultBook, FaultRule, FaultSubject};
 use crate::http::{self, range_start, read_request, reason_phrase, ReadOutcome, Request, Response};
-use crate::log::{lock, Host, RequestLog, RequestRecord};
+use crate::log::{lock, Host, HttpVersion, RequestLog, RequestRecord};
+use crate::pacing::{EdgeMix, PacedIo};
 use crate::quirks::MirrorQuirks;
 use crate::repo::{FileEntry, RepoSpec, Store};
 use crate::routes::{self, RouteContext};
+use crate::tls::CdnTls;
 
 /// Responses up to this size are written with their head in a single `write`.
 const SMALL_BODY: usize = 16 * 1024;
@@ -27,10 +29,10 @@ const SMALL_BODY: usize = 16 * 1024;
 const PACED_CHUNK: u64 = 64 * 1024;
 
 /// State shared by the handle and every connection.
-struct Shared {
+pub(crate) struct Shared {
     store: RwLock<Store>,
     faults: Mutex<FaultBook>,
-    log: RequestLog,
+    pub(crate) log: RequestLog,
     cdn_redirect: bool,
     cdn_url_ttl: Duration,
     quirks: MirrorQuirks,
@@ -38,6 +40,18 @@ struct Shared {
     cdn_origin: String,
     /// Connections being served now, on both listeners.
     open_connections: AtomicUsize,
+    /// Connections accepted so far, on both listeners (the last connection id given).
+    connections: AtomicU64,
+    /// CDN connections accepted so far (what [`EdgeMix::draw`] is keyed by).
+    cdn_connections: AtomicU64,
+    /// The paces new CDN connections draw from.
+    edges: Option<EdgeMix>,
+    /// TLS of the CDN listener.
+    cdn_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Most CDN connections served at once; requests on the extra ones get 429.
+    cdn_connection_limit: Option<usize>,
+    /// CDN connections open now.
+    cdn_open: AtomicUsize,
 }
 
 impl Shared {
@@ -57,6 +71,9 @@ pub struct HubBuilder {
     quirks: MirrorQuirks,
     hub_port: u16,
     cdn_port: u16,
+    edges: Option<EdgeMix>,
+    cdn_tls: Option<CdnTls>,
+    cdn_connection_limit: Option<usize>,
 }
 
 impl Default for HubBuilder {
@@ -76,7 +93,34 @@ impl HubBuilder {
             quirks: MirrorQuirks::default(),
             hub_port: 0,
             cdn_port: 0,
+            edges: None,
+            cdn_tls: None,
+            cdn_connection_limit: None,
         }
+    }
+
+    /// Serves at most `limit` CDN connections at once, like nginx's `limit_conn`: every
+    /// request on a connection opened while `limit` others were open is answered `429` with
+    /// `Retry-After: 1` (over HTTP/1.1 the connection is then closed).
+    pub fn cdn_connection_limit(mut self, limit: usize) -> Self {
+        self.cdn_connection_limit = Some(limit);
+        self
+    }
+
+    /// Paces every CDN connection as a CDN edge or WAN path does: each new connection draws a
+    /// rate from `edges` and every byte it sends, over all its responses and HTTP/2 streams,
+    /// shares that rate (see [`crate::pacing`]). The request log names each request's
+    /// connection and its pace ([`RequestRecord::connection`]).
+    pub fn edge_mix(mut self, edges: EdgeMix) -> Self {
+        self.edges = Some(edges);
+        self
+    }
+
+    /// Serves the CDN over TLS with `tls`'s certificate (HTTP/2 offered by ALPN unless
+    /// [`crate::Alpn::Http1Only`]); the CDN origin becomes `https://127.0.0.1:<port>`.
+    pub fn cdn_tls(mut self, tls: CdnTls) -> Self {
+        self.cdn_tls = Some(tls);
+        self
     }
 
     /// Adds a repo (a later spec with the same id replaces an earlier one).
@@ -129,6 +173,8 @@ impl HubBuilder {
         let cdn = StdListener::bind((Ipv4Addr::LOCALHOST, self.cdn_port))?;
         let hub_port = hub_v4.local_addr()?.port();
         let cdn_port = cdn.local_addr()?.port();
+        let cdn_tls = self.cdn_tls.as_ref().map(CdnTls::acceptor).transpose()?;
+        let cdn_scheme = if cdn_tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             store: RwLock::new(Store::from_specs(self.repos)),
             faults: Mutex::new(FaultBook::default()),
@@ -137,8 +183,14 @@ impl HubBuilder {
             cdn_url_ttl: self.cdn_url_ttl,
             quirks: self.quirks,
             hub_origin: format!("http://localhost:{hub_port}"),
-            cdn_origin: format!("http://127.0.0.1:{cdn_port}"),
+            cdn_origin: format!("{cdn_scheme}://127.0.0.1:{cdn_port}"),
             open_connections: AtomicUsize::new(0),
+            connections: AtomicU64::new(0),
+            cdn_connections: AtomicU64::new(0),
+            edges: self.edges,
+            cdn_tls,
+            cdn_connection_limit: self.cdn_connection_limit,
+            cdn_open: AtomicUsize::new(0),
         });
         let mut listeners = vec![(hub_v4, Host::Hub), (cdn, Host::Cdn)];
         listeners.extend(hub_v6.map(|l| (l, Host::Hub)));
@@ -245,8 +297,9 @@ impl HubEmulator {
         self.shared.hub_origin.clone()
     }
 
-    /// `"http://127.0.0.1:<cdn_port>"`: the CDN host (a different host name than the Hub,
-    /// like the real CDN, so clients drop the token on the redirect).
+    /// `"http://127.0.0.1:<cdn_port>"` (`https://` with [`HubBuilder::cdn_tls`]): the CDN
+    /// host (a different host name than the Hub, like the real CDN, so clients drop the token
+    /// on the redirect).
     pub fn cdn_origin(&self) -> String {
         self.shared.cdn_origin.clone()
     }
@@ -374,7 +427,7 @@ async fn accept_loop(listener: TcpListener, host: Host, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, host, Arc::clone(&shared)));
+                tokio::spawn(connection(stream, host, Arc::clone(&shared)));
             }
             // Out of file descriptors and the like: back off instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -391,11 +444,78 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Serves requests on one connection until either side closes it.
-async fn serve_connection(mut stream: TcpStream, host: Host, shared: Arc<Shared>) {
+/// One accepted connection, as the request log names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionInfo {
+    pub(crate) id: u64,
+    pub(crate) host: Host,
+    pub(crate) version: HttpVersion,
+    pub(crate) pace: Option<u64>,
+    /// Opened beyond [`HubBuilder::cdn_connection_limit`]: every request gets 429.
+    pub(crate) over_limit: bool,
+}
+
+/// Counts a CDN connection as open while it lives.
+struct OpenCdnConnection(Arc<Shared>);
+
+impl Drop for OpenCdnConnection {
+    fn drop(&mut self) {
+        self.0.cdn_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Numbers, paces and (on a TLS CDN) handshakes one accepted connection, then serves it with
+/// HTTP/1.1 or, when ALPN chose it, HTTP/2.
+async fn connection(stream: TcpStream, host: Host, shared: Arc<Shared>) {
     shared.open_connections.fetch_add(1, Ordering::AcqRel);
     let _open = OpenConnection(Arc::clone(&shared));
     let _ = stream.set_nodelay(true);
+    let id = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let pace = match (host, &shared.edges) {
+        (Host::Cdn, Some(edges)) => {
+            Some(edges.draw(shared.cdn_connections.fetch_add(1, Ordering::AcqRel) + 1))
+        }
+        _ => None,
+    };
+    let mut over_limit = false;
+    let _cdn_open = (host == Host::Cdn).then(|| {
+        let others = shared.cdn_open.fetch_add(1, Ordering::AcqRel);
+        over_limit = shared
+            .cdn_connection_limit
+            .is_some_and(|limit| others >= limit);
+        OpenCdnConnection(Arc::clone(&shared))
+    });
+    let mut info = ConnectionInfo {
+        id,
+        host,
+        version: HttpVersion::Http1,
+        pace,
+        over_limit,
+    };
+    let stream = PacedIo::new(stream, pace);
+    match (host, &shared.cdn_tls) {
+        (Host::Cdn, Some(acceptor)) => {
+            // A client that does not trust the CA ends here.
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                info.version = HttpVersion::Http2;
+                crate::http2::serve(tls, info, shared).await;
+            } else {
+                serve_connection(tls, info, shared).await;
+            }
+        }
+        _ => serve_connection(stream, info, shared).await,
+    }
+}
+
+/// Serves HTTP/1.1 requests on one connection until either side closes it.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    info: ConnectionInfo,
+    shared: Arc<Shared>,
+) {
     let mut buffer = BytesMut::with_capacity(8 * 1024);
     loop {
         let request = match read_request(&mut stream, &mut buffer).await {
@@ -408,8 +528,8 @@ async fn serve_connection(mut stream: TcpStream, host: Host, shared: Arc<Shared>
                 return;
             }
         };
-        let exchange = prepare(&shared, host, &request);
-        let keep_open = match exchange.send(&mut stream, &shared, host, request).await {
+        let exchange = prepare(&shared, info, &request);
+        let keep_open = match exchange.send(&mut stream, &shared, info, request).await {
             Ok(keep_open) => keep_open,
             Err(_) => return,
         };
@@ -421,15 +541,27 @@ async fn serve_connection(mut stream: TcpStream, host: Host, shared: Arc<Shared>
 }
 
 /// A routed response with the faults that act on it.
-struct Exchange {
-    response: Response,
+pub(crate) struct Exchange {
+    pub(crate) response: Response,
     /// `ResetBeforeResponse`: close without answering.
-    reset: bool,
-    body_faults: Vec<Fault>,
+    pub(crate) reset: bool,
+    pub(crate) body_faults: Vec<Fault>,
 }
 
 /// Routes `request` and consults the fault rules.
-fn prepare(shared: &Shared, host: Host, request: &Request) -> Exchange {
+pub(crate) fn prepare(shared: &Shared, info: ConnectionInfo, request: &Request) -> Exchange {
+    let host = info.host;
+    if info.over_limit {
+        let message = "Too many connections";
+        return Exchange {
+            response: Response::new(429)
+                .header("Retry-After", "1")
+                .header("X-Error-Message", message)
+                .json(&serde_json::json!({ "error": message })),
+            reset: false,
+            body_faults: Vec::new(),
+        };
+    }
     let store = shared.store();
     let ctx = RouteContext {
         store: &store,
@@ -537,11 +669,11 @@ fn replacement(fault: &Fault, request: &Request, origin: &str) -> Response {
 
 impl Exchange {
     /// Logs and writes the exchange; returns whether the connection may serve another request.
-    async fn send(
+    async fn send<S: AsyncWrite + Unpin>(
         self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         shared: &Shared,
-        host: Host,
+        info: ConnectionInfo,
         request: Request,
     ) -> io::Result<bool> {
         let head_only = request.is_head() || self.response.status == 304;
@@ -552,21 +684,17 @@ impl Exchange {
         } else {
             plan.limit
         };
-        let record = RequestRecord {
-            host,
-            method: request.method,
-            path: request.path,
-            query: request.query,
-            headers: request.headers,
-            status: if self.reset { 0 } else { self.response.status },
-            body_bytes_sent: planned,
-        };
+        let record = info.record(
+            request,
+            if self.reset { 0 } else { self.response.status },
+            planned,
+        );
         // Logged before writing, so a client that has the answer also finds it in the log.
         let seq = shared.log.push(record);
         if self.reset {
             return Ok(false);
         }
-        let keep_open = keep_alive && !plan.closes;
+        let keep_open = keep_alive && !plan.closes && !info.over_limit;
         if head_only || (self.body_faults.is_empty() && self.response.body.len() <= SMALL_BODY) {
             write_plain(stream, &self.response, head_only, keep_open).await?;
             return Ok(keep_open);
@@ -585,8 +713,8 @@ impl Exchange {
 
 /// Writes a response without body faults whose body is small (or left out): head and body in
 /// one `write`.
-async fn write_plain(
-    stream: &mut TcpStream,
+async fn write_plain<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     response: &Response,
     head_only: bool,
     keep_open: bool,
@@ -626,13 +754,13 @@ fn render_head(response: &Response, content_length: u64, keep_open: bool) -> Vec
 }
 
 /// How body faults shape the bytes of one response.
-struct BodyPlan {
+pub(crate) struct BodyPlan {
     /// Body bytes sent before the connection is closed or the body ends.
-    limit: u64,
+    pub(crate) limit: u64,
     /// Value of the `Content-Length` header.
-    announced_length: u64,
+    pub(crate) announced_length: u64,
     /// Close the connection after this response.
-    closes: bool,
+    pub(crate) closes: bool,
     /// Pause after this many body bytes.
     stall: Option<(u64, Duration)>,
     /// Body offsets (relative to the response body) whose byte is inverted.
@@ -641,7 +769,7 @@ struct BodyPlan {
 }
 
 impl BodyPlan {
-    fn new(faults: &[Fault], body_len: u64) -> Self {
+    pub(crate) fn new(faults: &[Fault], body_len: u64) -> Self {
         let mut plan = BodyPlan {
             limit: body_len,
             announced_length: body_len,
@@ -672,9 +800,9 @@ impl BodyPlan {
     }
 
     /// Writes the body of `response` under this plan; `sent` counts bytes written.
-    async fn write_body(
+    pub(crate) async fn write_body<S: AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         response: &Response,
         sent: &mut u64,
     ) -> io::Result<()> {
@@ -729,9 +857,9 @@ impl Pacer {
         }
     }
 
-    async fn write(
+    async fn write<S: AsyncWrite + Unpin>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         mut data: &[u8],
         sent: &mut u64,
     ) -> io::Result<()> {
@@ -758,5 +886,28 @@ impl Pacer {
             data = &data[chunk.len()..];
         }
         Ok(())
+    }
+}
+
+impl ConnectionInfo {
+    /// The log entry of `request` answered with `status` and `body_bytes_sent` body bytes.
+    pub(crate) fn record(
+        &self,
+        request: Request,
+        status: u16,
+        body_bytes_sent: u64,
+    ) -> RequestRecord {
+        RequestRecord {
+            host: self.host,
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            status,
+            body_bytes_sent,
+            connection: self.id,
+            http_version: self.version,
+            connection_pace: self.pace,
+        }
     }
 }

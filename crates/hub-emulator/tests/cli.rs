@@ -299,3 +299,58 @@ fn rejects_a_bad_folder_revision() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("40-hex"));
 }
+
+#[tokio::test]
+async fn cdn_over_tls_with_an_edge_mix_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("cdn-ca.pem");
+    let mut server = serve(&[
+        "--manifest",
+        FIXTURE,
+        "--scale",
+        "0.0001",
+        "--cdn-tls-ca",
+        ca.to_str().unwrap(),
+        "--edge-mix",
+        "4MB/s:2,38MB/s:1",
+        "--edge-seed",
+        "9",
+    ]);
+    assert!(
+        server.cdn.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.cdn
+    );
+    let reply = head(
+        &server.endpoint,
+        "/intfloat/e5-large-v2/resolve/main/model.safetensors",
+    );
+    assert_eq!(reply.status, 302);
+    let location = reply.header("location").unwrap().to_owned();
+    assert!(location.starts_with(&server.cdn), "{location}");
+    // A client trusting the CA written out gets the file over HTTP/2.
+    let pem = std::fs::read(&ca).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+        .build()
+        .unwrap();
+    let response = client.get(&location).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.bytes().await.unwrap().len(), 134_062);
+    assert!(terminate(&mut server).success());
+}
+
+#[test]
+fn a_bad_edge_mix_is_a_clear_error() {
+    let output = Command::new(BIN)
+        .args(["serve", "--port", "0", "--edge-mix", "4MB/s:2,fast"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("fast") && stderr.contains("38MB/s"),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,14 @@
 //! Redirects are followed by hand so that the token goes to the Hub's own origin (scheme,
 //! host and port of the endpoint) and never to a CDN or any other host.
 //!
+//! Two connection pools, built alike (same trust, proxies, timeouts, no redirects): the Hub's
+//! API, `HEAD`s and small files share one client, which may speak HTTP/2 where the server
+//! offers it by ALPN; file bodies ([`HubClient::get_range`]) go through an HTTP/1.1-only client,
+//! so that every body being received at once has a TCP connection of its own. Over HTTP/2 the
+//! parallel ranges of a file would all be streams of one connection, and a CDN edge or WAN path
+//! that limits each TCP connection would hold them all to one connection's rate (issue 25,
+//! measured in `docs/network.md`).
+//!
 //! Proxies come from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` and
 //! their lower-case forms), read by reqwest when the client is built. Every request asks the
 //! shared [`HostBreaker`] first, so a host that cannot be reached at all is given up once for
@@ -63,6 +71,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub(crate) struct HubClient {
     client: reqwest::Client,
+    /// HTTP/1.1 only: one TCP connection per body being received.
+    bulk: reqwest::Client,
     endpoint: String,
     endpoint_url: Url,
     token: Option<Secret>,
@@ -109,20 +119,28 @@ impl HubClient {
                 "endpoint `{endpoint}` must start with http:// or https://"
             )));
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(connect_timeout)
-            .read_timeout(idle_timeout)
-            .user_agent(concat!(
-                "cg-models/",
-                env!("CARGO_PKG_VERSION"),
-                "; hf_hub_compatible"
-            ))
-            .tls_certs_merge(trust.for_reqwest())
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(connect_timeout)
+                .read_timeout(idle_timeout)
+                .user_agent(concat!(
+                    "cg-models/",
+                    env!("CARGO_PKG_VERSION"),
+                    "; hf_hub_compatible"
+                ))
+                .tls_certs_merge(trust.for_reqwest())
+        };
+        let client = builder()
+            .build()
+            .map_err(|e| EmbeddingError::Client(error_chain(&e)))?;
+        let bulk = builder()
+            .http1_only()
             .build()
             .map_err(|e| EmbeddingError::Client(error_chain(&e)))?;
         Ok(HubClient {
             client,
+            bulk,
             endpoint,
             endpoint_url,
             token,
@@ -272,9 +290,24 @@ impl HubClient {
     /// `GET` of bytes `start..=end` (`end` `None`: to the end of the file; no `Range` at all
     /// for the whole file), with `If-Range` when a validator is given, following redirects;
     /// the token is sent only to the Hub's origin. Returns 200, 206, or 416 for the caller to
-    /// judge; other statuses become errors.
+    /// judge; other statuses become errors. Goes over a TCP connection of its own (HTTP/1.1),
+    /// not shared with any other body being received.
     pub(crate) async fn get_range(
         &self,
+        url: &str,
+        start: u64,
+        end: Option<u64>,
+        if_range: Option<&str>,
+        location: &FileLocation,
+    ) -> EmbeddingResult<Response> {
+        self.get_range_with(&self.bulk, url, start, end, if_range, location)
+            .await
+    }
+
+    /// [`get_range`](Self::get_range) through `client`.
+    async fn get_range_with(
+        &self,
+        client: &reqwest::Client,
         url: &str,
         start: u64,
         end: Option<u64>,
@@ -284,7 +317,7 @@ impl HubClient {
         let mut current = parse_url(url, location)?;
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self
-                .authorize(self.client.get(current.clone()), &current)
+                .authorize(client.get(current.clone()), &current)
                 .header(header::ACCEPT_ENCODING, "identity");
             if start > 0 || end.is_some() {
                 let end = end.map(|e| e.to_string()).unwrap_or_default();
@@ -429,14 +462,17 @@ impl HubClient {
         })
     }
 
-    /// The whole body of a small file (a `modules.json`, a safetensors index) at `url`.
+    /// The whole body of a small file (a `modules.json`, a safetensors index) at `url`, over
+    /// the API's connection.
     pub(crate) async fn get_small(
         &self,
         url: &str,
         limit: u64,
         location: &FileLocation,
     ) -> EmbeddingResult<Vec<u8>> {
-        let response = self.get_range(url, 0, None, None, location).await?;
+        let response = self
+            .get_range_with(&self.client, url, 0, None, None, location)
+            .await?;
         let shown = strip_query(url);
         if !response.status().is_success() || response.status().as_u16() == 206 {
             return Err(EmbeddingError::BadResponse {

@@ -8,6 +8,10 @@
 //! shared state: it counts body bytes and open connections, measures a sample once a level has
 //! been held for [`ParallelSettings::sample_interval`], and asks `next_step` for the next limit.
 //!
+//! Which connections: [`lagging`] says, as a pure function of measured rates, when a
+//! connection is so far below its fastest peer ([`LAG_POLICY`]) that it should be replaced by a
+//! new one (a CDN draws each new connection's edge anew).
+//!
 //! Why it matters: on an uncapped link (loopback, a fast LAN mirror) one stream per file
 //! already fills the link and every extra range costs a request, a connection and, when a
 //! range is cut short, bytes sent twice; on a CDN that caps each connection, the file only
@@ -193,6 +197,43 @@ fn paid(settings: &ParallelSettings, base: Sample, now: Sample) -> bool {
     let proportional = now.connections as f64 / base.connections as f64 - 1.0;
     let gained = now.bytes_per_sec / base.bytes_per_sec - 1.0;
     gained >= proportional * f64::from(settings.gain_percent) / 100.0
+}
+
+/// When a connection is so far below its peers that it is closed and replaced (a new TCP
+/// connection lands on another CDN edge or path more often than not).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LagPolicy {
+    /// A connection is lagging below this percentage of its fastest peer's rate.
+    pub(crate) percent_of_best: u32,
+    /// Time a connection receives before it is judged (a new connection's slow start, and
+    /// the noise of one short interval, must not condemn it).
+    pub(crate) judged_after: Duration,
+    /// Time a connection receives before its rate counts as a reference for its peers (a
+    /// fast connection may finish its stretch long before `judged_after`).
+    pub(crate) measured_after: Duration,
+}
+
+/// The policy a run uses: below a quarter of the fastest peer, judged after half a second.
+///
+/// The reference is the fastest peer, not the median: where two thirds of a CDN's edges are
+/// slow (xet-core #821: 65-75 % near 8.7 MB/s, the rest near 68 MB/s), the median peer is
+/// itself slow and a median rule would keep the slow majority.
+pub(crate) const LAG_POLICY: LagPolicy = LagPolicy {
+    percent_of_best: 25,
+    judged_after: Duration::from_millis(500),
+    measured_after: Duration::from_millis(50),
+};
+
+/// Whether a connection that has received at `own` bytes per second for `elapsed` is lagging
+/// behind peers of the same file receiving at `peers` bytes per second: it should close and
+/// hand its stretch to a new connection. Never without a peer measured (nothing to compare
+/// with: a single slow connection is the link).
+pub(crate) fn lagging(policy: &LagPolicy, own: f64, elapsed: Duration, peers: &[f64]) -> bool {
+    if elapsed < policy.judged_after {
+        return false;
+    }
+    let best = peers.iter().copied().fold(0.0_f64, f64::max);
+    best > 0.0 && own * 100.0 < best * f64::from(policy.percent_of_best)
 }
 
 /// Body bytes waiting for the writer threads, all downloads of a run together. With the
@@ -402,6 +443,40 @@ impl ConnectionGovernor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_far_below_its_fastest_peer_is_lagging() {
+        let policy = LAG_POLICY;
+        let mb = 1e6;
+        let judged = Duration::from_secs(1);
+        // Slow and fast CDN edges: 4 against 38 MB/s is lagging, even when most peers are slow.
+        assert!(lagging(&policy, 4.0 * mb, judged, &[38.0 * mb]));
+        assert!(lagging(
+            &policy,
+            4.0 * mb,
+            judged,
+            &[4.0 * mb, 4.1 * mb, 38.0 * mb]
+        ));
+        // Peers alike, or within a factor of four: not lagging.
+        assert!(!lagging(
+            &policy,
+            20.0 * mb,
+            judged,
+            &[20.0 * mb, 21.0 * mb]
+        ));
+        assert!(!lagging(&policy, 10.0 * mb, judged, &[39.0 * mb]));
+        // Too early to judge, or nobody to compare with.
+        assert!(!lagging(
+            &policy,
+            4.0 * mb,
+            Duration::from_millis(200),
+            &[38.0 * mb]
+        ));
+        assert!(!lagging(&policy, 4.0 * mb, judged, &[]));
+        assert!(!lagging(&policy, 0.0, judged, &[0.0]));
+        // A stalled connection beside a streaming one is lagging.
+        assert!(lagging(&policy, 0.0, judged, &[1.0 * mb]));
+    }
 
     fn settings() -> ParallelSettings {
         ParallelSettings::default()

@@ -15,6 +15,17 @@
 //! reading them back from the page cache when the prefix reaches them. Memory stays bounded
 //! by the write queue, whatever the order of arrival.
 //!
+//! Each connection here is a TCP connection of its own: the byte source's bodies go over an
+//! HTTP/1.1-only client (`remote/client.rs`), never as streams multiplexed on one HTTP/2
+//! connection, because CDN edges and WAN paths limit each TCP connection (`docs/network.md`,
+//! "Parallel ranges and HTTP/2").
+//!
+//! Work goes to fast connections: each connection's rate is measured on its response, and one
+//! far below the fastest its file has seen ([`lagging`](super::adapt::lagging)) drops its
+//! response and goes on over a new TCP connection from the bytes already handed to the writer;
+//! a connection that finishes while a peer lags takes over the back half of the slowest
+//! peer's stretch.
+//!
 //! Progress survives restarts: a sidecar `<partial>.ranges` records, per chunk, how many bytes
 //! are on disk (written after the bytes, so it never claims more than is there).
 //!
@@ -41,7 +52,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::adapt::{Connection, Phase, Queued};
+use super::adapt::{lagging, Connection, Phase, Queued, LAG_POLICY};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
 use super::write_behind::WriteBehind;
@@ -96,6 +107,15 @@ enum PieceError {
     /// The server refused this connection's request (429, 403) while other connections of the
     /// file were open: one connection fewer.
     Refused(EmbeddingError),
+    /// The connection receives far below its fastest peer (`adapt::lagging`): its response
+    /// is dropped (closing its TCP connection) and the stretch goes on over a new one, from
+    /// the bytes already handed to the writer.
+    Lagging {
+        /// Its rate, bytes per second.
+        rate: f64,
+        /// The fastest peer's.
+        best: f64,
+    },
     Failed(EmbeddingError),
 }
 
@@ -119,12 +139,42 @@ struct Work {
     unassigned: VecDeque<(usize, usize)>,
     /// Per connection (by slot), its stretch.
     spans: Vec<Option<Span>>,
+    /// Per connection (by slot), the rate of its current or last response, bytes per second,
+    /// once it has received for `LAG_POLICY.measured_after`. Kept when the connection
+    /// finishes: what a connection of this file reached is what its peers are judged by.
+    rates: Vec<Option<f64>>,
 }
 
 impl Work {
     /// Whole chunks of `span` after the one it is in: what another connection could take.
     fn spare(span: &Span) -> usize {
         span.end.saturating_sub(span.current + 1)
+    }
+
+    /// The rates of the connections other than `slot` (receiving now, or finished).
+    fn peer_rates(&self, slot: usize) -> Vec<f64> {
+        self.rates
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != slot)
+            .filter_map(|(_, rate)| *rate)
+            .collect()
+    }
+
+    /// Sets (or clears) the rate of `slot`.
+    fn set_rate(&mut self, slot: usize, rate: Option<f64>) {
+        if self.rates.len() <= slot {
+            self.rates.resize(slot + 1, None);
+        }
+        self.rates[slot] = rate;
+    }
+
+    /// Whether a connection that received at `own` bytes per second has a peer lagging far
+    /// behind it, whose stretch it should take over part of.
+    fn has_lagging_peer(&self, slot: usize, own: f64) -> bool {
+        self.peer_rates(slot)
+            .iter()
+            .any(|rate| lagging(&LAG_POLICY, *rate, LAG_POLICY.judged_after, &[own]))
     }
 
     /// Whether a new connection would find work (taking over part of a stretch).
@@ -162,12 +212,21 @@ impl Work {
         } else if !steal {
             return None;
         } else {
+            // The slowest connection that has chunks to spare (a connection not measured yet
+            // counts as fast), the one with the most of them among equals.
+            let rates = &self.rates;
             let victim = self
                 .spans
                 .iter_mut()
-                .flatten()
-                .filter(|s| Work::spare(s) >= 2)
-                .max_by_key(|s| Work::spare(s))?;
+                .enumerate()
+                .filter_map(|(i, s)| s.as_mut().map(|s| (rates.get(i).copied().flatten(), s)))
+                .filter(|(_, s)| Work::spare(s) >= 2)
+                .min_by(|(a, sa), (b, sb)| {
+                    let a = a.unwrap_or(f64::INFINITY);
+                    let b = b.unwrap_or(f64::INFINITY);
+                    a.total_cmp(&b).then(Work::spare(sb).cmp(&Work::spare(sa)))
+                })
+                .map(|(_, s)| s)?;
             let mid = victim.end - (Work::spare(victim) / 2).min(most);
             let taken = Span {
                 current: mid,
@@ -306,6 +365,7 @@ pub(crate) async fn fetch_ranged(
             // without cutting the first request short.
             unassigned: pending_stretches(&progress, connections.len().max(2)),
             spans: Vec::new(),
+            rates: Vec::new(),
         }),
         alive: AtomicUsize::new(0),
         on_disk: AtomicU64::new(progress.total()),
@@ -473,6 +533,8 @@ async fn worker(
         &shared.request.location,
     );
     let mut first = true;
+    // This connection's rate on the stretch it finished last.
+    let mut last_rate: Option<f64> = None;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -483,7 +545,9 @@ async fn worker(
         // hashed prefix and are read back from disk to be hashed, which costs CPU on a link
         // where the probe will not pay.
         let grew = governor.plan().grew;
-        let steal = std::mem::take(&mut first) || grew;
+        // A connection far faster than one still holding work takes over part of it too.
+        let outruns = last_rate.is_some_and(|own| shared.work().has_lagging_peer(slot, own));
+        let steal = std::mem::take(&mut first) || grew || outruns;
         let most = (probe && !grew).then_some(PROBE_CHUNKS);
         probe = false;
         if shared.work().take(slot, steal, most).is_none() {
@@ -496,6 +560,13 @@ async fn worker(
                 Ok(()) => {
                     retry.succeeded();
                     break;
+                }
+                Err(PieceError::Lagging { rate, best }) => {
+                    // Not a failure: the same stretch, from the bytes already handed to the
+                    // writer, over a new TCP connection (the dropped response closed this one).
+                    shared.work().set_rate(slot, None);
+                    tracing::debug!(file = %shared.request.location, rate, best, "connection far below its fastest peer; replaced by a new one");
+                    continue;
                 }
                 Err(PieceError::RangesUnsupported(reason)) => {
                     governor.refused();
@@ -548,8 +619,12 @@ async fn worker(
                 }
             }
         }
-        if let Some(span) = shared.work().spans.get_mut(slot) {
-            *span = None;
+        {
+            let mut work = shared.work();
+            if let Some(span) = work.spans.get_mut(slot) {
+                *span = None;
+            }
+            last_rate = work.rates.get(slot).copied().flatten();
         }
         // More connections open than the run's plan allows: close this one, unless it is the
         // file's last.
@@ -641,6 +716,8 @@ async fn fetch_span(
     let mut offset = start;
     let mut chunk_end = shared.chunk_end(chunk);
     let mut leftover: Option<Bytes> = None;
+    // When the first body bytes came, and the bytes since: this response's rate.
+    let mut measured: Option<(Instant, u64)> = None;
     loop {
         if offset == chunk_end {
             // A chunk boundary: go on unless the stretch ends here (or was cut here).
@@ -680,6 +757,7 @@ async fn fetch_span(
         if length == 0 {
             continue;
         }
+        let queue_wait = Instant::now();
         let queued = governor.queue(bytes.len()).await;
         if sender
             .send(Piece {
@@ -696,7 +774,31 @@ async fn fetch_span(
             return Ok(());
         }
         offset += length;
-        shared.work().sent[chunk] = offset - shared.chunk_start(chunk);
+        let now = Instant::now();
+        // The first piece starts the clock; the bytes after it are timed. Time spent waiting
+        // for room in the write queue is the disk's, not the connection's: it moves the
+        // start of the clock forward, so a connection is judged by what the network gives.
+        let (since, counted) = match measured {
+            None => (now, 0),
+            Some((since, counted)) => (since + now.duration_since(queue_wait), counted + length),
+        };
+        measured = Some((since, counted));
+        let elapsed = now.saturating_duration_since(since);
+        let lag = {
+            let mut work = shared.work();
+            work.sent[chunk] = offset - shared.chunk_start(chunk);
+            if elapsed >= LAG_POLICY.measured_after {
+                let rate = counted as f64 / elapsed.as_secs_f64();
+                work.set_rate(slot, Some(rate));
+                let peers = work.peer_rates(slot);
+                lagging(&LAG_POLICY, rate, elapsed, &peers).then(|| PieceError::Lagging {
+                    rate,
+                    best: peers.iter().copied().fold(0.0, f64::max),
+                })
+            } else {
+                None
+            }
+        };
         connection.receiving();
         governor.received(length);
         shared.transferred.fetch_add(length, Ordering::Relaxed);
@@ -708,6 +810,9 @@ async fn fetch_span(
             .and_then(|mut m| m.due(Instant::now(), on_disk));
         if let Some(speed) = due {
             shared.events.progress(on_disk, shared.size, speed);
+        }
+        if let Some(lag) = lag {
+            return Err(lag);
         }
     }
 }

@@ -1,4 +1,5 @@
 mod cache_limits;
+mod connections;
 mod example;
 mod faults;
 mod file_sets;
