@@ -3720,6 +3720,7 @@ print(json.dumps(out))
                 let binary = target_dir.join("debug/cache-consumers");
                 assert!(binary.is_file(), "no {}", binary.display());
                 binary
+            })
             .clone()
     }
 
