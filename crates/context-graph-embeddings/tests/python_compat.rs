@@ -2929,6 +2929,56 @@ mod one_plan_offline {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shared_blob_store_layout_of_huggingface_hub_2_4_reads_ready_offline_and_read_only()
+    {
+        let Some(py) = Py::find() else { return };
+        let world = world();
+        let cache = world.dir.path().join("hub");
+        world.python_fills(&py, &cache, None);
+        // Python's own code moves every LFS blob into its shared store (a link in each repo's
+        // blobs/ to <cache>/blobs/<2 hex>/<xet hash>), as a Xet download leaves it.
+        let published = py.run(
+            &[("HF_HUB_CACHE", cache.display().to_string())],
+            r#"
+import glob
+from huggingface_hub.utils import _shared_blobs as sb
+cache = os.environ["HF_HUB_CACHE"]
+n = 0
+for blob in sorted(glob.glob(os.path.join(cache, "models--*", "blobs", "*"))):
+    name = os.path.basename(blob)
+    if len(name) != 64:
+        continue
+    xet = hashlib.sha256(("xet" + name).encode()).hexdigest()
+    assert sb.publish_blob_to_shared_store(blob_path=blob, xet_hash=xet, cache_dir=cache,
+                                           expected_size=os.path.getsize(blob))
+    n += 1
+print(json.dumps(n))
+"#,
+        );
+        assert!(published.as_u64().unwrap() >= 8, "{published}");
+        let weights = world
+            .snapshot(&cache, ModelId::Semantic)
+            .join("model.safetensors");
+        let blob = world
+            .repo_dir(&cache, ModelId::Semantic)
+            .join("blobs")
+            .join(std::fs::read_link(&weights).unwrap().file_name().unwrap());
+        assert!(
+            blob.symlink_metadata().unwrap().file_type().is_symlink(),
+            "the weights' blob is a link into the shared store"
+        );
+        {
+            let _ro = ReadOnlyMount::new(&cache);
+            let manager = world.offline(&cache);
+            no_false_mismatch(&offline_status(&manager).await);
+            assert_all_ready(&manager);
+        }
+        let manager = world.offline(&cache);
+        no_false_mismatch(&offline_status(&manager).await);
+        assert_all_ready(&manager);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn missing_and_corrupt_files_are_named_offline_never_a_false_mismatch() {
         let Some(py) = Py::find() else { return };
         let world = world();
