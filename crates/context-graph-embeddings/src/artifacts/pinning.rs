@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::fileset::{PinnedFile, RepoFile};
+use super::fileset::{add_signature, PinnedFile, RepoFile};
 use super::hash::DigestKind;
 use super::ids::is_commit_hash;
 use super::manifest::{Manifest, ManifestEntry, ModelArtifact};
@@ -133,7 +133,11 @@ async fn pin_each(
             ));
             continue;
         }
-        match resolve_at(hub, artifact, &location).await {
+        let signature = manifest
+            .signatures
+            .for_model(artifact.model_id)
+            .map(|policy| policy.file.clone());
+        match resolve_at(hub, artifact, &location, signature.as_deref()).await {
             Ok(resolved) => apply(
                 artifact,
                 resolved,
@@ -160,17 +164,21 @@ struct Resolved {
     files: Option<Vec<PinnedFile>>,
 }
 
+/// With a signature policy (`signature`: the file it names), the set is always resolved on
+/// the tree and takes the signature file when the repo has it, so the lock pins it like the
+/// rest.
 async fn resolve_at(
     hub: &HubClient,
     artifact: &ModelArtifact,
     location: &FileLocation,
+    signature: Option<&str>,
 ) -> EmbeddingResult<Resolved> {
     let commit = if is_commit_hash(&location.revision) {
         location.revision.clone()
     } else {
         hub.resolve_revision(location).await?
     };
-    if artifact.selection.is_single_file() {
+    if artifact.selection.is_single_file() && signature.is_none() {
         let (sha256, size) = hub.lfs_info(location, &commit).await?;
         return Ok(Resolved {
             commit,
@@ -185,12 +193,13 @@ async fn resolve_at(
     };
     let tree = hub.list_tree(&at_commit, &commit).await?;
     let selection = &artifact.selection;
-    let files = if selection.preset.is_some() || !selection.include.is_empty() {
+    let mut files = if selection.preset.is_some() || !selection.include.is_empty() {
         // Patterns and presets define the set; a `files` list is their last resolution.
         resolve_from_tree(hub, artifact, &commit, &tree, &at_commit, &BTreeMap::new()).await?
     } else {
         listed_at(artifact, &tree, &at_commit)?
     };
+    add_signature(&mut files, &tree, signature);
     let weights = files
         .iter()
         .find(|f| f.path == artifact.filename)
