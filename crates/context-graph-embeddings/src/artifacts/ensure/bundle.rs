@@ -142,7 +142,11 @@ pub(crate) async fn import(ctx: &Context, path: &Path) -> EmbeddingResult<Bundle
         if !checked.insert((file.model_id, file.commit.clone())) {
             continue;
         }
-        if let Some(artifact) = ctx.manifest.artifacts().find(|a| a.model_id == file.model_id) {
+        if let Some(artifact) = ctx
+            .manifest
+            .artifacts()
+            .find(|a| a.model_id == file.model_id)
+        {
             check_signature(ctx, artifact, &file.commit).await?;
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::artifacts::config::ArtifactManagerConfig;
 use crate::artifacts::fileset::PinnedFile;
+use crate::artifacts::manifest::SignaturePolicies;
 use crate::artifacts::manifest::{Manifest, ModelArtifact};
 use crate::artifacts::progress::ProgressEmitter;
 use crate::artifacts::remote::client::HubClient;
@@ -20,7 +21,6 @@ use crate::artifacts::remote::mirror::Mirror;
 use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
-use crate::artifacts::manifest::SignaturePolicies;
 use crate::artifacts::store::stamp::{SignatureStamp, UnrecordedStamps, VerificationStamp};
 use crate::artifacts::transfer::adapt::ConnectionGovernor;
 use crate::artifacts::transfer::request::FetchSettings;

@@ -14,12 +14,12 @@ use super::plan::{
     pinned_weights, plan_at, plan_locally, signature_record, FileRole, PlannedFile, SetOrigin,
 };
 use crate::artifacts::manifest::ModelArtifact;
+use crate::artifacts::signature::{SignatureMode, SignaturePolicy};
 use crate::artifacts::store::budget::Protected;
 use crate::artifacts::store::fs::link_at_or_above;
 use crate::artifacts::store::layout::{
     entry_stays_inside, partial_files, snapshot_link_blob_name, CacheLayout,
 };
-use crate::artifacts::signature::{SignatureMode, SignaturePolicy};
 use crate::artifacts::store::stamp::{SignatureStamp, VerificationStamp};
 
 /// Where the expected hash of a file comes from.

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::context::CacheView;
 use crate::artifacts::fileset::{
-    add_signature, documents_needed, is_safetensors_index, select, FileSelection, PinnedFile, RepoFile,
-    MODULES_JSON, TOKENIZER_FILES,
+    add_signature, documents_needed, is_safetensors_index, select, FileSelection, PinnedFile,
+    RepoFile, MODULES_JSON, TOKENIZER_FILES,
 };
 use crate::artifacts::hash::{git_blob_sha1_hex, sha256_hex, DigestKind};
 use crate::artifacts::manifest::{ModelArtifact, SignaturePolicies};
@@ -243,7 +243,11 @@ pub(crate) fn set_record(
     commit: &str,
     signature: Option<&str>,
 ) -> PathBuf {
-    layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact, signature))
+    layout.set_record_path(
+        &artifact.repo_id,
+        commit,
+        &selection_key(artifact, signature),
+    )
 }
 
 /// Where the verdict on the model's signature at `commit` under `policy` is recorded.
@@ -331,7 +335,11 @@ pub(crate) fn plan_locally(
 }
 
 /// The model's plan at `commit` from the cache alone (see the module note). Blocking.
-pub(crate) fn plan_at(view: &CacheView, artifact: &ModelArtifact, commit: &str) -> Option<ModelPlan> {
+pub(crate) fn plan_at(
+    view: &CacheView,
+    artifact: &ModelArtifact,
+    commit: &str,
+) -> Option<ModelPlan> {
     let repo = &artifact.repo_id;
     let commit = commit.to_owned();
     let weights_entry = view.layout.snapshot_path(repo, &commit, &artifact.filename);

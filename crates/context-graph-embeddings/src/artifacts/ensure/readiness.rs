@@ -15,10 +15,10 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::context::Context;
+use super::local::SignatureState;
 use super::local::{
     expected_hash, inspect, inspect_async, Entry, FileState, HashSource, LocalState,
 };
-use super::local::SignatureState;
 use super::plan::{FileRole, SetOrigin};
 use super::signed::check_signature;
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};

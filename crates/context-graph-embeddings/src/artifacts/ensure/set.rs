@@ -65,11 +65,10 @@ pub(crate) async fn resolve_plan(
         events.warning(format!(
             "{error}; this process keeps the file set in memory, a later run lists the tree again"
         ));
-        ctx.memory
-            .remember_set(
-                &set_record(&ctx.layout, artifact, commit, signature.as_deref()),
-                files.clone(),
-            );
+        ctx.memory.remember_set(
+            &set_record(&ctx.layout, artifact, commit, signature.as_deref()),
+            files.clone(),
+        );
     }
     Ok(
         ModelPlan::new(artifact, commit, weights, &files, SetOrigin::Hub)

@@ -91,9 +91,11 @@ fn check_blocking(
         let sha256 = match stamp.content_sha256() {
             Some(sha256) => sha256.to_owned(),
             // A stamp written before the SHA-256 was kept: a regular file, so small.
-            None => hash_file_as(path, DigestKind::Sha256)
-                .map_err(|e| EmbeddingError::io("cannot read", path, e))?
-                .0,
+            None => {
+                hash_file_as(path, DigestKind::Sha256)
+                    .map_err(|e| EmbeddingError::io("cannot read", path, e))?
+                    .0
+            }
         };
         pairs.push((file.file.path.clone(), sha256));
     }

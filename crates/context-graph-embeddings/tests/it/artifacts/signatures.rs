@@ -983,7 +983,8 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
     assert!(
         matches!(
             error_of(ModelId::Causal),
-            EmbeddingError::SignatureWrongSigner { .. } | EmbeddingError::SignatureBadSignature { .. }
+            EmbeddingError::SignatureWrongSigner { .. }
+                | EmbeddingError::SignatureBadSignature { .. }
         ),
         "{:?}",
         error_of(ModelId::Causal)
@@ -996,25 +997,49 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         eprintln!("{id:?}: {}", error_of(*id));
     }
 
-    let model = first.verified_model(ModelId::Semantic).expect("signed and verified");
+    let model = first
+        .verified_model(ModelId::Semantic)
+        .expect("signed and verified");
     let names: Vec<String> = model
         .files
         .iter()
-        .map(|p| p.strip_prefix(&model.snapshot_dir).unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            p.strip_prefix(&model.snapshot_dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert!(names.contains(&"model.sig".to_owned()), "{names:?}");
     let weights = model.weights.clone();
     let check_report = |manager: &ModelArtifactManager, when: &str| {
         let report = manager.readiness_report();
-        assert!(report.ready_models.contains(&ModelId::Semantic), "{when}: {report:#?}");
-        let row = report.models.iter().find(|m| m.model_id == ModelId::Semantic).unwrap();
+        assert!(
+            report.ready_models.contains(&ModelId::Semantic),
+            "{when}: {report:#?}"
+        );
+        let row = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap();
         let signer = row.signer.as_deref().expect("the signer");
         assert!(signer.starts_with("P-256 key sha256:"), "{when}: {signer}");
-        let sig_row = row.files.iter().find(|f| f.path == "model.sig").expect("in the set");
+        let sig_row = row
+            .files
+            .iter()
+            .find(|f| f.path == "model.sig")
+            .expect("in the set");
         assert_eq!(sig_row.state, ReadinessState::Ready);
         for (id, _) in &failures {
-            assert!(!report.ready_models.contains(id), "{when}: {id:?} reported ready");
-            assert!(manager.verified_model(*id).is_none(), "{when}: {id:?} reaches the registry");
+            assert!(
+                !report.ready_models.contains(id),
+                "{when}: {id:?} reported ready"
+            );
+            assert!(
+                manager.verified_model(*id).is_none(),
+                "{when}: {id:?} reaches the registry"
+            );
             let row = report.models.iter().find(|m| m.model_id == *id).unwrap();
             assert_ne!(row.state, ReadinessState::Ready, "{when}: {row:?}");
             assert_eq!(row.signer, None, "{when}: {row:?}");
@@ -1054,18 +1079,31 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
     let _mount = super::read_only::ReadOnlyMount::new(&cache_dir);
     let third = manager();
     let report = third.readiness_report();
-    let row = report.models.iter().find(|m| m.model_id == ModelId::Semantic).unwrap();
+    let row = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap();
     assert_ne!(row.state, ReadinessState::Ready, "no verdict: {row:?}");
     assert!(
-        row.problem.as_deref().is_some_and(|p| p.contains("model.sig is not verified")),
+        row.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("model.sig is not verified")),
         "{row:?}"
     );
     let outcomes = third.verify_present(2, true).await;
-    let semantic = outcomes.iter().find(|o| o.model_id == ModelId::Semantic).unwrap();
+    let semantic = outcomes
+        .iter()
+        .find(|o| o.model_id == ModelId::Semantic)
+        .unwrap();
     assert_eq!(semantic.verified, Some(true), "{semantic:?}");
     check_report(&third, "read-only, verified in memory");
     let notice = third.unrecorded_stamps().expect("the one notice");
     assert!(notice.reason.contains("Read-only"), "{notice:?}");
-    assert_eq!(super::read_only::tree(&cache_dir), before, "nothing written");
+    assert_eq!(
+        super::read_only::tree(&cache_dir),
+        before,
+        "nothing written"
+    );
     assert_eq!(times_hashed(&weights), 0);
 }
