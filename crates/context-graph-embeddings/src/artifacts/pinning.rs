@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::fileset::{add_signature, PinnedFile, RepoFile};
-use super::hash::DigestKind;
+use super::hash::{git_blob_sha1_hex, sha256_hex, DigestKind};
+use super::signature::SignatureVerifier;
 use super::ids::is_commit_hash;
 use super::manifest::{Manifest, ManifestEntry, ModelArtifact};
 use super::model_files::tracked_branch;
@@ -133,11 +134,14 @@ async fn pin_each(
             ));
             continue;
         }
-        let signature = manifest
-            .signatures
-            .for_model(artifact.model_id)
-            .map(|policy| policy.file.clone());
-        match resolve_at(hub, artifact, &location, signature.as_deref()).await {
+        let verifier = match load_verifier(manifest, artifact).await {
+            Ok(verifier) => verifier,
+            Err(error) => {
+                failures.push((artifact.model_id, error));
+                continue;
+            }
+        };
+        match resolve_at(hub, artifact, &location, verifier.as_ref()).await {
             Ok(resolved) => apply(
                 artifact,
                 resolved,
@@ -164,15 +168,32 @@ struct Resolved {
     files: Option<Vec<PinnedFile>>,
 }
 
-/// With a signature policy (`signature`: the file it names), the set is always resolved on
-/// the tree and takes the signature file when the repo has it, so the lock pins it like the
-/// rest.
+/// The model's signature policy loaded (its key or root read off the async threads).
+async fn load_verifier(
+    manifest: &Manifest,
+    artifact: &ModelArtifact,
+) -> EmbeddingResult<Option<SignatureVerifier>> {
+    if manifest.signatures.for_model(artifact.model_id).is_none() {
+        return Ok(None);
+    }
+    let policies = manifest.signatures.clone();
+    let model_id = artifact.model_id;
+    tokio::task::spawn_blocking(move || policies.verifier_for(model_id))
+        .await
+        .unwrap_or_else(|e| Err(EmbeddingError::Config(format!("signature policy: {e}"))))
+}
+
+/// With a signature policy (`verifier`), the set is always resolved on the tree and takes the
+/// signature file when the repo has it, so the lock pins it like the rest; and the pin moves
+/// only to signed content: the signature at the commit must verify under the same policy
+/// against the SHA-256 of every file of the set.
 async fn resolve_at(
     hub: &HubClient,
     artifact: &ModelArtifact,
     location: &FileLocation,
-    signature: Option<&str>,
+    verifier: Option<&SignatureVerifier>,
 ) -> EmbeddingResult<Resolved> {
+    let signature = verifier.map(SignatureVerifier::signature_file);
     let commit = if is_commit_hash(&location.revision) {
         location.revision.clone()
     } else {
@@ -200,6 +221,9 @@ async fn resolve_at(
         listed_at(artifact, &tree, &at_commit)?
     };
     add_signature(&mut files, &tree, signature);
+    if let Some(verifier) = verifier {
+        check_signature_at(hub, artifact, &at_commit, &files, verifier).await?;
+    }
     let weights = files
         .iter()
         .find(|f| f.path == artifact.filename)
@@ -213,6 +237,64 @@ async fn resolve_at(
         commit,
         files: Some(files),
     })
+}
+
+/// Largest regular file fetched to learn its SHA-256 for a signature check at a head.
+const MAX_SIGNED_SMALL_FILE: u64 = 16 << 20;
+
+/// The signature at `at_commit` checked under the policy against the set the pin would take:
+/// an LFS file's SHA-256 is the tree's; a regular file (small) and the signature are fetched
+/// by commit, checked by their git blob id, and hashed. The refusal is the verifier's error.
+async fn check_signature_at(
+    hub: &HubClient,
+    artifact: &ModelArtifact,
+    at_commit: &FileLocation,
+    files: &[PinnedFile],
+    verifier: &SignatureVerifier,
+) -> EmbeddingResult<()> {
+    let mut bundle = None;
+    let mut pairs = Vec::with_capacity(files.len());
+    for file in files {
+        let is_signature = file.path == verifier.signature_file();
+        if file.kind == DigestKind::Sha256 && !is_signature {
+            pairs.push((file.path.clone(), file.digest.clone()));
+            continue;
+        }
+        let location = FileLocation {
+            filename: file.path.clone(),
+            ..at_commit.clone()
+        };
+        let url = hub.resolve_url(&artifact.repo_id, &at_commit.revision, &file.path);
+        let bytes = hub
+            .get_small(&url, MAX_SIGNED_SMALL_FILE, &location)
+            .await?;
+        let actual = match file.kind {
+            DigestKind::Sha256 => sha256_hex(&bytes),
+            DigestKind::GitBlobSha1 => git_blob_sha1_hex(&bytes),
+        };
+        if actual != file.digest {
+            return Err(EmbeddingError::Protocol {
+                location,
+                reason: format!(
+                    "the bytes served for `{}` have {} {actual}, the tree lists {}",
+                    file.path,
+                    file.kind.label(),
+                    file.digest
+                ),
+            });
+        }
+        if is_signature {
+            bundle = Some(bytes);
+        } else {
+            pairs.push((file.path.clone(), sha256_hex(&bytes)));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_str()))
+        .collect();
+    verifier.verify_if_present(bundle.as_deref(), &pairs)?;
+    Ok(())
 }
 
 /// An explicit list (`files` without patterns) as the tree has it at the commit: the same

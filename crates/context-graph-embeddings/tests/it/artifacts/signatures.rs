@@ -1071,6 +1071,38 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         "checking the signature never hashes the weight file again"
     );
 
+    // Pins move only to signed content: `lock` pins `model.sig` with the set of the signed
+    // repo, and refuses each tampered head with the same error as `ensure`.
+    let upgraded = second
+        .upgrade_pins(&[ModelId::Semantic])
+        .await
+        .expect("the signed head");
+    let entry = upgraded
+        .manifest
+        .artifacts()
+        .find(|a| a.model_id == ModelId::Semantic)
+        .unwrap();
+    let locked: Vec<&str> = entry
+        .selection
+        .files
+        .iter()
+        .flatten()
+        .map(|f| f.path.as_str())
+        .collect();
+    assert!(locked.contains(&"model.sig"), "{locked:?}");
+    match second.pin_manifest().await {
+        Err(EmbeddingError::DownloadsFailed(refused)) => {
+            let ids: Vec<ModelId> = refused.iter().map(|(id, _)| *id).collect();
+            let expected: Vec<ModelId> = failures.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids.len(), 4, "{refused:?}");
+            assert!(expected.iter().all(|id| ids.contains(id)), "{refused:?}");
+            for (id, error) in &refused {
+                assert_eq!(error.to_string(), error_of(*id).to_string(), "{id:?}");
+            }
+        }
+        other => panic!("lock must refuse the tampered heads: {other:?}"),
+    }
+
     // A read-only cache without the verdict: `verify` checks the signature from the stamps,
     // keeps the verdict in memory with the one notice, and writes nothing.
     let records = cache_dir.join("models--publisher--signed/.cg-models-v1/signatures");
