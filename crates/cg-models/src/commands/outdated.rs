@@ -78,6 +78,11 @@ pub(super) async fn run(
             };
             output.result_line(format!("  {:<40} {what}", file.path));
         }
+        if let Some(refused) = &drift.head_signature_refused {
+            output.result_line(format!(
+                "  the head's signature does not verify; `lock --upgrade` refuses it: {refused}"
+            ));
+        }
     }
     let stale: Vec<&str> = drifts
         .iter()

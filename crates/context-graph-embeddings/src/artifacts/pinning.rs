@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::fileset::{add_signature, PinnedFile, RepoFile};
-use super::hash::{git_blob_sha1_hex, sha256_hex, DigestKind};
-use super::signature::SignatureVerifier;
+use super::hash::DigestKind;
 use super::ids::is_commit_hash;
 use super::manifest::{Manifest, ManifestEntry, ModelArtifact};
 use super::model_files::tracked_branch;
 use super::remote::client::HubClient;
-use super::remote::tree::resolve_from_tree;
+use super::remote::tree::{check_signature_at, resolve_from_tree};
+use super::signature::SignatureVerifier;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
@@ -169,7 +169,7 @@ struct Resolved {
 }
 
 /// The model's signature policy loaded (its key or root read off the async threads).
-async fn load_verifier(
+pub(crate) async fn load_verifier(
     manifest: &Manifest,
     artifact: &ModelArtifact,
 ) -> EmbeddingResult<Option<SignatureVerifier>> {
@@ -237,64 +237,6 @@ async fn resolve_at(
         commit,
         files: Some(files),
     })
-}
-
-/// Largest regular file fetched to learn its SHA-256 for a signature check at a head.
-const MAX_SIGNED_SMALL_FILE: u64 = 16 << 20;
-
-/// The signature at `at_commit` checked under the policy against the set the pin would take:
-/// an LFS file's SHA-256 is the tree's; a regular file (small) and the signature are fetched
-/// by commit, checked by their git blob id, and hashed. The refusal is the verifier's error.
-async fn check_signature_at(
-    hub: &HubClient,
-    artifact: &ModelArtifact,
-    at_commit: &FileLocation,
-    files: &[PinnedFile],
-    verifier: &SignatureVerifier,
-) -> EmbeddingResult<()> {
-    let mut bundle = None;
-    let mut pairs = Vec::with_capacity(files.len());
-    for file in files {
-        let is_signature = file.path == verifier.signature_file();
-        if file.kind == DigestKind::Sha256 && !is_signature {
-            pairs.push((file.path.clone(), file.digest.clone()));
-            continue;
-        }
-        let location = FileLocation {
-            filename: file.path.clone(),
-            ..at_commit.clone()
-        };
-        let url = hub.resolve_url(&artifact.repo_id, &at_commit.revision, &file.path);
-        let bytes = hub
-            .get_small(&url, MAX_SIGNED_SMALL_FILE, &location)
-            .await?;
-        let actual = match file.kind {
-            DigestKind::Sha256 => sha256_hex(&bytes),
-            DigestKind::GitBlobSha1 => git_blob_sha1_hex(&bytes),
-        };
-        if actual != file.digest {
-            return Err(EmbeddingError::Protocol {
-                location,
-                reason: format!(
-                    "the bytes served for `{}` have {} {actual}, the tree lists {}",
-                    file.path,
-                    file.kind.label(),
-                    file.digest
-                ),
-            });
-        }
-        if is_signature {
-            bundle = Some(bytes);
-        } else {
-            pairs.push((file.path.clone(), sha256_hex(&bytes)));
-        }
-    }
-    let pairs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(p, d)| (p.as_str(), d.as_str()))
-        .collect();
-    verifier.verify_if_present(bundle.as_deref(), &pairs)?;
-    Ok(())
 }
 
 /// An explicit list (`files` without patterns) as the tree has it at the commit: the same

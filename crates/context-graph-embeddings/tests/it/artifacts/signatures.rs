@@ -1103,6 +1103,27 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         other => panic!("lock must refuse the tampered heads: {other:?}"),
     }
 
+    // `outdated` checks the head's versions of the pinned files (here the weight file, the
+    // entries being unlocked) and the signature under the same policy.
+    let drifts = second.check_outdated(&[]).await.expect("outdated");
+    let refused = |id: ModelId| {
+        drifts
+            .iter()
+            .find(|d| d.model_id == id)
+            .unwrap()
+            .head_signature_refused
+            .clone()
+    };
+    assert_eq!(refused(ModelId::Semantic), None);
+    assert_eq!(
+        refused(ModelId::Causal).as_deref(),
+        Some(error_of(ModelId::Causal).to_string().as_str())
+    );
+    assert_eq!(
+        refused(ModelId::Graph).as_deref(),
+        Some(error_of(ModelId::Graph).to_string().as_str())
+    );
+
     // A read-only cache without the verdict: `verify` checks the signature from the stamps,
     // keeps the verdict in memory with the one notice, and writes nothing.
     let records = cache_dir.join("models--publisher--signed/.cg-models-v1/signatures");
