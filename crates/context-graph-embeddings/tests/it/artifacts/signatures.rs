@@ -1124,6 +1124,52 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         Some(error_of(ModelId::Graph).to_string().as_str())
     );
 
+    // A bundle carries the signature file (a file of the set), and import checks it like a
+    // download: the model is ready at the other site with its signer, no hashing of weights.
+    let bundle = temp.path().join("signed.tar");
+    let exported = second
+        .export_bundle(&bundle, &[ModelId::Semantic])
+        .await
+        .expect("export");
+    assert!(
+        exported.files.iter().any(|f| f.path == "model.sig"),
+        "{exported:?}"
+    );
+    let site_cache = temp.path().join("site");
+    let site = ModelArtifactManager::new(ArtifactManagerConfig {
+        cache_dir: site_cache.clone(),
+        endpoint: "http://127.0.0.1:9".to_owned(),
+        manifest_path: Some(manifest_path.clone()),
+        hf_token: None,
+        implicit_token: false,
+        offline: true,
+        ..ArtifactManagerConfig::from_env()
+    })
+    .unwrap();
+    site.import_bundle(&bundle).await.expect("import");
+    let report = site.readiness_report();
+    let row = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(row.state, ReadinessState::Ready, "{row:?}");
+    assert_eq!(
+        row.signer,
+        check_report(&second, "before the bundle")
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap()
+            .signer
+    );
+    let site_records = site_cache.join("models--publisher--signed/.cg-models-v1/signatures");
+    assert_eq!(
+        fs::read_dir(&site_records).unwrap().count(),
+        1,
+        "the verdict is recorded"
+    );
+
     // A read-only cache without the verdict: `verify` checks the signature from the stamps,
     // keeps the verdict in memory with the one notice, and writes nothing.
     let records = cache_dir.join("models--publisher--signed/.cg-models-v1/signatures");
