@@ -206,6 +206,38 @@ impl SignatureStamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_verdict_holds_only_for_the_same_policy_and_the_same_files() {
+        let verdict = SignatureStamp {
+            policy: "key a".to_owned(),
+            signer: "P-256 key sha256:0123".to_owned(),
+            signer_key_sha256: "0".repeat(64),
+            files: [("config.json", "b1"), ("model.sig", "c1"), ("w", "a1")]
+                .into_iter()
+                .map(|(p, d)| (p.to_owned(), d.to_owned()))
+                .collect(),
+            verified_at: 0,
+        };
+        let same = [("w", "a1"), ("config.json", "B1"), ("model.sig", "c1")];
+        assert!(verdict.holds_for("key a", same));
+        assert!(!verdict.holds_for("key b", same), "another policy");
+        let changed = [("w", "a1"), ("config.json", "b2"), ("model.sig", "c1")];
+        assert!(!verdict.holds_for("key a", changed), "a file changed");
+        let fewer = [("w", "a1"), ("model.sig", "c1")];
+        assert!(!verdict.holds_for("key a", fewer), "a file left the set");
+        let more = [
+            ("w", "a1"),
+            ("config.json", "b1"),
+            ("model.sig", "c1"),
+            ("extra", "d1"),
+        ];
+        assert!(!verdict.holds_for("key a", more), "a file joined the set");
+        let text = br#"{"sha256":"ab","fingerprint":{"size":1,"mtime_ns":2,"inode":3,"device":4},"verified_at":5}"#;
+        let old: VerificationStamp = serde_json::from_slice(text).unwrap();
+        assert_eq!(old.content_sha256, None, "stamps written before still read");
+        assert_eq!(old.content_sha256(), None);
+    }
     use crate::artifacts::hash::sha256_hex;
 
     #[test]
