@@ -28,7 +28,7 @@ use crate::model_id::ModelId;
 pub struct PinChange {
     /// The model.
     pub model_id: ModelId,
-    /// `revision`, `sha256`, `size_bytes` or `files`.
+    /// `revision`, `sha256`, `size_bytes`, `files` or `signed_by`.
     pub field: &'static str,
     /// The manifest's value (`None` when unknown).
     pub old: Option<String>,
@@ -166,6 +166,8 @@ struct Resolved {
     size: u64,
     /// The whole set, for an entry that is more than its weight file.
     files: Option<Vec<PinnedFile>>,
+    /// The SHA-256 of the signing key, when the model's policy verified a signature there.
+    signed_by: Option<String>,
 }
 
 /// The model's signature policy loaded (its key or root read off the async threads).
@@ -206,6 +208,7 @@ async fn resolve_at(
             sha256: Some(sha256),
             size,
             files: None,
+            signed_by: None,
         });
     }
     let at_commit = FileLocation {
@@ -221,9 +224,12 @@ async fn resolve_at(
         listed_at(artifact, &tree, &at_commit)?
     };
     add_signature(&mut files, &tree, signature);
-    if let Some(verifier) = verifier {
-        check_signature_at(hub, artifact, &at_commit, &files, verifier).await?;
-    }
+    let signed_by = match verifier {
+        Some(verifier) => check_signature_at(hub, artifact, &at_commit, &files, verifier)
+            .await?
+            .map(|v| v.signer_key_sha256),
+        None => None,
+    };
     let weights = files
         .iter()
         .find(|f| f.path == artifact.filename)
@@ -236,6 +242,7 @@ async fn resolve_at(
         size: weights.size_bytes,
         commit,
         files: Some(files),
+        signed_by,
     })
 }
 
@@ -333,6 +340,12 @@ fn apply(
             describe_files(files),
         );
     }
+    if let Some(signer) = &resolved.signed_by {
+        // A new signing key for the same policy (a certificate policy trusts a root and an
+        // identity, not one key) is a change to review like any other.
+        record("signed_by", artifact.signed_by.clone(), signer.clone());
+    }
+    artifact.signed_by = resolved.signed_by;
     artifact.revision = Some(resolved.commit);
     artifact.sha256 = resolved.sha256;
     artifact.size_bytes = Some(resolved.size);

@@ -813,6 +813,7 @@ mod tests {
             revision: Some(revision.to_owned()),
             branch: None,
             selection: Default::default(),
+            signed_by: None,
         }
     }
 

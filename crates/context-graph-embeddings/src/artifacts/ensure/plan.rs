@@ -556,6 +556,7 @@ mod tests {
             revision: None,
             branch: None,
             selection: FileSelection::default(),
+            signed_by: None,
         };
         let set = vec![
             PinnedFile {

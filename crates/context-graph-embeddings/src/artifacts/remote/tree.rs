@@ -13,7 +13,7 @@ use super::client::HubClient;
 use crate::artifacts::fileset::{documents_needed, select, PinnedFile, RepoFile};
 use crate::artifacts::hash::{git_blob_sha1_hex, sha256_hex, DigestKind};
 use crate::artifacts::manifest::ModelArtifact;
-use crate::artifacts::signature::SignatureVerifier;
+use crate::artifacts::signature::{SignatureVerifier, VerifiedSignature};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// Largest document read to resolve a set (a `modules.json`, a safetensors index).
@@ -91,14 +91,15 @@ const MAX_SIGNED_SMALL_FILE: u64 = 16 << 20;
 
 /// The signature at `at_commit` checked under the policy against the set the pin would take:
 /// an LFS file's SHA-256 is the tree's; a regular file (small) and the signature are fetched
-/// by commit, checked by their git blob id, and hashed. The refusal is the verifier's error.
+/// by commit, checked by their git blob id, and hashed. The refusal is the verifier's error;
+/// `Ok(None)`: unsigned and accepted (`if-present`).
 pub(crate) async fn check_signature_at(
     hub: &HubClient,
     artifact: &ModelArtifact,
     at_commit: &FileLocation,
     files: &[PinnedFile],
     verifier: &SignatureVerifier,
-) -> EmbeddingResult<()> {
+) -> EmbeddingResult<Option<VerifiedSignature>> {
     let mut bundle = None;
     let mut pairs = Vec::with_capacity(files.len());
     for file in files {
@@ -140,6 +141,5 @@ pub(crate) async fn check_signature_at(
         .iter()
         .map(|(p, d)| (p.as_str(), d.as_str()))
         .collect();
-    verifier.verify_if_present(bundle.as_deref(), &pairs)?;
-    Ok(())
+    verifier.verify_if_present(bundle.as_deref(), &pairs)
 }

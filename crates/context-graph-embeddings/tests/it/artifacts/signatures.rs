@@ -1090,6 +1090,39 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         .map(|f| f.path.as_str())
         .collect();
     assert!(locked.contains(&"model.sig"), "{locked:?}");
+    let signed_by = entry.signed_by.clone().expect("lock records the signer");
+    assert_eq!(signed_by.len(), 64);
+    let status_signer = check_report(&second, "before lock")
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap()
+        .signer
+        .clone()
+        .unwrap();
+    assert!(
+        status_signer.ends_with(&signed_by[..16]),
+        "{status_signer} {signed_by}"
+    );
+    assert!(upgraded
+        .filled
+        .iter()
+        .any(|c| c.field == "signed_by" && c.new == signed_by));
+    let written = upgraded.manifest.to_json_pretty();
+    assert!(
+        written.contains(&format!("\"signed_by\": \"{signed_by}\"")),
+        "{written}"
+    );
+    let reread = context_graph_embeddings::artifacts::Manifest::parse(&written, "locked").unwrap();
+    assert_eq!(
+        reread
+            .artifacts()
+            .find(|a| a.model_id == ModelId::Semantic)
+            .unwrap()
+            .signed_by
+            .as_deref(),
+        Some(signed_by.as_str())
+    );
     match second.pin_manifest().await {
         Err(EmbeddingError::DownloadsFailed(refused)) => {
             let ids: Vec<ModelId> = refused.iter().map(|(id, _)| *id).collect();
