@@ -593,13 +593,21 @@ pub(crate) async fn verify_file(
         stamp.content_sha256 = content_sha256;
         // A stamp that already says this keeps its record (and its source); none is written,
         // so a read-only cache with our stamps needs no write at all.
-        let current = VerificationStamp::read(&written).filter(|s| {
-            s.sha256 == stamp.sha256
-                && s.fingerprint == stamp.fingerprint
-                && s.content_sha256() == stamp.content_sha256()
-        });
+        let current = VerificationStamp::read(&written)
+            .filter(|s| s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint);
         if let Some(current) = current {
-            return Ok((current, None));
+            if current.content_sha256() == stamp.content_sha256() {
+                return Ok((current, None));
+            }
+            // A stamp from before the SHA-256 was kept: upgraded where the cache is
+            // writable; where it is not, the old stamp still vouches for the file (a
+            // signature check then hashes this small file again).
+            let mut upgraded = current.clone();
+            upgraded.content_sha256.clone_from(&stamp.content_sha256);
+            return Ok(match upgraded.write(&written) {
+                Ok(()) => (upgraded, None),
+                Err(_) => (current, None),
+            });
         }
         let unwritten = stamp.write(&written).err();
         Ok((stamp, unwritten))
