@@ -884,7 +884,7 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
     let Some(python) = tool() else { return };
     let temp = tempfile::tempdir().unwrap();
     let (private, public) = openssl_key_pair(temp.path(), "publisher");
-    let (other_private, _) = openssl_key_pair(temp.path(), "other");
+    let (other_private, other_public) = openssl_key_pair(temp.path(), "other");
     let unsigned = model_folder(&temp.path().join("unsigned-root"));
     let signed = temp.path().join("signed");
     copy_dir(&unsigned, &signed);
@@ -1202,6 +1202,53 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         1,
         "the verdict is recorded"
     );
+
+    // Another policy (the other key) over the same cache: the verdict recorded under the
+    // publisher's key does not hold for it, and `verify` refuses the publisher's signature.
+    let other_dir = temp.path().join("other-deploy");
+    fs::create_dir(&other_dir).unwrap();
+    fs::copy(&other_public, other_dir.join("publisher.pub.pem")).unwrap();
+    let other_manifest = other_dir.join("models.json");
+    fs::copy(&manifest_path, &other_manifest).unwrap();
+    let strict = ModelArtifactManager::new(ArtifactManagerConfig {
+        cache_dir: cache_dir.clone(),
+        endpoint: hub.endpoint(),
+        manifest_path: Some(other_manifest),
+        hf_token: None,
+        implicit_token: false,
+        offline: true,
+        ..ArtifactManagerConfig::from_env()
+    })
+    .unwrap();
+    let report = strict.readiness_report();
+    let row = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(row.state, ReadinessState::Unverified, "{row:?}");
+    assert_eq!(row.signer, None);
+    assert!(
+        row.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("model.sig is not verified")),
+        "{row:?}"
+    );
+    let outcomes = strict.verify_present(2, true).await;
+    let semantic = outcomes
+        .iter()
+        .find(|o| o.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(semantic.verified, Some(false), "{semantic:?}");
+    assert!(
+        semantic
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("another key")),
+        "{semantic:?}"
+    );
+    assert!(strict.verified_model(ModelId::Semantic).is_none());
+    check_report(&manager(), "the publisher's policy again");
 
     // A read-only cache without the verdict: `verify` checks the signature from the stamps,
     // keeps the verdict in memory with the one notice, and writes nothing.
