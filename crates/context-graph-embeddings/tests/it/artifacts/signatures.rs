@@ -1012,6 +1012,9 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         .collect();
     assert!(names.contains(&"model.sig".to_owned()), "{names:?}");
     let weights = model.weights.clone();
+    // The blob the snapshot entry links to: hashing it by that name would be a read too.
+    let weights_blob = fs::canonicalize(&weights).unwrap();
+    assert_ne!(weights_blob, weights, "a link to the blob");
     let check_report = |manager: &ModelArtifactManager, when: &str| {
         let report = manager.readiness_report();
         assert!(
@@ -1285,4 +1288,11 @@ async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
         "nothing written"
     );
     assert_eq!(times_hashed(&weights), 0);
+    assert_eq!(times_hashed(&weights_blob), 0);
+    // The counter is live: `verify` that re-hashes reads the weight file, once.
+    let rehashed = third.verify_present(2, false).await;
+    assert!(rehashed
+        .iter()
+        .any(|o| o.model_id == ModelId::Semantic && o.verified == Some(true)));
+    assert_eq!(times_hashed(&weights), 1);
 }
