@@ -78,13 +78,32 @@ pub(super) async fn run(
             };
             output.result_line(format!("  {:<40} {what}", file.path));
         }
+        if let Some(refused) = &drift.head_signature_refused {
+            output.result_line(format!(
+                "  the head's signature does not verify; `lock --upgrade` refuses it: {refused}"
+            ));
+        }
     }
     let stale: Vec<&str> = drifts
         .iter()
-        .filter(|d| d.is_outdated())
+        .filter(|d| d.is_outdated() && d.head_signature_refused.is_none())
         .map(|d| d.model_id.as_str())
         .collect();
-    let code = if stale.is_empty() {
+    let unsigned_heads: Vec<&str> = drifts
+        .iter()
+        .filter(|d| d.is_outdated() && d.head_signature_refused.is_some())
+        .map(|d| d.model_id.as_str())
+        .collect();
+    if !unsigned_heads.is_empty() {
+        output.info(format!(
+            "{} head(s) whose signature does not verify under the model's policy: {}. `lock --upgrade` refuses to move the pin there.",
+            unsigned_heads.len(),
+            unsigned_heads.join(", ")
+        ));
+    }
+    let code = if !unsigned_heads.is_empty() && stale.is_empty() {
+        EXIT_OUTDATED
+    } else if stale.is_empty() {
         output.info("Every pin is at the head of its branch.");
         EXIT_OK
     } else {

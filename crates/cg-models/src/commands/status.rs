@@ -176,6 +176,9 @@ fn print_files(output: &Output, model: &ModelReadiness) {
             .collect();
         output.result_line(format!("    (refs: {})", names.join(", ")));
     }
+    if let Some(signer) = &model.signer {
+        output.result_line(format!("    (signed by {signer})"));
+    }
     match model.set_origin {
         Some(origin) => output.result_line(format!("    (file list: {})", origin.describe())),
         None => output.result_line(

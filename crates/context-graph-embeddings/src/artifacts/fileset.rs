@@ -102,6 +102,17 @@ impl FileSelection {
     }
 }
 
+/// Adds the signature file to a resolved set when the tree lists it and the set lacks it.
+pub(crate) fn add_signature(set: &mut Vec<PinnedFile>, tree: &[RepoFile], signature: Option<&str>) {
+    let Some(signature) = signature else { return };
+    if set.iter().any(|f| f.path == signature) {
+        return;
+    }
+    if let Some(listed) = tree.iter().find(|f| f.path == signature) {
+        set.push(listed.pinned());
+    }
+}
+
 /// One file of a repo as the tree API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RepoFile {

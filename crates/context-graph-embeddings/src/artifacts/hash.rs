@@ -101,15 +101,12 @@ impl ContentHasher {
 /// SHA-256 and git blob id of the same bytes in one pass: a regular file is checked by its git
 /// blob id, and a signature (`signature/`) lists the SHA-256 of every file, small ones
 /// included, so both are computed from one read.
-// Used once the signature check is wired into `ensure` (issue 26); tested below.
-#[allow(dead_code)]
 #[derive(Clone)]
 pub(crate) struct DualHasher {
     sha256: Sha256,
     git: Sha1,
 }
 
-#[allow(dead_code)]
 impl DualHasher {
     /// A fresh hasher for content of `size` bytes (the git header needs the length).
     pub(crate) fn new(size: u64) -> Self {
@@ -137,9 +134,9 @@ impl DualHasher {
 }
 
 /// Hashes a file once for both digests; returns `(sha256, git blob sha1, length)`. Blocking.
-#[allow(dead_code)]
 pub(crate) fn hash_file_dual(path: &Path) -> io::Result<(String, String, u64)> {
     let mut file = fs::File::open(path)?;
+    counted::file_hashed(path);
     let size = file.metadata()?.len();
     let mut hasher = DualHasher::new(size);
     let buffer_len = usize::try_from(size)
@@ -165,6 +162,39 @@ pub(crate) fn hash_file_dual(path: &Path) -> io::Result<(String, String, u64)> {
     Ok((sha256, git, length))
 }
 
+/// How many times each file was hashed whole ([`hash_file_as`], [`hash_file_dual`]), with the
+/// `failpoints` feature only: the tests prove that checking a signature reads no weight file
+/// again. Keyed by the path as given (a snapshot entry), so parallel tests do not mix.
+#[cfg(feature = "failpoints")]
+pub(crate) mod counted {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    fn counts() -> &'static Mutex<HashMap<PathBuf, u64>> {
+        static COUNTS: OnceLock<Mutex<HashMap<PathBuf, u64>>> = OnceLock::new();
+        COUNTS.get_or_init(Mutex::default)
+    }
+
+    pub(crate) fn file_hashed(path: &Path) {
+        let mut counts = counts().lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(path.to_path_buf()).or_default() += 1;
+    }
+
+    /// How many times the file at `path` (as the hashing caller named it) was hashed whole.
+    pub fn times_hashed(path: &Path) -> u64 {
+        let counts = counts().lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(path).copied().unwrap_or(0)
+    }
+}
+
+/// Without the `failpoints` feature, counting is a no-op.
+#[cfg(not(feature = "failpoints"))]
+mod counted {
+    #[inline(always)]
+    pub(crate) fn file_hashed(_path: &std::path::Path) {}
+}
+
 /// Git blob id of bytes in lower-case hex.
 pub(crate) fn git_blob_sha1_hex(data: &[u8]) -> String {
     let mut hasher = ContentHasher::new(DigestKind::GitBlobSha1, Some(data.len() as u64));
@@ -176,6 +206,7 @@ pub(crate) fn git_blob_sha1_hex(data: &[u8]) -> String {
 /// Blocking.
 pub(crate) fn hash_file_as(path: &Path, kind: DigestKind) -> io::Result<(String, u64)> {
     let mut file = fs::File::open(path)?;
+    counted::file_hashed(path);
     let size = file.metadata()?.len();
     let mut hasher = ContentHasher::new(kind, Some(size));
     // A small file gets a small buffer: a megabyte for each of a set's many small files,

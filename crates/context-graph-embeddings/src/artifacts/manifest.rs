@@ -67,6 +67,9 @@ pub struct ModelArtifact {
     /// shards); empty means the weight file alone. Not part of the spec's struct.
     #[serde(skip)]
     pub selection: FileSelection,
+    /// The SHA-256 of the public key that signed the pinned content, as `lock` recorded it
+    /// when the model's signature policy verified it (`signed_by` in the manifest).
+    pub signed_by: Option<String>,
 }
 
 impl ModelArtifact {
@@ -143,6 +146,9 @@ impl WeightFormat {
 }
 
 /// One manifest entry.
+// A manifest holds twelve entries, parsed once: boxing the artifact would cost every match on
+// the public enum more than the bytes it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ManifestEntry {
     /// A model computed in-process: no file, always ready.
@@ -369,6 +375,8 @@ impl Manifest {
                 files: Option<Vec<WrittenFile<'a>>>,
                 #[serde(skip_serializing_if = "Option::is_none")]
                 signature: Option<Value>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                signed_by: &'a Option<String>,
             },
         }
         /// A file of a set as written (`sha256` for LFS files, `git_sha1` for regular ones).
@@ -416,6 +424,7 @@ impl Manifest {
                         .per_model
                         .get(&a.model_id)
                         .map(|p| p.as_ref().map_or(Value::Bool(false), signature_policy_json)),
+                    signed_by: &a.signed_by,
                 },
             })
             .collect();
@@ -432,7 +441,7 @@ impl Manifest {
     }
 }
 
-const ARTIFACT_FIELDS: [&str; 11] = [
+const ARTIFACT_FIELDS: [&str; 12] = [
     "model_id",
     "repo_id",
     "filename",
@@ -444,6 +453,7 @@ const ARTIFACT_FIELDS: [&str; 11] = [
     "include",
     "files",
     "signature",
+    "signed_by",
 ];
 
 fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<ManifestEntry> {
@@ -580,6 +590,22 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
     let selection = parse_selection(object, &filename, sha256.as_deref(), size_bytes)
         .map_err(|(field, reason)| fail(&label, field, reason))?;
 
+    let signed_by = optional_string(object, "signed_by")
+        .map_err(|r| fail(&label, "signed_by", r))?
+        .map(|k| {
+            let k = k.to_ascii_lowercase();
+            if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(k)
+            } else {
+                Err(
+                    "must be the SHA-256 (64 hex digits) of the signing key, as `lock` writes it"
+                        .to_owned(),
+                )
+            }
+        })
+        .transpose()
+        .map_err(|r| fail(&label, "signed_by", r))?;
+
     Ok(ManifestEntry::Artifact(ModelArtifact {
         model_id,
         repo_id,
@@ -589,6 +615,7 @@ fn parse_entry(item: &Value, index: usize, origin: &str) -> EmbeddingResult<Mani
         revision,
         branch,
         selection,
+        signed_by,
     }))
 }
 
@@ -951,6 +978,21 @@ mod tests {
     }
 
     const GOOD: &str = r#"{"model_id":"Semantic","repo_id":"org/name","filename":"model.safetensors","sha256":null,"size_bytes":null,"revision":"main"}"#;
+
+    #[test]
+    fn signed_by_is_a_key_sha256_and_round_trips() {
+        let key = "AB".repeat(32);
+        let entry = GOOD.replace('}', &format!(r#","signed_by":"{key}"}}"#));
+        let manifest = Manifest::parse(&with_entry(&entry), "test.json").unwrap();
+        let semantic = manifest.artifacts().next().unwrap();
+        assert_eq!(semantic.signed_by, Some(key.to_ascii_lowercase()));
+        let again = Manifest::parse(&manifest.to_json_pretty(), "again").unwrap();
+        assert_eq!(again.entries, manifest.entries);
+        let bad = GOOD.replace('}', r#","signed_by":"release@example.com"}"#);
+        assert_eq!(rejection(&with_entry(&bad)).1, "signed_by");
+        let plain = Manifest::parse(&with_entry(GOOD), "test.json").unwrap();
+        assert!(!plain.to_json_pretty().contains("signed_by"));
+    }
 
     #[test]
     fn embedded_manifest_has_all_twelve_models_and_no_placeholders() {

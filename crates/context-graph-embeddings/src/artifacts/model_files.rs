@@ -103,6 +103,7 @@ mod tests {
                 ]),
                 ..FileSelection::default()
             },
+            signed_by: None,
         };
         let files = files_of(&artifact);
         assert_eq!(files.len(), 2);

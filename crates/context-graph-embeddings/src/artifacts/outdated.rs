@@ -4,13 +4,17 @@
 //! the pinned commit only when the manifest does not pin a file's hash or size). Reads only;
 //! it never moves a pin (that is [`super::pinning::upgrade`]).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use super::fileset::RepoFile;
+use super::fileset::{PinnedFile, RepoFile};
 use super::hash::DigestKind;
 use super::manifest::{Manifest, ModelArtifact};
 use super::model_files::{files_of, tracked_branch};
 use super::remote::client::HubClient;
+use super::remote::tree::check_signature_at;
+use super::signature::SignatureVerifier;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
@@ -80,6 +84,10 @@ pub struct ModelDrift {
     pub state: DriftState,
     /// Every file of the model.
     pub files: Vec<FileDrift>,
+    /// Why the head's files do not verify under the model's signature policy, when it has
+    /// one and the head is not the pin: `lock --upgrade` refuses to move the pin there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_signature_refused: Option<String>,
 }
 
 impl ModelDrift {
@@ -115,6 +123,26 @@ pub(crate) async fn check(
     }
     let mut drifts = Vec::new();
     let mut failures = Vec::new();
+    let mut verifiers = BTreeMap::new();
+    for (_, _, members) in &groups {
+        for artifact in members {
+            if manifest.signatures.for_model(artifact.model_id).is_none() {
+                continue;
+            }
+            let policies = manifest.signatures.clone();
+            let model_id = artifact.model_id;
+            let loaded = tokio::task::spawn_blocking(move || policies.verifier_for(model_id))
+                .await
+                .unwrap_or_else(|e| Err(EmbeddingError::Config(format!("signature policy: {e}"))));
+            match loaded {
+                Ok(Some(verifier)) => {
+                    verifiers.insert(model_id, verifier);
+                }
+                Ok(None) => {}
+                Err(error) => failures.push((model_id, error)),
+            }
+        }
+    }
     for (_, branch, members) in groups {
         if offline {
             for artifact in &members {
@@ -127,7 +155,7 @@ pub(crate) async fn check(
             }
             continue;
         }
-        match check_group(hub, &branch, &members).await {
+        match check_group(hub, &branch, &members, &verifiers).await {
             Ok(mut found) => drifts.append(&mut found),
             // The repo's calls failed: named by its first model (the error names the repo).
             Err(error) => failures.push((members[0].model_id, error)),
@@ -150,16 +178,24 @@ async fn check_group(
     hub: &HubClient,
     branch: &str,
     members: &[&ModelArtifact],
+    verifiers: &BTreeMap<ModelId, SignatureVerifier>,
 ) -> EmbeddingResult<Vec<ModelDrift>> {
     let location = FileLocation {
         revision: branch.to_owned(),
         ..members[0].location()
     };
     let head = hub.resolve_revision(&location).await?;
-    let paths: Vec<String> = members
+    let mut paths: Vec<String> = members
         .iter()
         .flat_map(|a| files_of(a).into_iter().map(|f| f.path))
         .collect();
+    // A signature file the pins do not name yet is asked about too.
+    for verifier in members.iter().filter_map(|a| verifiers.get(&a.model_id)) {
+        let file = verifier.signature_file().to_owned();
+        if !paths.contains(&file) {
+            paths.push(file);
+        }
+    }
     let at_head = hub.paths_info(&location, &head, &paths).await?;
     let mut drifts = Vec::new();
     for artifact in members {
@@ -210,6 +246,33 @@ async fn check_group(
             })
             .collect();
         let state = model_state(pinned_commit.as_deref(), &head, &files);
+        // The head's versions of the pinned files (and the signature) must verify under the
+        // same policy before a pin may move there.
+        let head_signature_refused = match verifiers.get(&artifact.model_id) {
+            Some(verifier) if pinned_commit.as_deref() != Some(head.as_str()) => {
+                let mut at_head_set: Vec<PinnedFile> = files
+                    .iter()
+                    .filter_map(|f| find(&at_head, &f.path).map(RepoFile::pinned))
+                    .collect();
+                if !at_head_set
+                    .iter()
+                    .any(|f| f.path == verifier.signature_file())
+                {
+                    if let Some(sig) = find(&at_head, verifier.signature_file()) {
+                        at_head_set.push(sig.pinned());
+                    }
+                }
+                let head_location = FileLocation {
+                    revision: head.clone(),
+                    ..artifact.location()
+                };
+                check_signature_at(hub, artifact, &head_location, &at_head_set, verifier)
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+            }
+            _ => None,
+        };
         drifts.push(ModelDrift {
             model_id: artifact.model_id,
             repo_id: artifact.repo_id.clone(),
@@ -218,6 +281,7 @@ async fn check_group(
             head_commit: head.clone(),
             state,
             files,
+            head_signature_refused,
         });
     }
     Ok(drifts)

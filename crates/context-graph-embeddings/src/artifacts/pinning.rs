@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::fileset::{PinnedFile, RepoFile};
+use super::fileset::{add_signature, PinnedFile, RepoFile};
 use super::hash::DigestKind;
 use super::ids::is_commit_hash;
 use super::manifest::{Manifest, ManifestEntry, ModelArtifact};
 use super::model_files::tracked_branch;
 use super::remote::client::HubClient;
-use super::remote::tree::resolve_from_tree;
+use super::remote::tree::{check_signature_at, resolve_from_tree};
+use super::signature::SignatureVerifier;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 use crate::model_id::ModelId;
 
@@ -27,7 +28,7 @@ use crate::model_id::ModelId;
 pub struct PinChange {
     /// The model.
     pub model_id: ModelId,
-    /// `revision`, `sha256`, `size_bytes` or `files`.
+    /// `revision`, `sha256`, `size_bytes`, `files` or `signed_by`.
     pub field: &'static str,
     /// The manifest's value (`None` when unknown).
     pub old: Option<String>,
@@ -133,7 +134,14 @@ async fn pin_each(
             ));
             continue;
         }
-        match resolve_at(hub, artifact, &location).await {
+        let verifier = match load_verifier(manifest, artifact).await {
+            Ok(verifier) => verifier,
+            Err(error) => {
+                failures.push((artifact.model_id, error));
+                continue;
+            }
+        };
+        match resolve_at(hub, artifact, &location, verifier.as_ref()).await {
             Ok(resolved) => apply(
                 artifact,
                 resolved,
@@ -158,25 +166,49 @@ struct Resolved {
     size: u64,
     /// The whole set, for an entry that is more than its weight file.
     files: Option<Vec<PinnedFile>>,
+    /// The SHA-256 of the signing key, when the model's policy verified a signature there.
+    signed_by: Option<String>,
 }
 
+/// The model's signature policy loaded (its key or root read off the async threads).
+pub(crate) async fn load_verifier(
+    manifest: &Manifest,
+    artifact: &ModelArtifact,
+) -> EmbeddingResult<Option<SignatureVerifier>> {
+    if manifest.signatures.for_model(artifact.model_id).is_none() {
+        return Ok(None);
+    }
+    let policies = manifest.signatures.clone();
+    let model_id = artifact.model_id;
+    tokio::task::spawn_blocking(move || policies.verifier_for(model_id))
+        .await
+        .unwrap_or_else(|e| Err(EmbeddingError::Config(format!("signature policy: {e}"))))
+}
+
+/// With a signature policy (`verifier`), the set is always resolved on the tree and takes the
+/// signature file when the repo has it, so the lock pins it like the rest; and the pin moves
+/// only to signed content: the signature at the commit must verify under the same policy
+/// against the SHA-256 of every file of the set.
 async fn resolve_at(
     hub: &HubClient,
     artifact: &ModelArtifact,
     location: &FileLocation,
+    verifier: Option<&SignatureVerifier>,
 ) -> EmbeddingResult<Resolved> {
+    let signature = verifier.map(SignatureVerifier::signature_file);
     let commit = if is_commit_hash(&location.revision) {
         location.revision.clone()
     } else {
         hub.resolve_revision(location).await?
     };
-    if artifact.selection.is_single_file() {
+    if artifact.selection.is_single_file() && signature.is_none() {
         let (sha256, size) = hub.lfs_info(location, &commit).await?;
         return Ok(Resolved {
             commit,
             sha256: Some(sha256),
             size,
             files: None,
+            signed_by: None,
         });
     }
     let at_commit = FileLocation {
@@ -185,11 +217,18 @@ async fn resolve_at(
     };
     let tree = hub.list_tree(&at_commit, &commit).await?;
     let selection = &artifact.selection;
-    let files = if selection.preset.is_some() || !selection.include.is_empty() {
+    let mut files = if selection.preset.is_some() || !selection.include.is_empty() {
         // Patterns and presets define the set; a `files` list is their last resolution.
         resolve_from_tree(hub, artifact, &commit, &tree, &at_commit, &BTreeMap::new()).await?
     } else {
         listed_at(artifact, &tree, &at_commit)?
+    };
+    add_signature(&mut files, &tree, signature);
+    let signed_by = match verifier {
+        Some(verifier) => check_signature_at(hub, artifact, &at_commit, &files, verifier)
+            .await?
+            .map(|v| v.signer_key_sha256),
+        None => None,
     };
     let weights = files
         .iter()
@@ -203,6 +242,7 @@ async fn resolve_at(
         size: weights.size_bytes,
         commit,
         files: Some(files),
+        signed_by,
     })
 }
 
@@ -300,6 +340,12 @@ fn apply(
             describe_files(files),
         );
     }
+    if let Some(signer) = &resolved.signed_by {
+        // A new signing key for the same policy (a certificate policy trusts a root and an
+        // identity, not one key) is a change to review like any other.
+        record("signed_by", artifact.signed_by.clone(), signer.clone());
+    }
+    artifact.signed_by = resolved.signed_by;
     artifact.revision = Some(resolved.commit);
     artifact.sha256 = resolved.sha256;
     artifact.size_bytes = Some(resolved.size);

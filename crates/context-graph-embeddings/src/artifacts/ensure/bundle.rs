@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::context::CacheView;
 use super::context::Context;
-use super::plan::{plan_locally, record_set};
+use super::plan::{plan_locally, record_set, signature_path};
+use super::signed::check_signature;
 use crate::artifacts::blocking::run_blocking_checked;
 use crate::artifacts::fileset::PinnedFile;
 use crate::artifacts::hash::{hash_file_as, DigestKind};
@@ -123,16 +124,33 @@ pub(crate) async fn export(
 }
 
 /// Verifies every member of the bundle at `path` against its locked hashes and the active
-/// manifest, then places the files in the cache.
+/// manifest, then places the files in the cache and checks the signature of each model whose
+/// policy asks for one (a refusal is the import's error; the model is not ready).
 pub(crate) async fn import(ctx: &Context, path: &Path) -> EmbeddingResult<BundleImport> {
     let layout = ctx.layout.clone();
     let manifest = ctx.manifest.clone();
     let use_symlinks = ctx.config.use_symlinks;
     let source = path.to_path_buf();
-    run_blocking_checked("cannot read", path, move || {
+    let imported = run_blocking_checked("cannot read", path, move || {
         import_blocking(&layout, &manifest, use_symlinks, &source)
     })
-    .await
+    .await?;
+    // Checked like a download: the signature of each imported model with a policy, against
+    // the SHA-256s its members streamed through.
+    let mut checked = std::collections::BTreeSet::new();
+    for file in &imported.files {
+        if !checked.insert((file.model_id, file.commit.clone())) {
+            continue;
+        }
+        if let Some(artifact) = ctx
+            .manifest
+            .artifacts()
+            .find(|a| a.model_id == file.model_id)
+        {
+            check_signature(ctx, artifact, &file.commit).await?;
+        }
+    }
+    Ok(imported)
 }
 
 fn bundle_error(path: &Path, reason: impl Into<String>) -> EmbeddingError {
@@ -600,6 +618,10 @@ fn import_blocking(
         let mut stamp = VerificationStamp::now(&snapshot, digest)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
         stamp.source = Some(BUNDLE_SOURCE.to_owned());
+        if file.git_sha1.is_some() {
+            // The member streamed through SHA-256 on import: what a signature lists.
+            stamp.content_sha256 = Some(file.sha256.clone());
+        }
         stamp.write(&layout.stamp_path(&file.repo_id, &file.commit, &file.path))?;
     }
     record_imported_sets(layout, manifest, &index.files)?;
@@ -621,7 +643,10 @@ fn record_imported_sets(
     files: &[BundleFile],
 ) -> EmbeddingResult<()> {
     for artifact in manifest.artifacts() {
-        if !artifact.selection.needs_tree() || artifact.selection.files.is_some() {
+        let signature = signature_path(&manifest.signatures, artifact);
+        if !(artifact.selection.needs_tree() || signature.is_some())
+            || artifact.selection.files.is_some()
+        {
             continue;
         }
         let of_model: Vec<&BundleFile> = files
@@ -644,7 +669,7 @@ fn record_imported_sets(
                 digest: f.git_sha1.clone().unwrap_or_else(|| f.sha256.clone()),
             })
             .collect();
-        record_set(layout, artifact, &first.commit, &rows)?;
+        record_set(layout, artifact, &first.commit, signature.as_deref(), &rows)?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::artifacts::config::ArtifactManagerConfig;
 use crate::artifacts::fileset::PinnedFile;
+use crate::artifacts::manifest::SignaturePolicies;
 use crate::artifacts::manifest::{Manifest, ModelArtifact};
 use crate::artifacts::progress::ProgressEmitter;
 use crate::artifacts::remote::client::HubClient;
@@ -20,7 +21,7 @@ use crate::artifacts::remote::mirror::Mirror;
 use crate::artifacts::remote::retry::{RetryDecision, RetryState};
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
-use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
+use crate::artifacts::store::stamp::{SignatureStamp, UnrecordedStamps, VerificationStamp};
 use crate::artifacts::transfer::adapt::ConnectionGovernor;
 use crate::artifacts::transfer::request::FetchSettings;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
@@ -37,6 +38,7 @@ pub(crate) const SMALL_FILES_AT_ONCE: usize = 8;
 pub(crate) struct Memory {
     verdicts: Mutex<HashMap<PathBuf, VerificationStamp>>,
     sets: Mutex<HashMap<PathBuf, Vec<PinnedFile>>>,
+    signatures: Mutex<HashMap<PathBuf, SignatureStamp>>,
 }
 
 impl Memory {
@@ -61,6 +63,22 @@ impl Memory {
         guard(&self.sets).insert(record.to_path_buf(), files);
     }
 
+    /// Keeps a signature verdict whose record could not be written.
+    pub(crate) fn remember_signature(&self, record: &Path, verdict: SignatureStamp) {
+        guard(&self.signatures).insert(record.to_path_buf(), verdict);
+    }
+
+    /// Drops a kept signature verdict (the signature was refused).
+    pub(crate) fn forget_signature(&self, record: &Path) {
+        guard(&self.signatures).remove(record);
+    }
+
+    /// The signature verdict kept for `record`, if any (whether it still holds is for the
+    /// caller to check: [`SignatureStamp::holds_for`]).
+    pub(crate) fn kept_signature(&self, record: &Path) -> Option<SignatureStamp> {
+        guard(&self.signatures).get(record).cloned()
+    }
+
     /// The file set kept for `record`, if any.
     pub(crate) fn remembered_set(&self, record: &Path) -> Option<Vec<PinnedFile>> {
         guard(&self.sets).get(record).cloned()
@@ -75,6 +93,9 @@ pub(crate) struct CacheView {
     pub(crate) layout: CacheLayout,
     /// Verdicts and sets this process could not record.
     pub(crate) memory: Arc<Memory>,
+    /// The manifest's signature policies: a policy puts the signature file in a model's plan
+    /// and makes its verdict part of readiness.
+    pub(crate) signatures: Arc<SignaturePolicies>,
 }
 
 /// The shared state of one manager.
@@ -95,6 +116,8 @@ pub(crate) struct Context {
     in_flight: Mutex<HashMap<ModelId, Arc<tokio::sync::Mutex<()>>>>,
     /// What this process verified or resolved but could not record (a read-only cache).
     pub(crate) memory: Arc<Memory>,
+    /// The manifest's signature policies, shared with every [`CacheView`].
+    pub(crate) signatures: Arc<SignaturePolicies>,
     /// The first stamp that could not be written, for the one notice.
     unrecorded: Mutex<Option<UnrecordedStamps>>,
 }
@@ -119,6 +142,7 @@ impl Context {
             download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
             small_file_slots: Arc::new(Semaphore::new(SMALL_FILES_AT_ONCE)),
             connections: Arc::new(ConnectionGovernor::new(&config.parallel)),
+            signatures: Arc::new(manifest.signatures.clone()),
             config,
             manifest,
             client,
@@ -136,6 +160,7 @@ impl Context {
         CacheView {
             layout: self.layout.clone(),
             memory: self.memory.clone(),
+            signatures: self.signatures.clone(),
         }
     }
 

@@ -10,14 +10,17 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::context::{CacheView, Context};
-use super::plan::{pinned_weights, plan_locally, FileRole, PlannedFile, SetOrigin};
+use super::plan::{
+    pinned_weights, plan_at, plan_locally, signature_record, FileRole, PlannedFile, SetOrigin,
+};
 use crate::artifacts::manifest::ModelArtifact;
+use crate::artifacts::signature::{SignatureMode, SignaturePolicy};
 use crate::artifacts::store::budget::Protected;
 use crate::artifacts::store::fs::link_at_or_above;
 use crate::artifacts::store::layout::{
     entry_stays_inside, partial_files, snapshot_link_blob_name, CacheLayout,
 };
-use crate::artifacts::store::stamp::VerificationStamp;
+use crate::artifacts::store::stamp::{SignatureStamp, VerificationStamp};
 
 /// Where the expected hash of a file comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,6 +97,50 @@ impl FileState {
     }
 }
 
+/// Where a model stands with its signature policy, from the cache's records alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SignatureState {
+    /// No policy applies to the model.
+    NotRequired,
+    /// `if-present`, and the set has no signature file: accepted unsigned.
+    Unsigned,
+    /// A verdict (on disk, or kept in memory where the cache is read-only) holds for every
+    /// file of the set as its stamps vouch for it now.
+    Verified {
+        /// The signer in words.
+        signer: String,
+    },
+    /// A policy applies and no verdict holds: not checked yet, checked against other files,
+    /// or (under `required`) the set has no signature file.
+    Unchecked {
+        /// The signature file the policy names.
+        file: String,
+        /// Whether the set has it.
+        in_set: bool,
+    },
+}
+
+impl SignatureState {
+    /// Whether the signature lets the model be ready.
+    pub(crate) fn accepts(&self) -> bool {
+        !matches!(self, SignatureState::Unchecked { .. })
+    }
+
+    /// The signer, when verified.
+    pub(crate) fn signer(&self) -> Option<&str> {
+        match self {
+            SignatureState::Verified { signer } => Some(signer),
+            _ => None,
+        }
+    }
+}
+
+/// A policy as the key of its verdicts: its plain data and the folder its relative paths are
+/// taken from (a verdict under another key or root does not hold).
+pub(crate) fn policy_key(policy: &SignaturePolicy, base_dir: Option<&Path>) -> String {
+    format!("{policy:?} in {base_dir:?}")
+}
+
 /// What the cache holds for one model.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalState {
@@ -106,6 +153,8 @@ pub(crate) struct LocalState {
     pub(crate) files: Vec<FileState>,
     /// Bytes of the largest partial download of the weight file's blob.
     pub(crate) partial_bytes: u64,
+    /// The model's signature under its policy.
+    pub(crate) signature: SignatureState,
 }
 
 impl LocalState {
@@ -114,9 +163,17 @@ impl LocalState {
         &self.files[0]
     }
 
-    /// The one readiness rule (see the module note).
+    /// The one readiness rule (see the module note). A signature policy adds one check,
+    /// whatever `verify_checksums` says: its verdict must hold.
     pub(crate) fn is_ready(&self, verify_checksums: bool) -> bool {
-        self.origin.is_some() && self.files.iter().all(|f| f.is_ready(verify_checksums))
+        self.origin.is_some()
+            && self.files.iter().all(|f| f.is_ready(verify_checksums))
+            && self.signature.accepts()
+    }
+
+    /// Whether every file is verified (stamps), whatever the signature says.
+    pub(crate) fn files_verified(&self) -> bool {
+        self.origin.is_some() && self.files.iter().all(|f| f.stamp_valid)
     }
 
     /// Whether every file of a known set is present (verified or not).
@@ -129,6 +186,21 @@ impl LocalState {
 /// use [`inspect_async`].
 pub(crate) fn inspect(view: &CacheView, artifact: &ModelArtifact) -> LocalState {
     let (commit, plan) = plan_locally(view, artifact);
+    state_of(view, artifact, commit, plan)
+}
+
+/// [`inspect`] at a given commit (one whose refs may not be written yet). Blocking.
+pub(crate) fn inspect_at(view: &CacheView, artifact: &ModelArtifact, commit: &str) -> LocalState {
+    let plan = plan_at(view, artifact, commit);
+    state_of(view, artifact, Some(commit.to_owned()), plan)
+}
+
+fn state_of(
+    view: &CacheView,
+    artifact: &ModelArtifact,
+    commit: Option<String>,
+    plan: Option<super::plan::ModelPlan>,
+) -> LocalState {
     let origin = plan.as_ref().map(|p| p.origin);
     let planned = match plan {
         Some(plan) => plan.files,
@@ -143,6 +215,7 @@ pub(crate) fn inspect(view: &CacheView, artifact: &ModelArtifact) -> LocalState 
         .into_iter()
         .map(|file| inspect_file(view, &artifact.repo_id, commit.as_deref(), file))
         .collect();
+    let signature = signature_state(view, artifact, commit.as_deref(), origin, &files);
     let partial_bytes = match (&files[0].entry, &files[0].file.digest) {
         (Entry::Present { .. }, _) | (_, None) => 0,
         (_, Some(digest)) => partial_files(&view.layout.blobs_dir(&artifact.repo_id), digest.hex())
@@ -154,7 +227,54 @@ pub(crate) fn inspect(view: &CacheView, artifact: &ModelArtifact) -> LocalState 
         origin,
         files,
         partial_bytes,
+        signature,
     }
+}
+
+/// The model's signature state from its policy and the verdict recorded for the set (a read
+/// of one small record, only when every file is stamped). Blocking.
+fn signature_state(
+    view: &CacheView,
+    artifact: &ModelArtifact,
+    commit: Option<&str>,
+    origin: Option<SetOrigin>,
+    files: &[FileState],
+) -> SignatureState {
+    let Some(policy) = view.signatures.for_model(artifact.model_id) else {
+        return SignatureState::NotRequired;
+    };
+    let in_set = files.iter().any(|f| f.file.role == FileRole::Signature);
+    let unchecked = SignatureState::Unchecked {
+        file: policy.file.clone(),
+        in_set,
+    };
+    if !in_set {
+        return if policy.mode == SignatureMode::IfPresent && origin.is_some() {
+            SignatureState::Unsigned
+        } else {
+            unchecked
+        };
+    }
+    let Some(commit) = commit else {
+        return unchecked;
+    };
+    let mut digests = Vec::with_capacity(files.len());
+    for file in files {
+        match (&file.stamp, file.stamp_valid) {
+            (Some(stamp), true) => digests.push((file.file.path.as_str(), stamp.sha256.as_str())),
+            _ => return unchecked,
+        }
+    }
+    let key = policy_key(policy, view.signatures.base_dir.as_deref());
+    let record = signature_record(&view.layout, artifact, commit, &key);
+    SignatureStamp::read(&record)
+        .filter(|r| r.holds_for(&key, digests.iter().copied()))
+        .or_else(|| {
+            view.memory
+                .kept_signature(&record)
+                .filter(|r| r.holds_for(&key, digests.iter().copied()))
+        })
+        .map_or(unchecked, |r| SignatureState::Verified { signer: r.signer })
 }
 
 /// [`inspect`] on a blocking thread.
@@ -180,6 +300,7 @@ pub(crate) async fn inspect_async(ctx: &Context, artifact: &ModelArtifact) -> Lo
                 verified_in_memory: false,
             }],
             partial_bytes: 0,
+            signature: SignatureState::NotRequired,
         },
     }
 }
@@ -334,6 +455,7 @@ mod tests {
             origin,
             files,
             partial_bytes: 0,
+            signature: SignatureState::NotRequired,
         };
         let one = Some(SetOrigin::SingleFile);
         assert!(!state(vec![file_state(Entry::Absent, false)], one).is_ready(false));
@@ -358,6 +480,19 @@ mod tests {
             "a link out of the cache is never ready"
         );
         assert!(!foreign.all_present());
+        let mut unsigned = state(vec![file_state(present(10), true)], one);
+        unsigned.signature = SignatureState::Unchecked {
+            file: "model.sig".to_owned(),
+            in_set: true,
+        };
+        assert!(
+            !unsigned.is_ready(true) && !unsigned.is_ready(false),
+            "a signature no verdict vouches for is never ready, checks on or off"
+        );
+        unsigned.signature = SignatureState::Verified {
+            signer: "P-256 key sha256:0123".to_owned(),
+        };
+        assert!(unsigned.is_ready(true));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Deciding what to do: the local state of one model and the one readiness rule, the
 //! readiness report and verification, one model's steps (reuse, resolve, lock, fetch, place),
-//! the file set of a model at a commit, a batch of models (classify, verify, resolve, budget,
+//! the file set of a model at a commit, the signature check under a model's policy, a batch of models (classify, verify, resolve, budget,
 //! fan out), and verified bundles (export and import for sites without network).
 
 pub(crate) mod batch;
@@ -12,3 +12,4 @@ pub(crate) mod one;
 pub(crate) mod plan;
 pub(crate) mod readiness;
 pub(crate) mod set;
+pub(crate) mod signed;

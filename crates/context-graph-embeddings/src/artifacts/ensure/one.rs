@@ -15,8 +15,9 @@ use super::local::{entry_at, inspect_async, inspect_file, Entry};
 use super::plan::{FileRole, ModelPlan, PlannedFile};
 use super::readiness::{location_of, not_ready_error, verify_model, FileVerdict};
 use super::set::resolve_plan;
+use super::signed::check_signature;
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
-use crate::artifacts::hash::{hash_file_as, DigestKind};
+use crate::artifacts::hash::{hash_file_as, hash_file_dual, DigestKind};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::progress::Outcome;
 use crate::artifacts::remote::mirror::object_name;
@@ -153,6 +154,9 @@ async fn ensure_steps(
         })
         .await?;
     let weights = ensure_file(ctx, artifact, &plan, plan.weights(), Some(&remote), events).await?;
+    // Every file is verified; the signature under the model's policy decides before any ref
+    // names the commit.
+    check_signature(ctx, artifact, &plan.commit).await?;
     write_refs(ctx, artifact, &plan.commit, events).await?;
     report_ready(
         events,
@@ -664,6 +668,7 @@ async fn place(
     let digest = request.expected.hex().to_owned();
     let source = fetched.source.clone();
     let in_place = fetched.in_place;
+    let git_blob = request.expected.kind() == DigestKind::GitBlobSha1;
     let blob_path = ctx.layout.blob_path(target.repo, &request.etag);
     run_blocking_checked("cannot place", &blob_path, move || {
         let snapshot = if in_place {
@@ -674,6 +679,16 @@ async fn place(
         let mut stamp = VerificationStamp::now(&snapshot, &digest)
             .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
         stamp.source = Some(source);
+        if git_blob {
+            // A regular file (small: configs, tokenizers) was checked by its git blob id; the
+            // SHA-256 a signature lists is computed here from the page cache, one extra read
+            // of a small file, so the transfer code stays one hash per download.
+            let (sha256, git, _) = hash_file_dual(&snapshot)
+                .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+            if git == digest {
+                stamp.content_sha256 = Some(sha256);
+            }
+        }
         testing::hit("stamp.before_write");
         stamp.write(&layout.stamp_path(&repo, &commit, &filename))?;
         testing::hit("stamp.after_write");
@@ -798,6 +813,7 @@ mod tests {
             revision: Some(revision.to_owned()),
             branch: None,
             selection: Default::default(),
+            signed_by: None,
         }
     }
 

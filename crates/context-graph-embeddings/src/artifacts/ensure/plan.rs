@@ -18,11 +18,11 @@ use serde::Serialize;
 
 use super::context::CacheView;
 use crate::artifacts::fileset::{
-    documents_needed, is_safetensors_index, select, FileSelection, PinnedFile, RepoFile,
-    MODULES_JSON, TOKENIZER_FILES,
+    add_signature, documents_needed, is_safetensors_index, select, FileSelection, PinnedFile,
+    RepoFile, MODULES_JSON, TOKENIZER_FILES,
 };
 use crate::artifacts::hash::{git_blob_sha1_hex, sha256_hex, DigestKind};
-use crate::artifacts::manifest::ModelArtifact;
+use crate::artifacts::manifest::{ModelArtifact, SignaturePolicies};
 use crate::artifacts::store::layout::{entry_stays_inside, snapshot_link_blob_name, CacheLayout};
 use crate::artifacts::store::listing::{read_tree_listing, snapshot_entries};
 use crate::artifacts::store::stamp::VerificationStamp;
@@ -48,6 +48,9 @@ pub enum FileRole {
     Code,
     /// Anything else the selection took.
     Other,
+    /// The model's signature (`model.sig` by default), in the plan because the manifest gives
+    /// the model a signature policy and the repo has it at the commit.
+    Signature,
 }
 
 impl FileRole {
@@ -182,6 +185,18 @@ impl ModelPlan {
         }
     }
 
+    /// Gives the signature file its role (the manifest's policy names it).
+    pub(crate) fn mark_signature(mut self, signature: Option<&str>) -> Self {
+        if let Some(signature) = signature {
+            for file in &mut self.files {
+                if file.path == signature && file.role != FileRole::Weights {
+                    file.role = FileRole::Signature;
+                }
+            }
+        }
+        self
+    }
+
     /// The weight file's row.
     pub(crate) fn weights(&self) -> &PlannedFile {
         &self.files[0]
@@ -203,22 +218,47 @@ pub(crate) fn pinned_weights(artifact: &ModelArtifact) -> Option<ExpectedDigest>
         .map(|f| ExpectedDigest::new(f.kind, f.digest.clone()))
 }
 
-/// The key a resolved set is recorded under: the weight file and the selection.
-fn selection_key(artifact: &ModelArtifact) -> String {
+/// The key a resolved set is recorded under: the weight file, the selection, and the
+/// signature file a policy adds (a set recorded before the policy lacks it).
+fn selection_key(artifact: &ModelArtifact, signature: Option<&str>) -> String {
     let FileSelection {
         include, preset, ..
     } = &artifact.selection;
-    format!(
+    let key = format!(
         "{}\0{}\0{}",
         artifact.filename,
         preset.map_or("", |p| p.as_str()),
         include.join("\0")
-    )
+    );
+    match signature {
+        Some(signature) => format!("{key}\0signature:{signature}"),
+        None => key,
+    }
 }
 
 /// Where the model's resolved set at `commit` is recorded in the cache.
-pub(crate) fn set_record(layout: &CacheLayout, artifact: &ModelArtifact, commit: &str) -> PathBuf {
-    layout.set_record_path(&artifact.repo_id, commit, &selection_key(artifact))
+pub(crate) fn set_record(
+    layout: &CacheLayout,
+    artifact: &ModelArtifact,
+    commit: &str,
+    signature: Option<&str>,
+) -> PathBuf {
+    layout.set_record_path(
+        &artifact.repo_id,
+        commit,
+        &selection_key(artifact, signature),
+    )
+}
+
+/// Where the verdict on the model's signature at `commit` under `policy` is recorded.
+pub(crate) fn signature_record(
+    layout: &CacheLayout,
+    artifact: &ModelArtifact,
+    commit: &str,
+    policy: &str,
+) -> PathBuf {
+    let key = format!("{}\0policy:{policy}", selection_key(artifact, None));
+    layout.signature_record_path(&artifact.repo_id, commit, &key)
 }
 
 /// Records a resolved set (blocking; small atomic write).
@@ -226,11 +266,23 @@ pub(crate) fn record_set(
     layout: &CacheLayout,
     artifact: &ModelArtifact,
     commit: &str,
+    signature: Option<&str>,
     files: &[PinnedFile],
 ) -> crate::error::EmbeddingResult<()> {
-    let record = set_record(layout, artifact, commit);
+    let record = set_record(layout, artifact, commit, signature);
     let text = serde_json::to_vec_pretty(files).unwrap_or_default();
     crate::artifacts::store::fs::write_atomic(&record, &text)
+}
+
+/// The repo path of the model's signature when the manifest gives it a policy: that file joins
+/// the set whenever the repo has it at the commit.
+pub(crate) fn signature_path(
+    policies: &SignaturePolicies,
+    artifact: &ModelArtifact,
+) -> Option<String> {
+    policies
+        .for_model(artifact.model_id)
+        .map(|policy| policy.file.clone())
 }
 
 /// The set of a model at `commit` as known without the Hub, with where it came from: the
@@ -244,10 +296,13 @@ pub(crate) fn known_set(
     if let Some(files) = &artifact.selection.files {
         return Some((files.clone(), SetOrigin::Manifest));
     }
-    if artifact.selection.is_single_file() {
+    let signature = signature_path(&view.signatures, artifact);
+    if artifact.selection.is_single_file() && signature.is_none() {
+        // (With a signature policy, whether the repo has the signature is part of the set:
+        // it is resolved on the tree and recorded like any set.)
         return Some((Vec::new(), SetOrigin::SingleFile));
     }
-    let record = set_record(&view.layout, artifact, commit);
+    let record = set_record(&view.layout, artifact, commit, signature.as_deref());
     let recorded = std::fs::read(&record)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Vec<PinnedFile>>(&bytes).ok())
@@ -275,6 +330,18 @@ pub(crate) fn plan_locally(
     else {
         return (None, None);
     };
+    let plan = plan_at(view, artifact, &commit);
+    (Some(commit), plan)
+}
+
+/// The model's plan at `commit` from the cache alone (see the module note). Blocking.
+pub(crate) fn plan_at(
+    view: &CacheView,
+    artifact: &ModelArtifact,
+    commit: &str,
+) -> Option<ModelPlan> {
+    let repo = &artifact.repo_id;
+    let commit = commit.to_owned();
     let weights_entry = view.layout.snapshot_path(repo, &commit, &artifact.filename);
     let weights_digest = pinned_weights(artifact).or_else(|| {
         local_digest(&weights_entry).or_else(|| {
@@ -285,14 +352,16 @@ pub(crate) fn plan_locally(
         })
     });
     let weights = (weights_digest, artifact.size_bytes);
+    let signature = signature_path(&view.signatures, artifact);
     if let Some((set, origin)) = known_set(view, artifact, &commit) {
-        return (
-            Some(commit.clone()),
-            Some(ModelPlan::new(artifact, &commit, weights, &set, origin)),
+        return Some(
+            ModelPlan::new(artifact, &commit, weights, &set, origin)
+                .mark_signature(signature.as_deref()),
         );
     }
     let plan = match read_tree_listing(&view.layout, repo, &commit) {
-        Some(Ok(tree)) => from_listing(view, artifact, &commit, &tree).map(|set| {
+        Some(Ok(tree)) => from_listing(view, artifact, &commit, &tree).map(|mut set| {
+            add_signature(&mut set, &tree, signature.as_deref());
             ModelPlan::new(
                 artifact,
                 &commit,
@@ -304,8 +373,8 @@ pub(crate) fn plan_locally(
         // A listing that cannot be used says nothing; the folder still may.
         Some(Err(_)) | None => None,
     }
-    .or_else(|| from_snapshot_folder(view, artifact, &commit, weights));
-    (Some(commit), plan)
+    .or_else(|| from_snapshot_folder(view, artifact, &commit, weights, signature.as_deref()));
+    plan.map(|p| p.mark_signature(signature.as_deref()))
 }
 
 /// The digest a snapshot link names (`blobs/<etag>`), for an entry whose bytes stay inside.
@@ -362,6 +431,7 @@ fn from_snapshot_folder(
     artifact: &ModelArtifact,
     commit: &str,
     weights: (Option<ExpectedDigest>, Option<u64>),
+    signature: Option<&str>,
 ) -> Option<ModelPlan> {
     let entries = snapshot_entries(&view.layout, &artifact.repo_id, commit);
     if entries.is_empty() {
@@ -408,7 +478,12 @@ fn from_snapshot_folder(
             documents.insert(path, bytes);
         }
     }
-    let paths = select(&tree, &artifact.selection, &artifact.filename, &documents).ok()?;
+    let mut paths = select(&tree, &artifact.selection, &artifact.filename, &documents).ok()?;
+    if let Some(signature) = signature {
+        if !paths.iter().any(|p| p == signature) && entries.iter().any(|e| e.path == signature) {
+            paths.push(signature.to_owned());
+        }
+    }
     let mut plan = ModelPlan::new(artifact, commit, weights, &[], SetOrigin::SnapshotFolder);
     for path in paths.into_iter().filter(|p| *p != artifact.filename) {
         let entry = entries.iter().find(|e| e.path == path);
@@ -481,6 +556,7 @@ mod tests {
             revision: None,
             branch: None,
             selection: FileSelection::default(),
+            signed_by: None,
         };
         let set = vec![
             PinnedFile {

@@ -15,12 +15,14 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use super::context::Context;
+use super::local::SignatureState;
 use super::local::{
     expected_hash, inspect, inspect_async, Entry, FileState, HashSource, LocalState,
 };
 use super::plan::{FileRole, SetOrigin};
+use super::signed::check_signature;
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
-use crate::artifacts::hash::{hash_file_as, DigestKind};
+use crate::artifacts::hash::{hash_file_as, hash_file_dual, DigestKind};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact, WeightFormat};
 use crate::artifacts::store::fs::remove_entry;
 use crate::artifacts::store::stamp::{UnrecordedStamps, VerificationStamp};
@@ -89,8 +91,12 @@ pub struct ModelReadiness {
     /// other consumers of the cache find it by name.
     pub refs: Vec<String>,
     /// Why the model is not ready, naming the file (missing, a link out of the cache, not
-    /// verified yet, no digest known, a set nothing local describes); `None` when ready.
+    /// verified yet, no digest known, a set nothing local describes, a signature not
+    /// verified); `None` when ready.
     pub problem: Option<String>,
+    /// Who signed the model, when its signature policy's verdict holds (`P-256 key
+    /// sha256:…`, a certificate's names); `None` without a policy or a verdict.
+    pub signer: Option<String>,
 }
 
 /// Readiness of one file of a model's set.
@@ -326,7 +332,30 @@ fn model_problem(artifact: &ModelArtifact, state: &LocalState, verify: bool) -> 
             ));
         }
     }
-    state.files.iter().find_map(|f| file_problem(f, verify))
+    state
+        .files
+        .iter()
+        .find_map(|f| file_problem(f, verify))
+        .or_else(|| signature_problem(state))
+}
+
+/// Why the signature keeps a model from being ready, in words; `None` when it does not.
+fn signature_problem(state: &LocalState) -> Option<String> {
+    match &state.signature {
+        SignatureState::Unchecked {
+            file,
+            in_set: false,
+        } => Some(
+            EmbeddingError::SignatureMissing {
+                signature: file.clone(),
+            }
+            .to_string(),
+        ),
+        SignatureState::Unchecked { file, in_set: true } => Some(format!(
+            "signature {file} is not verified for these files under the signature policy (`cg-models verify` or `ensure` checks it)"
+        )),
+        _ => None,
+    }
 }
 
 fn model_readiness(ctx: &Context, artifact: &ModelArtifact, state: &LocalState) -> ModelReadiness {
@@ -397,6 +426,7 @@ fn model_readiness(ctx: &Context, artifact: &ModelArtifact, state: &LocalState) 
             })
             .unwrap_or_default(),
         problem: model_problem(artifact, state, verify),
+        signer: state.signature.signer().map(str::to_owned),
     }
 }
 
@@ -423,6 +453,7 @@ impl ModelReadiness {
             set_origin: None,
             refs: Vec::new(),
             problem: None,
+            signer: None,
         }
     }
 }
@@ -521,9 +552,15 @@ pub(crate) async fn verify_file(
     };
     let hashed = path.clone();
     let kind = expected.kind();
-    let (actual, length) = run_blocking(move || hash_file_as(&hashed, kind))
-        .await
-        .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
+    // A regular file is hashed once for its git blob id and the SHA-256 a signature lists.
+    let (actual, length, content_sha256) = run_blocking(move || match kind {
+        DigestKind::GitBlobSha1 => {
+            hash_file_dual(&hashed).map(|(sha256, git, length)| (git, length, Some(sha256)))
+        }
+        DigestKind::Sha256 => hash_file_as(&hashed, kind).map(|(sha, length)| (sha, length, None)),
+    })
+    .await
+    .map_err(|e| EmbeddingError::io("cannot read", &path, e))?;
     let stamp_path = ctx
         .layout
         .stamp_path(&artifact.repo_id, commit, &file.file.path);
@@ -551,14 +588,26 @@ pub(crate) async fn verify_file(
     let stamped = path.clone();
     let written = stamp_path.clone();
     let (stamp, unwritten) = run_blocking_checked("cannot read", &path, move || {
-        let stamp = VerificationStamp::now(&stamped, &actual)
+        let mut stamp = VerificationStamp::now(&stamped, &actual)
             .map_err(|e| EmbeddingError::io("cannot read", &stamped, e))?;
+        stamp.content_sha256 = content_sha256;
         // A stamp that already says this keeps its record (and its source); none is written,
         // so a read-only cache with our stamps needs no write at all.
         let current = VerificationStamp::read(&written)
             .filter(|s| s.sha256 == stamp.sha256 && s.fingerprint == stamp.fingerprint);
         if let Some(current) = current {
-            return Ok((current, None));
+            if current.content_sha256() == stamp.content_sha256() {
+                return Ok((current, None));
+            }
+            // A stamp from before the SHA-256 was kept: upgraded where the cache is
+            // writable; where it is not, the old stamp still vouches for the file (a
+            // signature check then hashes this small file again).
+            let mut upgraded = current.clone();
+            upgraded.content_sha256.clone_from(&stamp.content_sha256);
+            return Ok(match upgraded.write(&written) {
+                Ok(()) => (upgraded, None),
+                Err(_) => (current, None),
+            });
         }
         let unwritten = stamp.write(&written).err();
         Ok((stamp, unwritten))
@@ -610,6 +659,11 @@ pub(crate) async fn verify_model(
         }
     }
     if first_problem.is_none() {
+        // Every file is verified: the signature under the model's policy, from the stamps.
+        if let Err(error) = check_signature(ctx, artifact, commit).await {
+            ctx.events(artifact.model_id).marked_failed(&error);
+            return Ok(Some(FileVerdict::Corrupt(error)));
+        }
         if let Some(path) = state.weights().path() {
             ctx.board.set(
                 artifact.model_id,

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::context::Context;
-use super::plan::{known_set, record_set, set_record, ModelPlan, SetOrigin};
+use super::plan::{known_set, record_set, set_record, signature_path, ModelPlan, SetOrigin};
 use crate::artifacts::blocking::{run_blocking, run_blocking_checked};
-use crate::artifacts::fileset::{documents_needed, PinnedFile, RepoFile};
+use crate::artifacts::fileset::{add_signature, documents_needed, PinnedFile, RepoFile};
 use crate::artifacts::manifest::ModelArtifact;
 use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::tree::resolve_from_tree;
@@ -37,17 +37,26 @@ pub(crate) async fn resolve_plan(
             .ok()
             .flatten()
     };
+    let signature = signature_path(&ctx.signatures, artifact);
     if let Some((set, origin)) = known {
-        return Ok(ModelPlan::new(artifact, commit, weights, &set, origin));
+        return Ok(ModelPlan::new(artifact, commit, weights, &set, origin)
+            .mark_signature(signature.as_deref()));
     }
     let files = resolve_on_hub(&ctx.client, ctx, artifact, commit, events).await?;
     let layout = ctx.layout.clone();
     let recorded = artifact.clone();
     let commit_owned = commit.to_owned();
     let to_record = files.clone();
+    let signature_owned = signature.clone();
     let shown = ctx.layout.repo_dir(&artifact.repo_id);
     let written = run_blocking_checked("cannot record the file set in", &shown, move || {
-        record_set(&layout, &recorded, &commit_owned, &to_record)
+        record_set(
+            &layout,
+            &recorded,
+            &commit_owned,
+            signature_owned.as_deref(),
+            &to_record,
+        )
     })
     .await;
     if let Err(error) = written {
@@ -56,19 +65,19 @@ pub(crate) async fn resolve_plan(
         events.warning(format!(
             "{error}; this process keeps the file set in memory, a later run lists the tree again"
         ));
-        ctx.memory
-            .remember_set(&set_record(&ctx.layout, artifact, commit), files.clone());
+        ctx.memory.remember_set(
+            &set_record(&ctx.layout, artifact, commit, signature.as_deref()),
+            files.clone(),
+        );
     }
-    Ok(ModelPlan::new(
-        artifact,
-        commit,
-        weights,
-        &files,
-        SetOrigin::Hub,
-    ))
+    Ok(
+        ModelPlan::new(artifact, commit, weights, &files, SetOrigin::Hub)
+            .mark_signature(signature.as_deref()),
+    )
 }
 
-/// The whole set (the weight file included) resolved against the tree at `commit`.
+/// The whole set (the weight file included) resolved against the tree at `commit`, with the
+/// model's signature file when it has a policy and the tree lists it.
 pub(crate) async fn resolve_on_hub(
     client: &HubClient,
     ctx: &Context,
@@ -84,7 +93,13 @@ pub(crate) async fn resolve_on_hub(
     };
     let tree = list_tree_with_retries(client, ctx, &location, commit, events).await?;
     let local = local_documents(ctx, artifact, commit, &tree).await;
-    resolve_from_tree(client, artifact, commit, &tree, &location, &local).await
+    let mut set = resolve_from_tree(client, artifact, commit, &tree, &location, &local).await?;
+    add_signature(
+        &mut set,
+        &tree,
+        signature_path(&ctx.signatures, artifact).as_deref(),
+    );
+    Ok(set)
 }
 
 /// The documents the rules read, as far as the snapshot at `commit` (or a folder named in

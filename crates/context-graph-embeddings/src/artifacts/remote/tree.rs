@@ -3,7 +3,9 @@
 //! the caller's copies from disk), check each by the digest the tree lists, and apply
 //! `fileset::select`. Shared by `lock` (which
 //! writes the result into the manifest) and by ensure (which records it in the cache), so it
-//! lives below both and knows nothing of the cache.
+//! lives below both and knows nothing of the cache. Also the signature of a set at a commit
+//! checked before a pin moves there ([`check_signature_at`]: `lock`, `lock --upgrade`,
+//! `outdated`).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,7 @@ use super::client::HubClient;
 use crate::artifacts::fileset::{documents_needed, select, PinnedFile, RepoFile};
 use crate::artifacts::hash::{git_blob_sha1_hex, sha256_hex, DigestKind};
 use crate::artifacts::manifest::ModelArtifact;
+use crate::artifacts::signature::{SignatureVerifier, VerifiedSignature};
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// Largest document read to resolve a set (a `modules.json`, a safetensors index).
@@ -81,4 +84,62 @@ pub(crate) async fn resolve_from_tree(
         .iter()
         .filter_map(|p| by_path.get(p.as_str()).map(|f| f.pinned()))
         .collect())
+}
+
+/// Largest regular file fetched to learn its SHA-256 for a signature check at a head.
+const MAX_SIGNED_SMALL_FILE: u64 = 16 << 20;
+
+/// The signature at `at_commit` checked under the policy against the set the pin would take:
+/// an LFS file's SHA-256 is the tree's; a regular file (small) and the signature are fetched
+/// by commit, checked by their git blob id, and hashed. The refusal is the verifier's error;
+/// `Ok(None)`: unsigned and accepted (`if-present`).
+pub(crate) async fn check_signature_at(
+    hub: &HubClient,
+    artifact: &ModelArtifact,
+    at_commit: &FileLocation,
+    files: &[PinnedFile],
+    verifier: &SignatureVerifier,
+) -> EmbeddingResult<Option<VerifiedSignature>> {
+    let mut bundle = None;
+    let mut pairs = Vec::with_capacity(files.len());
+    for file in files {
+        let is_signature = file.path == verifier.signature_file();
+        if file.kind == DigestKind::Sha256 && !is_signature {
+            pairs.push((file.path.clone(), file.digest.clone()));
+            continue;
+        }
+        let location = FileLocation {
+            filename: file.path.clone(),
+            ..at_commit.clone()
+        };
+        let url = hub.resolve_url(&artifact.repo_id, &at_commit.revision, &file.path);
+        let bytes = hub
+            .get_small(&url, MAX_SIGNED_SMALL_FILE, &location)
+            .await?;
+        let actual = match file.kind {
+            DigestKind::Sha256 => sha256_hex(&bytes),
+            DigestKind::GitBlobSha1 => git_blob_sha1_hex(&bytes),
+        };
+        if actual != file.digest {
+            return Err(EmbeddingError::Protocol {
+                location,
+                reason: format!(
+                    "the bytes served for `{}` have {} {actual}, the tree lists {}",
+                    file.path,
+                    file.kind.label(),
+                    file.digest
+                ),
+            });
+        }
+        if is_signature {
+            bundle = Some(bytes);
+        } else {
+            pairs.push((file.path.clone(), sha256_hex(&bytes)));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_str()))
+        .collect();
+    verifier.verify_if_present(bundle.as_deref(), &pairs)
 }

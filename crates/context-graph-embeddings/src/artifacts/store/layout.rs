@@ -9,6 +9,7 @@
 //! <cache>/models--org--name/refs/<revision>                   (the commit, no newline)
 //! <cache>/models--org--name/trees/<commit>.json              (huggingface_hub's tree listing, read only)
 //! <cache>/models--org--name/.cg-models-v1/verified/…          (our verification stamps)
+//! <cache>/models--org--name/.cg-models-v1/signatures/…        (our signature verdicts)
 //! <cache>/blobs/<2 hex>/<xet hash>                            (huggingface_hub 2.4's shared store, see `shared.rs`)
 //! ```
 //!
@@ -135,6 +136,16 @@ impl CacheLayout {
         self.repo_dir(repo_id)
             .join(METADATA_DIR)
             .join("sets")
+            .join(name)
+    }
+
+    /// Where the verdict on a model's signature at a commit is recorded (`key` names the
+    /// selection and the policy): `SignatureStamp`, valid only while every file's stamp is.
+    pub fn signature_record_path(&self, repo_id: &str, commit: &str, key: &str) -> PathBuf {
+        let name = format!("{commit}-{}.json", &sha256_hex(key.as_bytes())[..16]);
+        self.repo_dir(repo_id)
+            .join(METADATA_DIR)
+            .join("signatures")
             .join(name)
     }
 

@@ -89,6 +89,11 @@ pub struct VerificationStamp {
     /// Where the bytes came from (`hub`, a mirror object, `cache`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The SHA-256 of the content of a file checked by another digest (a regular file, by its
+    /// git blob id), computed in the same read: what a model signature lists. `None` in stamps
+    /// written before it was kept, and for LFS files (their `sha256` is the content's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
 }
 
 impl VerificationStamp {
@@ -101,6 +106,7 @@ impl VerificationStamp {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             source: None,
+            content_sha256: None,
         })
     }
 
@@ -122,11 +128,116 @@ impl VerificationStamp {
         let hash_ok = expected_sha256.is_none_or(|e| e.eq_ignore_ascii_case(&self.sha256));
         hash_ok && FileFingerprint::of(path).is_ok_and(|f| f == self.fingerprint)
     }
+
+    /// The SHA-256 of the file's content, when the stamp knows it: `sha256` for a file
+    /// verified by SHA-256, `content_sha256` for one verified by its git blob id.
+    pub fn content_sha256(&self) -> Option<&str> {
+        if self.sha256.len() == 64 {
+            Some(&self.sha256)
+        } else {
+            self.content_sha256.as_deref()
+        }
+    }
+}
+
+/// The record that a model's signature was verified: the signer, the policy it was checked
+/// under, and the digest every file of the set (the signature file included) had then. It
+/// holds only while each file still has a valid stamp for that digest, so readiness checks a
+/// signature by the `stat`s it makes anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SignatureStamp {
+    /// The policy the signature was verified under (its plain data, in words).
+    pub(crate) policy: String,
+    /// The signer in words (`P-256 key sha256:…`, a certificate's names).
+    pub(crate) signer: String,
+    /// SHA-256 of the signer's DER public key.
+    pub(crate) signer_key_sha256: String,
+    /// Every file of the set by path, with the digest its stamp vouched for.
+    pub(crate) files: std::collections::BTreeMap<String, String>,
+    /// Seconds since the epoch at verification.
+    pub(crate) verified_at: u64,
+}
+
+impl SignatureStamp {
+    /// Reads a record; a missing or unreadable one is `None` (the signature is then unchecked).
+    pub(crate) fn read(path: &Path) -> Option<Self> {
+        let text = fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Writes the record atomically.
+    pub(crate) fn write(&self, path: &Path) -> EmbeddingResult<()> {
+        let text = serde_json::to_vec(self).unwrap_or_default();
+        write_atomic(path, &text)
+    }
+
+    /// Whether the record vouches for this set under this policy: the same policy, the same
+    /// paths, each with the digest given (the caller passes only files whose stamps are valid).
+    pub(crate) fn holds_for<'a>(
+        &self,
+        policy: &str,
+        files: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> bool {
+        if self.policy != policy {
+            return false;
+        }
+        let mut count = 0;
+        for (path, digest) in files {
+            count += 1;
+            if self
+                .files
+                .get(path)
+                .is_none_or(|d| !d.eq_ignore_ascii_case(digest))
+            {
+                return false;
+            }
+        }
+        count == self.files.len()
+    }
+
+    /// Seconds since the epoch, now.
+    pub(crate) fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_verdict_holds_only_for_the_same_policy_and_the_same_files() {
+        let verdict = SignatureStamp {
+            policy: "key a".to_owned(),
+            signer: "P-256 key sha256:0123".to_owned(),
+            signer_key_sha256: "0".repeat(64),
+            files: [("config.json", "b1"), ("model.sig", "c1"), ("w", "a1")]
+                .into_iter()
+                .map(|(p, d)| (p.to_owned(), d.to_owned()))
+                .collect(),
+            verified_at: 0,
+        };
+        let same = [("w", "a1"), ("config.json", "B1"), ("model.sig", "c1")];
+        assert!(verdict.holds_for("key a", same));
+        assert!(!verdict.holds_for("key b", same), "another policy");
+        let changed = [("w", "a1"), ("config.json", "b2"), ("model.sig", "c1")];
+        assert!(!verdict.holds_for("key a", changed), "a file changed");
+        let fewer = [("w", "a1"), ("model.sig", "c1")];
+        assert!(!verdict.holds_for("key a", fewer), "a file left the set");
+        let more = [
+            ("w", "a1"),
+            ("config.json", "b1"),
+            ("model.sig", "c1"),
+            ("extra", "d1"),
+        ];
+        assert!(!verdict.holds_for("key a", more), "a file joined the set");
+        let text = br#"{"sha256":"ab","fingerprint":{"size":1,"mtime_ns":2,"inode":3,"device":4},"verified_at":5}"#;
+        let old: VerificationStamp = serde_json::from_slice(text).unwrap();
+        assert_eq!(old.content_sha256, None, "stamps written before still read");
+        assert_eq!(old.content_sha256(), None);
+    }
     use crate::artifacts::hash::sha256_hex;
 
     #[test]

@@ -864,49 +864,65 @@ proptest::proptest! {
     }
 }
 
-/// What the wiring into `ensure` will do, done by hand on today's download path: a publisher
-/// signs a folder with the official tool, the emulator serves it (and a malicious copy whose
-/// `config.json` changed by one byte, with the Hub's digests changed to match), the manager
-/// downloads both sets with `model.sig` at the same commit, and the manifest's default policy
-/// (a key beside the manifest) verifies the first and refuses the second naming the file.
-/// (The wired check will take the digests the download computed; here the snapshot is hashed.)
-#[tokio::test]
-async fn a_signed_repo_downloaded_from_the_emulator_verifies_and_a_malicious_one_is_refused() {
+/// The signature check wired into `ensure`, `status` and `verify` (issue 26), as a new user
+/// meets it: a publisher signs a folder with the official tool, the emulator serves it and
+/// four tampered repos (one byte of `config.json` changed with the Hub's digests changed to
+/// match, a file added that the signature does not list, a signature by another key, no
+/// signature at all), and a manifest whose default policy requires the publisher's key (the
+/// pattern list does not name `model.sig`: the policy puts it in the set). The signed model is
+/// ready with its signer; each tampered one is refused with its own error and never reported
+/// ready, by this process or the next; no weight file is hashed again for the signature; and a
+/// read-only cache verifies the signature without writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_verifies_a_signed_repo_and_refuses_each_tampered_one() {
+    use context_graph_embeddings::artifacts::test_support::times_hashed;
     use context_graph_embeddings::artifacts::{
-        ArtifactManagerConfig, Manifest, ModelArtifactManager,
+        ArtifactManagerConfig, ModelArtifactManager, ReadinessState,
     };
     use context_graph_embeddings::ModelId;
 
     let Some(python) = tool() else { return };
     let temp = tempfile::tempdir().unwrap();
     let (private, public) = openssl_key_pair(temp.path(), "publisher");
-    let signed = model_folder(temp.path());
+    let (other_private, other_public) = openssl_key_pair(temp.path(), "other");
+    let unsigned = model_folder(&temp.path().join("unsigned-root"));
+    let signed = temp.path().join("signed");
+    copy_dir(&unsigned, &signed);
     sign_key(&python, &signed, &private);
     let malicious = temp.path().join("malicious");
     copy_dir(&signed, &malicious);
     flip_byte(&malicious.join("config.json"), 5);
+    let added = temp.path().join("added");
+    copy_dir(&signed, &added);
+    fs::write(added.join("onnx/extra.onnx"), b"not signed").unwrap();
+    let other_key = temp.path().join("other-key");
+    copy_dir(&unsigned, &other_key);
+    sign_key(&python, &other_key, &other_private);
 
-    let hub = hub_emulator::HubBuilder::new()
-        .repo(hub_emulator::RepoSpec::from_dir("publisher/signed", &signed).unwrap())
-        .repo(hub_emulator::RepoSpec::from_dir("publisher/malicious", &malicious).unwrap())
-        .start()
-        .unwrap();
+    let repos = [
+        (ModelId::Semantic, "publisher/signed", &signed),
+        (ModelId::Entity, "publisher/malicious", &malicious),
+        (ModelId::Code, "publisher/added", &added),
+        (ModelId::Causal, "publisher/other-key", &other_key),
+        (ModelId::Graph, "publisher/unsigned", &unsigned),
+    ];
+    let mut hub = hub_emulator::HubBuilder::new();
+    for (_, repo, dir) in &repos {
+        hub = hub.repo(hub_emulator::RepoSpec::from_dir(repo, dir).unwrap());
+    }
+    let hub = hub.start().unwrap();
     let manifest_dir = temp.path().join("deploy");
     fs::create_dir(&manifest_dir).unwrap();
     fs::copy(&public, manifest_dir.join("publisher.pub.pem")).unwrap();
-    let entry = |id: ModelId, repo: &str| {
-        serde_json::json!({
-            "model_id": id.as_str(), "repo_id": repo, "filename": "model.safetensors",
-            "sha256": null, "size_bytes": null, "revision": "main",
-            "include": ["*.json", "*.sig", "onnx/*"],
-        })
-    };
     let models: Vec<serde_json::Value> = ModelId::ALL
         .iter()
-        .map(|id| match id {
-            ModelId::Semantic => entry(*id, "publisher/signed"),
-            ModelId::Entity => entry(*id, "publisher/malicious"),
-            _ => serde_json::json!({"model_id": id.as_str(), "builtin": true}),
+        .map(|id| match repos.iter().find(|(m, _, _)| m == id) {
+            Some((_, repo, _)) => serde_json::json!({
+                "model_id": id.as_str(), "repo_id": repo, "filename": "model.safetensors",
+                "sha256": null, "size_bytes": null, "revision": "main",
+                "include": ["*.json", "onnx/*"],
+            }),
+            None => serde_json::json!({"model_id": id.as_str(), "builtin": true}),
         })
         .collect();
     let manifest_path = manifest_dir.join("models.json");
@@ -919,57 +935,35 @@ async fn a_signed_repo_downloaded_from_the_emulator_verifies_and_a_malicious_one
         .unwrap(),
     )
     .unwrap();
-
-    let manager = ModelArtifactManager::new(ArtifactManagerConfig {
-        cache_dir: temp.path().join("hub"),
-        endpoint: hub.endpoint(),
-        manifest_path: Some(manifest_path.clone()),
-        hf_token: None,
-        implicit_token: false,
-        offline: false,
-        ..ArtifactManagerConfig::from_env()
-    })
-    .unwrap();
-    manager.ensure_all_models().await.unwrap();
-
-    let manifest = Manifest::from_path(&manifest_path).unwrap();
-    let check = |id: ModelId| {
-        let verifier = manifest
-            .signatures
-            .verifier_for(id)
-            .unwrap()
-            .expect("the default policy applies");
-        let model = manager.verified_model(id).unwrap();
-        let files: Vec<(String, String)> = model
-            .files
-            .iter()
-            .map(|path| {
-                let name = path
-                    .strip_prefix(&model.snapshot_dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                (name, sha256_file(path))
-            })
-            .collect();
-        let pairs: Vec<(&str, &str)> = files
-            .iter()
-            .map(|(p, d)| (p.as_str(), d.as_str()))
-            .collect();
-        let bundle = fs::read(model.snapshot_dir.join(verifier.signature_file())).ok();
-        verifier.verify_if_present(bundle.as_deref(), &pairs)
+    let cache_dir = temp.path().join("hub");
+    let manager = || {
+        ModelArtifactManager::new(ArtifactManagerConfig {
+            cache_dir: cache_dir.clone(),
+            endpoint: hub.endpoint(),
+            manifest_path: Some(manifest_path.clone()),
+            hf_token: None,
+            implicit_token: false,
+            offline: false,
+            ..ArtifactManagerConfig::from_env()
+        })
+        .unwrap()
     };
-    let verified = check(ModelId::Semantic).unwrap().expect("signed");
-    let mut signed_files = verified.signed_files.clone();
-    signed_files.sort();
-    assert_eq!(
-        signed_files,
-        ["config.json", "model.safetensors", "onnx/model.onnx"]
-    );
-    assert_eq!(verified.ignored_files, ["model.sig"]);
-    assert_eq!(verified.signer_key_sha256.len(), 64);
+
+    let first = manager();
+    let failures = match first.ensure_all_models().await {
+        Err(EmbeddingError::DownloadsFailed(failures)) => failures,
+        other => panic!("four tampered repos must fail: {other:?}"),
+    };
+    let error_of = |id: ModelId| {
+        failures
+            .iter()
+            .find(|(m, _)| *m == id)
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("{id:?} must be refused: {failures:?}"))
+    };
+    assert_eq!(failures.len(), 4, "{failures:?}");
     let signed_config = sha256_file(&signed.join("config.json"));
-    match check(ModelId::Entity).unwrap_err() {
+    match error_of(ModelId::Entity) {
         EmbeddingError::SignatureDigestMismatch {
             path,
             signed,
@@ -977,9 +971,328 @@ async fn a_signed_repo_downloaded_from_the_emulator_verifies_and_a_malicious_one
             ..
         } => {
             assert_eq!(path, "config.json");
-            assert_eq!(signed, signed_config);
-            assert_eq!(actual, sha256_file(&malicious.join("config.json")));
+            assert_eq!(*signed, signed_config);
+            assert_eq!(*actual, sha256_file(&malicious.join("config.json")));
         }
-        other => panic!("{other:?}"),
+        other => panic!("malicious: {other:?}"),
     }
+    match error_of(ModelId::Code) {
+        EmbeddingError::SignatureUnlistedFile { path, .. } => assert_eq!(path, "onnx/extra.onnx"),
+        other => panic!("added: {other:?}"),
+    }
+    assert!(
+        matches!(
+            error_of(ModelId::Causal),
+            EmbeddingError::SignatureWrongSigner { .. }
+                | EmbeddingError::SignatureBadSignature { .. }
+        ),
+        "{:?}",
+        error_of(ModelId::Causal)
+    );
+    match error_of(ModelId::Graph) {
+        EmbeddingError::SignatureMissing { signature } => assert_eq!(signature, "model.sig"),
+        other => panic!("unsigned: {other:?}"),
+    }
+    for (id, _) in &failures {
+        eprintln!("{id:?}: {}", error_of(*id));
+    }
+
+    let model = first
+        .verified_model(ModelId::Semantic)
+        .expect("signed and verified");
+    let names: Vec<String> = model
+        .files
+        .iter()
+        .map(|p| {
+            p.strip_prefix(&model.snapshot_dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(names.contains(&"model.sig".to_owned()), "{names:?}");
+    let weights = model.weights.clone();
+    // The blob the snapshot entry links to: hashing it by that name would be a read too.
+    let weights_blob = fs::canonicalize(&weights).unwrap();
+    assert_ne!(weights_blob, weights, "a link to the blob");
+    let check_report = |manager: &ModelArtifactManager, when: &str| {
+        let report = manager.readiness_report();
+        assert!(
+            report.ready_models.contains(&ModelId::Semantic),
+            "{when}: {report:#?}"
+        );
+        let row = report
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap();
+        let signer = row.signer.as_deref().expect("the signer");
+        assert!(signer.starts_with("P-256 key sha256:"), "{when}: {signer}");
+        let sig_row = row
+            .files
+            .iter()
+            .find(|f| f.path == "model.sig")
+            .expect("in the set");
+        assert_eq!(sig_row.state, ReadinessState::Ready);
+        for (id, _) in &failures {
+            assert!(
+                !report.ready_models.contains(id),
+                "{when}: {id:?} reported ready"
+            );
+            assert!(
+                manager.verified_model(*id).is_none(),
+                "{when}: {id:?} reaches the registry"
+            );
+            let row = report.models.iter().find(|m| m.model_id == *id).unwrap();
+            assert_ne!(row.state, ReadinessState::Ready, "{when}: {row:?}");
+            assert_eq!(row.signer, None, "{when}: {row:?}");
+            assert!(row.problem.is_some(), "{when}: {row:?}");
+        }
+        report
+    };
+    let report = check_report(&first, "after ensure");
+    for (id, error) in &failures {
+        let row = report.models.iter().find(|m| m.model_id == *id).unwrap();
+        assert_eq!(row.state, ReadinessState::Failed, "{row:?}");
+        assert_eq!(row.error.as_deref(), Some(error.to_string().as_str()));
+    }
+
+    // The next process: the verdict is a record checked by the stamps' `stat`s; the refused
+    // ones stay refused (ensure again, verify) and are still not ready.
+    let second = manager();
+    check_report(&second, "a new process");
+    assert!(second.ensure_all_models().await.is_err());
+    let outcomes = second.verify_present(2, true).await;
+    for outcome in &outcomes {
+        let expect_ok = outcome.model_id == ModelId::Semantic;
+        assert_eq!(outcome.verified == Some(true), expect_ok, "{outcome:?}");
+    }
+    check_report(&second, "after ensure and verify again");
+    assert_eq!(
+        times_hashed(&weights),
+        0,
+        "checking the signature never hashes the weight file again"
+    );
+
+    // Pins move only to signed content: `lock` pins `model.sig` with the set of the signed
+    // repo, and refuses each tampered head with the same error as `ensure`.
+    let upgraded = second
+        .upgrade_pins(&[ModelId::Semantic])
+        .await
+        .expect("the signed head");
+    let entry = upgraded
+        .manifest
+        .artifacts()
+        .find(|a| a.model_id == ModelId::Semantic)
+        .unwrap();
+    let locked: Vec<&str> = entry
+        .selection
+        .files
+        .iter()
+        .flatten()
+        .map(|f| f.path.as_str())
+        .collect();
+    assert!(locked.contains(&"model.sig"), "{locked:?}");
+    let signed_by = entry.signed_by.clone().expect("lock records the signer");
+    assert_eq!(signed_by.len(), 64);
+    let status_signer = check_report(&second, "before lock")
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap()
+        .signer
+        .clone()
+        .unwrap();
+    assert!(
+        status_signer.ends_with(&signed_by[..16]),
+        "{status_signer} {signed_by}"
+    );
+    assert!(upgraded
+        .filled
+        .iter()
+        .any(|c| c.field == "signed_by" && c.new == signed_by));
+    let written = upgraded.manifest.to_json_pretty();
+    assert!(
+        written.contains(&format!("\"signed_by\": \"{signed_by}\"")),
+        "{written}"
+    );
+    let reread = context_graph_embeddings::artifacts::Manifest::parse(&written, "locked").unwrap();
+    assert_eq!(
+        reread
+            .artifacts()
+            .find(|a| a.model_id == ModelId::Semantic)
+            .unwrap()
+            .signed_by
+            .as_deref(),
+        Some(signed_by.as_str())
+    );
+    match second.pin_manifest().await {
+        Err(EmbeddingError::DownloadsFailed(refused)) => {
+            let ids: Vec<ModelId> = refused.iter().map(|(id, _)| *id).collect();
+            let expected: Vec<ModelId> = failures.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids.len(), 4, "{refused:?}");
+            assert!(expected.iter().all(|id| ids.contains(id)), "{refused:?}");
+            for (id, error) in &refused {
+                assert_eq!(error.to_string(), error_of(*id).to_string(), "{id:?}");
+            }
+        }
+        other => panic!("lock must refuse the tampered heads: {other:?}"),
+    }
+
+    // `outdated` checks the head's versions of the pinned files (here the weight file, the
+    // entries being unlocked) and the signature under the same policy.
+    let drifts = second.check_outdated(&[]).await.expect("outdated");
+    let refused = |id: ModelId| {
+        drifts
+            .iter()
+            .find(|d| d.model_id == id)
+            .unwrap()
+            .head_signature_refused
+            .clone()
+    };
+    assert_eq!(refused(ModelId::Semantic), None);
+    assert_eq!(
+        refused(ModelId::Causal).as_deref(),
+        Some(error_of(ModelId::Causal).to_string().as_str())
+    );
+    assert_eq!(
+        refused(ModelId::Graph).as_deref(),
+        Some(error_of(ModelId::Graph).to_string().as_str())
+    );
+
+    // A bundle carries the signature file (a file of the set), and import checks it like a
+    // download: the model is ready at the other site with its signer, no hashing of weights.
+    let bundle = temp.path().join("signed.tar");
+    let exported = second
+        .export_bundle(&bundle, &[ModelId::Semantic])
+        .await
+        .expect("export");
+    assert!(
+        exported.files.iter().any(|f| f.path == "model.sig"),
+        "{exported:?}"
+    );
+    let site_cache = temp.path().join("site");
+    let site = ModelArtifactManager::new(ArtifactManagerConfig {
+        cache_dir: site_cache.clone(),
+        endpoint: "http://127.0.0.1:9".to_owned(),
+        manifest_path: Some(manifest_path.clone()),
+        hf_token: None,
+        implicit_token: false,
+        offline: true,
+        ..ArtifactManagerConfig::from_env()
+    })
+    .unwrap();
+    site.import_bundle(&bundle).await.expect("import");
+    let report = site.readiness_report();
+    let row = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(row.state, ReadinessState::Ready, "{row:?}");
+    assert_eq!(
+        row.signer,
+        check_report(&second, "before the bundle")
+            .models
+            .iter()
+            .find(|m| m.model_id == ModelId::Semantic)
+            .unwrap()
+            .signer
+    );
+    let site_records = site_cache.join("models--publisher--signed/.cg-models-v1/signatures");
+    assert_eq!(
+        fs::read_dir(&site_records).unwrap().count(),
+        1,
+        "the verdict is recorded"
+    );
+
+    // Another policy (the other key) over the same cache: the verdict recorded under the
+    // publisher's key does not hold for it, and `verify` refuses the publisher's signature.
+    let other_dir = temp.path().join("other-deploy");
+    fs::create_dir(&other_dir).unwrap();
+    fs::copy(&other_public, other_dir.join("publisher.pub.pem")).unwrap();
+    let other_manifest = other_dir.join("models.json");
+    fs::copy(&manifest_path, &other_manifest).unwrap();
+    let strict = ModelArtifactManager::new(ArtifactManagerConfig {
+        cache_dir: cache_dir.clone(),
+        endpoint: hub.endpoint(),
+        manifest_path: Some(other_manifest),
+        hf_token: None,
+        implicit_token: false,
+        offline: true,
+        ..ArtifactManagerConfig::from_env()
+    })
+    .unwrap();
+    let report = strict.readiness_report();
+    let row = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(row.state, ReadinessState::Unverified, "{row:?}");
+    assert_eq!(row.signer, None);
+    assert!(
+        row.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("model.sig is not verified")),
+        "{row:?}"
+    );
+    let outcomes = strict.verify_present(2, true).await;
+    let semantic = outcomes
+        .iter()
+        .find(|o| o.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(semantic.verified, Some(false), "{semantic:?}");
+    assert!(
+        semantic
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("another key")),
+        "{semantic:?}"
+    );
+    assert!(strict.verified_model(ModelId::Semantic).is_none());
+    check_report(&manager(), "the publisher's policy again");
+
+    // A read-only cache without the verdict: `verify` checks the signature from the stamps,
+    // keeps the verdict in memory with the one notice, and writes nothing.
+    let records = cache_dir.join("models--publisher--signed/.cg-models-v1/signatures");
+    fs::remove_dir_all(&records).unwrap();
+    let before = super::read_only::tree(&cache_dir);
+    let _mount = super::read_only::ReadOnlyMount::new(&cache_dir);
+    let third = manager();
+    let report = third.readiness_report();
+    let row = report
+        .models
+        .iter()
+        .find(|m| m.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_ne!(row.state, ReadinessState::Ready, "no verdict: {row:?}");
+    assert!(
+        row.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("model.sig is not verified")),
+        "{row:?}"
+    );
+    let outcomes = third.verify_present(2, true).await;
+    let semantic = outcomes
+        .iter()
+        .find(|o| o.model_id == ModelId::Semantic)
+        .unwrap();
+    assert_eq!(semantic.verified, Some(true), "{semantic:?}");
+    check_report(&third, "read-only, verified in memory");
+    let notice = third.unrecorded_stamps().expect("the one notice");
+    assert!(notice.reason.contains("Read-only"), "{notice:?}");
+    assert_eq!(
+        super::read_only::tree(&cache_dir),
+        before,
+        "nothing written"
+    );
+    assert_eq!(times_hashed(&weights), 0);
+    assert_eq!(times_hashed(&weights_blob), 0);
+    // The counter is live: `verify` that re-hashes reads the weight file, once.
+    let rehashed = third.verify_present(2, false).await;
+    assert!(rehashed
+        .iter()
+        .any(|o| o.model_id == ModelId::Semantic && o.verified == Some(true)));
+    assert_eq!(times_hashed(&weights), 1);
 }
