@@ -22,6 +22,7 @@
 //! ```
 
 mod api;
+pub mod chaos;
 pub mod fault;
 mod http;
 mod log;
@@ -33,6 +34,7 @@ mod server;
 mod signing;
 pub mod synth;
 
+pub use chaos::{ChaosConfig, ChaosFault, ChaosProxy, ChaosStats};
 pub use fault::{Fault, FaultRule, FaultTarget};
 pub use http::encode_component;
 pub use log::{Host, RequestRecord};
