@@ -62,6 +62,8 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 #[test]
+// Prints the figures line scripts/fuzz --hostile records, and progress on long runs.
+#[allow(clippy::print_stdout)]
 fn a_hostile_hub_replayed_leaves_no_wrong_byte() {
     let fx = Fixture::new(&[
         pinned(ModelId::Entity, 300_000),
