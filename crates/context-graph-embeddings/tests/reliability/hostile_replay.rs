@@ -136,7 +136,7 @@ fn a_hostile_hub_replayed_leaves_no_wrong_byte() {
         [] => "no seed".to_owned(),
     };
     println!(
-        "HOSTILE-FIGURES|runs={}|phases={}|kills={}|requests={}|faults={}|wrong_files={}|seconds={:.0}|{by_kind}",
+        "HOSTILE-FIGURES|seeds={seeds_text}|runs={}|phases={}|kills={}|requests={}|faults={}|wrong_files={}|seconds={:.0}|{by_kind}",
         totals.runs,
         totals.phases,
         totals.kills,
@@ -237,7 +237,21 @@ fn one_run(fx: &Fixture, seed: u64, totals: &mut Totals) {
         if !check.violations.is_empty() {
             totals.wrong_files += check.violations.len() as u64;
         }
-        check.assert_sound(&format!("seed {seed} after hostile phase {phase}"));
+        if !check.violations.is_empty() {
+            let mut listing = String::new();
+            crate::support::walk(&cache, &mut |p, m| {
+                let link = std::fs::read_link(p)
+                    .map(|t| format!(" -> {}", t.display()))
+                    .unwrap_or_default();
+                listing.push_str(&format!("\n  {} ({} B){link}", p.display(), m.len()));
+            });
+            check.assert_sound(&format!(
+                "seed {seed} after hostile phase {phase} (ended by {}: {status:?}; crash point {env:?}; result {:?}); cache:{listing}\nchild output:\n{}",
+                if kill_after.is_some() { "a kill after a delay, or itself" } else { "itself" },
+                child.result(),
+                child.log_text()
+            ));
+        }
     }
     let stats = proxy.stats();
     drop(proxy);
