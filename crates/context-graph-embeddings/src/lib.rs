@@ -105,6 +105,10 @@ pub mod pipeline;
 pub mod registry;
 pub mod safetensors;
 
+/// The fuzz targets' entry points (`fuzzing` feature only); see [`artifacts::fuzzing`].
+#[cfg(feature = "fuzzing")]
+pub use artifacts::fuzzing;
+
 pub use config::{EmbeddingConfig, ModelRegistryConfig};
 pub use error::{EmbeddingError, EmbeddingResult, FileLocation, HubRefusal};
 pub use model_id::ModelId;

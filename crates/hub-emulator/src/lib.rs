@@ -22,6 +22,7 @@
 //! ```
 
 mod api;
+pub mod chaos;
 pub mod fault;
 mod http;
 mod http2;
@@ -36,6 +37,7 @@ mod signing;
 pub mod synth;
 mod tls;
 
+pub use chaos::{ChaosConfig, ChaosFault, ChaosProxy, ChaosStats};
 pub use fault::{Fault, FaultRule, FaultTarget};
 pub use http::encode_component;
 pub use log::{Host, HttpVersion, RequestRecord};

@@ -388,10 +388,14 @@ pub(crate) fn module_folders(modules_json: &[u8]) -> Result<Vec<String>, String>
         }
         if path
             .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
+            .any(|s| s.is_empty() || s == "." || s == ".." || s.len() > 255)
             || path.contains('\\')
+            || path.chars().any(char::is_control)
         {
-            return Err(format!("modules.json names the unsafe folder `{path}`"));
+            return Err(format!(
+                "modules.json names the unsafe folder `{}`",
+                path.escape_debug()
+            ));
         }
         folders.push(path.to_owned());
     }
@@ -411,9 +415,16 @@ pub(crate) fn shard_names(index_json: &[u8]) -> Result<Vec<String>, String> {
         let file = file
             .as_str()
             .ok_or_else(|| format!("tensor `{tensor}` maps to a non-string"))?;
-        if file.is_empty() || file.contains(['/', '\\']) || file.starts_with('.') {
+        if file.is_empty()
+            || file.contains(['/', '\\'])
+            || file.starts_with('.')
+            || file.len() > 255
+            || file.chars().any(char::is_control)
+        {
             return Err(format!(
-                "tensor `{tensor}` maps to the unsafe file `{file}`"
+                "tensor `{}` maps to the unsafe file `{}`",
+                tensor.escape_debug(),
+                file.escape_debug()
             ));
         }
         shards.insert(file.to_owned());

@@ -20,6 +20,8 @@ mod config;
 mod ensure;
 mod environment;
 mod fileset;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod hash;
 mod ids;
 mod manager;

@@ -7,4 +7,5 @@
 
 mod architecture;
 mod artifacts;
+mod fuzz_corpus;
 mod support;

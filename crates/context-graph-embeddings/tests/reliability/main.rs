@@ -9,6 +9,7 @@
 //! | [`concurrency`] | several processes on one cache, with and without working file locks |
 //! | [`disk`] | a full disk (a small tmpfs mounted by the test) |
 //! | [`hostile`] | hostile manifests, safetensors headers, symlinks in the cache, secrets |
+//! | [`hostile_replay`] | a hostile Hub (random faults per request, seeded) with random kills, replayed over many seeds |
 //!
 //! Each test prints `RELIABILITY|…` evidence lines; `scripts/reliability-report` runs the
 //! suite and turns them into `RELIABILITY.md`. Some tests start this binary again as a child
@@ -32,4 +33,5 @@ mod crash;
 mod disk;
 mod faults;
 mod hostile;
+mod hostile_replay;
 mod support;

@@ -6,6 +6,7 @@ use reqwest::header::{self, HeaderMap};
 
 use crate::artifacts::fileset::RepoFile;
 use crate::artifacts::ids::{is_commit_hash, validate_sha256};
+use crate::artifacts::manifest::validate_filename;
 use crate::error::{EmbeddingError, EmbeddingResult, FileLocation};
 
 /// What the Hub says about one file at one revision.
@@ -173,7 +174,9 @@ fn parse_amz_date(text: &str) -> Option<u64> {
 }
 
 /// The files of a tree API page (`{type, path, oid, size, lfs{oid, size}}` items; folders are
-/// skipped). A file entry without the fields a check needs is a protocol error.
+/// skipped). A file entry without the fields a check needs, or whose path is not a safe repo
+/// path (the rule of manifest paths: no `..`, no control characters, segments of at most 255
+/// bytes), is a protocol error: such a path would become `snapshots/<commit>/<path>`.
 pub(crate) fn tree_files(
     value: &serde_json::Value,
     location: &FileLocation,
@@ -194,6 +197,12 @@ pub(crate) fn tree_files(
             .get("path")
             .and_then(|p| p.as_str())
             .ok_or_else(|| protocol("a tree entry has no `path`".to_owned()))?;
+        validate_filename(path).map_err(|reason| {
+            protocol(format!(
+                "the tree lists the unsafe path `{}`: {reason}",
+                path.chars().take(80).collect::<String>().escape_debug()
+            ))
+        })?;
         let field = |name: &str| protocol(format!("the tree entry `{path}` has no valid `{name}`"));
         let size = item
             .get("size")

@@ -1,0 +1,756 @@
+//! Entry points for the fuzz targets of `fuzz/` (issue 28), only with the `fuzzing` feature:
+//! each takes the raw bytes a fuzzer made, feeds them to one parser of untrusted input the
+//! way the crate does, and **panics when a promise is broken**, not only when the parser
+//! panics: paths that leave their root, a parse → serialize → parse that changes the value, a
+//! blob or snapshot entry that does not hold verified bytes, a deletion the rules forbid.
+//! Allocations sized by an unchecked field are caught by the fuzzer's `-malloc_limit_mb`
+//! (`scripts/fuzz`). The crate's own tests replay the committed corpora and regressions
+//! through the same functions (`tests/it/fuzz_corpus.rs`).
+//!
+//! This is harness code: a setup failure (no temporary folder) panics too, with its reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::config::ArtifactManagerConfig;
+use super::fileset::{module_folders, select, shard_names, FileSelection, Preset};
+use super::hash::sha256_hex;
+use super::manager::ModelArtifactManager;
+use super::manifest::{validate_filename, Manifest, ManifestEntry};
+use super::remote::protocol::{
+    metadata_from, next_link, parse_content_range, signed_url_expired, strip_query, tree_files,
+};
+use super::store::layout::CacheLayout;
+use super::store::shared;
+use crate::error::FileLocation;
+use crate::safetensors::{check_file, check_sharded, parse_header, MAX_HEADER_BYTES};
+
+/// A private folder for this process's scratch files, removed when the process ends normally.
+/// In memory (`/dev/shm`) where there is one: the fsyncs of an import cost nothing there, so
+/// the fuzzer spends its time on the parser rather than waiting for a disk.
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let builder = {
+            let mut b = tempfile::Builder::new();
+            b.prefix("cg-fuzz-");
+            b
+        };
+        let shm = Path::new("/dev/shm");
+        shm.is_dir()
+            .then(|| builder.tempdir_in(shm).ok())
+            .flatten()
+            .map_or_else(|| builder.tempdir(), Ok)
+            .expect("fuzz harness: a temporary folder")
+    })
+    .path()
+}
+
+/// A fresh, empty folder under [`scratch`] (removed by the caller).
+fn fresh_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = scratch().join(format!("{label}-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    fs::create_dir_all(&dir).expect("fuzz harness: a scratch folder");
+    dir
+}
+
+/// Whether `path`, with `..` and `.` resolved lexically, is still below `root`.
+fn stays_below(root: &Path, path: &Path) -> bool {
+    let mut depth: usize = 0;
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    for component in rest.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    depth > 0
+}
+
+/// `path` with `.` and `..` resolved lexically (no link followed).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Every regular file and link under `dir` (links not followed), relative.
+fn tree_of(dir: &Path) -> BTreeSet<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(base, &path, out);
+            } else if let Ok(relative) = path.strip_prefix(base) {
+                out.insert(relative.to_path_buf());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Reads `u64`s from the front of the fuzzer's bytes.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> u8 {
+        let Some((first, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        *first
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut buf = [0u8; 8];
+        let n = self.0.len().min(8);
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        u64::from_le_bytes(buf)
+    }
+}
+
+// ------------------------------------------------------------------ manifest
+
+/// `Manifest::parse` on any text. A manifest that parses has every file path inside its
+/// snapshot folder, every repo folder inside the cache, and writes itself out
+/// (`to_json_pretty`) as text that parses to the same value.
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(parsed) = Manifest::parse(text, "fuzz") else {
+        return;
+    };
+    let root = Path::new("/cache");
+    let layout = CacheLayout::new(root);
+    for artifact in parsed.artifacts() {
+        let repo = layout.repo_dir(&artifact.repo_id);
+        assert!(
+            stays_below(root, &repo) && repo.parent() == Some(root),
+            "fuzz invariant: repo id {:?} puts its folder at {repo:?}, not directly in the cache",
+            artifact.repo_id
+        );
+        let snapshot = layout.snapshot_dir(
+            &artifact.repo_id,
+            "0123456789abcdef0123456789abcdef01234567",
+        );
+        let mut paths = vec![artifact.filename.as_str()];
+        if let Some(files) = &artifact.selection.files {
+            paths.extend(files.iter().map(|f| f.path.as_str()));
+        }
+        for path in paths {
+            let entry = layout.snapshot_path(
+                &artifact.repo_id,
+                "0123456789abcdef0123456789abcdef01234567",
+                path,
+            );
+            assert!(
+                stays_below(&snapshot, &entry),
+                "fuzz invariant: manifest path {path:?} leaves its snapshot folder ({entry:?})"
+            );
+        }
+        if let Some(sha) = &artifact.sha256 {
+            assert!(
+                sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                "fuzz invariant: accepted sha256 {sha:?}"
+            );
+        }
+    }
+    let written = parsed.to_json_pretty();
+    let again = Manifest::parse(&written, "fuzz").unwrap_or_else(|e| {
+        panic!("fuzz invariant: a parsed manifest writes text that does not parse: {e}\n{written}")
+    });
+    assert_eq!(
+        again, parsed,
+        "fuzz invariant: parse → to_json_pretty → parse changed the manifest"
+    );
+    assert_eq!(
+        again.to_json_pretty(),
+        written,
+        "fuzz invariant: writing is not stable"
+    );
+    assert_eq!(
+        parsed.entries.len(),
+        parsed
+            .entries
+            .iter()
+            .map(ManifestEntry::model_id)
+            .collect::<BTreeSet<_>>()
+            .len()
+    );
+}
+
+// ------------------------------------------------------------------ safetensors
+
+/// The safetensors checks on a whole file: the fuzzer's bytes are the file (8-byte length,
+/// header, data). `check_file` reads it from disk; `parse_header` sees the same header. What
+/// passes has tensors that exactly tile the data area, each as long as its dtype and shape
+/// say, and the header length stayed under the limit and inside the file.
+pub fn safetensors_file(data: &[u8]) {
+    let dir = fresh_dir("st");
+    let path = dir.join("model.safetensors");
+    fs::write(&path, data).expect("fuzz harness: write the file");
+    let checked = check_file(&path);
+    let _ = fs::remove_dir_all(&dir);
+    let Ok(summary) = checked else {
+        return;
+    };
+    let header_len = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+    assert!(header_len <= MAX_HEADER_BYTES && header_len + 8 <= data.len() as u64);
+    assert_eq!(summary.header_bytes, header_len);
+    assert_eq!(summary.data_bytes, data.len() as u64 - 8 - header_len);
+    let header = &data[8..8 + header_len as usize];
+    assert_eq!(
+        parse_header(header, summary.data_bytes).as_ref(),
+        Ok(&summary),
+        "fuzz invariant: check_file and parse_header disagree"
+    );
+    let mut spans: Vec<(u64, u64)> = summary.tensors.values().map(|t| t.data_offsets).collect();
+    spans.sort_unstable();
+    let mut cursor = 0;
+    for (begin, end) in spans {
+        assert_eq!(
+            begin, cursor,
+            "fuzz invariant: tensors do not tile the data area"
+        );
+        cursor = end;
+    }
+    assert_eq!(
+        cursor, summary.data_bytes,
+        "fuzz invariant: data area not covered"
+    );
+}
+
+/// `parse_header` on any header text against a data area whose size the first 8 bytes give.
+/// What passes describes tensors whose spans tile exactly that area.
+pub fn safetensors_header(data: &[u8]) {
+    let mut input = Bytes(data);
+    let data_bytes = input.u64() % (1 << 40);
+    let Ok(summary) = parse_header(input.0, data_bytes) else {
+        return;
+    };
+    let mut total: u64 = 0;
+    for (name, tensor) in &summary.tensors {
+        let (begin, end) = tensor.data_offsets;
+        assert!(
+            begin <= end && end <= data_bytes,
+            "fuzz invariant: `{name}` outside the data"
+        );
+        total += end - begin;
+    }
+    assert_eq!(
+        total, data_bytes,
+        "fuzz invariant: spans do not add up to the data area"
+    );
+}
+
+// ------------------------------------------------------------------ shard index
+
+/// A safetensors index (and `modules.json`, read the same way): every shard name it yields is
+/// a plain file name beside the index, every module folder stays inside the repo, and
+/// `check_sharded` never opens a file that is not among the model's verified files.
+pub fn shard_index(data: &[u8]) {
+    if let Ok(names) = shard_names(data) {
+        let folder = Path::new("/snap");
+        for name in &names {
+            assert!(
+                validate_filename(name).is_ok() && !name.contains('/'),
+                "fuzz invariant: shard name {name:?} is not a plain file name"
+            );
+            assert!(stays_below(folder, &folder.join(name)));
+        }
+    }
+    if let Ok(folders) = module_folders(data) {
+        for folder in &folders {
+            assert!(
+                validate_filename(folder).is_ok(),
+                "fuzz invariant: module folder {folder:?} is not a safe path"
+            );
+        }
+    }
+    // The sharded check on disk: two real shards are the only verified files.
+    let dir = fresh_dir("idx");
+    let shard = |name: &str, tensor: &str| {
+        let header =
+            format!(r#"{{"{tensor}":{{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}}}"#);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 8]);
+        let path = dir.join(name);
+        fs::write(&path, bytes).expect("fuzz harness: write a shard");
+        path
+    };
+    let files = vec![
+        shard("model-00001-of-00002.safetensors", "a"),
+        shard("model-00002-of-00002.safetensors", "b"),
+    ];
+    let index = dir.join("model.safetensors.index.json");
+    fs::write(&index, data).expect("fuzz harness: write the index");
+    let outside = dir.parent().map(|p| p.join("outside.safetensors"));
+    let result = check_sharded(&index, &files);
+    let _ = fs::remove_dir_all(&dir);
+    if let Ok(summary) = result {
+        let names: BTreeSet<&str> = summary.tensors.keys().map(String::as_str).collect();
+        assert!(
+            names.iter().all(|n| *n == "a" || *n == "b"),
+            "fuzz invariant: tensors from a file that is not a verified shard: {names:?} ({outside:?})"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ Hub metadata
+
+/// What `metadata_from` made of the headers, for [`hub_metadata`]'s checks.
+fn headers_of(text: &[u8]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for line in text.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        let value = value.strip_suffix(b"\r").unwrap_or(value);
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+/// The Hub's answer to a `HEAD` as one function from headers to our view of the file. Input:
+/// one flag byte (bit 0: the answer was a redirect; bit 1: the revision asked is a commit),
+/// then `name: value` lines. What is accepted names a blob that stays in `blobs/`, a commit of
+/// 40 lowercase hex digits (the one sent, or the one asked when none was), a SHA-256 only
+/// when the etag is one, and the size the headers say; redirect targets and signed URLs never
+/// crash, and a URL shown without its query has none.
+pub fn hub_metadata(data: &[u8]) {
+    let mut input = Bytes(data);
+    let flags = input.u8();
+    let headers = headers_of(input.0);
+    let asked = "0123456789abcdef0123456789abcdef01234567";
+    let location = FileLocation {
+        model_id: crate::ModelId::Entity,
+        repo_id: "org/model".to_owned(),
+        revision: if flags & 2 != 0 { asked } else { "main" }.to_owned(),
+        filename: "model.safetensors".to_owned(),
+    };
+    let redirect = flags & 1 != 0;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(link) = header("link") {
+        let _ = next_link(link);
+    }
+    if let Some(url) = header("location") {
+        let shown = strip_query(url);
+        assert!(
+            !shown.contains(['?', '#']),
+            "fuzz invariant: {shown:?} keeps a query"
+        );
+        let _ = signed_url_expired(url, u64::from(flags) << 24);
+    }
+    let _ = parse_content_range(&headers);
+    let Ok(file) = metadata_from(&headers, "http://hub/x", redirect, &location) else {
+        return;
+    };
+    let layout = CacheLayout::new("/cache");
+    let blobs = layout.blobs_dir("org/model");
+    let blob = layout.blob_path("org/model", &file.etag);
+    assert!(
+        blob.parent() == Some(blobs.as_path()) && stays_below(&blobs, &blob),
+        "fuzz invariant: etag {:?} puts the blob at {blob:?}",
+        file.etag
+    );
+    assert!(
+        file.commit.len() == 40
+            && file
+                .commit
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "fuzz invariant: commit {:?}",
+        file.commit
+    );
+    let sent = header("x-repo-commit").map(str::to_ascii_lowercase);
+    match sent.filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Some(sent) => assert!(sent == file.commit && !file.commit_assumed),
+        None => assert!(file.commit == asked && file.commit_assumed && flags & 2 != 0),
+    }
+    if let Some(sha) = &file.sha256 {
+        assert!(
+            sha.eq_ignore_ascii_case(&file.etag) && sha.len() == 64,
+            "fuzz invariant: sha256 {sha:?} for etag {:?}",
+            file.etag
+        );
+    }
+    if let Some(size) = header("x-linked-size").and_then(|s| s.parse::<u64>().ok()) {
+        assert_eq!(
+            file.size,
+            Some(size),
+            "fuzz invariant: X-Linked-Size ignored"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ Content-Range
+
+/// `Content-Range` parsing: any header value that parses writes back (`bytes a-b/t`) to one
+/// that parses to the same triple; and a triple drawn from the first bytes, written as our
+/// server would, parses back to itself (the round trip of a `Range: bytes=a-b` request).
+pub fn content_range(data: &[u8]) {
+    let parse = |text: &str| -> Option<(u64, u64, Option<u64>)> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_RANGE,
+            HeaderValue::from_str(text).ok()?,
+        );
+        parse_content_range(&headers)
+    };
+    let write = |(start, end, total): (u64, u64, Option<u64>)| match total {
+        Some(total) => format!("bytes {start}-{end}/{total}"),
+        None => format!("bytes {start}-{end}/*"),
+    };
+    let mut input = Bytes(data);
+    let (start, length, total, star) = (input.u64(), input.u64(), input.u64(), input.u8());
+    let end = start.saturating_add(length % (1 << 32));
+    let triple = (start, end, (star & 1 == 0).then_some(total));
+    assert_eq!(
+        parse(&write(triple)),
+        Some(triple),
+        "fuzz invariant: our own Content-Range does not parse back"
+    );
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(parsed) = parse(text) {
+            assert_eq!(
+                parse(&write(parsed)),
+                Some(parsed),
+                "fuzz invariant: {text:?} parses, its rewrite does not parse the same"
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------ tree JSON
+
+/// A tree (or `paths-info`) answer: `tree_files` then the selection rules of a model with a
+/// preset and a catch-all pattern. Every path the set would place under
+/// `snapshots/<commit>/` is a safe repo path that stays inside that folder.
+pub fn tree_json(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let location = FileLocation {
+        model_id: crate::ModelId::Entity,
+        repo_id: "org/model".to_owned(),
+        revision: "main".to_owned(),
+        filename: "model.safetensors".to_owned(),
+    };
+    let Ok(tree) = tree_files(&value, &location) else {
+        return;
+    };
+    for file in &tree {
+        assert!(file.oid.len() == 40, "fuzz invariant: oid {:?}", file.oid);
+    }
+    let selection = FileSelection {
+        files: None,
+        include: vec!["*".to_owned()],
+        preset: Some(Preset::SentenceTransformers),
+    };
+    let documents = BTreeMap::new();
+    let Ok(paths) = select(&tree, &selection, "model.safetensors", &documents) else {
+        return;
+    };
+    let layout = CacheLayout::new("/cache");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = layout.snapshot_dir("org/model", commit);
+    for path in paths {
+        if path == "model.safetensors" {
+            continue;
+        }
+        let entry = layout.snapshot_path("org/model", commit, &path);
+        assert!(
+            validate_filename(&path).is_ok() && stays_below(&snapshot, &entry),
+            "fuzz invariant: the Hub's tree put {path:?} into the set; its entry would be {entry:?}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ shared store .refs
+
+/// huggingface_hub's shared-store manifest (`<store>/<2 hex>/<xet>.refs`): the fuzzer's bytes
+/// are the manifest of a store entry two repos link to. Removing repo A's link, then
+/// sweeping, may delete the payload only when the manifest names no valid link to it (repo
+/// B's link stays valid), touches nothing outside that entry's files, and writes back only
+/// lines the manifest had.
+pub fn shared_refs(data: &[u8]) {
+    let dir = fresh_dir("refs");
+    let root = dir.join("hub");
+    let xet = format!("ab{}", "0".repeat(62));
+    let store = root.join(shared::STORE_DIR);
+    let entry = store.join("ab").join(&xet);
+    let refs = store.join("ab").join(format!("{xet}.refs"));
+    let sha_a = "a".repeat(64);
+    let sha_b = "b".repeat(64);
+    let setup = || -> std::io::Result<()> {
+        fs::create_dir_all(store.join("ab"))?;
+        fs::write(store.join(shared::MARKER), "1\n")?;
+        fs::write(&entry, b"payload")?;
+        fs::write(&refs, data)?;
+        fs::write(dir.join("outside"), b"keep")?;
+        for (repo, sha) in [("models--o--a", &sha_a), ("models--o--b", &sha_b)] {
+            let blobs = root.join(repo).join("blobs");
+            fs::create_dir_all(&blobs)?;
+            std::os::unix::fs::symlink(format!("../../blobs/ab/{xet}"), blobs.join(sha))?;
+        }
+        Ok(())
+    };
+    setup().expect("fuzz harness: build a shared store");
+    let link_a = root.join("models--o--a").join("blobs").join(&sha_a);
+    let own_b = format!("models--o--b/blobs/{sha_b}");
+    // Whether a manifest line names B's link (by the store's rule: a plain relative path of
+    // three normal components).
+    let names_b = |line: &str| {
+        let path = Path::new(line);
+        !path.is_absolute()
+            && path.components().all(|c| matches!(c, Component::Normal(_)))
+            && path.components().count() == 3
+            && root.join(path) == root.join(&own_b)
+    };
+    let text = std::str::from_utf8(data).ok();
+    let b_named = text.is_some_and(|t| t.lines().any(names_b));
+    let before = tree_of(&dir);
+    assert_eq!(
+        shared::shared_target(&link_a).as_deref(),
+        Some(entry.as_path())
+    );
+    let freed = shared::freed_by_removing(&link_a);
+    assert!(
+        freed == 0 || !b_named,
+        "fuzz invariant: removing A would free the payload though the manifest names B's valid link"
+    );
+    fs::remove_file(&link_a).expect("fuzz harness: remove A's link");
+    let swept = shared::sweep(&root, &entry);
+    let after = tree_of(&dir);
+    let payload_gone = !entry.exists();
+    let rewritten = fs::read_to_string(&refs).ok();
+    let _ = fs::remove_dir_all(&dir);
+    if payload_gone {
+        assert!(
+            !b_named,
+            "fuzz invariant: swept a payload that B's valid link needs"
+        );
+        assert!(
+            text.is_some(),
+            "fuzz invariant: swept with an unreadable manifest"
+        );
+    }
+    assert!(
+        swept.is_ok() || !payload_gone,
+        "fuzz invariant: a failed sweep deleted the payload"
+    );
+    let store_entry = |p: &PathBuf| p.starts_with(Path::new("hub/blobs/ab"));
+    for path in before.difference(&after) {
+        assert!(
+            store_entry(path) || path.ends_with(&sha_a),
+            "fuzz invariant: the sweep removed {path:?}"
+        );
+    }
+    for path in after.difference(&before) {
+        assert!(
+            store_entry(path),
+            "fuzz invariant: the sweep created {path:?}"
+        );
+    }
+    if let (Some(new), Some(old)) = (rewritten, text) {
+        if new != old {
+            let old: BTreeSet<&str> = old.lines().collect();
+            for line in new.lines() {
+                assert!(
+                    old.contains(line),
+                    "fuzz invariant: the sweep wrote the reference {line:?} the manifest lacked"
+                );
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ bundle import
+
+/// Bundle import through the public API: every input is a whole tar archive imported into a
+/// fresh cache, against one manifest. Whatever the archive holds, afterwards every blob
+/// hashes to its name, every snapshot entry resolves inside the cache to such a blob, nothing
+/// appeared outside the cache, and a failed import placed no snapshot entry.
+pub struct BundleImporter {
+    runtime: tokio::runtime::Runtime,
+    manager: ModelArtifactManager,
+    dir: PathBuf,
+}
+
+impl BundleImporter {
+    /// An importer whose cache uses the manifest `manifest_json` (the one the seed bundles
+    /// were exported with). One manager serves every input (building one costs more than an
+    /// import); the cache is emptied after each.
+    pub fn new(manifest_json: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("fuzz harness: a runtime");
+        let dir = fresh_dir("bundle");
+        let manifest_path = dir.join("manifest.json");
+        fs::write(&manifest_path, manifest_json).expect("fuzz harness: write the manifest");
+        let config = ArtifactManagerConfig {
+            cache_dir: dir.join("hub"),
+            manifest_path: Some(manifest_path),
+            endpoint: "http://127.0.0.1:9".to_owned(),
+            offline: true,
+            implicit_token: false,
+            hf_token: None,
+            check_disk_space: false,
+            ..ArtifactManagerConfig::from_env()
+        };
+        let manager = ModelArtifactManager::new(config).expect("fuzz harness: a manager");
+        BundleImporter {
+            runtime,
+            manager,
+            dir,
+        }
+    }
+
+    /// Imports `data` as a bundle into the (empty) cache and checks the cache; returns
+    /// whether the import succeeded.
+    pub fn import(&self, data: &[u8]) -> bool {
+        let cache = self.dir.join("hub");
+        let bundle = self.dir.join("bundle.tar");
+        fs::write(&bundle, data).expect("fuzz harness: write the bundle");
+        let result = self.runtime.block_on(self.manager.import_bundle(&bundle));
+        let problems = check_cache(&cache);
+        let outside: Vec<PathBuf> = tree_of(&self.dir)
+            .into_iter()
+            .filter(|p| {
+                !p.starts_with("hub")
+                    && p != Path::new("bundle.tar")
+                    && p != Path::new("manifest.json")
+            })
+            .collect();
+        let snapshots = tree_of(&cache)
+            .into_iter()
+            .filter(|p| {
+                p.components()
+                    .nth(1)
+                    .is_some_and(|c| c.as_os_str() == "snapshots")
+            })
+            .count();
+        let _ = fs::remove_dir_all(&cache);
+        for path in &outside {
+            let _ = fs::remove_file(self.dir.join(path));
+        }
+        assert!(
+            problems.is_empty(),
+            "fuzz invariant: {}",
+            problems.join("; ")
+        );
+        assert!(
+            outside.is_empty(),
+            "fuzz invariant: import wrote outside the cache: {outside:?}"
+        );
+        if result.is_err() {
+            assert_eq!(
+                snapshots, 0,
+                "fuzz invariant: a failed import placed snapshot entries"
+            );
+        }
+        result.is_ok()
+    }
+}
+
+/// Broken promises of a cache: a blob whose bytes do not hash to its (SHA-256) name, a
+/// snapshot entry that is not a link to such a blob inside the cache or a verified copy.
+fn check_cache(cache: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for relative in tree_of(cache) {
+        let path = cache.join(&relative);
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        match parts.get(1).map(String::as_str) {
+            Some("blobs") if parts.len() == 3 => {
+                let name = &parts[2];
+                let final_name = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if !final_name {
+                    continue;
+                }
+                match fs::read(&path) {
+                    Ok(bytes) if sha256_hex(&bytes) == *name => {}
+                    Ok(_) => problems.push(format!("blob {relative:?} does not hash to its name")),
+                    Err(e) => problems.push(format!("blob {relative:?} unreadable: {e}")),
+                }
+            }
+            Some("snapshots") => {
+                let Ok(meta) = path.symlink_metadata() else {
+                    continue;
+                };
+                if !meta.file_type().is_symlink() {
+                    problems.push(format!("snapshot entry {relative:?} is not a link"));
+                    continue;
+                }
+                let Ok(target) = fs::read_link(&path) else {
+                    continue;
+                };
+                let parent = path.parent().unwrap_or(cache);
+                let blobs = cache.join(&parts[0]).join("blobs");
+                let resolved = lexical(&parent.join(&target));
+                if target.is_absolute() || !stays_below(&blobs, &resolved) {
+                    problems.push(format!("snapshot entry {relative:?} points to {target:?}"));
+                    continue;
+                }
+                let name = resolved
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match fs::read(&resolved) {
+                    Ok(bytes) if name.len() != 64 || sha256_hex(&bytes) == name => {}
+                    Ok(_) => {
+                        problems.push(format!("snapshot entry {relative:?} holds wrong bytes"))
+                    }
+                    Err(e) => problems.push(format!("snapshot entry {relative:?} dangles: {e}")),
+                }
+            }
+            _ => {}
+        }
+    }
+    problems
+}

@@ -1,0 +1,99 @@
+//! The fuzz targets' inputs as plain tests (issue 28): every committed seed
+//! (`fuzz/corpus/<target>/seed-*`) and every minimized input a fuzzer found
+//! (`fuzz/regressions/<target>/*`) goes through the same entry point as in `cargo fuzz`,
+//! which panics when a promise breaks. A crash found by a fuzzer is committed to
+//! `fuzz/regressions/` before it is fixed, so it stays fixed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use context_graph_embeddings::artifacts::Manifest;
+use context_graph_embeddings::fuzzing;
+
+const FUZZ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz");
+
+/// The seed and regression inputs of one target, sorted.
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for folder in ["corpus", "regressions"] {
+        let dir = Path::new(FUZZ).join(folder).join(target);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if folder == "regressions" || name.starts_with("seed-") {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Runs `check` on every input of `target`; fails naming the input that broke a promise.
+fn replay(target: &str, check: impl Fn(&[u8])) -> usize {
+    let files = inputs(target);
+    assert!(
+        !files.is_empty(),
+        "no seed committed for fuzz target {target}"
+    );
+    for file in &files {
+        let data = fs::read(file).unwrap();
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&data)))
+        {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!("{} breaks a promise: {message}", file.display());
+        }
+    }
+    files.len()
+}
+
+#[test]
+fn fuzz_inputs_of_every_target_keep_their_promises() {
+    replay("manifest", fuzzing::manifest);
+    replay("safetensors_file", fuzzing::safetensors_file);
+    replay("safetensors_header", fuzzing::safetensors_header);
+    replay("shard_index", fuzzing::shard_index);
+    replay("hub_metadata", fuzzing::hub_metadata);
+    replay("content_range", fuzzing::content_range);
+    replay("tree_json", fuzzing::tree_json);
+    replay("shared_refs", fuzzing::shared_refs);
+    let manifest = fs::read_to_string(Path::new(FUZZ).join("seeds/bundle-manifest.json")).unwrap();
+    let importer = fuzzing::BundleImporter::new(&manifest);
+    replay("bundle_import", |data| {
+        importer.import(data);
+    });
+}
+
+/// The seeds are the valid shapes the fuzzer mutates from: they must pass, or the fuzzer
+/// starts from rejections only.
+#[test]
+fn fuzz_seeds_are_accepted_inputs() {
+    for file in inputs("manifest").iter().filter(|f| is_seed(f)) {
+        let text = fs::read_to_string(file).unwrap();
+        Manifest::parse(&text, "seed").unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    let manifest = fs::read_to_string(Path::new(FUZZ).join("seeds/bundle-manifest.json")).unwrap();
+    let importer = fuzzing::BundleImporter::new(&manifest);
+    for file in inputs("bundle_import").iter().filter(|f| is_seed(f)) {
+        assert!(
+            importer.import(&fs::read(file).unwrap()),
+            "{} does not import",
+            file.display()
+        );
+    }
+    for file in inputs("safetensors_file").iter().filter(|f| is_seed(f)) {
+        context_graph_embeddings::safetensors::check_file(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}
+
+fn is_seed(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+}
