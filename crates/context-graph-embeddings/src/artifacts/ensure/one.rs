@@ -551,12 +551,25 @@ async fn reuse_cached_blob(
 }
 
 /// Whether the file at `path` has the bytes `request` expects (hashed off the async threads).
+/// The digest decides: it covers the content, so its length too. A size claim that disagrees
+/// with bytes of the expected digest is the lie (a server's `X-Linked-Size`, found by the
+/// hostile replay, seed 1818), and a verified blob is never deleted for it.
 async fn hashes_to(path: &std::path::Path, request: &FetchRequest) -> bool {
     let checked = path.to_path_buf();
     let kind = request.expected.kind();
     match run_blocking(move || hash_file_as(&checked, kind)).await {
         Ok((digest, length)) => {
-            digest == request.expected.hex() && request.expected_size.is_none_or(|s| s == length)
+            if digest == request.expected.hex() {
+                if let Some(claimed) = request.expected_size.filter(|s| *s != length) {
+                    tracing::warn!(
+                        path = %path.display(), claimed, length,
+                        "the expected size disagrees with bytes that have the expected digest; the digest wins"
+                    );
+                }
+                true
+            } else {
+                false
+            }
         }
         Err(_) => false,
     }
