@@ -614,10 +614,14 @@ print(json.dumps({
                 .entry(s.commit.clone())
                 .or_insert_with(|| json!({"refs": [], "files": {}}));
             revision["files"][&s.file] = json!({"size": s.size, "blob": s.etag});
+            // `refs/<commit>`, which we write for every commit we place (hf-hub 0.x reads it,
+            // and it keeps `hf cache prune` off our snapshots): Python lists it as a ref.
+            add_sorted(&mut revision["refs"], &s.commit);
             if s.revision != s.commit {
                 add_sorted(&mut revision["refs"], &s.revision);
                 add_sorted(&mut repo["refs"], &s.revision);
             }
+            add_sorted(&mut repo["refs"], &s.commit);
         }
         assert_eq!(result["repos"], Value::Object(expected));
         assert_eq!(result["size_on_disk"], total);
@@ -1160,10 +1164,22 @@ print(json.dumps([hf_hub_download(c["repo"], c["file"], revision=c["revision"])
             .iter()
             .filter(|(k, _)| !ours.contains_key(*k))
             .collect();
+        // The one file we write and Python does not: `refs/<commit>` (the commit itself), for
+        // hf-hub 0.x readers and `hf cache prune` (docs/python-interop.md).
+        let commit_ref = |path: &str| {
+            path.rsplit_once("/refs/").is_some_and(|(_, name)| {
+                name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        };
         let only_ours: Vec<_> = ours
             .iter()
-            .filter(|(k, _)| !python.contains_key(*k))
+            .filter(|(k, _)| !python.contains_key(*k) && !commit_ref(k.as_str()))
             .collect();
+        assert!(
+            ours.keys().any(|k| commit_ref(k.as_str())),
+            "refs/<commit> is written: {:#?}",
+            ours.keys().collect::<Vec<_>>()
+        );
         let different: Vec<_> = python
             .iter()
             .filter_map(|(k, v)| ours.get(k).filter(|o| *o != v).map(|o| (k, v, o)))
@@ -1186,7 +1202,11 @@ print(json.dumps([hf_hub_download(c["repo"], c["file"], revision=c["revision"])
             ours[&format!("{repo}/refs/refs/pr/1")],
             format!("file {first:?}")
         );
-        assert!(!ours.contains_key(&format!("{repo}/refs/{first}")));
+        // `refs/<commit>` names the commit itself (Python writes none; see above).
+        assert_eq!(
+            ours[&format!("{repo}/refs/{first}")],
+            format!("file {first:?}")
+        );
         for s in &served {
             assert!(
                 ours.contains_key(&format!(".locks/{repo}/{}.lock", s.etag)),

@@ -332,7 +332,8 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
             .len(),
         WEIGHTS_SIZE
     );
-    // The same refs (none for a commit revision, or the same ones).
+    // The same refs (none for a commit revision, or the same ones), plus the one we add for
+    // every commit we place: `refs/<commit>` (hf-hub 0.x readers, `hf cache prune`).
     let refs = |repo: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(repo.join("refs"))
             .map(|d| {
@@ -344,7 +345,11 @@ async fn ensure_entity_with_the_built_in_pin_then_the_registry_opens_the_real_fi
         names.sort();
         names
     };
-    assert_eq!(refs(&repo_dir), refs(&their_repo));
+    let mut theirs_and_commit = refs(&their_repo);
+    theirs_and_commit.push(COMMIT.to_owned());
+    theirs_and_commit.sort();
+    theirs_and_commit.dedup();
+    assert_eq!(refs(&repo_dir), theirs_and_commit);
 
     // And the other way: the set Python fetched is adopted, hashed from disk, without one
     // byte downloaded again.

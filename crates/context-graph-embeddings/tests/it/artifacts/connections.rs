@@ -126,7 +126,10 @@ fn bytes_by_pace(gets: &[RequestRecord], slow: u64) -> (u64, u64) {
 
 #[tokio::test]
 async fn with_mixed_edges_slow_connections_hold_a_bounded_share() {
-    const SLOW: u64 = 2_000_000;
+    // Twenty times slower than 2 MB/s had a slow edge carry ~1 MB before it was judged
+    // (0.5 s) and more on a loaded machine; at 1 MB/s the bound holds with room under load,
+    // while holding on to the first stretches would still carry three quarters of the file.
+    const SLOW: u64 = 1_000_000;
     const FAST: u64 = 40_000_000;
     let size: u64 = 12_000_000;
     // A seed whose first four CDN connections include at least three slow edges: holding on
