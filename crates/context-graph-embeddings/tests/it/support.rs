@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use context_graph_embeddings::artifacts::test_support::{sidecar_path, RangeProgress};
 use context_graph_embeddings::artifacts::{
-    ArtifactManagerConfig, ModelArtifactManager, ProgressEvent, RetryPolicy,
+    ArtifactManagerConfig, ModelArtifactManager, ParallelSettings, ProgressEvent, RetryPolicy,
 };
 use context_graph_embeddings::ModelId;
 use hub_emulator::{HubBuilder, RepoSpec};
@@ -194,4 +195,56 @@ pub(crate) fn partials(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The body of a kill test's child process: downloads Multimodal with `parallel` into the cache
+/// the parent named in `child_env` (does nothing unless the parent set it).
+// A test reads the switch its parent set; the ban on the process environment is for the library.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn child_download(child_env: &str, parallel: ParallelSettings) {
+    let Ok(spec) = std::env::var(child_env) else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let manager = ModelArtifactManager::new(ArtifactManagerConfig {
+            cache_dir: spec["cache_dir"].as_str().unwrap().into(),
+            endpoint: spec["endpoint"].as_str().unwrap().to_owned(),
+            manifest_path: Some(spec["manifest"].as_str().unwrap().into()),
+            implicit_token: false,
+            parallel,
+            ..ArtifactManagerConfig::from_env()
+        })
+        .unwrap();
+        let _ = manager.download(ModelId::Multimodal).await;
+    });
+}
+
+/// Waits until the child's progress record of `blobs` holds `chunks` complete chunks of
+/// `chunk` bytes, then kills it; returns the partial file it left.
+pub(crate) async fn kill_after_chunks(
+    mut child: std::process::Child,
+    blobs: &Path,
+    chunks: usize,
+    chunk: u64,
+) -> PathBuf {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = partials(blobs)
+            .first()
+            .and_then(|p| RangeProgress::read(&sidecar_path(p)))
+            .map_or(0, |p| p.written.iter().filter(|w| **w == chunk).count());
+        if done >= chunks {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    partials(blobs).pop().unwrap()
 }

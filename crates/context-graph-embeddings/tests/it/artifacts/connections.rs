@@ -6,13 +6,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use context_graph_embeddings::artifacts::test_support::{sidecar_path, RangeProgress};
-use context_graph_embeddings::artifacts::{
-    ArtifactManagerConfig, ModelArtifactManager, ParallelSettings,
-};
+use context_graph_embeddings::artifacts::{ModelArtifactManager, ParallelSettings};
 use context_graph_embeddings::ModelId;
 use hub_emulator::{CdnTls, EdgeMix, Host, HttpVersion, HubBuilder, RequestRecord};
 
-use crate::support::{model, partials, Fixture};
+use crate::support::{model, Fixture};
 
 const CHUNK: u64 = 256 * 1024;
 const TOKEN: &str = "hf_connections_test_token";
@@ -209,23 +207,7 @@ async fn a_server_that_refuses_extra_connections_gets_no_more_than_it_allows() {
 /// the variable).
 #[test]
 fn child_mixed_edges_download_for_kill_test() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let manager = ModelArtifactManager::new(ArtifactManagerConfig {
-            cache_dir: spec["cache_dir"].as_str().unwrap().into(),
-            endpoint: spec["endpoint"].as_str().unwrap().to_owned(),
-            manifest_path: Some(spec["manifest"].as_str().unwrap().into()),
-            implicit_token: false,
-            parallel: fixed_four(),
-            ..ArtifactManagerConfig::from_env()
-        })
-        .unwrap();
-        let _ = manager.download(ModelId::Multimodal).await;
-    });
+    crate::support::child_download(CHILD_ENV, fixed_four());
 }
 
 #[tokio::test]
@@ -238,26 +220,12 @@ async fn a_run_killed_on_mixed_edges_resumes_without_fetching_recorded_bytes() {
         b.edge_mix(mix.clone().seed(3))
     });
     let served = fx.file(ModelId::Multimodal).clone();
-    let mut child = fx.spawn_child(
+    let child = fx.spawn_child(
         "artifacts::connections::child_mixed_edges_download_for_kill_test",
         CHILD_ENV,
     );
     let blobs = fx.blobs_dir(ModelId::Multimodal);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = partials(&blobs)
-            .first()
-            .and_then(|p| RangeProgress::read(&sidecar_path(p)))
-            .map_or(0, |p| p.written.iter().filter(|w| **w == CHUNK).count());
-        if done >= 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "child made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let partial = partials(&blobs).pop().unwrap();
+    let partial = crate::support::kill_after_chunks(child, &blobs, 4, CHUNK).await;
     let recorded = RangeProgress::read(&sidecar_path(&partial)).unwrap();
     assert!(recorded.total() >= 4 * CHUNK && recorded.total() < size);
     // Let the emulator see the killed child's connections close before the log is cleared.

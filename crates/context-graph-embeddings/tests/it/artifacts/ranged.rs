@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use context_graph_embeddings::artifacts::{
-    ArtifactManagerConfig, ModelArtifactManager, Outcome, ParallelSettings, ProgressKind,
+    ModelArtifactManager, Outcome, ParallelSettings, ProgressKind,
 };
 use context_graph_embeddings::ModelId;
 use hub_emulator::{Fault, FaultRule, FaultTarget, RequestRecord};
@@ -321,23 +321,7 @@ async fn a_flipped_byte_in_one_range_is_caught_and_the_file_fetched_again() {
 /// Body of the child process of the kill test (does nothing unless the parent set the variable).
 #[test]
 fn child_ranged_download_for_kill_test() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let manager = ModelArtifactManager::new(ArtifactManagerConfig {
-            cache_dir: spec["cache_dir"].as_str().unwrap().into(),
-            endpoint: spec["endpoint"].as_str().unwrap().to_owned(),
-            manifest_path: Some(spec["manifest"].as_str().unwrap().into()),
-            implicit_token: false,
-            parallel: parallel(),
-            ..ArtifactManagerConfig::from_env()
-        })
-        .unwrap();
-        let _ = manager.download(ModelId::Multimodal).await;
-    });
+    crate::support::child_download(CHILD_ENV, parallel());
 }
 
 #[tokio::test]
@@ -351,30 +335,12 @@ async fn completed_ranges_survive_a_killed_process() {
             bytes_per_sec: 1_000_000,
         },
     ));
-    let mut child = fx.spawn_child(
+    let child = fx.spawn_child(
         "artifacts::ranged::child_ranged_download_for_kill_test",
         CHILD_ENV,
     );
     let blobs = fx.blobs_dir(ModelId::Multimodal);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = partials(&blobs)
-            .first()
-            .and_then(|p| {
-                context_graph_embeddings::artifacts::test_support::RangeProgress::read(
-                    &context_graph_embeddings::artifacts::test_support::sidecar_path(p),
-                )
-            })
-            .map_or(0, |p| p.written.iter().filter(|w| **w == CHUNK).count());
-        if done >= 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "child made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let partial = partials(&blobs).pop().unwrap();
+    let partial = crate::support::kill_after_chunks(child, &blobs, 4, CHUNK).await;
     let recorded_progress = context_graph_embeddings::artifacts::test_support::RangeProgress::read(
         &context_graph_embeddings::artifacts::test_support::sidecar_path(&partial),
     )
