@@ -1163,50 +1163,12 @@ fn ensure_entity_with_the_built_in_manifest_verifies_the_real_weights() {
     );
 }
 
-/// A read-only bind mount of a folder onto itself (a volume mounted `readOnly: true`),
-/// unmounted on drop, also when the test fails. Not being able to make it fails the test.
-struct ReadOnlyMount(PathBuf);
-
-impl ReadOnlyMount {
-    fn new(dir: &Path) -> ReadOnlyMount {
-        let bind = Command::new("mount")
-            .arg("--bind")
-            .arg(dir)
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            bind.status.success(),
-            "cannot bind-mount {} (this test needs root and mount(8)): {}",
-            dir.display(),
-            String::from_utf8_lossy(&bind.stderr)
-        );
-        let guard = ReadOnlyMount(dir.to_path_buf());
-        let remount = Command::new("mount")
-            .args(["-o", "remount,bind,ro"])
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            remount.status.success(),
-            "cannot remount {} read-only: {}",
-            dir.display(),
-            String::from_utf8_lossy(&remount.stderr)
-        );
-        let probe = fs::write(dir.join(".probe"), b"x").expect_err("the mount is read-only");
-        assert_eq!(probe.kind(), std::io::ErrorKind::ReadOnlyFilesystem);
-        guard
-    }
-}
-
-impl Drop for ReadOnlyMount {
-    fn drop(&mut self) {
-        let plain = Command::new("umount").arg(&self.0).status();
-        if !plain.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
+// A read-only bind mount of a folder onto itself (a volume mounted `readOnly: true`), shared
+// with the library's tests.
+#[path = "../../context-graph-embeddings/tests/common/mount.rs"]
+#[allow(dead_code)]
+mod mount;
+use mount::ReadOnlyMount;
 
 const NO_STAMPS_NOTICE: &str = "cannot record verification stamps";
 
