@@ -157,7 +157,7 @@ async fn ensure_steps(
     // Every file is verified; the signature under the model's policy decides before any ref
     // names the commit.
     check_signature(ctx, artifact, &plan.commit).await?;
-    write_refs(ctx, artifact, &plan.commit, events).await?;
+    write_refs(ctx, artifact, &plan.commit).await?;
     report_ready(
         events,
         &weights.path,
@@ -199,12 +199,7 @@ struct Placed {
 /// Hub confirms points at the pin now. A ref that names another commit is moved only on that
 /// confirmation; without it (the Hub unreachable, a mirror-only node, the branch moved on) it
 /// is left as it is.
-async fn write_refs(
-    ctx: &Context,
-    artifact: &ModelArtifact,
-    commit: &str,
-    events: &ModelEvents,
-) -> EmbeddingResult<()> {
+async fn write_refs(ctx: &Context, artifact: &ModelArtifact, commit: &str) -> EmbeddingResult<()> {
     let mut names = Vec::new();
     if !artifact.revision_is_commit() {
         names.push(artifact.revision_or_default().to_owned());
@@ -218,9 +213,11 @@ async fn write_refs(
                 model = %artifact.model_id, branch = %branch, head = %head, pin = %commit,
                 "the branch has moved on from the pin; refs/{branch} is left as it is"
             ),
-            Err(error) => events.warning(format!(
-                "could not ask the Hub where `{branch}` points ({error}); refs/{branch} is left as it is"
-            )),
+            // A mirror-only node never reaches the Hub: not worth a warning on every run.
+            Err(error) => tracing::info!(
+                model = %artifact.model_id, branch = %branch,
+                "could not ask the Hub where the branch points ({error}); refs/{branch} is left as it is"
+            ),
         }
     }
     let layout = ctx.layout.clone();
