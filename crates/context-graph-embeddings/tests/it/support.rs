@@ -248,3 +248,33 @@ pub(crate) async fn kill_after_chunks(
     child.wait().unwrap();
     partials(blobs).pop().unwrap()
 }
+
+/// Asserts that no byte a killed run's progress record kept (`written[c]` bytes of chunk `c`,
+/// chunks of `chunk` bytes) was sent again by the responses `gets` of the resumed run;
+/// returns the spans `(start, end)` those responses sent, for further checks' messages.
+pub(crate) fn assert_recorded_bytes_not_resent(
+    gets: &[hub_emulator::RequestRecord],
+    recorded: &RangeProgress,
+    chunk: u64,
+) -> Vec<(u64, u64)> {
+    let spans: Vec<(u64, u64)> = gets
+        .iter()
+        .map(|r| {
+            let start = r.range_start().unwrap_or(0);
+            (start, start + r.body_bytes_sent)
+        })
+        .collect();
+    for (c, written) in recorded.written.iter().enumerate() {
+        if *written == 0 {
+            continue;
+        }
+        let kept = (c as u64 * chunk, c as u64 * chunk + written);
+        assert!(
+            spans
+                .iter()
+                .all(|(start, end)| *end <= kept.0 || *start >= kept.1),
+            "chunk {c}'s recorded bytes {kept:?} were sent again: {spans:?}"
+        );
+    }
+    spans
+}

@@ -246,25 +246,7 @@ async fn a_run_killed_on_mixed_edges_resumes_without_fetching_recorded_bytes() {
         served.content
     );
     let gets = fx.gets(&served.sha256);
-    let spans: Vec<(u64, u64)> = gets
-        .iter()
-        .map(|r| {
-            let start = r.range_start().unwrap_or(0);
-            (start, start + r.body_bytes_sent)
-        })
-        .collect();
-    for (c, written) in recorded.written.iter().enumerate() {
-        if *written == 0 {
-            continue;
-        }
-        let kept = (c as u64 * CHUNK, c as u64 * CHUNK + written);
-        assert!(
-            spans
-                .iter()
-                .all(|(start, end)| *end <= kept.0 || *start >= kept.1),
-            "chunk {c}'s recorded bytes {kept:?} were sent again: {spans:?}"
-        );
-    }
+    let spans = crate::support::assert_recorded_bytes_not_resent(&gets, &recorded, CHUNK);
     let sent: u64 = gets.iter().map(|r| r.body_bytes_sent).sum();
     let replaced = gets.len().saturating_sub(4) as u64;
     assert!(

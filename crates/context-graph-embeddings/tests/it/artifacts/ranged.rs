@@ -362,26 +362,9 @@ async fn completed_ranges_survive_a_killed_process() {
         served.content
     );
     let gets = fx.gets(&served.sha256);
-    let served_spans: Vec<(u64, u64)> = gets
-        .iter()
-        .map(|r| {
-            let start = r.range_start().unwrap_or(0);
-            (start, start + r.body_bytes_sent)
-        })
-        .collect();
     // No byte the sidecar recorded is sent again.
-    for (c, written) in recorded_progress.written.iter().enumerate() {
-        if *written == 0 {
-            continue;
-        }
-        let recorded = (c as u64 * CHUNK, c as u64 * CHUNK + written);
-        assert!(
-            served_spans
-                .iter()
-                .all(|(start, end)| *end <= recorded.0 || *start >= recorded.1),
-            "chunk {c}'s recorded bytes {recorded:?} were sent again: {served_spans:?}"
-        );
-    }
+    let served_spans =
+        crate::support::assert_recorded_bytes_not_resent(&gets, &recorded_progress, CHUNK);
     // And every byte it did not record exactly once.
     assert_eq!(
         body_bytes(&gets),
