@@ -248,6 +248,15 @@ pub enum EmbeddingError {
         /// What failed.
         message: String,
     },
+    /// An OCI registry refused or failed a request (push, pull, credentials), or sent
+    /// something that is not a usable manifest.
+    #[error("registry {reference}: {message}")]
+    Registry {
+        /// The repository (`oci://host/repo[:tag]`), or the object (`…@sha256:…`).
+        reference: String,
+        /// What failed and what to do.
+        message: String,
+    },
     /// No byte arrived for longer than the idle timeout.
     #[error("no data from {url} for {:.0?} (idle timeout; raise download_timeout or HF_HUB_DOWNLOAD_TIMEOUT on slow links)", .idle)]
     IdleTimeout {

@@ -78,6 +78,10 @@ pub struct ArtifactManagerConfig {
     /// is copied in (a reflink where the file system offers one) and hashed against its
     /// planned digest before it is used; never trusted by name or size.
     pub adopt_from: Vec<PathBuf>,
+    /// A registry auth file (`auths` as in `~/.docker/config.json`) read before the usual
+    /// places (`REGISTRY_AUTH_FILE`, `~/.docker/config.json`) for OCI registries
+    /// (`--registry-auth-file`).
+    pub registry_auth_file: Option<PathBuf>,
 }
 
 impl ArtifactManagerConfig {
@@ -122,6 +126,7 @@ impl ArtifactManagerConfig {
             ssl_cert_file: env.var(environment::SSL_CERT_FILE_ENV).map(PathBuf::from),
             ssl_cert_dirs: environment::path_list(env, environment::SSL_CERT_DIR_ENV),
             adopt_from: environment::path_list(env, environment::ADOPT_ENV),
+            registry_auth_file: None,
         }
     }
 
@@ -161,6 +166,7 @@ impl fmt::Debug for ArtifactManagerConfig {
             .field("ssl_cert_file", &self.ssl_cert_file)
             .field("ssl_cert_dirs", &self.ssl_cert_dirs)
             .field("adopt_from", &self.adopt_from)
+            .field("registry_auth_file", &self.registry_auth_file)
             .finish()
     }
 }

@@ -3,12 +3,14 @@
 //! in `ensure/`, how bytes move in `transfer/`, what files are called in `store/`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
 use super::config::ArtifactManagerConfig;
 use super::ensure::bundle::{self, BundleExport, BundleImport};
 use super::ensure::context::Context;
+use super::ensure::publish::{self, PushOptions, PushReport};
 use super::ensure::readiness::{ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome};
 use super::ensure::{batch, maintain, one, readiness};
 use super::environment::{self, ProcessEnv, TokenSource};
@@ -19,6 +21,8 @@ use super::pinning::{self, PinOutcome};
 use super::progress::ProgressEvent;
 use super::remote::client::{HubClient, HubClientOptions, Secret};
 use super::remote::mirror::Mirror;
+use super::remote::oci::mirror::OciMirror;
+use super::remote::oci::reference::OciReference;
 use super::remote::tls::TrustRoots;
 use super::status::DownloadStatus;
 use super::store::budget::EvictionReport;
@@ -77,14 +81,32 @@ impl ModelArtifactManager {
             idle_timeout: config.download_timeout,
             trust: trust.clone(),
         })?;
+        // `oci://` (or `oci+http://`) names a registry repository; anything else an S3 bucket.
+        let oci_mirror = match config.mirror.as_ref() {
+            Some(m) if m.url.starts_with("oci://") || m.url.starts_with("oci+http://") => {
+                Some(Arc::new(OciMirror::connect(
+                    OciReference::parse(&m.url)?,
+                    m.write,
+                    &ProcessEnv,
+                    config.registry_auth_file.as_deref(),
+                    &trust,
+                    config.download_timeout,
+                )?))
+            }
+            _ => None,
+        };
         let mirror = config
             .mirror
             .as_ref()
+            .filter(|_| oci_mirror.is_none())
             .map(|m| Mirror::connect_trusting(m, &ProcessEnv, &trust))
             .transpose()?;
         let manifest = Self::read_manifest(&config)?;
+        let mut context = Context::new(config, manifest, client, mirror);
+        context.oci_mirror = oci_mirror;
+        context.trust = trust;
         Ok(ModelArtifactManager {
-            context: Context::new(config, manifest, client, mirror),
+            context,
             token_source,
         })
     }
@@ -356,6 +378,21 @@ impl ModelArtifactManager {
     /// is resumed by running it again. No network is used.
     pub async fn import_bundle(&self, path: &Path) -> EmbeddingResult<BundleImport> {
         bundle::import(&self.context, path).await
+    }
+
+    /// Pushes the verified files of some models (every artifact when `models` is empty) to
+    /// the registry repository `target` (`oci://HOST/REPO[:TAG]`): each model as a ModelPack
+    /// artifact tagged for OCI mirrors (and `TAG` when one model is named), or with
+    /// `options.image` all of them as one image whose file system is a ready Hugging Face
+    /// cache, tagged `TAG`. Blobs the registry has are not sent again (see `docs/oci.md`).
+    pub async fn push_to_registry(
+        &self,
+        target: &str,
+        models: &[ModelId],
+        options: PushOptions,
+    ) -> EmbeddingResult<PushReport> {
+        let target = OciReference::parse(target)?;
+        publish::push(&self.context, &target, models, options).await
     }
 
     fn artifact_ids(&self) -> Vec<ModelId> {

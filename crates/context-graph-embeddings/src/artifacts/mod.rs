@@ -43,6 +43,7 @@ pub use config::ArtifactManagerConfig;
 pub use ensure::bundle::{BundleExport, BundleFile, BundleImport};
 pub use ensure::local::HashSource;
 pub use ensure::plan::{FileRole, SetOrigin};
+pub use ensure::publish::{PushOptions, PushReport, PushedModel};
 pub use ensure::readiness::{
     FileReadiness, ModelReadiness, ReadinessReport, ReadinessState, VerifiedModel, VerifyOutcome,
 };
@@ -57,6 +58,9 @@ pub use pinning::{PinChange, PinOutcome};
 pub use progress::{Outcome, ProgressEvent, ProgressKind};
 pub use remote::fleet::FleetPolicy;
 pub use remote::mirror::{Mirror, MirrorConfig};
+pub use remote::oci::auth::RegistryCredentials;
+pub use remote::oci::mirror::OciMirror;
+pub use remote::oci::reference::{mirror_tag, OciReference};
 pub use remote::retry::RetryPolicy;
 pub use remote::source::{Body, BoxFuture, ByteSource, ChunkStream, Opened};
 pub use signature::{

@@ -176,123 +176,12 @@ fn export_blocking(
         if !models.is_empty() && !models.contains(&artifact.model_id) {
             continue;
         }
-        let model = artifact.model_id;
-        let not_ready = |what: &str| {
-            bundle_error(
-                path,
-                format!(
-                    "{model} {what}; run `cg-models ensure {model}` first, nothing was written"
-                ),
-            )
-        };
-        // The model's plan as the cache alone makes it: the same list `status` shows.
-        let layout = &view.layout;
-        let (commit, plan) = plan_locally(view, artifact);
-        let commit = commit.ok_or_else(|| not_ready("is not in the cache"))?;
-        let plan = plan.ok_or_else(|| {
-            not_ready("has a file set nothing in this cache describes (no recorded set, no tree listing, no snapshot folder)")
-        })?;
-        let set_files: Vec<ModelFile> = plan
-            .files
-            .iter()
-            .map(|f| ModelFile {
-                path: f.path.clone(),
-                kind: f.digest.as_ref().map_or(DigestKind::Sha256, |d| d.kind()),
-                digest: f.digest.as_ref().map(|d| d.hex().to_owned()),
-                size: f.size,
-            })
-            .collect();
-        let mut locked_rows = Vec::new();
-        for file in set_files {
-            let snapshot = layout.snapshot_path(&artifact.repo_id, &commit, &file.path);
-            let size = match fs::metadata(&snapshot) {
-                Ok(meta) if meta.is_file() && entry_stays_inside(&snapshot) => meta.len(),
-                _ => {
-                    return Err(not_ready(&format!(
-                        "has no file {} in the cache",
-                        file.path
-                    )))
-                }
-            };
-            let blob_name = snapshot_link_blob_name(&snapshot);
-            if file.size.is_some_and(|pinned| pinned != size) {
-                return Err(not_ready(&format!(
-                    "has {} with {size} bytes, the manifest pins {}; run `cg-models verify --repair {model}`",
-                    file.path,
-                    file.size.unwrap_or_default()
-                )));
-            }
-            let (sha256, git_sha1) = match file.kind {
-                DigestKind::Sha256 => {
-                    let stamp = VerificationStamp::read(&layout.stamp_path(
-                        &artifact.repo_id,
-                        &commit,
-                        &file.path,
-                    ));
-                    let sha256 = file
-                        .digest
-                        .clone()
-                        .or_else(|| blob_name.as_deref().and_then(|n| validate_sha256(n).ok()))
-                        .or_else(|| stamp.map(|s| s.sha256))
-                        .ok_or_else(|| {
-                            bundle_error(
-                                path,
-                                format!("no SHA-256 is known for {model} {}; pin it with `cg-models lock` first", file.path),
-                            )
-                        })?;
-                    (sha256, None)
-                }
-                DigestKind::GitBlobSha1 => {
-                    let pinned = file.digest.clone().unwrap_or_default();
-                    let (git, _) = hash_file_as(&snapshot, DigestKind::GitBlobSha1)
-                        .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
-                    if git != pinned {
-                        return Err(not_ready(&format!(
-                            "has {} with git blob id {git}, its set pins {pinned}; run `cg-models verify --repair {model}`",
-                            file.path
-                        )));
-                    }
-                    let (sha256, _) = hash_file_as(&snapshot, DigestKind::Sha256)
-                        .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
-                    (sha256, Some(pinned))
-                }
-            };
-            locked_rows.push(PinnedFile {
-                path: file.path.clone(),
-                size_bytes: size,
-                kind: file.kind,
-                digest: git_sha1.clone().unwrap_or_else(|| sha256.clone()),
-            });
-            if file.path == artifact.filename {
-                artifact.revision = Some(commit.clone());
-                artifact.sha256 = Some(sha256.clone());
-                artifact.size_bytes = Some(size);
-            }
-            files.push(BundleFile {
-                model_id: model,
-                repo_id: artifact.repo_id.clone(),
-                revision: manifest
-                    .entry(model)
-                    .and_then(|e| match e {
-                        ManifestEntry::Artifact(a) => Some(a.revision_or_default().to_owned()),
-                        ManifestEntry::Builtin(_) => None,
-                    })
-                    .unwrap_or_else(|| commit.clone()),
-                commit: commit.clone(),
-                path: file.path,
-                blob: blob_name
-                    .filter(|n| is_blob_name(n))
-                    .unwrap_or_else(|| git_sha1.clone().unwrap_or_else(|| sha256.clone())),
-                sha256,
-                git_sha1,
-                size,
-            });
-            sources.push(snapshot);
-        }
-        if !artifact.selection.is_single_file() {
-            // The bundle's manifest locks the whole set, so it works without the tree API.
-            artifact.selection.files = Some(locked_rows);
-        }
+        let (model_files, model_sources) =
+            locked_model_files(view, manifest, artifact, &|reason| {
+                bundle_error(path, reason)
+            })?;
+        files.extend(model_files);
+        sources.extend(model_sources);
     }
     if files.is_empty() {
         return Err(bundle_error(
@@ -339,6 +228,135 @@ fn export_blocking(
             Err(error)
         }
     }
+}
+
+/// The verified files of one model as the cache alone knows them (the plan `status` shows):
+/// each with its SHA-256 (the pin or blob name for LFS files; hashed for regular files, which
+/// are also checked against their git blob id), size and blob name, and the snapshot entry to
+/// read. Locks `artifact` to the commit, the weight file's digest and size, and (for a set)
+/// every file. `fail` makes the error of the caller's kind (bundle, registry). Blocking.
+pub(crate) fn locked_model_files(
+    view: &CacheView,
+    manifest: &Manifest,
+    artifact: &mut crate::artifacts::manifest::ModelArtifact,
+    fail: &dyn Fn(String) -> EmbeddingError,
+) -> EmbeddingResult<(Vec<BundleFile>, Vec<PathBuf>)> {
+    let mut files = Vec::new();
+    let mut sources = Vec::new();
+    let model = artifact.model_id;
+    let not_ready = |what: &str| {
+        fail(format!(
+            "{model} {what}; run `cg-models ensure {model}` first, nothing was written"
+        ))
+    };
+    // The model's plan as the cache alone makes it: the same list `status` shows.
+    let layout = &view.layout;
+    let (commit, plan) = plan_locally(view, artifact);
+    let commit = commit.ok_or_else(|| not_ready("is not in the cache"))?;
+    let plan = plan.ok_or_else(|| {
+        not_ready("has a file set nothing in this cache describes (no recorded set, no tree listing, no snapshot folder)")
+    })?;
+    let set_files: Vec<ModelFile> = plan
+        .files
+        .iter()
+        .map(|f| ModelFile {
+            path: f.path.clone(),
+            kind: f.digest.as_ref().map_or(DigestKind::Sha256, |d| d.kind()),
+            digest: f.digest.as_ref().map(|d| d.hex().to_owned()),
+            size: f.size,
+        })
+        .collect();
+    let mut locked_rows = Vec::new();
+    for file in set_files {
+        let snapshot = layout.snapshot_path(&artifact.repo_id, &commit, &file.path);
+        let size = match fs::metadata(&snapshot) {
+            Ok(meta) if meta.is_file() && entry_stays_inside(&snapshot) => meta.len(),
+            _ => {
+                return Err(not_ready(&format!(
+                    "has no file {} in the cache",
+                    file.path
+                )))
+            }
+        };
+        let blob_name = snapshot_link_blob_name(&snapshot);
+        if file.size.is_some_and(|pinned| pinned != size) {
+            return Err(not_ready(&format!(
+                "has {} with {size} bytes, the manifest pins {}; run `cg-models verify --repair {model}`",
+                file.path,
+                file.size.unwrap_or_default()
+            )));
+        }
+        let (sha256, git_sha1) = match file.kind {
+            DigestKind::Sha256 => {
+                let stamp = VerificationStamp::read(&layout.stamp_path(
+                    &artifact.repo_id,
+                    &commit,
+                    &file.path,
+                ));
+                let sha256 = file
+                    .digest
+                    .clone()
+                    .or_else(|| blob_name.as_deref().and_then(|n| validate_sha256(n).ok()))
+                    .or_else(|| stamp.map(|s| s.sha256))
+                    .ok_or_else(|| {
+                        fail(
+                            format!("no SHA-256 is known for {model} {}; pin it with `cg-models lock` first", file.path),
+                        )
+                    })?;
+                (sha256, None)
+            }
+            DigestKind::GitBlobSha1 => {
+                let pinned = file.digest.clone().unwrap_or_default();
+                let (git, _) = hash_file_as(&snapshot, DigestKind::GitBlobSha1)
+                    .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+                if git != pinned {
+                    return Err(not_ready(&format!(
+                        "has {} with git blob id {git}, its set pins {pinned}; run `cg-models verify --repair {model}`",
+                        file.path
+                    )));
+                }
+                let (sha256, _) = hash_file_as(&snapshot, DigestKind::Sha256)
+                    .map_err(|e| EmbeddingError::io("cannot read", &snapshot, e))?;
+                (sha256, Some(pinned))
+            }
+        };
+        locked_rows.push(PinnedFile {
+            path: file.path.clone(),
+            size_bytes: size,
+            kind: file.kind,
+            digest: git_sha1.clone().unwrap_or_else(|| sha256.clone()),
+        });
+        if file.path == artifact.filename {
+            artifact.revision = Some(commit.clone());
+            artifact.sha256 = Some(sha256.clone());
+            artifact.size_bytes = Some(size);
+        }
+        files.push(BundleFile {
+            model_id: model,
+            repo_id: artifact.repo_id.clone(),
+            revision: manifest
+                .entry(model)
+                .and_then(|e| match e {
+                    ManifestEntry::Artifact(a) => Some(a.revision_or_default().to_owned()),
+                    ManifestEntry::Builtin(_) => None,
+                })
+                .unwrap_or_else(|| commit.clone()),
+            commit: commit.clone(),
+            path: file.path,
+            blob: blob_name
+                .filter(|n| is_blob_name(n))
+                .unwrap_or_else(|| git_sha1.clone().unwrap_or_else(|| sha256.clone())),
+            sha256,
+            git_sha1,
+            size,
+        });
+        sources.push(snapshot);
+    }
+    if !artifact.selection.is_single_file() {
+        // The locked entry names the whole set, so it works without the tree API.
+        artifact.selection.files = Some(locked_rows);
+    }
+    Ok((files, sources))
 }
 
 fn write_archive(

@@ -18,7 +18,9 @@ use crate::artifacts::manifest::{Manifest, ModelArtifact};
 use crate::artifacts::progress::ProgressEmitter;
 use crate::artifacts::remote::client::HubClient;
 use crate::artifacts::remote::mirror::Mirror;
+use crate::artifacts::remote::oci::mirror::OciMirror;
 use crate::artifacts::remote::retry::{RetryDecision, RetryState};
+use crate::artifacts::remote::tls::TrustRoots;
 use crate::artifacts::status::{ModelEvents, StatusBoard};
 use crate::artifacts::store::layout::CacheLayout;
 use crate::artifacts::store::stamp::{SignatureStamp, UnrecordedStamps, VerificationStamp};
@@ -106,6 +108,10 @@ pub(crate) struct Context {
     pub(crate) layout: CacheLayout,
     pub(crate) client: HubClient,
     pub(crate) mirror: Option<Mirror>,
+    /// An OCI registry as the mirror (`--mirror oci://…`), instead of S3.
+    pub(crate) oci_mirror: Option<Arc<OciMirror>>,
+    /// The CA certificates trusted besides the system's (Hub, mirror and registries alike).
+    pub(crate) trust: TrustRoots,
     pub(crate) emitter: ProgressEmitter,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) download_slots: Arc<Semaphore>,
@@ -147,6 +153,8 @@ impl Context {
             manifest,
             client,
             mirror,
+            oci_mirror: None,
+            trust: TrustRoots::default(),
             emitter: ProgressEmitter::new(),
             board: Arc::new(StatusBoard::default()),
             in_flight: Mutex::new(HashMap::new()),

@@ -13,6 +13,7 @@ use futures_util::stream::{self, TryStreamExt};
 use super::context::{Context, SMALL_FILES_AT_ONCE};
 use super::local::{entry_at, inspect_async, inspect_file, Entry};
 use super::plan::{FileRole, ModelPlan, PlannedFile};
+use super::publish::publish_to_mirror;
 use super::readiness::{location_of, not_ready_error, verify_model, FileVerdict};
 use super::set::resolve_plan;
 use super::signed::check_signature;
@@ -158,6 +159,19 @@ async fn ensure_steps(
     // names the commit.
     check_signature(ctx, artifact, &plan.commit).await?;
     write_refs(ctx, artifact, &plan.commit).await?;
+    if let Some(registry) = ctx.oci_mirror.as_ref().filter(|m| m.is_writable()) {
+        match publish_to_mirror(ctx, registry, artifact.model_id).await {
+            Ok(pushed) => tracing::info!(
+                model = %artifact.model_id,
+                uploaded = pushed.blobs_uploaded,
+                present = pushed.blobs_present,
+                "pushed to the OCI mirror"
+            ),
+            Err(error) => events.warning(format!(
+                "push to the OCI mirror failed ({error}); the download itself is fine"
+            )),
+        }
+    }
     report_ready(
         events,
         &weights.path,
@@ -470,7 +484,7 @@ async fn resolve_expected(
 /// the Hub is asked only if the mirror fails.
 pub(crate) fn pinned_for_mirror(ctx: &Context, artifact: &ModelArtifact) -> Option<RemoteFile> {
     let sha = artifact.sha256.as_deref()?;
-    (ctx.mirror.is_some() && artifact.revision_is_commit())
+    ((ctx.mirror.is_some() || ctx.oci_mirror.is_some()) && artifact.revision_is_commit())
         .then(|| RemoteFile::from_pins(artifact.revision_or_default(), sha, artifact.size_bytes))
 }
 
@@ -586,6 +600,31 @@ async fn fetch_from_sources(
     let total = request.expected_size.unwrap_or(0);
     let object = object_name(request.expected.kind(), request.expected.hex());
     let mut mirror_lacks_it = false;
+    if let Some(registry) = &ctx.oci_mirror {
+        // The registry's copy is verified exactly as the Hub's; anything wrong falls back.
+        let opened = registry
+            .source(
+                request.expected.kind(),
+                request.expected.hex(),
+                &request.location.repo_id,
+                &remote.commit,
+                &request.location.filename,
+            )
+            .await;
+        match opened {
+            Ok(source) => match fetch_blob(&source, request, &settings, events).await {
+                Ok(blob) => {
+                    return Ok(Fetched::from_source(
+                        blob.resumed_from,
+                        blob.transferred,
+                        source.name(),
+                    ))
+                }
+                Err(error) => events.falling_back(total, source.name(), error.to_string()),
+            },
+            Err(error) => events.falling_back(total, registry.name(), error.to_string()),
+        }
+    }
     if let Some(mirror) = &ctx.mirror {
         let source = mirror.source(&object, ctx.config.download_timeout);
         match fetch_blob(&source, request, &settings, events).await {

@@ -56,7 +56,7 @@ impl Secret {
         Secret(value)
     }
 
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
