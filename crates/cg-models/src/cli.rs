@@ -23,6 +23,7 @@ Examples:
   cg-models outdated                   Which pins are behind their branch (exit 3 if any)
   cg-models export models.tar          Carry the verified files to an air-gapped site
   cg-models import models.tar          ... and place them there, every byte verified
+  cg-models push oci://registry.example/models   Verified models into an OCI registry
 
 Environment: HF_TOKEN, HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE,
 HF_HUB_DOWNLOAD_TIMEOUT and NO_COLOR are honoured like the Hugging Face tools do.
@@ -99,11 +100,18 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true)]
     pub offline: bool,
 
-    /// Content-addressed mirror tried before the Hub, e.g. s3://bucket/models
-    /// [default: $CG_MODELS_MIRROR]. Credentials from AWS_* variables or ~/.aws/credentials;
-    /// an S3-compatible store's address from AWS_ENDPOINT_URL.
-    #[arg(long, global = true, value_name = "S3_URL")]
+    /// Content-addressed mirror tried before the Hub: an S3 bucket (s3://bucket/models) or an
+    /// OCI registry repository (oci://HOST/REPO) [default: $CG_MODELS_MIRROR]. S3 credentials
+    /// from AWS_* variables or ~/.aws/credentials, an S3-compatible store's address from
+    /// AWS_ENDPOINT_URL; registry credentials as for `push`.
+    #[arg(long, global = true, value_name = "URL")]
     pub mirror: Option<String>,
+
+    /// Registry credentials file (`auths` as in ~/.docker/config.json), read before
+    /// $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json and ~/.docker/config.json
+    /// (also CG_MODELS_REGISTRY_USERNAME with CG_MODELS_REGISTRY_PASSWORD).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub registry_auth_file: Option<PathBuf>,
 
     /// Upload files fetched from the Hub to the mirror once verified (pull-through)
     /// [default: $CG_MODELS_MIRROR_WRITE].
@@ -266,6 +274,23 @@ into the cache only when it matches; models are placed only once the whole bundl
 verified. A bundle made for another manifest, truncated, or altered is refused. Rerun an
 interrupted import: verified files are kept and skipped.")]
     Import(ImportArgs),
+
+    /// Push the verified files of the manifest (or of the named models) to an OCI registry.
+    #[command(after_help = "\
+Examples:
+  cg-models push oci://registry.example/models            Each model as a ModelPack artifact
+  cg-models push oci://registry.example/models/e5:v1 Semantic   One model, also tagged v1
+  cg-models push --image oci://registry.example/cache:v1  One image that is a ready cache
+
+Each model becomes an OCI artifact in the CNCF ModelPack layout (one raw layer per file, its
+path in org.cncf.model.filepath), tagged <org>--<name>--<commit>: the tag a node with
+--mirror oci://HOST/REPO reads it by. --image makes one regular image whose file system is a
+Hugging Face cache holding every selected model: mount it at HF_HUB_CACHE (a Kubernetes
+image volume, a modelcar) and it is ready offline. Blobs the registry has are not sent again.
+Credentials: --registry-auth-file, $REGISTRY_AUTH_FILE, ~/.docker/config.json (also its
+credential helpers), or CG_MODELS_REGISTRY_USERNAME and CG_MODELS_REGISTRY_PASSWORD.
+See docs/oci.md.")]
+    Push(PushArgs),
 }
 
 /// Options of `status`.
@@ -367,6 +392,22 @@ pub(crate) struct ExportArgs {
     /// Models to export [default: every model of the manifest].
     #[arg(value_name = "MODEL")]
     pub models: Vec<ModelId>,
+}
+
+/// Arguments of `push`.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// Where to: oci://HOST[:PORT]/REPO[:TAG] (oci+http:// for a registry without TLS).
+    #[arg(value_name = "oci://HOST/REPO[:TAG]")]
+    pub target: String,
+
+    /// Models to push [default: every model of the manifest].
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<ModelId>,
+
+    /// One image whose file system is a Hugging Face cache holding the models (needs a TAG).
+    #[arg(long)]
+    pub image: bool,
 }
 
 /// Arguments of `import`.

@@ -56,6 +56,9 @@ pub(crate) fn artifact_config(args: &GlobalArgs) -> Result<ArtifactManagerConfig
     if let Some(path) = &args.ca_bundle {
         config.ca_bundle = Some(path.clone());
     }
+    if let Some(file) = &args.registry_auth_file {
+        config.registry_auth_file = Some(file.clone());
+    }
     if !args.adopt.is_empty() {
         config.adopt_from = args.adopt.clone();
     }

@@ -8,6 +8,7 @@ mod ensure;
 mod gc;
 mod lock;
 mod outdated;
+mod push;
 mod status;
 mod verify;
 
@@ -45,6 +46,7 @@ pub(crate) async fn run(cli: &Cli, output: &Output) -> Result<u8, CliError> {
         Command::Outdated(args) => Box::pin(outdated::run(&manager, output, args)),
         Command::Export(args) => Box::pin(bundle::export(&manager, output, args)),
         Command::Import(args) => Box::pin(bundle::import(&manager, output, args)),
+        Command::Push(args) => Box::pin(push::run(&manager, output, args)),
     };
     match &metrics {
         Some(metrics) => metrics.run_while(&manager, output, work).await,
