@@ -684,8 +684,10 @@ else:
 /// `outdir/<org.opencontainers.image.title>` (parent folders created; a title that resolves
 /// outside `outdir` is refused); a layer without a title is written under its digest
 /// (`outdir/sha256:<hex>`). A layer of media type `application/vnd.oci.image.layer.v1.tar+gzip`
-/// is not written but extracted into the title's folder. oras-py does not check a pulled
-/// blob's digest: the tests hash the files themselves.
+/// is not written as a file but extracted into the folder that holds `outdir/<title>` (oras's
+/// convention for a pushed directory). oras-py does not check a pulled blob's digest or size:
+/// the tests hash the files themselves. It retries a request that fails to connect, sleeping
+/// 3, 5, 11, 29 and 83 seconds: pull from a registry that is up.
 pub(crate) fn oras_pull(reg: &Registry, reference: &str, outdir: &Path) -> Vec<PathBuf> {
     let python = Tool::Oras.locate().unwrap_or_else(|e| panic!("{e}"));
     let mut command = reg.judge(&python);
