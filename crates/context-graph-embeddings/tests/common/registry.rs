@@ -75,8 +75,15 @@ impl Tool {
         }
     }
 
-    /// The tool's path when it is there and runs; otherwise what is wrong.
+    /// The tool's path when it is there and runs; otherwise what is wrong. Looked up once
+    /// per test binary (the switches do not change while it runs).
     pub(crate) fn locate(self) -> Result<PathBuf, String> {
+        static FOUND: [std::sync::OnceLock<Result<PathBuf, String>>; 5] =
+            [const { std::sync::OnceLock::new() }; 5];
+        FOUND[self as usize].get_or_init(|| self.find()).clone()
+    }
+
+    fn find(self) -> Result<PathBuf, String> {
         let (var, program) = match self {
             Tool::Registry => ("CG_TEST_REGISTRY", "docker-registry"),
             Tool::Htpasswd => ("CG_TEST_HTPASSWD", "htpasswd"),
