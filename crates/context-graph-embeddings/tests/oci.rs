@@ -238,6 +238,15 @@ fn uploads_report_each_blob_once_when_the_same_folder_is_pushed_twice() {
     sorted.sort();
     expected.sort();
     assert_eq!(sorted, expected, "the first push uploads every blob once");
+    // oras-py sends each request without credentials first: every blob's PUT was refused
+    // (401) once before it was accepted, and only the accepted one counts as an upload.
+    let puts = |status: u16| {
+        reg.requests()
+            .into_iter()
+            .filter(|(m, p, s)| m == "PUT" && p.contains("digest=sha256") && *s == status)
+            .count()
+    };
+    assert_eq!((puts(401), puts(201)), (first.len(), first.len()));
 
     // The same folder again, under another tag: oras-py asks HEAD first and uploads nothing.
     push_folder(&reg, &format!("{}/models/minilm:v2", reg.host), work.path());

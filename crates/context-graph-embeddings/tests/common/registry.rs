@@ -181,7 +181,10 @@ macro_rules! require_tools {
 pub(crate) use require_tools;
 
 /// A running `docker-registry` on `127.0.0.1`, killed when dropped. Start it after
-/// [`require_tools!`]`(Tool::Registry, Tool::Htpasswd)`.
+/// [`require_tools!`]`(Tool::Registry, Tool::Htpasswd)`. Everything here blocks (child
+/// processes, files): from an async test, call it through `tokio::task::spawn_blocking`.
+/// Blobs are served as stored (no digest check on read) and with `Range` support, so
+/// altering [`Registry::blob_data`] or [`Registry::stop`] mid-transfer tests the client.
 pub(crate) struct Registry {
     /// `127.0.0.1:PORT`, the registry's name in references (`{host}/repo:tag`).
     pub(crate) host: String,
@@ -720,9 +723,11 @@ pub(crate) fn oras_pull(reg: &Registry, reference: &str, outdir: &Path) -> Vec<P
 /// oras-py by itself titles a layer with the file's basename (`os.path.basename`), which would
 /// lose the folders of nested paths; this wrapper sets `org.opencontainers.image.title` to the
 /// path relative to `dir` (as the Go `oras push` CLI does) through oras-py's annotation file.
-/// oras-py asks `HEAD` for each blob first and uploads only the ones the registry lacks
-/// (one `POST` + `PUT ?digest=`); the config is the empty `{}` with media type
-/// `application/vnd.unknown.config.v1+json`.
+/// oras-py asks `HEAD` for each blob first and uploads only the ones the registry lacks in
+/// that repository (one `POST` + `PUT ?digest=`; it never offers a cross-repository mount);
+/// the config is the empty `{}` with media type `application/vnd.unknown.config.v1+json`. With
+/// basic auth it sends every request without credentials first and repeats it after the 401,
+/// so [`Registry::requests`] shows a 401 before each of its requests.
 pub(crate) fn oras_push(
     reg: &Registry,
     reference: &str,
