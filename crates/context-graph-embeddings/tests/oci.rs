@@ -298,7 +298,7 @@ fn uploads_report_each_blob_once_when_the_same_folder_is_pushed_twice() {
 }
 
 #[test]
-fn blob_data_is_the_stored_bytes_and_the_registry_serves_a_corrupted_blob_as_it_is() {
+fn blob_data_is_the_stored_bytes_served_with_ranges_and_a_corrupted_blob_is_served_as_it_is() {
     require_tools!(Tool::Registry, Tool::Htpasswd, Tool::Oras);
     let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
@@ -310,6 +310,35 @@ fn blob_data_is_the_stored_bytes_and_the_registry_serves_a_corrupted_blob_as_it_
         let stored = reg.blob_data(&sha256(bytes));
         assert_eq!(&std::fs::read(&stored).unwrap(), bytes, "{path}");
     }
+
+    // Blobs are served with ranges (what a resumed download asks for).
+    let (_, weights) = &files[1];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, range, body) = runtime.block_on(async {
+        let response = client_trusting(Some(&reg.ca_pem))
+            .get(format!(
+                "https://{}/v2/models/minilm/blobs/{}",
+                reg.host,
+                sha256(weights)
+            ))
+            .header("Range", "bytes=1000-1999")
+            .basic_auth(&reg.username, Some(&reg.password))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let range = response.headers()["content-range"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (status, range, response.bytes().await.unwrap())
+    });
+    assert_eq!(status, 206);
+    assert_eq!(range, format!("bytes 1000-1999/{}", weights.len()));
+    assert_eq!(&body[..], &weights[1000..2000]);
 
     // Flip one byte of the weights in storage: distribution does not check what it serves, so
     // a client that does not verify (oras-py) gets the altered bytes. A mirror must verify.
