@@ -1,7 +1,7 @@
 //! Models through OCI registries (issue 27): a real registry on loopback and the real clients
 //! that judge it (`tests/common/registry.rs`).
 //!
-//! The tests here are the harness's own: they use only the real tools (Debian's
+//! The tests in this file are the harness's own; `oci/models.rs` has ours. These use only the real tools (Debian's
 //! `docker-registry`, `skopeo`, `umoci`, `htpasswd`; oras-py from `target/pyenv`), and prove
 //! that what the harness reports is what the registry did, so the tests of our OCI client can
 //! rest on it. The tools come from `scripts/install-registry` and `scripts/setup-python`;
@@ -15,6 +15,17 @@
 
 #[path = "common/registry.rs"]
 mod registry;
+
+#[path = "it/support.rs"]
+mod support;
+
+#[path = "common/mount.rs"]
+#[allow(dead_code)]
+mod mount;
+
+/// Our side: push, the OCI mirror and the cache image, judged by the tools above.
+#[path = "oci/models.rs"]
+mod models;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -312,14 +312,14 @@ pub(crate) struct ManifestFile {
     pub(crate) size: u64,
 }
 
-/// The files of a model manifest's raw layers, by `org.cncf.model.filepath` (else the title).
-/// Layers that are archives, lack a path, or name an unsafe one are left out: they are never
-/// a file of ours.
+/// The files of a model manifest, by each layer's `org.cncf.model.filepath` (else its title,
+/// as `oras push` writes it). Layers that lack a path or name an unsafe one are left out. The
+/// media type is not trusted either way: what a layer holds is decided by hashing it against
+/// the digest the plan expects (a tar-wrapped layer simply does not match).
 pub(crate) fn model_files(manifest: &ImageManifest) -> Vec<ManifestFile> {
     manifest
         .layers
         .iter()
-        .filter(|l| l.media_type.ends_with(".raw"))
         .filter_map(|layer| {
             let annotations = layer.annotations.as_ref()?;
             let path = annotations
