@@ -27,6 +27,10 @@ mod mount;
 #[path = "oci/models.rs"]
 mod models;
 
+/// A token service for the registry's bearer-token mode.
+#[path = "oci/token.rs"]
+mod token;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

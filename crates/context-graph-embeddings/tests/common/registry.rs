@@ -185,6 +185,20 @@ pub(crate) use require_tools;
 /// processes, files): from an async test, call it through `tokio::task::spawn_blocking`.
 /// Blobs are served as stored (no digest check on read) and with `Range` support, so
 /// altering [`Registry::blob_data`] or [`Registry::stop`] mid-transfer tests the client.
+/// How the registry authenticates clients.
+pub(crate) enum RegistryAuth {
+    /// htpasswd (basic): the harness's user and password.
+    Htpasswd,
+    /// Bearer tokens (JWT) from a token service at `realm`, signed by a key whose certificate
+    /// is in `root_certificates` (distribution's `auth.token`).
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        root_certificates: PathBuf,
+    },
+}
+
 pub(crate) struct Registry {
     /// `127.0.0.1:PORT`, the registry's name in references (`{host}/repo:tag`).
     pub(crate) host: String,
@@ -233,6 +247,12 @@ impl Registry {
     /// temporary folder and starts the registry; returns once it accepts connections. Panics
     /// (with the registry's log) when it cannot start.
     pub(crate) fn start() -> Registry {
+        Self::start_with(RegistryAuth::Htpasswd)
+    }
+
+    /// Like [`start`](Self::start), with the authentication `mode` (htpasswd, or tokens from a
+    /// token service the test runs).
+    pub(crate) fn start_with(mode: RegistryAuth) -> Registry {
         let binary = Tool::Registry
             .locate()
             .unwrap_or_else(|e| panic!("{e}: run scripts/install-registry"));
@@ -359,10 +379,7 @@ http:
   tls:
     certificate: {server_pem}
     key: {server_key}
-auth:
-  htpasswd:
-    realm: cg-test-registry
-    path: {htpasswd}
+{auth}
 health:
   storagedriver:
     enabled: false
@@ -371,7 +388,21 @@ health:
                 secret = random_hex(16),
                 server_pem = server_pem.display(),
                 server_key = server_key.display(),
-                htpasswd = htpasswd_file.display(),
+                auth = match &mode {
+                    RegistryAuth::Htpasswd => format!(
+                        "auth:\n  htpasswd:\n    realm: cg-test-registry\n    path: {}",
+                        htpasswd_file.display()
+                    ),
+                    RegistryAuth::Token {
+                        realm,
+                        service,
+                        issuer,
+                        root_certificates,
+                    } => format!(
+                        "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}",
+                        root_certificates.display()
+                    ),
+                },
             ),
         )
         .expect("write config.yml");

@@ -20,10 +20,11 @@ use tokio::sync::broadcast;
 
 use super::mount::ReadOnlyMount;
 use super::registry::{
-    oras_pull, oras_push, require_tools, skopeo_copy_to_oci_layout, skopeo_inspect_raw,
-    umoci_unpack, Registry, Tool,
+    base64, oras_pull, oras_push, require_tools, skopeo_copy_to_oci_layout, skopeo_inspect_raw,
+    umoci_unpack, Registry, RegistryAuth, Tool,
 };
 use super::support::{drain, model, Fixture};
+use super::token::TokenService;
 
 const REPOSITORY: &str = "models/pipeline";
 
@@ -646,4 +647,91 @@ async fn refused_credentials_are_named_without_the_secret() {
         "{error}"
     );
     assert!(reg.uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_hands_out_tokens_is_pushed_to_and_read_from() {
+    require_tools!(Tool::Registry, Tool::Htpasswd);
+    let (user, password) = ("cg-token-user", "token-pass-4f7a");
+    let tokens = TokenService::start(user, password);
+    let reg = Registry::start_with(RegistryAuth::Token {
+        realm: tokens.realm.clone(),
+        service: tokens.service.clone(),
+        issuer: tokens.issuer.clone(),
+        root_certificates: tokens.signing_certificate.clone(),
+    });
+    let fx = set_fixture(200_000);
+    let locked = locked_manifest(&fx, &reg).await;
+    // Both CAs (the registry's, the token service's), and credentials for the registry.
+    let cas = fx.dir.path().join("cas.pem");
+    let registry_ca = std::fs::read_to_string(&reg.ca_pem).unwrap();
+    std::fs::write(&cas, format!("{registry_ca}{}", tokens.ca_pem)).unwrap();
+    let auth = fx.dir.path().join("token-auth.json");
+    std::fs::write(
+        &auth,
+        serde_json::json!({"auths": {reg.host.clone(): {"auth": base64(format!("{user}:{password}").as_bytes())}}}).to_string(),
+    )
+    .unwrap();
+    let with_tokens = |cache: &str, mirror: Option<(String, bool)>| ArtifactManagerConfig {
+        ca_bundle: Some(cas.clone()),
+        registry_auth_file: Some(auth.clone()),
+        manifest_path: Some(locked.clone()),
+        ..node(&fx, &reg, &fx.dir.path().join(cache), mirror)
+    };
+
+    let a = ModelArtifactManager::new(with_tokens("a", None)).unwrap();
+    a.ensure_all_models().await.expect("from the Hub");
+    let files = snapshot_files(&a, ModelId::Entity);
+    let pushed = a
+        .push_to_registry(&target(&reg), &[], PushOptions::default())
+        .await
+        .expect("push with a token");
+    assert!(pushed.blobs_uploaded >= files.len(), "{pushed:?}");
+    let asked = tokens.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().all(|r| r.authenticated && r.status == 200),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.scopes == [format!("repository:{REPOSITORY}:pull,push")]),
+        "{asked:?}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fx.hub.clear_requests();
+    let b = ModelArtifactManager::new(ArtifactManagerConfig {
+        endpoint: format!("http://127.0.0.1:{closed}"),
+        ..with_tokens("b", Some((target(&reg), false)))
+    })
+    .unwrap();
+    b.ensure_all_models()
+        .await
+        .expect("everything from the registry, with a token");
+    assert_eq!(snapshot_files(&b, ModelId::Entity), files);
+    assert!(fx.hub.requests().is_empty());
+
+    // Credentials the token service refuses: named, not shown.
+    let refused = a
+        .push_to_registry(
+            &target(&reg),
+            &[],
+            PushOptions {
+                credentials: Some(RegistryCredentials::new(user, "wrong-9c2e", "a test")),
+                ..PushOptions::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("token service") && refused.contains("401"),
+        "{refused}"
+    );
+    assert!(!refused.contains("wrong-9c2e"), "{refused}");
 }
