@@ -1568,3 +1568,91 @@ fn a_cache_this_user_may_not_write_is_read_and_a_fetch_says_whose_it_is() {
     // As the owner, the same command repairs it.
     world.run(&["ensure"]).ok();
 }
+
+// A real registry on loopback (Debian's docker-registry behind TLS with htpasswd), shared with
+// the library's OCI tests.
+#[path = "../../context-graph-embeddings/tests/common/registry.rs"]
+#[allow(dead_code, unused_macros)]
+mod registry;
+
+#[test]
+fn push_then_a_node_that_cannot_reach_the_hub_fills_its_cache_from_the_registry() {
+    registry::require_tools!(registry::Tool::Registry, registry::Tool::Htpasswd);
+    let reg = registry::Registry::start();
+    let world = World::new();
+    // Pins every commit and digest in place: a node without the Hub needs nothing else.
+    world.run(&["lock"]).ok();
+    let ca = reg.ca_pem.to_str().unwrap().to_owned();
+    let auth = reg.docker_config_dir.join("config.json");
+    let auth = auth.to_str().unwrap().to_owned();
+    let target = format!("oci://{}/models", reg.host);
+    let trust = ["--ca-bundle", &ca, "--registry-auth-file", &auth];
+    world.run(&["ensure"]).ok();
+    let push: Vec<&str> = trust.iter().copied().chain(["push", &target]).collect();
+    let pushed = world.run(&push).ok();
+    assert!(
+        pushed.stderr.contains("Pushed 3 model(s)")
+            && pushed.stdout.matches("✓ oci://").count() == 3,
+        "{}",
+        pushed.all()
+    );
+    let again = world.run(&push).ok();
+    assert!(
+        again.stderr.contains("0 blob(s) uploaded"),
+        "{}",
+        again.all()
+    );
+
+    // Another cache, the Hub unreachable: everything from the registry, then ready offline.
+    let node = world.dir.path().join("node");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let on_node = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", world.dir.path().join("home"))
+            .arg("--manifest")
+            .arg(world.manifest())
+            .arg("--cache-dir")
+            .arg(&node)
+            .arg("--endpoint")
+            .arg(format!("http://127.0.0.1:{closed}"))
+            .args(trust)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run::from(output)
+    };
+    let filled = on_node(&["--mirror", &target, "ensure"]).ok();
+    assert!(
+        filled.stderr.contains("all 12 models are ready"),
+        "{}",
+        filled.all()
+    );
+    let status = on_node(&["--offline", "status"]).ok();
+    assert!(
+        status.stderr.contains("All 12 models are ready"),
+        "{}",
+        status.all()
+    );
+    for model in ["Semantic", "Entity", "Graph"] {
+        let served = world.served(model);
+        let commit = world.hub.commit_of(served.repo, "main").unwrap();
+        let file = node
+            .join(format!("models--{}", served.repo.replace('/', "--")))
+            .join("snapshots")
+            .join(commit)
+            .join("model.safetensors");
+        assert_eq!(fs::read(file).unwrap(), served.bytes, "{model}");
+    }
+    let log = fs::read_to_string(&reg.access_log).unwrap();
+    assert!(
+        log.contains("GET /v2/models/blobs/sha256:"),
+        "the bytes came from the registry"
+    );
+}
