@@ -1572,7 +1572,7 @@ fn a_cache_this_user_may_not_write_is_read_and_a_fetch_says_whose_it_is() {
 // A real registry on loopback (Debian's docker-registry behind TLS with htpasswd), shared with
 // the library's OCI tests.
 #[path = "../../context-graph-embeddings/tests/common/registry.rs"]
-#[allow(dead_code, unused_macros)]
+#[allow(unused_macros)]
 mod registry;
 
 #[test]
