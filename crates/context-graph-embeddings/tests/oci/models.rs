@@ -203,6 +203,51 @@ async fn a_model_goes_from_the_hub_through_a_registry_to_a_fresh_node_with_every
     assert_eq!(again.blobs_present, distinct.len() + 1);
     assert_eq!(reg.uploads(), uploads, "no blob uploaded twice");
 
+    // Pushed to another repository of the registry by a node whose mirror is the first one:
+    // every blob is mounted across repositories, nothing is sent.
+    let mounting = ModelArtifactManager::new(ArtifactManagerConfig {
+        manifest_path: Some(locked.clone()),
+        ..node(
+            &fx,
+            &reg,
+            &fx.dir.path().join("a"),
+            Some((target(&reg), false)),
+        )
+    })
+    .unwrap();
+    let copied = mounting
+        .push_to_registry(
+            &format!("oci://{}/models/copy", reg.host),
+            &[],
+            PushOptions::default(),
+        )
+        .await
+        .expect("push to another repository");
+    assert_eq!(
+        (copied.blobs_mounted, copied.blobs_uploaded),
+        (distinct.len() + 1, 0),
+        "{copied:?}"
+    );
+    let mounts: Vec<_> = reg
+        .requests()
+        .into_iter()
+        .filter(|(method, path, status)| {
+            method == "POST"
+                && path.starts_with("/v2/models/copy/blobs/uploads/?mount=")
+                && *status == 201
+        })
+        .collect();
+    assert_eq!(mounts.len(), distinct.len() + 1, "{mounts:?}");
+    oras_pull(
+        &reg,
+        &format!("{}/models/copy:{tag}", reg.host),
+        &fx.dir.path().join("copy-out"),
+    );
+    for (path, bytes) in &files {
+        let pulled = std::fs::read(fx.dir.path().join("copy-out").join(path)).unwrap();
+        assert_eq!(sha256_hex(&pulled), sha256_hex(bytes), "{path}");
+    }
+
     // Node B: a fresh cache, the Hub unreachable, the registry as its mirror.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -307,9 +307,13 @@ async fn push_artifact(
     let config = Bytes::from(built.config.clone());
     let size = config.len() as u64;
     let pushed = client
-        .push_blob(repository, &built.config_digest, size, None, move || {
-            bytes_body(config)
-        })
+        .push_blob(
+            repository,
+            &built.config_digest,
+            size,
+            mount_from,
+            move || bytes_body(config),
+        )
         .await?;
     report.count(pushed, size);
     for tag in tags {
