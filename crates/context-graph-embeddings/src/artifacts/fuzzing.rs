@@ -754,3 +754,60 @@ fn check_cache(cache: &Path) -> Vec<String> {
     }
     problems
 }
+
+// ------------------------------------------------------------------ OCI manifests
+
+/// A manifest a registry sent for a model's tag (`--mirror oci://`): `parse_manifest` bounds
+/// it (schema 2, SHA-256 digests, at most `MAX_LAYERS` layers); what it accepts serializes and
+/// parses back to the same value; every file `model_files` yields is a safe repo path whose
+/// snapshot entry stays inside the snapshot folder, with a SHA-256 digest.
+pub fn oci_manifest(data: &[u8]) {
+    use super::remote::oci::modelpack::{
+        is_sha256_digest, model_files, parse_manifest, MAX_LAYERS,
+    };
+    let Ok(manifest) = parse_manifest(data) else {
+        return;
+    };
+    assert!(
+        manifest.layers.len() <= MAX_LAYERS,
+        "fuzz invariant: {} layers accepted",
+        manifest.layers.len()
+    );
+    let again = serde_json::to_vec(&manifest).expect("fuzz harness: serialize a manifest");
+    assert_eq!(
+        parse_manifest(&again).as_ref(),
+        Ok(&manifest),
+        "fuzz invariant: an accepted manifest does not survive its own serialization"
+    );
+    let layout = CacheLayout::new("/cache");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = layout.snapshot_dir("org/model", commit);
+    for file in model_files(&manifest) {
+        let entry = layout.snapshot_path("org/model", commit, &file.path);
+        assert!(
+            validate_filename(&file.path).is_ok() && stays_below(&snapshot, &entry),
+            "fuzz invariant: the registry's manifest names {:?}; its entry would be {entry:?}",
+            file.path
+        );
+        assert!(
+            is_sha256_digest(&file.digest),
+            "fuzz invariant: digest {:?}",
+            file.digest
+        );
+    }
+}
+
+/// A registry's `WWW-Authenticate` (the fuzzer's bytes as the header value): a bearer
+/// challenge names an `http(s)` realm, never another scheme where credentials would go.
+pub fn registry_challenge(data: &[u8]) {
+    use super::remote::oci::auth::{parse_challenge, Challenge};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(Challenge::Bearer { realm, .. }) = parse_challenge(text) {
+        assert!(
+            realm.starts_with("https://") || realm.starts_with("http://"),
+            "fuzz invariant: realm {realm:?}"
+        );
+    }
+}

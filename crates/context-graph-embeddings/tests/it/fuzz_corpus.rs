@@ -63,6 +63,8 @@ fn fuzz_inputs_of_every_target_keep_their_promises() {
     replay("content_range", fuzzing::content_range);
     replay("tree_json", fuzzing::tree_json);
     replay("shared_refs", fuzzing::shared_refs);
+    replay("oci_manifest", fuzzing::oci_manifest);
+    replay("registry_challenge", fuzzing::registry_challenge);
     let manifest = fs::read_to_string(Path::new(FUZZ).join("seeds/bundle-manifest.json")).unwrap();
     let importer = fuzzing::BundleImporter::new(&manifest);
     replay("bundle_import", |data| {
