@@ -401,7 +401,11 @@ impl RegistryClient {
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, size.to_string())
             .body(reqwest::Body::wrap_stream(body()));
-        if let Some(value) = self.authorization(&scopes) {
+        // Credentials go to the registry's own origin only, wherever it says to upload.
+        if let Some(value) = self
+            .authorization(&scopes)
+            .filter(|_| upload.origin() == self.base.origin())
+        {
             request = request.header(header::AUTHORIZATION, value);
         }
         let response = request
