@@ -154,6 +154,14 @@ fn crash_case_with(fx: &Fixture, point: &str, nth: u32, ranged: bool, test: &str
     );
     for id in [PINNED, UNPINNED] {
         let path = manager.get_path(id).expect("ready after the fresh run");
+        // `refs/<commit>` (what hf-hub 0.x readers look up) is there, whatever the kill cut.
+        let commit = &fx.file(id).commit;
+        let commit_ref = fx.repo_dir_in(&cache, id).join("refs").join(commit);
+        assert_eq!(
+            std::fs::read_to_string(&commit_ref).ok().as_deref(),
+            Some(commit.as_str()),
+            "{point}:{nth}: {id} has no refs/{commit} after the fresh run"
+        );
         assert_eq!(
             std::fs::read(&path).unwrap(),
             fx.file(id).content,

@@ -11,7 +11,9 @@ use futures_util::stream::{self, StreamExt};
 
 use super::context::Context;
 use super::local::{inspect_async, LocalState};
-use super::one::{ensure_one, expectations, head_with_retries, pinned_for_mirror, report_ready};
+use super::one::{
+    ensure_one, expectations, head_with_retries, keep_commit_ref, pinned_for_mirror, report_ready,
+};
 use super::readiness::{not_ready_error, verify_model, FileVerdict};
 use crate::artifacts::blocking::{read_only_mount, run_blocking, write_denied};
 use crate::artifacts::manifest::{ManifestEntry, ModelArtifact};
@@ -118,6 +120,9 @@ async fn classify<'a>(
                 let state: LocalState = inspect_async(ctx, artifact).await;
                 match state.weights().path() {
                     Some(path) if state.is_ready(true) => {
+                        // A run killed before its refs (or mid-write of one) left the files
+                        // ready and `refs/<commit>` missing or a temporary file beside it.
+                        keep_commit_ref(ctx, artifact, state.commit.as_deref()).await;
                         let events = ctx.events(artifact.model_id);
                         report_ready(&events, path, Outcome::AlreadyPresent, 0, None).await;
                     }
@@ -147,6 +152,7 @@ async fn classify<'a>(
     for (artifact, state, verdict) in checked {
         match verdict {
             Ok(None) => {
+                keep_commit_ref(ctx, artifact, state.commit.as_deref()).await;
                 let events = ctx.events(artifact.model_id);
                 let path = state
                     .weights()

@@ -422,7 +422,7 @@ async fn remove_planted_link(link: &std::path::Path, events: &ModelEvents) -> Em
 
 /// A ready model's `refs/<commit>`, where the cache is writable (a cache filled before refs
 /// were written gets it at the next `ensure`; a read-only one is left as it is).
-async fn keep_commit_ref(ctx: &Context, artifact: &ModelArtifact, commit: Option<&str>) {
+pub(crate) async fn keep_commit_ref(ctx: &Context, artifact: &ModelArtifact, commit: Option<&str>) {
     let (Some(commit), false) = (commit, ctx.config.offline) else {
         return;
     };

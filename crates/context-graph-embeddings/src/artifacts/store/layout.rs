@@ -176,6 +176,7 @@ impl CacheLayout {
         }
         let path = self.ref_path(repo_id, revision);
         if fs::read_to_string(&path).ok().as_deref() == Some(commit) {
+            sweep_ref_folder(&path);
             return Ok(());
         }
         testing::hit("ref.before_write");
@@ -192,6 +193,7 @@ impl CacheLayout {
         }
         let path = self.ref_path(repo_id, commit);
         if fs::read_to_string(&path).ok().as_deref() == Some(commit) {
+            sweep_ref_folder(&path);
             return Ok(());
         }
         write_atomic(&path, commit.as_bytes())
@@ -338,6 +340,15 @@ impl CacheLayout {
             .collect();
         dirs.sort();
         dirs
+    }
+}
+
+/// A ref that is already right is not written again, but the folder is still swept: a
+/// process killed while writing the same ref (two tasks of one model write it) leaves its
+/// temporary file there, and nothing else would remove it.
+fn sweep_ref_folder(ref_path: &Path) {
+    if let Some(parent) = ref_path.parent() {
+        remove_stale_temporaries(parent);
     }
 }
 
