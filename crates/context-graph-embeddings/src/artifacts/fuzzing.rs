@@ -539,13 +539,16 @@ fn is_lower_hex(text: &str, len: usize) -> bool {
 /// `files`, each path a safe repo path whose snapshot entry stays inside
 /// `snapshots/<commit>/`, a git blob id of 40 lowercase hex digits, an `lfs_sha256` (when
 /// given) of 64, the size as the listing gives it (`lfs_size` for an LFS file that has one,
-/// else `size`: read from the JSON here, independently of the reader); and the reader's view
+/// else `size`: read from the JSON here, independently of the reader), and nothing
+/// huggingface_hub's own reader ignores as corrupted (text that is not JSON in UTF-8, a
+/// `xet_hash` that is not 64 hex digits): both read the same listings; and the reader's view
 /// written back the way huggingface_hub writes it parses to the same view. Returns how many
 /// files were accepted (`None`: the listing was refused).
 pub fn tree_listing(data: &[u8]) -> Option<usize> {
     let files = parse_tree_listing(data).ok()?;
-    let raw: serde_json::Value = serde_json::from_slice(data)
-        .unwrap_or_else(|e| panic!("fuzz invariant: an accepted listing is not JSON: {e}"));
+    let raw: serde_json::Value = serde_json::from_slice(data).unwrap_or_else(|e| {
+        panic!("fuzz invariant: accepted a listing that is not JSON, which huggingface_hub ignores as corrupted: {e}")
+    });
     let listed = raw
         .get("files")
         .and_then(serde_json::Value::as_object)
@@ -598,6 +601,14 @@ pub fn tree_listing(data: &[u8]) -> Option<usize> {
             file.oid
         );
         assert_eq!(file.lfs_sha256.as_deref(), lfs_sha256);
+        if let Some(xet) = field("xet_hash") {
+            assert!(
+                xet.as_str()
+                    .is_some_and(|x| x.len() == 64 && x.bytes().all(|b| b.is_ascii_hexdigit())),
+                "fuzz invariant: accepted the xet_hash {xet} of {:?}; huggingface_hub ignores a listing with one that is not 64 hex digits",
+                file.path
+            );
+        }
         if let Some(sha) = &file.lfs_sha256 {
             assert!(is_lower_hex(sha, 64), "fuzz invariant: lfs_sha256 {sha:?}");
         }
@@ -971,7 +982,7 @@ impl SignatureChecker {
             };
             verified += 1;
             let payload = envelope_payload(data).unwrap_or_else(|| {
-                panic!("fuzz invariant: verified under the {label}, but has no readable payload")
+                panic!("fuzz invariant: verified under the {label} a bundle that is not JSON in UTF-8 (the official tool refuses it) or has no readable payload")
             });
             let Some((_, expected)) = accepted.iter().find(|(p, _)| *p == payload) else {
                 panic!(
