@@ -82,7 +82,11 @@ const MAX_CHAIN: usize = 8;
 
 /// Parses a bundle; the error says what is wrong in words.
 pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
-    let raw: RawBundle = serde_json::from_slice(json)
+    // JSON is UTF-8 text; serde would skip unused fields without checking it, and the tool
+    // (Python's json) refuses such a file.
+    let text = std::str::from_utf8(json)
+        .map_err(|e| format!("it is not a Sigstore bundle in JSON: not UTF-8 text ({e})"))?;
+    let raw: RawBundle = serde_json::from_str(text)
         .map_err(|e| format!("it is not a Sigstore bundle in JSON ({e})"))?;
     let media_type = raw.media_type.unwrap_or_default();
     if media_type != BUNDLE_MEDIA_TYPE {
@@ -265,5 +269,10 @@ mod tests {
             let error = parse(json.as_bytes()).unwrap_err();
             assert!(error.contains(expected), "{json}: {error}");
         }
+        // A byte that is not UTF-8 in a field we do not read (the fuzzer's finding).
+        let mut not_utf8 = bundle(r#"{"publicKey":{"rawBytes":"?"}}"#, ENVELOPE).into_bytes();
+        let at = not_utf8.iter().position(|b| *b == b'?').unwrap();
+        not_utf8[at] = 0xf1;
+        assert!(parse(&not_utf8).unwrap_err().contains("not UTF-8"));
     }
 }

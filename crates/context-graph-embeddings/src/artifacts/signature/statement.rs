@@ -102,7 +102,13 @@ pub(super) fn parse(payload_type: &str, payload: &[u8]) -> Result<SignedManifest
             truncate(payload_type)
         )));
     }
-    let raw: RawStatement = serde_json::from_slice(payload)
+    // UTF-8 first: serde skips unused fields unchecked; the tool's json.loads refuses them.
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        Format(format!(
+            "its statement is not in-toto JSON: not UTF-8 ({e})"
+        ))
+    })?;
+    let raw: RawStatement = serde_json::from_str(text)
         .map_err(|e| Format(format!("its statement is not in-toto JSON ({e})")))?;
     let kind = raw.kind.unwrap_or_default();
     if kind != STATEMENT_TYPE {
