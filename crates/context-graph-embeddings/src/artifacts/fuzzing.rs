@@ -552,7 +552,9 @@ pub fn tree_listing(data: &[u8]) -> Option<usize> {
     let listed = raw
         .get("files")
         .and_then(serde_json::Value::as_object)
-        .unwrap_or_else(|| panic!("fuzz invariant: an accepted listing has no `files` object"));
+        .unwrap_or_else(|| {
+            panic!("fuzz invariant: accepted a listing that is not an object with a `files` object (huggingface_hub cannot read it)")
+        });
     assert_eq!(
         files.len(),
         listed.len(),
@@ -982,7 +984,7 @@ impl SignatureChecker {
             };
             verified += 1;
             let payload = envelope_payload(data).unwrap_or_else(|| {
-                panic!("fuzz invariant: verified under the {label} a bundle that is not JSON in UTF-8 (the official tool refuses it) or has no readable payload")
+                panic!("fuzz invariant: verified under the {label} a bundle that is not a JSON object in UTF-8 (the official tool refuses it) or has no readable payload")
             });
             let Some((_, expected)) = accepted.iter().find(|(p, _)| *p == payload) else {
                 panic!(
