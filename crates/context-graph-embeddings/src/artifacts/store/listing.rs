@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::layout::{entry_stays_inside, snapshot_link_blob_name, CacheLayout};
 use crate::artifacts::fileset::RepoFile;
 use crate::artifacts::hash::DigestKind;
+use crate::artifacts::json::{from_utf8_json, Object};
 use crate::artifacts::manifest::validate_filename;
 
 /// The only listing format `huggingface_hub` writes (`TREE_CACHE_FORMAT_VERSION`).
@@ -31,7 +32,7 @@ const MAX_SNAPSHOT_ENTRIES: usize = 100_000;
 #[derive(Deserialize)]
 struct Listing {
     format_version: u64,
-    files: std::collections::BTreeMap<String, ListedFile>,
+    files: std::collections::BTreeMap<String, Object<ListedFile>>,
 }
 
 #[derive(Deserialize)]
@@ -47,14 +48,12 @@ struct ListedFile {
 }
 
 /// Parses a tree listing; `Err` says why it is not usable (nothing of it is then used). What
-/// huggingface_hub's reader ignores as corrupted is refused here too: text that is not UTF-8
-/// (it reads the file as UTF-8 first, where serde would skip unused fields unchecked), and a
-/// `xet_hash` that is not 64 hex digits (`is_valid_tree_entries`), though we do not use it.
+/// huggingface_hub's reader ignores as corrupted is refused here too: text that is not UTF-8,
+/// arrays where it reads objects (`super::json`), and a `xet_hash` that is not 64 hex digits
+/// (`is_valid_tree_entries`), though we do not use it.
 pub(crate) fn parse_tree_listing(bytes: &[u8]) -> Result<Vec<RepoFile>, String> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| format!("not a tree listing: not UTF-8 text ({e})"))?;
-    let listing: Listing =
-        serde_json::from_str(text).map_err(|e| format!("not a tree listing: {e}"))?;
+    let Object(listing): Object<Listing> =
+        from_utf8_json(bytes).map_err(|e| format!("not a tree listing: {e}"))?;
     if listing.format_version != FORMAT_VERSION {
         return Err(format!(
             "format_version {} (only {FORMAT_VERSION} is known)",
@@ -62,7 +61,7 @@ pub(crate) fn parse_tree_listing(bytes: &[u8]) -> Result<Vec<RepoFile>, String> 
         ));
     }
     let mut files = Vec::with_capacity(listing.files.len());
-    for (path, entry) in listing.files {
+    for (path, Object(entry)) in listing.files {
         validate_filename(&path).map_err(|e| format!("path {e}"))?;
         if DigestKind::of_hex(&entry.blob_id) != Some(DigestKind::GitBlobSha1)
             || entry.blob_id.bytes().any(|b| b.is_ascii_uppercase())
