@@ -243,9 +243,11 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A `Range` header evaluated against a representation of `total` bytes.
+/// A `Range` header evaluated against a representation of `total` bytes. Public (with
+/// [`parse_range`]) for the `Range` round-trip fuzz target of `fuzz/`, which checks that the
+/// artifact manager's requests mean to this parser what the manager wants.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RangeRequest {
+pub enum RangeRequest {
     /// No usable range (absent, malformed, several ranges): answer 200 with everything.
     Full,
     /// Inclusive byte span to answer with 206.
@@ -265,7 +267,7 @@ pub(crate) fn range_start(header: &str) -> Option<u64> {
 }
 
 /// Evaluates a single-range `bytes=` header: `a-`, `a-b` (b clamped to the end), `-n`.
-pub(crate) fn parse_range(header: &str, total: u64) -> RangeRequest {
+pub fn parse_range(header: &str, total: u64) -> RangeRequest {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return RangeRequest::Full;
     };

@@ -39,7 +39,7 @@ mod tls;
 
 pub use chaos::{ChaosConfig, ChaosFault, ChaosProxy, ChaosStats};
 pub use fault::{Fault, FaultRule, FaultTarget};
-pub use http::encode_component;
+pub use http::{encode_component, parse_range, RangeRequest};
 pub use log::{Host, HttpVersion, RequestRecord};
 pub use pacing::EdgeMix;
 pub use quirks::MirrorQuirks;

@@ -25,7 +25,9 @@ use super::manifest::{validate_filename, Manifest, ManifestEntry};
 use super::remote::protocol::{
     metadata_from, next_link, parse_content_range, signed_url_expired, strip_query, tree_files,
 };
+use super::signature::{verify_model_signature, SignatureVerifier, VerifiedSignature};
 use super::store::layout::CacheLayout;
+use super::store::listing::parse_tree_listing;
 use super::store::shared;
 use crate::error::FileLocation;
 use crate::safetensors::{check_file, check_sharded, parse_header, MAX_HEADER_BYTES};
@@ -508,6 +510,170 @@ pub fn tree_json(data: &[u8]) {
     }
 }
 
+// ------------------------------------------------------------------ tree listing (trees/<commit>.json)
+
+/// `data` read as Python's `json` reads it, for checks independent of the parser under test:
+/// `Err` when Python refuses it (not UTF-8, not JSON), `Ok(None)` when it is JSON that
+/// serde's `Value` cannot hold (a number beyond `f64`, which Python reads as infinity or as a
+/// big integer: the independent checks are then skipped), else the value.
+fn python_json(data: &[u8]) -> Result<Option<serde_json::Value>, String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
+    match serde_json::from_str(text) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.to_string().starts_with("number out of range") => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whether `path` is a repo path by the rules the listing reader states (those of a
+/// manifest's paths): 1 to 1024 bytes, relative, `/`-separated, no backslash, no control
+/// character, no empty, `.` or `..` segment, no segment over 255 bytes. Written out here
+/// rather than calling the reader's own check, so that a change there shows.
+fn is_safe_repo_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && !path.chars().any(char::is_control)
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".." && s.len() <= 255)
+}
+
+fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// huggingface_hub's tree listing (`<repo>/trees/<commit>.json`, `parse_tree_listing`), the
+/// file set of a commit we take without asking the Hub. What it accepts: one entry per key of
+/// `files`, each path a safe repo path whose snapshot entry stays inside
+/// `snapshots/<commit>/`, a git blob id of 40 lowercase hex digits, an `lfs_sha256` (when
+/// given) of 64, the size as the listing gives it (`lfs_size` for an LFS file that has one,
+/// else `size`: read from the JSON here, independently of the reader), and nothing
+/// huggingface_hub's own reader ignores as corrupted (text that is not JSON in UTF-8, a
+/// `xet_hash` that is not 64 hex digits): both read the same listings; and the reader's view
+/// written back the way huggingface_hub writes it parses to the same view. Returns how many
+/// files were accepted (`None`: the listing was refused).
+pub fn tree_listing(data: &[u8]) -> Option<usize> {
+    let files = parse_tree_listing(data).ok()?;
+    let raw = python_json(data).unwrap_or_else(|e| {
+        panic!("fuzz invariant: accepted a listing that is not JSON, which huggingface_hub ignores as corrupted: {e}")
+    });
+    let listed = raw.as_ref().map(|raw| {
+        raw.get("files")
+            .and_then(serde_json::Value::as_object)
+            .unwrap_or_else(|| {
+                panic!("fuzz invariant: accepted a listing that is not an object with a `files` object (huggingface_hub cannot read it)")
+            })
+    });
+    if let Some(listed) = listed {
+        assert_eq!(
+            files.len(),
+            listed.len(),
+            "fuzz invariant: {} files read from a listing of {} entries",
+            files.len(),
+            listed.len()
+        );
+    }
+    let layout = CacheLayout::new("/cache");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = layout.snapshot_dir("org/model", commit);
+    let mut seen = BTreeSet::new();
+    for file in &files {
+        assert!(
+            seen.insert(file.path.as_str()),
+            "fuzz invariant: {:?} listed twice",
+            file.path
+        );
+        let entry = layout.snapshot_path("org/model", commit, &file.path);
+        assert!(
+            is_safe_repo_path(&file.path) && stays_below(&snapshot, &entry),
+            "fuzz invariant: listing path {:?} would be the snapshot entry {entry:?}",
+            file.path
+        );
+        let Some(listed) = listed else {
+            continue;
+        };
+        let given = listed
+            .get(&file.path)
+            .unwrap_or_else(|| panic!("fuzz invariant: {:?} is not in the listing", file.path));
+        let field = |name: &str| given.get(name).filter(|v| !v.is_null());
+        let lfs_sha256 = field("lfs_sha256").and_then(serde_json::Value::as_str);
+        let size = match (lfs_sha256, field("lfs_size")) {
+            (Some(_), Some(lfs_size)) => lfs_size.as_u64(),
+            _ => field("size").and_then(serde_json::Value::as_u64),
+        };
+        assert_eq!(
+            Some(file.size),
+            size,
+            "fuzz invariant: size of {:?} not as listed",
+            file.path
+        );
+        assert_eq!(
+            Some(file.oid.as_str()),
+            field("blob_id").and_then(serde_json::Value::as_str)
+        );
+        assert!(
+            is_lower_hex(&file.oid, 40),
+            "fuzz invariant: blob id {:?}",
+            file.oid
+        );
+        assert_eq!(file.lfs_sha256.as_deref(), lfs_sha256);
+        if let Some(xet) = field("xet_hash") {
+            assert!(
+                xet.as_str()
+                    .is_some_and(|x| x.len() == 64 && x.bytes().all(|b| b.is_ascii_hexdigit())),
+                "fuzz invariant: accepted the xet_hash {xet} of {:?}; huggingface_hub ignores a listing with one that is not 64 hex digits",
+                file.path
+            );
+        }
+        if let Some(sha) = &file.lfs_sha256 {
+            assert!(is_lower_hex(sha, 64), "fuzz invariant: lfs_sha256 {sha:?}");
+        }
+        let pinned = file.pinned();
+        assert_eq!(
+            (
+                pinned.path.as_str(),
+                pinned.size_bytes,
+                pinned.digest.as_str()
+            ),
+            (
+                file.path.as_str(),
+                file.size,
+                file.lfs_sha256.as_deref().unwrap_or(&file.oid)
+            ),
+            "fuzz invariant: the pinned file differs from the listing"
+        );
+    }
+    // The reader's view, written as huggingface_hub's `write_tree_cache` writes it.
+    let written = serde_json::json!({
+        "format_version": 1,
+        "files": files
+            .iter()
+            .map(|f| {
+                let mut entry = serde_json::json!({"size": f.size, "blob_id": f.oid});
+                if let Some(sha) = &f.lfs_sha256 {
+                    entry["lfs_sha256"] = sha.as_str().into();
+                    entry["lfs_size"] = f.size.into();
+                }
+                (f.path.clone(), entry)
+            })
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    let text = serde_json::to_vec_pretty(&written).expect("fuzz harness: JSON");
+    let again = parse_tree_listing(&text).unwrap_or_else(|e| {
+        panic!("fuzz invariant: the reader's view, written back, does not parse: {e}")
+    });
+    assert_eq!(
+        again, files,
+        "fuzz invariant: parse → write → parse changed the listing"
+    );
+    Some(files.len())
+}
+
 // ------------------------------------------------------------------ shared store .refs
 
 /// huggingface_hub's shared-store manifest (`<store>/<2 hex>/<xet>.refs`): the fuzzer's bytes
@@ -809,5 +975,246 @@ pub fn registry_challenge(data: &[u8]) {
             realm.starts_with("https://") || realm.starts_with("http://"),
             "fuzz invariant: realm {realm:?}"
         );
+    }
+}
+
+// ------------------------------------------------------------------ signature bundles
+
+/// The payload of a bundle's DSSE envelope, decoded, read here independently of the
+/// signature module (serde's generic JSON and the base64 spellings protobuf JSON allows).
+fn envelope_payload(bundle_json: &[u8]) -> Option<Vec<u8>> {
+    use data_encoding::{BASE64, BASE64URL, BASE64URL_NOPAD, BASE64_NOPAD};
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        payload: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "dsseEnvelope")]
+        dsse_envelope: Payload,
+    }
+    let value = python_json(bundle_json).ok()?;
+    let text = match &value {
+        Some(value) => value
+            .get("dsseEnvelope")?
+            .get("payload")?
+            .as_str()?
+            .to_owned(),
+        // A number `Value` cannot hold: the payload read with the harness's own struct.
+        None if bundle_json.trim_ascii_start().starts_with(b"{") => {
+            serde_json::from_slice::<Envelope>(bundle_json)
+                .ok()?
+                .dsse_envelope
+                .payload
+        }
+        None => return None,
+    };
+    let text = text.trim();
+    [BASE64, BASE64_NOPAD, BASE64URL, BASE64URL_NOPAD]
+        .iter()
+        .find_map(|encoding| encoding.decode(text.as_bytes()).ok())
+}
+
+/// A file digest no signature lists (all zeros).
+const UNSIGNED_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// OpenSSF model signature bundles through [`verify_model_signature`], the whole decision
+/// (bundle shape, signer, DSSE signature, statement), under two trusted signers: a bare EC
+/// key and a certificate root with an identity. The fuzzer mutates valid bundles (the OMS
+/// test vectors); the promise is that nothing the signature covers can change and still
+/// verify: whenever a verifier says "verified", the input's signed statement is
+/// byte-identical to that of a seed that verified under the same verifier, the verdict
+/// (signer, model name, files) is that seed's, and the statement still binds its files (a
+/// listed file with another digest, or a file it does not list, is refused).
+pub struct SignatureChecker {
+    verifiers: Vec<(&'static str, SignatureVerifier)>,
+    /// For each verifier (by index): the statements of the seeds it verified, and its verdict.
+    valid: Vec<Vec<(Vec<u8>, VerifiedSignature)>>,
+}
+
+impl SignatureChecker {
+    /// The checker for bundles signed by the key in `public_key_pem` or under the root in
+    /// `root_pem` for `identity`. `seeds` are valid bundles: each that verifies (with an
+    /// empty file set, so that only the signer and the statement decide) is recorded as a
+    /// statement the verifier may accept. Panics when a verifier verifies no seed (the
+    /// check would then hold vacuously).
+    pub fn new(public_key_pem: &[u8], root_pem: &[u8], identity: &str, seeds: &[&[u8]]) -> Self {
+        let verifiers = vec![
+            (
+                "public key",
+                SignatureVerifier::public_key_pem(public_key_pem, "fuzz-key.pem")
+                    .expect("fuzz harness: the public key"),
+            ),
+            (
+                "certificate root",
+                SignatureVerifier::certificate_root_pem(root_pem, "fuzz-root.pem", identity)
+                    .expect("fuzz harness: the root certificate"),
+            ),
+        ];
+        let valid: Vec<Vec<(Vec<u8>, VerifiedSignature)>> = verifiers
+            .iter()
+            .map(|(_, verifier)| {
+                seeds
+                    .iter()
+                    .filter_map(|seed| {
+                        let verdict = verify_model_signature(seed, verifier, &[]).ok()?;
+                        let payload =
+                            envelope_payload(seed).expect("fuzz harness: a seed's payload");
+                        Some((payload, verdict))
+                    })
+                    .collect()
+            })
+            .collect();
+        for ((label, _), accepted) in verifiers.iter().zip(&valid) {
+            assert!(
+                !accepted.is_empty(),
+                "fuzz harness: no seed verifies under the {label}"
+            );
+        }
+        SignatureChecker { verifiers, valid }
+    }
+
+    /// Verifies `data` as a bundle under each trusted signer and checks the promise above;
+    /// returns how many verifiers said "verified".
+    pub fn check(&self, data: &[u8]) -> usize {
+        let mut verified = 0;
+        for ((label, verifier), accepted) in self.verifiers.iter().zip(&self.valid) {
+            let Ok(verdict) = verify_model_signature(data, verifier, &[]) else {
+                continue;
+            };
+            verified += 1;
+            let payload = envelope_payload(data).unwrap_or_else(|| {
+                panic!("fuzz invariant: verified under the {label} a bundle that is not a JSON object in UTF-8 (the official tool refuses it) or has no readable payload")
+            });
+            let Some((_, expected)) = accepted.iter().find(|(p, _)| *p == payload) else {
+                panic!(
+                    "fuzz invariant: verified under the {label} a statement no valid seed signed: {}",
+                    String::from_utf8_lossy(&payload)
+                );
+            };
+            assert_eq!(
+                &verdict, expected,
+                "fuzz invariant: the same statement gives another verdict under the {label}"
+            );
+            for name in &verdict.unused_signed_files {
+                assert!(
+                    verify_model_signature(data, verifier, &[(name, UNSIGNED_DIGEST)]).is_err(),
+                    "fuzz invariant: {name:?} with a digest the statement does not give verified"
+                );
+            }
+            assert!(
+                verify_model_signature(data, verifier, &[("fuzz-unsigned.bin", UNSIGNED_DIGEST)])
+                    .is_err(),
+                "fuzz invariant: a file the statement does not list verified"
+            );
+        }
+        verified
+    }
+}
+
+// ------------------------------------------------------------------ Range round trip
+
+/// What a server makes of a `Range` request header for a representation of `total` bytes
+/// (the Hub emulator's `RangeRequest`, seen from here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRange {
+    /// No usable range: 200 with the whole file.
+    Full,
+    /// 206 with this inclusive byte span.
+    Span(u64, u64),
+    /// 416 Range Not Satisfiable.
+    Unsatisfiable,
+}
+
+/// The `Range` header our client sends for bytes `start..` (through `end`, inclusive, when
+/// given), as `remote/client.rs` (`get_range_with`) writes it: none for the whole file.
+fn client_range_header(start: u64, end: Option<u64>) -> Option<String> {
+    (start > 0 || end.is_some()).then(|| {
+        let end = end.map(|e| e.to_string()).unwrap_or_default();
+        format!("bytes={start}-{end}")
+    })
+}
+
+/// The `Content-Range` the Hub emulator sends with its answer (`routes.rs`, file answers):
+/// `bytes a-b/total` with a 206, `bytes */total` with a 416, none with a 200.
+fn emulator_content_range(answer: ServerRange, total: u64) -> Option<String> {
+    match answer {
+        ServerRange::Full => None,
+        ServerRange::Span(start, end) => Some(format!("bytes {start}-{end}/{total}")),
+        ServerRange::Unsatisfiable => Some(format!("bytes */{total}")),
+    }
+}
+
+/// Our `Content-Range` parser on one header value.
+fn our_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_RANGE,
+        HeaderValue::from_str(value).ok()?,
+    );
+    parse_content_range(&headers)
+}
+
+/// Checks that our `Content-Range` parser reads, from what the emulator sends for `answer`,
+/// exactly its span (a 206), and no span from a 416's `bytes */total`.
+fn content_range_agrees(answer: ServerRange, total: u64) {
+    let sent = emulator_content_range(answer, total);
+    let read = sent.as_deref().and_then(our_content_range);
+    match answer {
+        ServerRange::Full => {}
+        ServerRange::Span(start, end) => assert_eq!(
+            read,
+            Some((start, end, Some(total))),
+            "fuzz invariant: the emulator sends {sent:?}, we read {read:?}"
+        ),
+        ServerRange::Unsatisfiable => assert_eq!(
+            read, None,
+            "fuzz invariant: we read a span from the 416's {sent:?}"
+        ),
+    }
+}
+
+/// The `Range` round trip between our client and a server's parser (`server`: the Hub
+/// emulator's `parse_range` in the fuzz target and the tests). Input: a flag byte (bit 0: an
+/// end is asked; bit 1: small numbers), then `start`, the span's length and the file's size
+/// as little-endian `u64`s, then any text. The header our client writes for that request
+/// must mean to the server exactly the span the client wants (the whole file without a
+/// header; from `start` through `min(end, size - 1)`; 416 when `start` is past the end), and
+/// our `Content-Range` parser must read back from the emulator's answer that same span. The
+/// remaining text, as a `Range` header of a client we do not control, must give the server a
+/// span inside the file that we read back the same way.
+pub fn range_round_trip(data: &[u8], server: impl Fn(&str, u64) -> ServerRange) {
+    let mut input = Bytes(data);
+    let flags = input.u8();
+    let (mut start, mut length, mut total) = (input.u64(), input.u64(), input.u64());
+    if flags & 2 != 0 {
+        start %= 1 << 20;
+        length %= 1 << 20;
+        total %= 1 << 20;
+    }
+    let end = (flags & 1 != 0).then(|| start.saturating_add(length));
+    let header = client_range_header(start, end);
+    let answer = header
+        .as_deref()
+        .map_or(ServerRange::Full, |h| server(h, total));
+    let expected = match header {
+        None => ServerRange::Full,
+        Some(_) if start >= total => ServerRange::Unsatisfiable,
+        Some(_) => ServerRange::Span(start, end.unwrap_or(u64::MAX).min(total - 1)),
+    };
+    assert_eq!(
+        answer, expected,
+        "fuzz invariant: the server reads our {header:?} for a file of {total} bytes as {answer:?}"
+    );
+    content_range_agrees(answer, total);
+    if let Ok(text) = std::str::from_utf8(input.0) {
+        let answer = server(text, total);
+        if let ServerRange::Span(first, last) = answer {
+            assert!(
+                first <= last && last < total,
+                "fuzz invariant: {text:?} gives the span {first}-{last} of a file of {total} bytes"
+            );
+        }
+        content_range_agrees(answer, total);
     }
 }

@@ -24,6 +24,7 @@ mod fileset;
 pub mod fuzzing;
 mod hash;
 mod ids;
+mod json;
 mod manager;
 mod manifest;
 mod metrics;

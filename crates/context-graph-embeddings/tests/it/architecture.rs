@@ -18,6 +18,7 @@ const LEAVES: &[&str] = &[
     "fileset",
     "hash",
     "ids",
+    "json",
     "manifest",
     "model_files",
     "progress",

@@ -8,7 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use context_graph_embeddings::artifacts::Manifest;
-use context_graph_embeddings::fuzzing;
+use context_graph_embeddings::fuzzing::{self, ServerRange, SignatureChecker};
+use hub_emulator::RangeRequest;
 
 const FUZZ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz");
 
@@ -65,11 +66,51 @@ fn fuzz_inputs_of_every_target_keep_their_promises() {
     replay("shared_refs", fuzzing::shared_refs);
     replay("oci_manifest", fuzzing::oci_manifest);
     replay("registry_challenge", fuzzing::registry_challenge);
+    replay("tree_listing", |data| {
+        fuzzing::tree_listing(data);
+    });
+    let signatures = signature_checker();
+    replay("signature_bundle", |data| {
+        signatures.check(data);
+    });
+    replay("range_round_trip", |data| {
+        fuzzing::range_round_trip(data, emulator_range);
+    });
     let manifest = fs::read_to_string(Path::new(FUZZ).join("seeds/bundle-manifest.json")).unwrap();
     let importer = fuzzing::BundleImporter::new(&manifest);
     replay("bundle_import", |data| {
         importer.import(data);
     });
+}
+
+const OMS_VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oms-vectors");
+
+/// The checker of the `signature_bundle` target, built as the target builds it: the OMS
+/// vectors' key, root and identity, their key and certificate signatures as valid seeds.
+fn signature_checker() -> SignatureChecker {
+    let read = |path: &str| fs::read(Path::new(OMS_VECTORS).join(path)).unwrap();
+    let seeds: Vec<Vec<u8>> = ["certificate", "elliptic-key"]
+        .iter()
+        .flat_map(|kind| {
+            ["v1.0.0", "v1.0.1", "v1.1.0"].map(|v| read(&format!("{v}-{kind}/model.sig")))
+        })
+        .collect();
+    let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    SignatureChecker::new(
+        &read("keys/signing-key-pub.pem"),
+        &read("keys/ca-cert.pem"),
+        "CN=intermediate-ca",
+        &seeds,
+    )
+}
+
+/// The Hub emulator's own `Range` parser, as the `range_round_trip` target calls it.
+fn emulator_range(header: &str, total: u64) -> ServerRange {
+    match hub_emulator::parse_range(header, total) {
+        RangeRequest::Full => ServerRange::Full,
+        RangeRequest::Span(start, end) => ServerRange::Span(start, end),
+        RangeRequest::Unsatisfiable => ServerRange::Unsatisfiable,
+    }
 }
 
 /// The seeds are the valid shapes the fuzzer mutates from: they must pass, or the fuzzer
@@ -87,6 +128,29 @@ fn fuzz_seeds_are_accepted_inputs() {
             importer.import(&fs::read(file).unwrap()),
             "{} does not import",
             file.display()
+        );
+    }
+    // Listings as huggingface_hub writes them are read; the hostile seeds (one broken rule
+    // each) are refused whole.
+    for file in inputs("tree_listing").iter().filter(|f| is_seed(f)) {
+        let hostile = file.to_string_lossy().contains("seed-hostile-");
+        assert_eq!(
+            fuzzing::tree_listing(&fs::read(file).unwrap()).is_none(),
+            hostile,
+            "{}",
+            file.display()
+        );
+    }
+    // Key and certificate bundles verify under one of the two signers; keyless ones (which
+    // need Sigstore's online trust root) under none.
+    let signatures = signature_checker();
+    for file in inputs("signature_bundle").iter().filter(|f| is_seed(f)) {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let verified = signatures.check(&fs::read(file).unwrap());
+        let keyless = name.contains("sigstore");
+        assert!(
+            (verified == 0) == keyless,
+            "{name}: verified by {verified} signer(s)"
         );
     }
     for file in inputs("safetensors_file").iter().filter(|f| is_seed(f)) {

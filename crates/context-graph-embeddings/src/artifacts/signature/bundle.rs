@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::artifacts::json::{from_utf8_json, Object};
+
 /// The only bundle media type the tool writes and accepts for key and certificate signatures.
 pub(super) const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 
@@ -35,16 +37,16 @@ pub(super) struct Bundle {
 #[serde(rename_all = "camelCase")]
 struct RawBundle {
     media_type: Option<String>,
-    verification_material: Option<RawMaterial>,
-    dsse_envelope: Option<RawEnvelope>,
+    verification_material: Option<Object<RawMaterial>>,
+    dsse_envelope: Option<Object<RawEnvelope>>,
     message_signature: Option<Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawMaterial {
-    public_key: Option<RawPublicKey>,
-    x509_certificate_chain: Option<RawChain>,
+    public_key: Option<Object<RawPublicKey>>,
+    x509_certificate_chain: Option<Object<RawChain>>,
     certificate: Option<Value>,
 }
 
@@ -55,7 +57,7 @@ struct RawPublicKey {
 
 #[derive(Deserialize)]
 struct RawChain {
-    certificates: Vec<RawCertificate>,
+    certificates: Vec<Object<RawCertificate>>,
 }
 
 #[derive(Deserialize)]
@@ -69,7 +71,7 @@ struct RawCertificate {
 struct RawEnvelope {
     payload: String,
     payload_type: String,
-    signatures: Vec<RawSignature>,
+    signatures: Vec<Object<RawSignature>>,
 }
 
 #[derive(Deserialize)]
@@ -82,8 +84,10 @@ const MAX_CHAIN: usize = 8;
 
 /// Parses a bundle; the error says what is wrong in words.
 pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
-    let raw: RawBundle = serde_json::from_slice(json)
-        .map_err(|e| format!("it is not a Sigstore bundle in JSON ({e})"))?;
+    // UTF-8 text, objects where the bundle has messages: what the tool's reader takes
+    // (`crate::artifacts::json`).
+    let Object(raw): Object<RawBundle> =
+        from_utf8_json(json).map_err(|e| format!("it is not a Sigstore bundle in JSON ({e})"))?;
     let media_type = raw.media_type.unwrap_or_default();
     if media_type != BUNDLE_MEDIA_TYPE {
         return Err(format!(
@@ -91,7 +95,7 @@ pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
             truncate(&media_type)
         ));
     }
-    let material = raw
+    let Object(material) = raw
         .verification_material
         .ok_or("it has no verificationMaterial")?;
     let material = match (
@@ -100,10 +104,10 @@ pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
         material.certificate,
     ) {
         (_, _, Some(_)) => Material::Keyless,
-        (Some(key), None, None) => Material::PublicKey {
+        (Some(Object(key)), None, None) => Material::PublicKey {
             hint: key.hint.filter(|h| !h.is_empty()),
         },
-        (None, Some(chain), None) => {
+        (None, Some(Object(chain)), None) => {
             if chain.certificates.is_empty() {
                 return Err("its x509CertificateChain is empty".to_owned());
             }
@@ -118,7 +122,7 @@ pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    decode_base64(&c.raw_bytes)
+                    decode_base64(&c.0.raw_bytes)
                         .ok_or_else(|| format!("certificate #{i} of its chain is not base64"))
                 })
                 .collect::<Result<_, _>>()?;
@@ -141,7 +145,7 @@ pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
             "it holds a messageSignature; a model signature holds a DSSE envelope".to_owned(),
         );
     }
-    let envelope = raw
+    let Object(envelope) = raw
         .dsse_envelope
         .ok_or("it has no dsseEnvelope (the signed statement)")?;
     if envelope.signatures.len() != 1 {
@@ -152,7 +156,7 @@ pub(super) fn parse(json: &[u8]) -> Result<Bundle, String> {
     }
     let payload =
         decode_base64(&envelope.payload).ok_or("the DSSE envelope's payload is not base64")?;
-    let signature = decode_base64(&envelope.signatures[0].sig)
+    let signature = decode_base64(&envelope.signatures[0].0.sig)
         .ok_or("the DSSE envelope's signature is not base64")?;
     if signature.is_empty() {
         return Err("the DSSE envelope's signature is empty".to_owned());
@@ -265,5 +269,22 @@ mod tests {
             let error = parse(json.as_bytes()).unwrap_err();
             assert!(error.contains(expected), "{json}: {error}");
         }
+        // A byte that is not UTF-8 in a field we do not read (the fuzzer's finding).
+        let mut not_utf8 = bundle(r#"{"publicKey":{"rawBytes":"?"}}"#, ENVELOPE).into_bytes();
+        let at = not_utf8.iter().position(|b| *b == b'?').unwrap();
+        not_utf8[at] = 0xf1;
+        assert!(parse(&not_utf8).unwrap_err().contains("not UTF-8"));
+        // The bundle (or one of its messages) as an array of its fields: serde's derived
+        // structs would take it, the tool does not.
+        let as_array =
+            format!(r#"["{BUNDLE_MEDIA_TYPE}", {{"publicKey": {{}}}}, {ENVELOPE}, null]"#);
+        assert!(parse(as_array.as_bytes())
+            .unwrap_err()
+            .contains("JSON object"));
+        let envelope_as_array = bundle(
+            r#"{"publicKey":{}}"#,
+            r#"["e30=", "application/vnd.in-toto+json", [["AQID"]]]"#,
+        );
+        assert!(parse(envelope_as_array.as_bytes()).is_err());
     }
 }

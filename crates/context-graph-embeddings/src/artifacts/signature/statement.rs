@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::bundle::truncate;
+use crate::artifacts::json::{from_utf8_json, Object};
 use crate::error::{EmbeddingError, EmbeddingResult};
 
 const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -65,10 +66,10 @@ pub struct VerifiedSignature {
 struct RawStatement {
     #[serde(rename = "_type")]
     kind: Option<String>,
-    subject: Option<Vec<RawSubject>>,
+    subject: Option<Vec<Object<RawSubject>>>,
     #[serde(rename = "predicateType")]
     predicate_type: Option<String>,
-    predicate: Option<RawPredicate>,
+    predicate: Option<Object<RawPredicate>>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +81,7 @@ struct RawSubject {
 #[derive(Deserialize)]
 struct RawPredicate {
     serialization: Option<HashMap<String, Value>>,
-    resources: Option<Vec<RawResource>>,
+    resources: Option<Vec<Object<RawResource>>>,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +103,9 @@ pub(super) fn parse(payload_type: &str, payload: &[u8]) -> Result<SignedManifest
             truncate(payload_type)
         )));
     }
-    let raw: RawStatement = serde_json::from_slice(payload)
+    // UTF-8 text, objects where the statement has them (`crate::artifacts::json`), as the
+    // tool's json.loads reads it.
+    let Object(raw): Object<RawStatement> = from_utf8_json(payload)
         .map_err(|e| Format(format!("its statement is not in-toto JSON ({e})")))?;
     let kind = raw.kind.unwrap_or_default();
     if kind != STATEMENT_TYPE {
@@ -119,7 +122,7 @@ pub(super) fn parse(payload_type: &str, payload: &[u8]) -> Result<SignedManifest
             return Err(Format(format!("it lists more than {MAX_RESOURCES} files")));
         }
         let mut resources = Vec::with_capacity(subjects.len());
-        for (i, subject) in subjects.into_iter().enumerate() {
+        for (i, Object(subject)) in subjects.into_iter().enumerate() {
             let name = subject
                 .name
                 .ok_or_else(|| Format(format!("subject #{i} has no name")))?;
@@ -141,7 +144,7 @@ pub(super) fn parse(payload_type: &str, payload: &[u8]) -> Result<SignedManifest
             truncate(&predicate_type)
         )));
     }
-    let [subject] = <[RawSubject; 1]>::try_from(subjects).map_err(|s| {
+    let [Object(subject)] = <[Object<RawSubject>; 1]>::try_from(subjects).map_err(|s| {
         Format(format!(
             "its statement has {} subjects, expected one (the model)",
             s.len()
@@ -152,7 +155,7 @@ pub(super) fn parse(payload_type: &str, payload: &[u8]) -> Result<SignedManifest
         .digest
         .and_then(|mut d| d.remove("sha256"))
         .ok_or_else(|| Format("its subject has no sha256 digest".to_owned()))?;
-    let predicate = raw
+    let Object(predicate) = raw
         .predicate
         .ok_or_else(|| Format("its statement has no predicate".to_owned()))?;
     let serialization = predicate
@@ -204,7 +207,7 @@ pub(super) fn parse(payload_type: &str, payload: &[u8]) -> Result<SignedManifest
     }
     let mut root = Sha256::new();
     let mut resources = Vec::with_capacity(raw_resources.len());
-    for (i, resource) in raw_resources.into_iter().enumerate() {
+    for (i, Object(resource)) in raw_resources.into_iter().enumerate() {
         let name = resource
             .name
             .ok_or_else(|| Format(format!("resource #{i} has no name")))?;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use super::layout::{entry_stays_inside, snapshot_link_blob_name, CacheLayout};
 use crate::artifacts::fileset::RepoFile;
 use crate::artifacts::hash::DigestKind;
+use crate::artifacts::json::{from_utf8_json, Object};
 use crate::artifacts::manifest::validate_filename;
 
 /// The only listing format `huggingface_hub` writes (`TREE_CACHE_FORMAT_VERSION`).
@@ -31,7 +32,7 @@ const MAX_SNAPSHOT_ENTRIES: usize = 100_000;
 #[derive(Deserialize)]
 struct Listing {
     format_version: u64,
-    files: std::collections::BTreeMap<String, ListedFile>,
+    files: std::collections::BTreeMap<String, Object<ListedFile>>,
 }
 
 #[derive(Deserialize)]
@@ -42,12 +43,17 @@ struct ListedFile {
     lfs_sha256: Option<String>,
     #[serde(default)]
     lfs_size: Option<u64>,
+    #[serde(default)]
+    xet_hash: Option<String>,
 }
 
-/// Parses a tree listing; `Err` says why it is not usable (nothing of it is then used).
+/// Parses a tree listing; `Err` says why it is not usable (nothing of it is then used). What
+/// huggingface_hub's reader ignores as corrupted is refused here too: text that is not UTF-8,
+/// arrays where it reads objects (`super::json`), and a `xet_hash` that is not 64 hex digits
+/// (`is_valid_tree_entries`), though we do not use it.
 pub(crate) fn parse_tree_listing(bytes: &[u8]) -> Result<Vec<RepoFile>, String> {
-    let listing: Listing =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a tree listing: {e}"))?;
+    let Object(listing): Object<Listing> =
+        from_utf8_json(bytes).map_err(|e| format!("not a tree listing: {e}"))?;
     if listing.format_version != FORMAT_VERSION {
         return Err(format!(
             "format_version {} (only {FORMAT_VERSION} is known)",
@@ -55,7 +61,7 @@ pub(crate) fn parse_tree_listing(bytes: &[u8]) -> Result<Vec<RepoFile>, String> 
         ));
     }
     let mut files = Vec::with_capacity(listing.files.len());
-    for (path, entry) in listing.files {
+    for (path, Object(entry)) in listing.files {
         validate_filename(&path).map_err(|e| format!("path {e}"))?;
         if DigestKind::of_hex(&entry.blob_id) != Some(DigestKind::GitBlobSha1)
             || entry.blob_id.bytes().any(|b| b.is_ascii_uppercase())
@@ -67,6 +73,11 @@ pub(crate) fn parse_tree_listing(bytes: &[u8]) -> Result<Vec<RepoFile>, String> 
                 || sha.bytes().any(|b| b.is_ascii_uppercase())
             {
                 return Err(format!("`{path}` has an lfs_sha256 that is not a SHA-256"));
+            }
+        }
+        if let Some(xet) = &entry.xet_hash {
+            if xet.len() != 64 || !xet.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("`{path}` has a xet_hash that is not 64 hex digits"));
             }
         }
         let size = match (entry.lfs_sha256.is_some(), entry.lfs_size) {
@@ -169,10 +180,13 @@ mod tests {
     fn a_listing_as_python_writes_it_parses_and_lfs_files_carry_their_sha256() {
         let sha = "a".repeat(64);
         let git = "b".repeat(40);
+        // huggingface_hub writes only valid Xet hashes (64 hex digits), and ignores a listing
+        // with any other.
+        let xet = "c".repeat(64);
         let text = format!(
             r#"{{"format_version": 1, "files": {{
                 "config.json": {{"size": 519, "blob_id": "{git}"}},
-                "model.safetensors": {{"size": 1234, "blob_id": "{git}", "lfs_sha256": "{sha}", "lfs_size": 1234, "xet_hash": "x"}}
+                "model.safetensors": {{"size": 1234, "blob_id": "{git}", "lfs_sha256": "{sha}", "lfs_size": 1234, "xet_hash": "{xet}"}}
             }}}}"#
         );
         let files = parse_tree_listing(text.as_bytes()).unwrap();
@@ -203,8 +217,19 @@ mod tests {
                 r#"{{"format_version": 1, "files": {{"a": {{"size": -1, "blob_id": "{git}"}}}}}}"#
             ),
             "[]".to_owned(),
+            format!(
+                r#"{{"format_version": 1, "files": {{"a": {{"size": 1, "blob_id": "{git}", "xet_hash": "x"}}}}}}"#
+            ),
         ] {
             assert!(parse_tree_listing(bad.as_bytes()).is_err(), "{bad}");
         }
+        // A byte that is not UTF-8 in a field we do not read: Python cannot decode the file.
+        let mut not_utf8 = format!(
+            r#"{{"format_version": 1, "files": {{"a": {{"size": 1, "blob_id": "{git}", "other": "?"}}}}}}"#
+        )
+        .into_bytes();
+        let at = not_utf8.iter().position(|b| *b == b'?').unwrap();
+        not_utf8[at] = 0x92;
+        assert!(parse_tree_listing(&not_utf8).unwrap_err().contains("UTF-8"));
     }
 }
