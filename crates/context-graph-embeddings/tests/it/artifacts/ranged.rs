@@ -1,12 +1,15 @@
 //! Parallel ranged download of one large file.
 
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use context_graph_embeddings::artifacts::test_support::pin_resolution;
 use context_graph_embeddings::artifacts::{
     ModelArtifactManager, Outcome, ParallelSettings, ProgressKind,
 };
 use context_graph_embeddings::ModelId;
-use hub_emulator::{Fault, FaultRule, FaultTarget, RequestRecord};
+use hub_emulator::{Fault, FaultRule, FaultTarget, Host, RequestRecord};
 
 use crate::support::{drain, model, partials, Fixture};
 
@@ -105,6 +108,54 @@ async fn a_large_file_comes_in_parallel_ranges_and_verifies() {
         1,
         "only the blob, no sidecar: {leftovers:?}"
     );
+}
+
+#[tokio::test]
+async fn new_connections_spread_over_the_addresses_a_cdn_name_resolves_to() {
+    // One CDN name with three addresses, as a CDN name resolves to several edges: the
+    // emulator listens on two of them, nothing on the third. Each new body connection starts
+    // at the next address, so a file's ranges arrive on both live ones; a connection whose
+    // first address refuses goes on to the next, so the dead one costs nothing.
+    const CDN_HOST: &str = "cdn-spread.emulator.test";
+    let live = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
+    let dead = Ipv4Addr::new(127, 0, 0, 3);
+    let size = 4_000_000;
+    let fx = Fixture::with_builder(&[model(ModelId::Multimodal, size, true)], |b| {
+        b.cdn_addresses(&live).cdn_host(CDN_HOST)
+    });
+    let resolved: Vec<SocketAddr> = [live[0], dead, live[1]]
+        .iter()
+        .map(|ip| SocketAddr::from((*ip, 0)))
+        .collect();
+    pin_resolution(CDN_HOST, &resolved);
+    let gets: Vec<RequestRecord> = download_checked(&fx, parallel())
+        .await
+        .into_iter()
+        .filter(|r| r.host == Host::Cdn)
+        .collect();
+    assert_eq!(gets.len(), 4, "four stretches: {gets:?}");
+    assert!(gets.iter().all(|r| r.status == 206), "{gets:?}");
+    assert!(
+        gets.iter()
+            .all(|r| r.header("host").is_some_and(|h| h.starts_with(CDN_HOST))),
+        "every range asked the CDN by its name: {gets:?}"
+    );
+    let on = |ip: Ipv4Addr| -> u64 {
+        gets.iter()
+            .filter(|r| r.local_addr.map(|a| a.ip()) == Some(ip.into()))
+            .map(|r| r.body_bytes_sent)
+            .sum()
+    };
+    let connections: BTreeSet<u64> = gets.iter().map(|r| r.connection).collect();
+    assert_eq!(connections.len(), 4, "{gets:?}");
+    for ip in live {
+        assert!(
+            on(ip) >= size / 4 - CHUNK,
+            "{ip} served at least one stretch: {} of {size} bytes; {gets:?}",
+            on(ip)
+        );
+    }
+    assert_eq!(on(live[0]) + on(live[1]), size, "no byte sent twice");
 }
 
 /// The default settings, for files of test size: a run starts with one stream per file.
