@@ -40,7 +40,9 @@ pub struct ParallelSettings {
     /// A raise pays when throughput grew by at least this percentage of the proportional
     /// gain (8 to 16 connections, +100 % proportional: at least +50 % at 50).
     pub gain_percent: u32,
-    /// Smallest file fetched in parallel.
+    /// Smallest file fetched in parallel (16 MiB by default: on a CDN that caps each
+    /// connection or hands out slow edges, a 20-30 MB file on one slow connection was the
+    /// tail of a run; see `docs/network.md`).
     pub min_file_bytes: u64,
     /// Smallest chunk (the unit of a range and of the resume record); larger files get larger
     /// chunks (at most 1024 chunks per file).
@@ -54,7 +56,7 @@ impl Default for ParallelSettings {
             initial_connections: 1,
             sample_interval: Duration::from_millis(100),
             gain_percent: 50,
-            min_file_bytes: 32 * 1024 * 1024,
+            min_file_bytes: 16 * 1024 * 1024,
             chunk_bytes: 8 * 1024 * 1024,
         }
     }
@@ -239,6 +241,16 @@ pub(crate) fn lagging(policy: &LagPolicy, own: f64, elapsed: Duration, peers: &[
 /// Body bytes waiting for the writer threads, all downloads of a run together. With the
 /// network read buffer of each open connection (hyper's, at most about 400 KiB), this is the
 /// memory a run holds for bytes in flight, whatever the size and number of files.
+/// What a connection is also judged against besides its file's peers: the fastest rate any
+/// connection of the run reached (`best`), but only once a raise has paid (`grew`). A raise
+/// pays on a link that caps each connection (a CDN edge, a WAN path), where rates belong to
+/// connections and a file whose only connection drew a slow edge should draw another; on a
+/// link one stream fills, rates fall as files are added, and comparing a file's connection
+/// with what another file had alone would only churn.
+pub(crate) fn run_reference(grew: bool, best: f64) -> Option<f64> {
+    (grew && best > 0.0).then_some(best)
+}
+
 pub(crate) const QUEUE_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
 /// The run's shared connection state: the plan, open connections, bytes received, and the
@@ -255,6 +267,8 @@ pub(crate) struct ConnectionGovernor {
     inner: Mutex<Inner>,
     /// [`QUEUE_BUDGET_BYTES`] in KiB permits.
     queue: Arc<Semaphore>,
+    /// The fastest rate any range connection of the run reached, bytes per second.
+    best_rate: AtomicU64,
 }
 
 /// Room for one queued piece in the run's queue budget; freed when the writer is done with it.
@@ -309,7 +323,18 @@ impl ConnectionGovernor {
                 measuring_since: None,
             }),
             queue: Arc::new(Semaphore::new(QUEUE_BUDGET_BYTES / 1024)),
+            best_rate: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that a range connection received at `rate` bytes per second, and returns the
+    /// rate a lone connection of a file is judged against ([`run_reference`]).
+    pub(crate) fn note_rate(&self, rate: f64) -> Option<f64> {
+        let best = self
+            .best_rate
+            .fetch_max(rate as u64, Ordering::Relaxed)
+            .max(rate as u64);
+        run_reference(self.plan().grew, best as f64)
     }
 
     /// Waits for room for `bytes` in the run's queue budget (back-pressure: a connection
@@ -443,6 +468,22 @@ impl ConnectionGovernor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_s_fastest_connection_counts_only_once_connections_paid() {
+        let mb = 1e6;
+        // Per-connection caps (a raise paid): a file's lone connection on a 4 MB/s edge is
+        // judged against the 38 MB/s another file's connection reached, and lags.
+        let reference = run_reference(true, 38.0 * mb);
+        assert_eq!(reference, Some(38.0 * mb));
+        let judged = Duration::from_secs(1);
+        let peers: Vec<f64> = reference.into_iter().collect();
+        assert!(lagging(&LAG_POLICY, 4.0 * mb, judged, &peers));
+        // A link one stream fills (no raise paid): rates fall as files are added, so another
+        // file's early rate says nothing about this connection.
+        assert_eq!(run_reference(false, 600.0 * mb), None);
+        assert_eq!(run_reference(true, 0.0), None);
+    }
 
     #[test]
     fn a_connection_far_below_its_fastest_peer_is_lagging() {

@@ -168,32 +168,50 @@ fn adaptive() -> ParallelSettings {
 }
 
 #[tokio::test]
-async fn a_run_starts_with_one_stream_per_file() {
-    // No sample is taken before the file is done (a long sample interval), so this is what a
-    // file costs before anything is learned: one connection, the file asked for in two halves
-    // (the second for the first probe's connection, so that it cuts no request short), no
-    // byte sent twice. Whether a probe pays is `transfer/adapt.rs`'s decision, unit-tested
-    // there on link models.
+async fn a_run_starts_with_the_two_halves_of_a_large_file_and_one_request_for_a_smaller_one() {
+    // No sample is taken before the files are done (a long sample interval), so this is what
+    // a file costs before anything is learned. A file of at least twice the parallel threshold
+    // is asked for in two halves (the second for the first probe's connection, so that it
+    // cuts no request short); a file between the threshold and twice it in one request. No
+    // byte is sent twice. Whether a
+    // probe pays is `transfer/adapt.rs`'s decision, unit-tested there on link models.
     let size = 24_000_000;
-    let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
-    let gets = download_checked(
-        &fx,
-        ParallelSettings {
-            sample_interval: Duration::from_secs(30),
-            ..adaptive()
-        },
-    )
-    .await;
-    let ranges: Vec<_> = gets.iter().map(|r| r.range().unwrap_or("none")).collect();
+    let small = 1_500_000;
+    let fx = Fixture::new(&[
+        model(ModelId::Multimodal, size, true),
+        model(ModelId::Entity, small, true),
+    ]);
+    let settings = ParallelSettings {
+        sample_interval: Duration::from_secs(30),
+        ..adaptive()
+    };
+    let gets = download_checked(&fx, settings.clone()).await;
+    let mut ranges: Vec<_> = gets.iter().map(|r| r.range().unwrap_or("none")).collect();
+    ranges.sort_by_key(|r| r.len());
     let half = size.div_ceil(CHUNK).div_ceil(2) * CHUNK;
-    assert_eq!(
-        ranges,
-        [
-            format!("bytes=0-{}", half - 1),
-            format!("bytes={half}-{}", size - 1)
-        ]
-    );
+    let mut expected = [
+        format!("bytes=0-{}", half - 1),
+        format!("bytes={half}-{}", size - 1),
+    ];
+    expected.sort_by_key(|r| r.len());
+    assert_eq!(ranges, expected);
     assert_eq!(body_bytes(&gets), size, "no byte sent twice");
+    assert!(small >= settings.min_file_bytes && small < 2 * settings.min_file_bytes);
+    let mut config = fx.config();
+    config.parallel = settings;
+    ModelArtifactManager::new(config)
+        .unwrap()
+        .download(ModelId::Entity)
+        .await
+        .unwrap();
+    let served = fx.file(ModelId::Entity);
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Entity)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    assert_eq!(gets.len(), 1, "one request for the smaller file: {gets:?}");
+    assert_eq!(body_bytes(&gets), small);
 }
 
 #[tokio::test]
