@@ -38,6 +38,9 @@ pub struct RequestRecord {
     /// The pace the connection drew, bytes per second ([`crate::HubBuilder::edge_mix`]);
     /// `None` when it was not paced.
     pub connection_pace: Option<u64>,
+    /// The address the client connected to: which listener accepted the connection (see
+    /// [`crate::HubBuilder::cdn_addresses`]); `None` if the socket could not tell.
+    pub local_addr: Option<std::net::SocketAddr>,
 }
 
 /// The HTTP version a connection spoke.

@@ -74,6 +74,8 @@ pub struct HubBuilder {
     edges: Option<EdgeMix>,
     cdn_tls: Option<CdnTls>,
     cdn_connection_limit: Option<usize>,
+    cdn_addresses: Vec<Ipv4Addr>,
+    cdn_host: Option<String>,
 }
 
 impl Default for HubBuilder {
@@ -96,7 +98,29 @@ impl HubBuilder {
             edges: None,
             cdn_tls: None,
             cdn_connection_limit: None,
+            cdn_addresses: vec![Ipv4Addr::LOCALHOST],
+            cdn_host: None,
         }
+    }
+
+    /// Serves the CDN on the same port on each of `addresses` (default `127.0.0.1` alone),
+    /// like a CDN name that resolves to several edges; every loopback address `127.x.y.z`
+    /// works on Linux. The request log names the address each connection reached
+    /// ([`RequestRecord::local_addr`]). Empty: `127.0.0.1`.
+    pub fn cdn_addresses(mut self, addresses: &[Ipv4Addr]) -> Self {
+        self.cdn_addresses = if addresses.is_empty() {
+            vec![Ipv4Addr::LOCALHOST]
+        } else {
+            addresses.to_vec()
+        };
+        self
+    }
+
+    /// Names the CDN `host` in the redirects' URLs instead of its first address, e.g. a name
+    /// the client under test resolves to all of [`cdn_addresses`](Self::cdn_addresses).
+    pub fn cdn_host(mut self, host: &str) -> Self {
+        self.cdn_host = Some(host.to_owned());
+        self
     }
 
     /// Serves at most `limit` CDN connections at once, like nginx's `limit_conn`: every
@@ -170,9 +194,13 @@ impl HubBuilder {
     /// own tokio runtime: usable from `#[test]`, `#[tokio::test]` of any flavor, or `main`.
     pub fn start(self) -> io::Result<HubEmulator> {
         let (hub_v4, hub_v6) = bind_hub(self.hub_port)?;
-        let cdn = StdListener::bind((Ipv4Addr::LOCALHOST, self.cdn_port))?;
+        let cdn = bind_cdn(&self.cdn_addresses, self.cdn_port)?;
         let hub_port = hub_v4.local_addr()?.port();
-        let cdn_port = cdn.local_addr()?.port();
+        let cdn_port = cdn[0].local_addr()?.port();
+        let cdn_host = match &self.cdn_host {
+            Some(host) => host.clone(),
+            None => self.cdn_addresses[0].to_string(),
+        };
         let cdn_tls = self.cdn_tls.as_ref().map(CdnTls::acceptor).transpose()?;
         let cdn_scheme = if cdn_tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
@@ -183,7 +211,7 @@ impl HubBuilder {
             cdn_url_ttl: self.cdn_url_ttl,
             quirks: self.quirks,
             hub_origin: format!("http://localhost:{hub_port}"),
-            cdn_origin: format!("{cdn_scheme}://127.0.0.1:{cdn_port}"),
+            cdn_origin: format!("{cdn_scheme}://{cdn_host}:{cdn_port}"),
             open_connections: AtomicUsize::new(0),
             connections: AtomicU64::new(0),
             cdn_connections: AtomicU64::new(0),
@@ -192,7 +220,8 @@ impl HubBuilder {
             cdn_connection_limit: self.cdn_connection_limit,
             cdn_open: AtomicUsize::new(0),
         });
-        let mut listeners = vec![(hub_v4, Host::Hub), (cdn, Host::Cdn)];
+        let mut listeners = vec![(hub_v4, Host::Hub)];
+        listeners.extend(cdn.into_iter().map(|l| (l, Host::Cdn)));
         listeners.extend(hub_v6.map(|l| (l, Host::Hub)));
         for (listener, _) in &listeners {
             listener.set_nonblocking(true)?;
@@ -251,6 +280,28 @@ fn bind_hub(port: u16) -> io::Result<(StdListener, Option<StdListener>)> {
             // No IPv6, or a fixed port someone else holds on `[::1]`: IPv4 only.
             Err(_) => return Ok((v4, None)),
         }
+    }
+}
+
+/// Binds the CDN port on every address of `addresses` (the first given; with an ephemeral
+/// port, the one the first address got), retrying until a port is free on all of them.
+fn bind_cdn(addresses: &[Ipv4Addr], port: u16) -> io::Result<Vec<StdListener>> {
+    let mut attempts = 0;
+    'retry: loop {
+        let first = StdListener::bind((addresses[0], port))?;
+        let bound = first.local_addr()?.port();
+        let mut listeners = vec![first];
+        for address in &addresses[1..] {
+            match StdListener::bind((*address, bound)) {
+                Ok(listener) => listeners.push(listener),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 && attempts < 20 => {
+                    attempts += 1;
+                    continue 'retry;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(listeners);
     }
 }
 
@@ -451,6 +502,8 @@ pub(crate) struct ConnectionInfo {
     pub(crate) host: Host,
     pub(crate) version: HttpVersion,
     pub(crate) pace: Option<u64>,
+    /// The address the client connected to (which listener accepted it).
+    pub(crate) local_addr: Option<SocketAddr>,
     /// Opened beyond [`HubBuilder::cdn_connection_limit`]: every request gets 429.
     pub(crate) over_limit: bool,
 }
@@ -490,6 +543,7 @@ async fn connection(stream: TcpStream, host: Host, shared: Arc<Shared>) {
         host,
         version: HttpVersion::Http1,
         pace,
+        local_addr: stream.local_addr().ok(),
         over_limit,
     };
     let stream = PacedIo::new(stream, pace);
@@ -908,6 +962,7 @@ impl ConnectionInfo {
             connection: self.id,
             http_version: self.version,
             connection_pace: self.pace,
+            local_addr: self.local_addr,
         }
     }
 }

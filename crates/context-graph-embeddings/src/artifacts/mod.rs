@@ -80,6 +80,7 @@ pub use transfer::adapt::ParallelSettings;
 pub mod test_support {
     pub use super::environment::{CRASH_AT_ENV, NO_LOCKS_ENV};
     pub use super::hash::counted::times_hashed;
+    pub use super::remote::client::pin_resolution;
     pub use super::store::layout::{sidecar_path, CacheLayout};
     pub use super::store::lock::{BlobLock, LockKind};
     pub use super::store::stamp::VerificationStamp;

@@ -13,12 +13,19 @@
 //! that limits each TCP connection would hold them all to one connection's rate (issue 25,
 //! measured in `docs/network.md`).
 //!
+//! The body client resolves host names with [`SpreadResolver`]: the system's resolver, with the
+//! list of addresses rotated on every new connection, so the connections of a run (and a
+//! laggard's replacement) spread over the several edges a CDN name resolves to instead of all
+//! going to the first address.
+//!
 //! Proxies come from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` and
 //! their lower-case forms), read by reqwest when the client is built. Every request asks the
 //! shared [`HostBreaker`] first, so a host that cannot be reached at all is given up once for
 //! every model of the run.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,6 +143,7 @@ impl HubClient {
             .map_err(|e| EmbeddingError::Client(error_chain(&e)))?;
         let bulk = builder()
             .http1_only()
+            .dns_resolver(SpreadResolver::default())
             .build()
             .map_err(|e| EmbeddingError::Client(error_chain(&e)))?;
         Ok(HubClient {
@@ -553,6 +561,106 @@ impl HubClient {
     }
 }
 
+/// Resolves host names with the system resolver (`getaddrinfo` on a blocking thread, as
+/// reqwest's default does) and rotates the answer by one place per call and name. hyper's
+/// connector tries the addresses in the order given, so each new body connection to a CDN name
+/// with several addresses starts at a different one. Proxies are unaffected (a proxy's name is
+/// resolved the same way), and so are TLS (the certificate is checked against the name) and
+/// the token rule (decided on the URL's origin).
+#[derive(Debug, Default)]
+pub(crate) struct SpreadResolver {
+    /// Connections opened so far per host name: the rotation of the next answer.
+    turns: Mutex<HashMap<String, usize>>,
+}
+
+impl SpreadResolver {
+    /// The rotation for the next connection to `host`, counting this one.
+    fn next_turn(&self, host: &str) -> usize {
+        let mut turns = match self.turns.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let turn = turns.entry(host.to_owned()).or_insert(0);
+        let this = *turn;
+        *turn = turn.wrapping_add(1);
+        this
+    }
+}
+
+impl reqwest::dns::Resolve for SpreadResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let turn = self.next_turn(&host);
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = match pinned_resolution(&host) {
+                Some(addrs) => addrs,
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            let addrs: reqwest::dns::Addrs = Box::new(spread(found, turn).into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The order in which a new connection tries `addrs` (as the system resolver sorted them), on
+/// its `turn`-th connection to the name: the family of the first address stays first (the
+/// system's preference between IPv6 and IPv4, and hyper's "happy eyeballs" split), and within
+/// each family the list is rotated by `turn`, so consecutive connections start at consecutive
+/// addresses. A pure function of its inputs.
+pub(crate) fn spread(addrs: Vec<SocketAddr>, turn: usize) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return addrs;
+    };
+    let first_v6 = first.is_ipv6();
+    let (mut preferred, mut other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+    for family in [&mut preferred, &mut other] {
+        if !family.is_empty() {
+            let shift = turn % family.len();
+            family.rotate_left(shift);
+        }
+    }
+    preferred.extend(other);
+    preferred
+}
+
+/// Addresses a test pinned for `host` ([`pin_resolution`]); `None` in builds without the
+/// `failpoints` feature.
+#[cfg(feature = "failpoints")]
+fn pinned_resolution(host: &str) -> Option<Vec<SocketAddr>> {
+    pinned()
+        .lock()
+        .ok()
+        .and_then(|table| table.get(&host.to_ascii_lowercase()).cloned())
+}
+
+/// Addresses a test pinned for a host: never, in builds without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+fn pinned_resolution(_host: &str) -> Option<Vec<SocketAddr>> {
+    None
+}
+
+#[cfg(feature = "failpoints")]
+fn pinned() -> &'static Mutex<HashMap<String, Vec<SocketAddr>>> {
+    static PINNED: std::sync::OnceLock<Mutex<HashMap<String, Vec<SocketAddr>>>> =
+        std::sync::OnceLock::new();
+    PINNED.get_or_init(Mutex::default)
+}
+
+/// Test seam (`failpoints` feature only): from now on, in this process, body connections
+/// resolve `host` to `addrs` (in this order, before rotation) instead of asking the system,
+/// like a CDN name with several A records. Tests use a name of their own, so tests running
+/// beside each other are unaffected.
+#[cfg(feature = "failpoints")]
+pub fn pin_resolution(host: &str, addrs: &[SocketAddr]) {
+    let mut table = match pinned().lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    table.insert(host.to_ascii_lowercase(), addrs.to_vec());
+}
+
 fn parse_url(url: &str, location: &FileLocation) -> EmbeddingResult<Url> {
     Url::parse(url).map_err(|e| EmbeddingError::Protocol {
         location: location.clone(),
@@ -723,6 +831,58 @@ mod tests {
             client.resolve_url("org/name", "refs/pr/1", "sub dir/model.safetensors"),
             "http://localhost:1/org/name/resolve/refs%2Fpr%2F1/sub%20dir/model.safetensors"
         );
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn consecutive_connections_start_at_consecutive_addresses() {
+        let addrs = vec![addr("10.0.0.1:0"), addr("10.0.0.2:0"), addr("10.0.0.3:0")];
+        let firsts: Vec<SocketAddr> = (0..4).map(|turn| spread(addrs.clone(), turn)[0]).collect();
+        assert_eq!(
+            firsts,
+            [addrs[0], addrs[1], addrs[2], addrs[0]],
+            "each turn starts one further"
+        );
+        // Every address is still there, so a connection that fails on one tries the others.
+        let mut all = spread(addrs.clone(), 1);
+        assert_eq!(all, [addrs[1], addrs[2], addrs[0]]);
+        all.sort();
+        assert_eq!(all, addrs);
+    }
+
+    #[test]
+    fn the_preferred_family_stays_first_and_each_family_rotates() {
+        let addrs = vec![
+            addr("[2001:db8::1]:0"),
+            addr("[2001:db8::2]:0"),
+            addr("192.0.2.1:0"),
+            addr("192.0.2.2:0"),
+            addr("192.0.2.3:0"),
+        ];
+        assert_eq!(
+            spread(addrs.clone(), 1),
+            [
+                addr("[2001:db8::2]:0"),
+                addr("[2001:db8::1]:0"),
+                addr("192.0.2.2:0"),
+                addr("192.0.2.3:0"),
+                addr("192.0.2.1:0"),
+            ]
+        );
+        assert_eq!(spread(Vec::new(), 3), Vec::<SocketAddr>::new());
+        assert_eq!(spread(vec![addrs[2]], 7), [addrs[2]]);
+    }
+
+    #[test]
+    fn each_name_counts_its_own_connections() {
+        let resolver = SpreadResolver::default();
+        assert_eq!(resolver.next_turn("cdn.example"), 0);
+        assert_eq!(resolver.next_turn("cdn.example"), 1);
+        assert_eq!(resolver.next_turn("hub.example"), 0);
+        assert_eq!(resolver.next_turn("cdn.example"), 2);
     }
 
     #[test]

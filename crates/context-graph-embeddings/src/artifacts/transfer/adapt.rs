@@ -40,7 +40,9 @@ pub struct ParallelSettings {
     /// A raise pays when throughput grew by at least this percentage of the proportional
     /// gain (8 to 16 connections, +100 % proportional: at least +50 % at 50).
     pub gain_percent: u32,
-    /// Smallest file fetched in parallel.
+    /// Smallest file fetched in parallel (16 MiB by default: on a CDN that caps each
+    /// connection or hands out slow edges, a 20-30 MB file on one slow connection was the
+    /// tail of a run; see `docs/network.md`).
     pub min_file_bytes: u64,
     /// Smallest chunk (the unit of a range and of the resume record); larger files get larger
     /// chunks (at most 1024 chunks per file).
@@ -54,7 +56,7 @@ impl Default for ParallelSettings {
             initial_connections: 1,
             sample_interval: Duration::from_millis(100),
             gain_percent: 50,
-            min_file_bytes: 32 * 1024 * 1024,
+            min_file_bytes: 16 * 1024 * 1024,
             chunk_bytes: 8 * 1024 * 1024,
         }
     }
@@ -236,6 +238,31 @@ pub(crate) fn lagging(policy: &LagPolicy, own: f64, elapsed: Duration, peers: &[
     best > 0.0 && own * 100.0 < best * f64::from(policy.percent_of_best)
 }
 
+/// How long a rate a connection reported stands as the run's reference for other files'
+/// connections ([`run_reference`]).
+pub(crate) const RUN_REFERENCE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The run's reference after a range connection reported `rate` at `now`: the fastest rate a
+/// connection of the run reported within the last `window` (`stored`, while it is that fresh
+/// and not beaten), else this one. A connection is judged against it besides its own file's
+/// peers ([`lagging`]), so a file whose only connection drew a slow CDN edge draws another
+/// while other files' connections run fast. Only recent reports count: on a link that one
+/// stream fills, rates fall as files are added, and what a connection had alone a while ago
+/// says nothing about one that shares the link now.
+pub(crate) fn run_reference(
+    stored: Option<(f64, Instant)>,
+    rate: f64,
+    now: Instant,
+    window: Duration,
+) -> (f64, Instant) {
+    match stored {
+        Some((best, when)) if best > rate && now.saturating_duration_since(when) <= window => {
+            (best, when)
+        }
+        _ => (rate, now),
+    }
+}
+
 /// Body bytes waiting for the writer threads, all downloads of a run together. With the
 /// network read buffer of each open connection (hyper's, at most about 400 KiB), this is the
 /// memory a run holds for bytes in flight, whatever the size and number of files.
@@ -255,6 +282,8 @@ pub(crate) struct ConnectionGovernor {
     inner: Mutex<Inner>,
     /// [`QUEUE_BUDGET_BYTES`] in KiB permits.
     queue: Arc<Semaphore>,
+    /// The run's reference rate and when it was reported ([`run_reference`]).
+    best_rate: Mutex<Option<(f64, Instant)>>,
 }
 
 /// Room for one queued piece in the run's queue budget; freed when the writer is done with it.
@@ -309,7 +338,20 @@ impl ConnectionGovernor {
                 measuring_since: None,
             }),
             queue: Arc::new(Semaphore::new(QUEUE_BUDGET_BYTES / 1024)),
+            best_rate: Mutex::new(None),
         }
+    }
+
+    /// Notes that a range connection received at `rate` bytes per second, and returns the
+    /// run's reference rate ([`run_reference`]) its connections are also judged against.
+    pub(crate) fn note_rate(&self, rate: f64) -> Option<f64> {
+        let mut stored = match self.best_rate.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = run_reference(*stored, rate, Instant::now(), RUN_REFERENCE_WINDOW);
+        *stored = Some(now);
+        (now.0 > 0.0).then_some(now.0)
     }
 
     /// Waits for room for `bytes` in the run's queue budget (back-pressure: a connection
@@ -443,6 +485,39 @@ impl ConnectionGovernor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_s_reference_is_the_fastest_recent_report() {
+        let mb = 1e6;
+        let window = RUN_REFERENCE_WINDOW;
+        let t0 = Instant::now();
+        // Another file's connection on a 38 MB/s edge reported a moment ago: a file's lone
+        // connection on a 4 MB/s edge is judged against it, and lags.
+        let fast = run_reference(None, 38.0 * mb, t0, window);
+        let now = t0 + Duration::from_millis(300);
+        let reference = run_reference(Some(fast), 4.0 * mb, now, window);
+        assert_eq!(reference, fast);
+        assert!(lagging(
+            &LAG_POLICY,
+            4.0 * mb,
+            Duration::from_secs(1),
+            &[reference.0]
+        ));
+        // A faster report replaces it at once.
+        let faster = t0 + Duration::from_millis(400);
+        assert_eq!(
+            run_reference(Some(fast), 40.0 * mb, faster, window),
+            (40.0 * mb, faster)
+        );
+        // A report older than the window no longer counts: 600 MB/s one file had alone at the
+        // start says nothing about 60 MB/s shared by eight connections later.
+        let alone = run_reference(None, 600.0 * mb, t0, window);
+        let later = t0 + window + Duration::from_millis(1);
+        assert_eq!(
+            run_reference(Some(alone), 60.0 * mb, later, window),
+            (60.0 * mb, later)
+        );
+    }
 
     #[test]
     fn a_connection_far_below_its_fastest_peer_is_lagging() {

@@ -52,7 +52,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::adapt::{lagging, Connection, Phase, Queued, LAG_POLICY};
+use super::adapt::{lagging, Connection, ParallelSettings, Phase, Queued, LAG_POLICY};
 use super::partial::{chunk_len, RangeProgress};
 use super::request::{FetchRequest, FetchSettings};
 use super::write_behind::WriteBehind;
@@ -270,6 +270,16 @@ fn pending_stretches(progress: &RangeProgress, parts: usize) -> VecDeque<(usize,
     out
 }
 
+/// Stretches a ranged download starts with at the least: two (halves) for a file of at least
+/// twice [`ParallelSettings::min_file_bytes`], else one.
+fn first_stretches(size: u64, parallel: &ParallelSettings) -> usize {
+    if size >= parallel.min_file_bytes.saturating_mul(2) {
+        2
+    } else {
+        1
+    }
+}
+
 /// What the connections of one ranged download share.
 struct RangedTransfer<'a> {
     request: &'a FetchRequest,
@@ -361,9 +371,17 @@ pub(crate) async fn fetch_ranged(
         chunk,
         work: Mutex::new(Work {
             sent: progress.written.clone(),
-            // At least two stretches: a connection added by the first probe takes the second
-            // without cutting the first request short.
-            unassigned: pending_stretches(&progress, connections.len().max(2)),
+            // At least two stretches for a file of twice the parallel threshold or more: a
+            // connection added by the first probe takes the second without cutting the first
+            // request short. A smaller one is asked for whole, so that on a link one stream
+            // fills it costs one request; a connection added to it cuts that request at a
+            // chunk boundary.
+            unassigned: pending_stretches(
+                &progress,
+                connections
+                    .len()
+                    .max(first_stretches(size, &settings.parallel)),
+            ),
             spans: Vec::new(),
             rates: Vec::new(),
         }),
@@ -790,7 +808,8 @@ async fn fetch_span(
             if elapsed >= LAG_POLICY.measured_after {
                 let rate = counted as f64 / elapsed.as_secs_f64();
                 work.set_rate(slot, Some(rate));
-                let peers = work.peer_rates(slot);
+                let mut peers = work.peer_rates(slot);
+                peers.extend(governor.note_rate(rate));
                 lagging(&LAG_POLICY, rate, elapsed, &peers).then(|| PieceError::Lagging {
                     rate,
                     best: peers.iter().copied().fold(0.0, f64::max),
@@ -920,6 +939,18 @@ impl io::Read for ReadAt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_files_of_twice_the_threshold_start_in_halves() {
+        let parallel = ParallelSettings {
+            min_file_bytes: 16,
+            ..ParallelSettings::default()
+        };
+        assert_eq!(first_stretches(16, &parallel), 1);
+        assert_eq!(first_stretches(31, &parallel), 1);
+        assert_eq!(first_stretches(32, &parallel), 2);
+        assert_eq!(first_stretches(u64::MAX, &parallel), 2);
+    }
 
     #[test]
     fn progress_tracks_prefixes_and_gaps() {

@@ -1,12 +1,15 @@
 //! Parallel ranged download of one large file.
 
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use context_graph_embeddings::artifacts::test_support::pin_resolution;
 use context_graph_embeddings::artifacts::{
     ModelArtifactManager, Outcome, ParallelSettings, ProgressKind,
 };
 use context_graph_embeddings::ModelId;
-use hub_emulator::{Fault, FaultRule, FaultTarget, RequestRecord};
+use hub_emulator::{Fault, FaultRule, FaultTarget, Host, RequestRecord};
 
 use crate::support::{drain, model, partials, Fixture};
 
@@ -107,6 +110,54 @@ async fn a_large_file_comes_in_parallel_ranges_and_verifies() {
     );
 }
 
+#[tokio::test]
+async fn new_connections_spread_over_the_addresses_a_cdn_name_resolves_to() {
+    // One CDN name with three addresses, as a CDN name resolves to several edges: the
+    // emulator listens on two of them, nothing on the third. Each new body connection starts
+    // at the next address, so a file's ranges arrive on both live ones; a connection whose
+    // first address refuses goes on to the next, so the dead one costs nothing.
+    const CDN_HOST: &str = "cdn-spread.emulator.test";
+    let live = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
+    let dead = Ipv4Addr::new(127, 0, 0, 3);
+    let size = 4_000_000;
+    let fx = Fixture::with_builder(&[model(ModelId::Multimodal, size, true)], |b| {
+        b.cdn_addresses(&live).cdn_host(CDN_HOST)
+    });
+    let resolved: Vec<SocketAddr> = [live[0], dead, live[1]]
+        .iter()
+        .map(|ip| SocketAddr::from((*ip, 0)))
+        .collect();
+    pin_resolution(CDN_HOST, &resolved);
+    let gets: Vec<RequestRecord> = download_checked(&fx, parallel())
+        .await
+        .into_iter()
+        .filter(|r| r.host == Host::Cdn)
+        .collect();
+    assert_eq!(gets.len(), 4, "four stretches: {gets:?}");
+    assert!(gets.iter().all(|r| r.status == 206), "{gets:?}");
+    assert!(
+        gets.iter()
+            .all(|r| r.header("host").is_some_and(|h| h.starts_with(CDN_HOST))),
+        "every range asked the CDN by its name: {gets:?}"
+    );
+    let on = |ip: Ipv4Addr| -> u64 {
+        gets.iter()
+            .filter(|r| r.local_addr.map(|a| a.ip()) == Some(ip.into()))
+            .map(|r| r.body_bytes_sent)
+            .sum()
+    };
+    let connections: BTreeSet<u64> = gets.iter().map(|r| r.connection).collect();
+    assert_eq!(connections.len(), 4, "{gets:?}");
+    for ip in live {
+        assert!(
+            on(ip) >= size / 4 - CHUNK,
+            "{ip} served at least one stretch: {} of {size} bytes; {gets:?}",
+            on(ip)
+        );
+    }
+    assert_eq!(on(live[0]) + on(live[1]), size, "no byte sent twice");
+}
+
 /// The default settings, for files of test size: a run starts with one stream per file.
 fn adaptive() -> ParallelSettings {
     ParallelSettings {
@@ -117,32 +168,50 @@ fn adaptive() -> ParallelSettings {
 }
 
 #[tokio::test]
-async fn a_run_starts_with_one_stream_per_file() {
-    // No sample is taken before the file is done (a long sample interval), so this is what a
-    // file costs before anything is learned: one connection, the file asked for in two halves
-    // (the second for the first probe's connection, so that it cuts no request short), no
-    // byte sent twice. Whether a probe pays is `transfer/adapt.rs`'s decision, unit-tested
-    // there on link models.
+async fn a_run_starts_with_the_two_halves_of_a_large_file_and_one_request_for_a_smaller_one() {
+    // No sample is taken before the files are done (a long sample interval), so this is what
+    // a file costs before anything is learned. A file of at least twice the parallel threshold
+    // is asked for in two halves (the second for the first probe's connection, so that it
+    // cuts no request short); a file between the threshold and twice it in one request. No
+    // byte is sent twice. Whether a
+    // probe pays is `transfer/adapt.rs`'s decision, unit-tested there on link models.
     let size = 24_000_000;
-    let fx = Fixture::new(&[model(ModelId::Multimodal, size, true)]);
-    let gets = download_checked(
-        &fx,
-        ParallelSettings {
-            sample_interval: Duration::from_secs(30),
-            ..adaptive()
-        },
-    )
-    .await;
-    let ranges: Vec<_> = gets.iter().map(|r| r.range().unwrap_or("none")).collect();
+    let small = 1_500_000;
+    let fx = Fixture::new(&[
+        model(ModelId::Multimodal, size, true),
+        model(ModelId::Entity, small, true),
+    ]);
+    let settings = ParallelSettings {
+        sample_interval: Duration::from_secs(30),
+        ..adaptive()
+    };
+    let gets = download_checked(&fx, settings.clone()).await;
+    let mut ranges: Vec<_> = gets.iter().map(|r| r.range().unwrap_or("none")).collect();
+    ranges.sort_by_key(|r| r.len());
     let half = size.div_ceil(CHUNK).div_ceil(2) * CHUNK;
-    assert_eq!(
-        ranges,
-        [
-            format!("bytes=0-{}", half - 1),
-            format!("bytes={half}-{}", size - 1)
-        ]
-    );
+    let mut expected = [
+        format!("bytes=0-{}", half - 1),
+        format!("bytes={half}-{}", size - 1),
+    ];
+    expected.sort_by_key(|r| r.len());
+    assert_eq!(ranges, expected);
     assert_eq!(body_bytes(&gets), size, "no byte sent twice");
+    assert!(small >= settings.min_file_bytes && small < 2 * settings.min_file_bytes);
+    let mut config = fx.config();
+    config.parallel = settings;
+    ModelArtifactManager::new(config)
+        .unwrap()
+        .download(ModelId::Entity)
+        .await
+        .unwrap();
+    let served = fx.file(ModelId::Entity);
+    assert_eq!(
+        std::fs::read(fx.snapshot_path(ModelId::Entity)).unwrap(),
+        served.content
+    );
+    let gets = fx.gets(&served.sha256);
+    assert_eq!(gets.len(), 1, "one request for the smaller file: {gets:?}");
+    assert_eq!(body_bytes(&gets), small);
 }
 
 #[tokio::test]
