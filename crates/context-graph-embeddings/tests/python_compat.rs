@@ -2498,10 +2498,25 @@ print(json.dumps({"published": published, "store": str(sb.shared_blob_path(cache
             serde_json::json!({"org/left": 1, "org/right": 0}),
         );
 
-        // Now the last link: the payload goes, exactly as reported.
+        // Now the last link: the payload goes, exactly as reported, with the refs that named
+        // the snapshot (`ensure` keeps `refs/<commit>` for a ready model: 40 bytes).
         let before = manager.cache_size();
+        let refs_bytes: u64 = std::fs::read_dir(world.cache.join("models--org--left/refs"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert_eq!(refs_bytes, 40, "refs/<commit> only");
         let report = manager.collect_garbage(0, true, false).await.expect("gc");
-        assert_eq!(report.freed_bytes, world.left.size, "{report:#?}");
+        assert_eq!(
+            report.freed_bytes,
+            world.left.size + refs_bytes,
+            "{report:#?}"
+        );
         assert!(!world.store.exists() && world.refs().is_none());
         assert!(before - manager.cache_size() >= world.left.size);
         assert_clean_scan(
