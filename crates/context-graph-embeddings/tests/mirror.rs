@@ -13,6 +13,9 @@
 #[path = "it/support.rs"]
 mod support;
 
+#[path = "common/relay.rs"]
+mod relay;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
@@ -31,9 +34,9 @@ use hub_emulator::{synth, Host, RequestRecord};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
+use relay::slow_link;
 use support::{drain, model, Fixture};
 
 const BUCKET: &str = "cg-models";
@@ -422,48 +425,6 @@ fn block_on<T: Send + 'static>(future: impl std::future::Future<Output = T> + Se
     })
     .join()
     .expect("harness thread")
-}
-
-/// A loopback TCP relay to `upstream` that passes at most `bytes_per_sec` towards the client:
-/// a slow link in front of a store, so that a test can act while a body is still streaming.
-/// When the upstream side closes or breaks, the client's connection is cut.
-async fn slow_link(upstream: u16, bytes_per_sec: u64) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                // A small window towards the store: few bytes in flight when it dies.
-                let _ = socket.set_recv_buffer_size(16 * 1024);
-                let Ok(server) = socket.connect(([127, 0, 0, 1], upstream).into()).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let started = Instant::now();
-                let mut sent = 0u64;
-                let mut buffer = vec![0u8; 8 * 1024];
-                loop {
-                    let read = match server_read.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => read,
-                    };
-                    if client_write.write_all(&buffer[..read]).await.is_err() {
-                        break;
-                    }
-                    sent += read as u64;
-                    let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
-                    tokio::time::sleep_until((started + due).into()).await;
-                }
-                requests.abort();
-            });
-        }
-    });
-    port
 }
 
 // ---------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ mod registry;
 #[path = "it/support.rs"]
 mod support;
 
+#[path = "common/relay.rs"]
+mod relay;
+
 #[path = "common/mount.rs"]
 #[allow(dead_code)]
 mod mount;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use context_graph_embeddings::artifacts::{
     mirror_tag, ArtifactManagerConfig, MirrorConfig, ModelArtifactManager, ProgressEvent,
@@ -15,7 +15,6 @@ use context_graph_embeddings::artifacts::{
 use context_graph_embeddings::ModelId;
 use hub_emulator::synth;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
 use super::mount::ReadOnlyMount;
@@ -23,6 +22,7 @@ use super::registry::{
     base64, oras_pull, oras_push, require_tools, skopeo_copy_to_oci_layout, skopeo_inspect_raw,
     umoci_unpack, Registry, RegistryAuth, Tool,
 };
+use super::relay::slow_link;
 use super::support::{drain, model, Fixture};
 use super::token::TokenService;
 
@@ -58,6 +58,15 @@ fn node(
         }),
         ..fx.config()
     }
+}
+
+/// A loopback port nothing listens on (a Hub that cannot be reached).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn target(reg: &Registry) -> String {
@@ -249,11 +258,7 @@ async fn a_model_goes_from_the_hub_through_a_registry_to_a_fresh_node_with_every
     }
 
     // Node B: a fresh cache, the Hub unreachable, the registry as its mirror.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     fx.hub.clear_requests();
     let b = ModelArtifactManager::new(ArtifactManagerConfig {
         endpoint: format!("http://127.0.0.1:{closed}"),
@@ -323,11 +328,7 @@ async fn what_oras_pushes_is_read_by_our_mirror_and_a_writable_mirror_is_filled_
     );
 
     // A site that cannot reach the Hub reads the whole set from what oras pushed.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     fx.hub.clear_requests();
     let site = ModelArtifactManager::new(ArtifactManagerConfig {
         endpoint: format!("http://127.0.0.1:{closed}"),
@@ -424,46 +425,6 @@ async fn a_layer_altered_in_the_registry_is_refused_and_the_hub_supplies_the_fil
                 .all(|r| r.path.contains(&served.sha256) || r.path.ends_with(&served.filename)),
         "the weights, and only they, came from the Hub: {hub_bodies:?}"
     );
-}
-
-/// A TCP relay that paces what the registry sends (TLS passes through untouched).
-async fn slow_link(upstream: u16, bytes_per_sec: u64) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                // A small window towards the registry: few bytes in flight when it dies.
-                let _ = socket.set_recv_buffer_size(16 * 1024);
-                let Ok(server) = socket.connect(([127, 0, 0, 1], upstream).into()).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                let requests = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-                });
-                let started = Instant::now();
-                let mut sent = 0u64;
-                let mut buffer = vec![0u8; 8 * 1024];
-                loop {
-                    let read = match server_read.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => read,
-                    };
-                    if client_write.write_all(&buffer[..read]).await.is_err() {
-                        break;
-                    }
-                    sent += read as u64;
-                    let due = Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
-                    tokio::time::sleep_until((started + due).into()).await;
-                }
-                requests.abort();
-            });
-        }
-    });
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,11 +705,7 @@ async fn a_registry_that_hands_out_tokens_is_pushed_to_and_read_from() {
         "{asked:?}"
     );
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     fx.hub.clear_requests();
     let b = ModelArtifactManager::new(ArtifactManagerConfig {
         endpoint: format!("http://127.0.0.1:{closed}"),

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::bundle::locked_model_files;
+use super::bundle::{locked_model_files, BundleFile};
 use super::context::{CacheView, Context};
 use super::plan::FileRole;
 use crate::artifacts::blocking::run_blocking_checked;
@@ -32,11 +32,11 @@ use crate::artifacts::remote::oci::image::{
 };
 use crate::artifacts::remote::oci::mirror::{registry_client, OciMirror};
 use crate::artifacts::remote::oci::modelpack::{
-    model_artifact, ArtifactFile, ArtifactModel, Descriptor, LayerKind, MANIFEST_MEDIA_TYPE,
-    REPO_ANNOTATION, REVISION_ANNOTATION,
+    digest_of, model_artifact, ArtifactFile, ArtifactModel, Descriptor, LayerKind,
+    MANIFEST_MEDIA_TYPE, REPO_ANNOTATION, REVISION_ANNOTATION,
 };
 use crate::artifacts::remote::oci::reference::{mirror_tag, OciReference};
-use crate::artifacts::store::layout::{CacheLayout, METADATA_DIR};
+use crate::artifacts::store::layout::{snapshot_link_target, CacheLayout, METADATA_DIR};
 use crate::error::{EmbeddingError, EmbeddingResult};
 use crate::model_id::ModelId;
 
@@ -69,7 +69,7 @@ pub struct PushedModel {
 }
 
 /// What a push did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PushReport {
     /// Every reference written (`oci://host/repo:tag`), with the manifest's digest.
     pub tags: Vec<(String, String)>,
@@ -103,7 +103,7 @@ impl PushReport {
 struct Collected {
     artifact: ModelArtifact,
     commit: String,
-    files: Vec<(crate::artifacts::ensure::bundle::BundleFile, PathBuf)>,
+    files: Vec<(BundleFile, PathBuf)>,
     /// A manifest holding only the locked entry (JSON): a user can use it as is.
     entry_json: String,
 }
@@ -113,6 +113,20 @@ fn registry_error(reference: &str, message: impl Into<String>) -> EmbeddingError
         reference: reference.to_owned(),
         message: message.into(),
     }
+}
+
+/// A manifest holding only the `locked` entries (with `base`'s signature policies), as compact
+/// JSON for an annotation: a user can save it and use it as is.
+fn manifest_of(base: &Manifest, locked: &[ModelArtifact]) -> String {
+    let mut manifest = base.clone();
+    manifest.entries = locked
+        .iter()
+        .cloned()
+        .map(ManifestEntry::Artifact)
+        .collect();
+    serde_json::from_str::<serde_json::Value>(&manifest.to_json_pretty())
+        .map(|value| value.to_string())
+        .unwrap_or_default()
 }
 
 /// The locked files of `models` (every artifact when empty). Blocking.
@@ -132,12 +146,7 @@ fn collect(
             registry_error(reference, format!("{reason}; nothing was pushed"))
         })?;
         let commit = files.first().map(|f| f.commit.clone()).unwrap_or_default();
-        let mut alone = manifest.clone();
-        alone.entries = vec![ManifestEntry::Artifact(locked.clone())];
-        let entry_json = serde_json::to_string(
-            &serde_json::from_str::<serde_json::Value>(&alone.to_json_pretty()).unwrap_or_default(),
-        )
-        .unwrap_or_default();
+        let entry_json = manifest_of(manifest, std::slice::from_ref(&locked));
         collected.push(Collected {
             artifact: locked,
             commit,
@@ -214,14 +223,7 @@ pub(crate) async fn push(
         ctx.config.download_timeout,
     )?;
     let mount_from = mount_source(ctx, target);
-    let mut report = PushReport {
-        tags: Vec::new(),
-        models: Vec::new(),
-        blobs_uploaded: 0,
-        blobs_mounted: 0,
-        blobs_present: 0,
-        bytes_uploaded: 0,
-    };
+    let mut report = PushReport::default();
     if options.image {
         push_image(
             ctx,
@@ -385,25 +387,12 @@ fn image_entries(layout: &CacheLayout, models: &[Collected]) -> Vec<ImageEntry> 
     for model in models {
         let repo = &model.artifact.repo_id;
         let folder = CacheLayout::repo_folder_name(repo);
-        for sub in ["", "/blobs", "/snapshots", "/refs", "/.cg-models-v1"] {
-            entries.push(ImageEntry::Dir(format!("{folder}{sub}")));
-        }
+        // Folders come with what they hold (`metadata_layer`); `blobs/` with the blob layers.
         let snapshot = format!("{folder}/snapshots/{}", model.commit);
-        entries.push(ImageEntry::Dir(snapshot.clone()));
         for (file, _) in &model.files {
-            let mut at = 0;
-            while let Some(slash) = file.path[at..].find('/') {
-                entries.push(ImageEntry::Dir(format!(
-                    "{snapshot}/{}",
-                    &file.path[..at + slash]
-                )));
-                at += slash + 1;
-            }
-            let depth = file.path.matches('/').count() + 2;
-            let target = format!("{}blobs/{}", "../".repeat(depth), file.blob);
             entries.push(ImageEntry::Link(
                 format!("{snapshot}/{}", file.path),
-                target,
+                snapshot_link_target(&file.path, &file.blob),
             ));
         }
         let mut refs: BTreeSet<String> = layout
@@ -414,14 +403,6 @@ fn image_entries(layout: &CacheLayout, models: &[Collected]) -> Vec<ImageEntry> 
             .collect();
         refs.insert(model.commit.clone());
         for name in refs {
-            let mut at = 0;
-            while let Some(slash) = name[at..].find('/') {
-                entries.push(ImageEntry::Dir(format!(
-                    "{folder}/refs/{}",
-                    &name[..at + slash]
-                )));
-                at += slash + 1;
-            }
             entries.push(ImageEntry::File(
                 format!("{folder}/refs/{name}"),
                 model.commit.as_bytes().to_vec(),
@@ -430,7 +411,6 @@ fn image_entries(layout: &CacheLayout, models: &[Collected]) -> Vec<ImageEntry> 
         // The recorded sets of this commit: offline, a set is known without a tree listing.
         let sets = layout.repo_dir(repo).join(METADATA_DIR).join("sets");
         if let Ok(listing) = std::fs::read_dir(&sets) {
-            entries.push(ImageEntry::Dir(format!("{folder}/{METADATA_DIR}/sets")));
             for record in listing.flatten() {
                 let name = record.file_name().to_string_lossy().into_owned();
                 if !name.starts_with(&format!("{}-", model.commit)) || !name.ends_with(".json") {
@@ -507,7 +487,7 @@ async fn push_image(
             format!("cannot build the metadata layer: {reason}"),
         )
     })?;
-    let metadata_digest = crate::artifacts::remote::oci::modelpack::digest_of(&metadata);
+    let metadata_digest = digest_of(&metadata);
     let metadata = Bytes::from(metadata);
     let size = metadata.len() as u64;
     let body = metadata.clone();
@@ -523,25 +503,17 @@ async fn push_image(
         size,
         annotations: None,
     });
-    let mut locked = ctx.manifest.clone();
-    locked.entries = models
-        .iter()
-        .map(|m| ManifestEntry::Artifact(m.artifact.clone()))
-        .collect();
+    let locked: Vec<ModelArtifact> = models.iter().map(|m| m.artifact.clone()).collect();
     let mut annotations = BTreeMap::from([(
         IMAGE_MANIFEST_ANNOTATION.to_owned(),
-        serde_json::to_string(
-            &serde_json::from_str::<serde_json::Value>(&locked.to_json_pretty())
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default(),
+        manifest_of(&ctx.manifest, &locked),
     )]);
     if let [only] = models {
         annotations.insert(REPO_ANNOTATION.to_owned(), only.artifact.repo_id.clone());
         annotations.insert(REVISION_ANNOTATION.to_owned(), only.commit.clone());
     }
     let (config, manifest) = image_manifest(&layers, annotations);
-    let config_digest = crate::artifacts::remote::oci::modelpack::digest_of(&config);
+    let config_digest = digest_of(&config);
     let config = Bytes::from(config);
     let size = config.len() as u64;
     let pushed = client
@@ -554,10 +526,7 @@ async fn push_image(
     client
         .put_manifest(repository, &tag, MANIFEST_MEDIA_TYPE, &manifest)
         .await?;
-    report.tags.push((
-        target.to_string(),
-        crate::artifacts::remote::oci::modelpack::digest_of(&manifest),
-    ));
+    report.tags.push((target.to_string(), digest_of(&manifest)));
     Ok(())
 }
 
@@ -576,14 +545,7 @@ pub(crate) async fn publish_to_mirror(
         collect(&view, &manifest, &[model], &reference)
     })
     .await?;
-    let mut report = PushReport {
-        tags: Vec::new(),
-        models: Vec::new(),
-        blobs_uploaded: 0,
-        blobs_mounted: 0,
-        blobs_present: 0,
-        bytes_uploaded: 0,
-    };
+    let mut report = PushReport::default();
     for model in &collected {
         let tags = vec![mirror_tag(&model.artifact.repo_id, &model.commit)];
         push_artifact(

@@ -277,14 +277,8 @@ impl CacheLayout {
         let temporary = temporary_path(&parent);
         let blob = self.blob_path(repo_id, etag);
         if use_symlinks {
-            let depth = filename.split('/').count();
-            let mut relative = PathBuf::new();
-            for _ in 0..depth + 1 {
-                relative.push("..");
-            }
-            relative.push("blobs");
-            relative.push(etag);
-            symlink(&relative, &temporary)
+            let relative = snapshot_link_target(filename, etag);
+            symlink(Path::new(&relative), &temporary)
                 .map_err(|e| EmbeddingError::io("cannot create symlink", &temporary, e))?;
         } else {
             // A blob that is a link into the shared store: link or copy its payload, not the
@@ -341,6 +335,16 @@ impl CacheLayout {
         dirs.sort();
         dirs
     }
+}
+
+/// What the snapshot entry `filename` links to: `../../blobs/<etag>` from
+/// `snapshots/<commit>/`, one `..` more per folder of `filename` (relative, as
+/// `huggingface_hub` writes it, so a cache can be moved or mounted elsewhere).
+pub(crate) fn snapshot_link_target(filename: &str, etag: &str) -> String {
+    format!(
+        "{}blobs/{etag}",
+        "../".repeat(filename.split('/').count() + 1)
+    )
 }
 
 /// A ref that is already right is not written again, but the folder is still swept: a

@@ -55,13 +55,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 /// (padding and the two end blocks), for the file `path` of `size` bytes.
 pub(crate) fn blob_layer_frame(path: &str, size: u64) -> Result<(Vec<u8>, Vec<u8>), String> {
     let mut builder = tar::Builder::new(Vec::new());
-    let mut folders: Vec<&str> = Vec::new();
-    let mut at = 0;
-    while let Some(slash) = path[at..].find('/') {
-        folders.push(&path[..at + slash]);
-        at += slash + 1;
-    }
-    for folder in folders {
+    for folder in parent_folders(path) {
         let mut dir = header(tar::EntryType::Directory, 0o755, 0);
         builder
             .append_data(&mut dir, format!("{folder}/"), std::io::empty())
@@ -91,9 +85,20 @@ pub(crate) fn blob_layer_frame(path: &str, size: u64) -> Result<(Vec<u8>, Vec<u8
     Ok((head, tail))
 }
 
-/// The metadata layer: every entry in path order, then the end blocks.
+/// Every folder above `path` (`a/b/c` → `a`, `a/b`), outermost first.
+fn parent_folders(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(at, _)| &path[..at])
+}
+
+/// The metadata layer: every entry and every folder above one, in path order, then the end
+/// blocks.
 pub(crate) fn metadata_layer(entries: &[ImageEntry]) -> Result<Vec<u8>, String> {
-    let mut sorted: Vec<&ImageEntry> = entries.iter().collect();
+    let folders: Vec<ImageEntry> = entries
+        .iter()
+        .flat_map(|e| parent_folders(e.path()))
+        .map(|folder| ImageEntry::Dir(folder.to_owned()))
+        .collect();
+    let mut sorted: Vec<&ImageEntry> = entries.iter().chain(&folders).collect();
     sorted.sort_by(|a, b| a.path().cmp(b.path()));
     sorted.dedup_by(|a, b| a.path() == b.path());
     let mut builder = tar::Builder::new(Vec::new());
@@ -228,10 +233,21 @@ mod tests {
         ])
         .unwrap();
         let entries = unpack(&layer);
-        assert_eq!(entries[0].0, "models--o--n/");
-        assert_eq!(entries[1].0, "models--o--n/refs/main");
-        assert_eq!(entries[1].2, b"c");
-        assert_eq!(entries[2].3.as_deref(), Some("../../../blobs/abc"));
+        let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "models--o--n/",
+                "models--o--n/refs/",
+                "models--o--n/refs/main",
+                "models--o--n/snapshots/",
+                "models--o--n/snapshots/c/",
+                "models--o--n/snapshots/c/1_Pooling/",
+                "models--o--n/snapshots/c/1_Pooling/config.json",
+            ]
+        );
+        assert_eq!(entries[2].2, b"c");
+        assert_eq!(entries[6].3.as_deref(), Some("../../../blobs/abc"));
     }
 
     #[test]
